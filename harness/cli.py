@@ -1,0 +1,329 @@
+"""The ``spike`` command: list, run, report, compare, doctor.
+
+Exit status: 0 success; 1 ``compare`` found a regression; 2 a usage error (an
+unknown spike, option, scenario or criterion); 3 a run finished but some steps
+failed (their results are stored and shown); 4 a data or file error (malformed
+results, unwritable output folder, broken plugin); 130 interrupted by Ctrl-C
+(what was measured so far is stored).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness import machine
+from harness.compare import compare_runs, machine_differences, pair_runs
+from harness.plugin import Spike, SpikeLoadError, discover, source_hash
+from harness.report.render import decision_matrix, render_index, render_spike
+from harness.results import ResultsError, latest_runs
+from harness.runner import RunInterrupted, RunPlan, run_spike
+from harness.stats import fmt_num
+
+__all__ = ["app", "main", "EXIT_OK", "EXIT_REGRESSION", "EXIT_USAGE", "EXIT_FAILED_STEPS", "EXIT_DATA", "EXIT_INTERRUPTED"]
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_USAGE = 2
+EXIT_FAILED_STEPS = 3
+EXIT_DATA = 4
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    help="Run the realtime-spikes experiments, store raw results, and render the outcome documents.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def user_errors(fn: F) -> F:
+    """Turn expected failures into one line and an exit status, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ResultsError, SpikeLoadError) as exc:
+            raise _fail(EXIT_DATA, str(exc)) from None
+        except PermissionError as exc:
+            raise _fail(EXIT_DATA, f"{exc.filename or ''}: permission denied") from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _spikes() -> dict[int, Spike]:
+    return discover()
+
+
+def _names(spikes: dict[int, Spike]) -> str:
+    return ", ".join(f"{n} ({s.slug})" for n, s in spikes.items())
+
+
+def resolve_spikes(which: str, spikes: dict[int, Spike]) -> list[Spike]:
+    """``all``, a number (``9``, ``09``), a slug, or ``sNN-slug``; exit 2 when unknown."""
+    if which == "all":
+        return list(spikes.values())
+    for n, s in spikes.items():
+        if which.lstrip("0") == str(n) or which in (s.slug, s.key):
+            return [s]
+    raise _fail(EXIT_USAGE, f"unknown spike {which!r}; valid: all, {_names(spikes)}")
+
+
+def _parse_weights(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise _fail(EXIT_USAGE, f"--weight {item!r}: expected CRITERION=PERCENT, e.g. Performance=40")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        probe = out / "runs" / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise _fail(EXIT_DATA, f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder: runs are stored in OUT/runs, documents in OUT.")]
+
+
+@app.command("list")
+@user_errors
+def list_cmd(out: Out = Path("results")) -> None:
+    """Show the registered spikes: number, title, priority, hours, options, scenarios, last run."""
+    spikes = _spikes()
+    runs = latest_runs(out / "runs")
+    table = Table(title="Registered spikes")
+    for col in ("#", "Title", "Priority", "Planned h", "Options", "Scenarios", "Last run"):
+        table.add_column(col)
+    for n, s in spikes.items():
+        run = runs.get(n)
+        last = "never"
+        if run:
+            last = f"{run.started_at[:16].replace('T', ' ')} ({run.profile})"
+            if run.spike.get("source_hash") != source_hash(s):
+                last += " [yellow]stale[/]"
+        table.add_row(str(n), f"{s.title}\n[dim]{s.slug}[/]", s.priority, fmt_num(s.planned_hours), ", ".join(o.key for o in s.options), ", ".join(sc.key for sc in s.scenarios), last)
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def run(
+    which: Annotated[str, typer.Argument(help="Spike number, slug, or 'all'.")],
+    scenario: Annotated[list[str] | None, typer.Option("--scenario", "-s", help="Run only this scenario (repeatable).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Run only this option (repeatable).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Scaled-down profile for tests and smoke runs; the document says so.")] = False,
+    repeat: Annotated[int | None, typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default 5, quick 3).")] = None,
+    out: Out = Path("results"),
+    author: Annotated[str, typer.Option("--author", help="Name written as the document's Developer.")] = os.environ.get("SPIKE_AUTHOR", "realtime-spikes harness"),
+    weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="Override a criterion weight for this run, e.g. Performance=40 (weights must add up to 100).")] = None,
+) -> None:
+    """Run spikes, store raw results under OUT/runs, and render their documents."""
+    spikes = _spikes()
+    chosen = resolve_spikes(which, spikes)
+    weights = _parse_weights(weight)
+    plans = []
+    for s in chosen:
+        if scenario:
+            bad = [k for k in scenario if k not in {sc.key for sc in s.scenarios}]
+            if bad:
+                raise _fail(EXIT_USAGE, f"spike {s.number} has no scenario {', '.join(map(repr, bad))}; valid: {', '.join(sc.key for sc in s.scenarios)}")
+        if option:
+            bad = [k for k in option if k not in {o.key for o in s.options}]
+            if bad:
+                raise _fail(EXIT_USAGE, f"spike {s.number} has no option {', '.join(map(repr, bad))}; valid: {', '.join(o.key for o in s.options)}")
+        unknown = [k for k in weights if k not in s.weights]
+        if unknown:
+            raise _fail(EXIT_USAGE, f"unknown criterion {', '.join(map(repr, unknown))}; valid: {', '.join(s.weights)}")
+        plan = RunPlan(s, scenario, option, quick, repeat, author, weights)
+        if sum(plan.effective_weights.values()) != 100:
+            raise _fail(EXIT_USAGE, f"weights add up to {sum(plan.effective_weights.values())}, not 100: {plan.effective_weights}")
+        plans.append(plan)
+    _check_out(out)
+
+    failed_steps = 0
+    for plan in plans:
+        s = plan.spike
+        console.rule(f"Spike {s.number}: {s.title}{' (quick)' if quick else ''}")
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
+        ) as progress:
+            overall = progress.add_task("all steps", total=None)
+            step_task: list[Any] = [None]
+
+            def on_step(desc: str, index: int, total: int) -> None:
+                progress.update(overall, total=total, completed=index)
+                if step_task[0] is not None:
+                    progress.update(step_task[0], completed=100)
+                step_task[0] = progress.add_task(f"  {escape(desc)}", total=100)
+
+            def on_advance(fraction: float) -> None:
+                if step_task[0] is not None:
+                    progress.update(step_task[0], completed=100 * fraction)
+
+            try:
+                result = run_spike(plan, out, on_step=on_step, on_advance=on_advance, echo=progress.console.print)
+            except RunInterrupted as exc:
+                progress.stop()
+                err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}")
+                render_spike(s, exc.run, out)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            progress.update(overall, completed=progress.tasks[overall].total)
+            if step_task[0] is not None:
+                progress.update(step_task[0], completed=100)
+        doc = render_spike(s, result, out)
+        bad = [sr for sr in result.scenarios if sr.status == "failed"]
+        not_run = [sr for sr in result.scenarios if sr.status == "not_run"]
+        failed_steps += len(bad)
+        matrix = decision_matrix(s, result)
+        best = matrix.best
+        console.print(f"stored [bold]{result.path}[/] in {fmt_num(result.duration_s)} s; document [bold]{doc}[/]")
+        if best:
+            console.print(f"recommendation: [bold green]{escape(matrix.titles[best])}[/] ({matrix.totals[best]:.2f} / 10)")
+        if not_run:
+            console.print(f"[yellow]{len(not_run)} step(s) not run[/] (missing programs; see the document's Method)")
+        if bad:
+            console.print(f"[red]{len(bad)} step(s) failed[/] (reasons in the document and {out / 'runs'})")
+    render_index(spikes, latest_runs(out / "runs"), out)
+    if failed_steps:
+        raise typer.Exit(EXIT_FAILED_STEPS)
+
+
+@app.command()
+@user_errors
+def report(
+    which: Annotated[str, typer.Argument(help="Spike number, slug, or 'all'.")] = "all",
+    out: Out = Path("results"),
+) -> None:
+    """Re-render documents and the index from stored runs, running nothing."""
+    spikes = _spikes()
+    chosen = resolve_spikes(which, spikes)
+    runs = latest_runs(out / "runs")
+    for s in chosen:
+        run = runs.get(s.number)
+        if run is None:
+            console.print(f"spike {s.number}: no stored run in {out / 'runs'}; run `spike run {s.number}` first")
+            continue
+        doc = render_spike(s, run, out)
+        console.print(f"spike {s.number}: rendered {doc} from {run.path}")
+    index = render_index(spikes, runs, out)
+    console.print(f"index: {index}")
+
+
+@app.command()
+@user_errors
+def compare(
+    base: Annotated[Path, typer.Argument(help="Baseline: a results file, or a folder of them (newest run per spike).")],
+    new: Annotated[Path, typer.Argument(help="New: a results file, or a folder of them.")],
+    threshold: Annotated[float, typer.Option(help="A significant change this much worse (relative) is a regression: exit 1.")] = 0.10,
+    min_effect: Annotated[float, typer.Option(help="Smallest relative change that can be called significant.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.05,
+    only_changed: Annotated[bool, typer.Option("--only-changed", help="Show only significant changes.")] = False,
+) -> None:
+    """Compare two runs metric by metric; exit 1 if a metric regressed past the threshold."""
+    pairs = pair_runs(base, new)
+    if not pairs:
+        console.print(f"no baseline: {base} has no earlier run of the spikes in {new}; nothing to compare")
+        return
+    regressions = 0
+    for b, n in pairs:
+        rows = compare_runs(b, n, alpha=alpha, min_effect=min_effect, threshold=threshold)
+        table = Table(title=f"Spike {n.spike['number']}: {b.run_id} -> {n.run_id}")
+        for col in ("Scenario", "Option", "Metric", "Base", "New", "Change", "p", "Verdict"):
+            table.add_column(col)
+        shown = 0
+        for r in rows:
+            regressions += r.result.regression
+            if only_changed and not r.result.significant:
+                continue
+            shown += 1
+            style = "bold red" if r.result.regression else ("green" if r.result.verdict == "improved" else "")
+            change = "0%" if r.result.change == 0 else f"{r.result.change:+.1%}"
+            p = "exact" if r.result.p_value is None and r.result.significant else ("" if r.result.p_value is None else f"{r.result.p_value:.3g}")
+            metric = f"{r.name} [{r.tags}]" if r.tags else r.name
+            table.add_row(r.scenario, r.option, escape(metric), fmt_num(r.result.base, r.unit), fmt_num(r.result.new, r.unit), change, p, f"[{style}]{escape(r.result.verdict)}[/]" if style else escape(r.result.verdict))
+        console.print(table)
+        sig = sum(1 for r in rows if r.result.significant)
+        console.print(f"{len(rows)} metrics compared, {sig} significant, {sum(r.result.regression for r in rows)} regression(s); {len(rows) - shown} hidden")
+        for d in machine_differences(b, n):
+            console.print(f"[yellow]warning[/]: the runs differ in {escape(d)}; differences may come from that")
+        if b.spike.get("source_hash") != n.spike.get("source_hash"):
+            console.print(f"note: the spike's code changed between the runs ({b.spike.get('source_hash')} -> {n.spike.get('source_hash')})")
+    if regressions:
+        err.print(f"[bold red]{regressions} regression(s)[/] past the {threshold:.0%} threshold")
+        raise typer.Exit(EXIT_REGRESSION)
+
+
+@app.command()
+@user_errors
+def doctor() -> None:
+    """Show which external programs are present, and which scenarios need the missing ones."""
+    spikes = _spikes()
+    needs: dict[str, list[str]] = {}
+    for s in spikes.values():
+        for sc in s.scenarios:
+            for r in sc.requires:
+                needs.setdefault(r, []).append(f"{s.number}/{sc.key}")
+    table = Table(title="External programs")
+    for col in ("Program", "Present", "Version", "Path", "Scenarios needing it", "Install"):
+        table.add_column(col)
+    missing = 0
+    for name in machine.EXTERNAL_TOOLS:
+        st = machine.tool_status(name)
+        missing += not st["present"]
+        table.add_row(
+            name,
+            "[green]yes[/]" if st["present"] else "[red]no[/]",
+            st["version"] or "",
+            st["path"] or "",
+            ", ".join(needs.get(name, [])) or "none yet",
+            "" if st["present"] else st["install"],
+        )
+    console.print(table)
+    blocked = sorted({sc for name in machine.EXTERNAL_TOOLS if machine.find_tool(name) is None for sc in needs.get(name, [])})
+    if blocked:
+        console.print(f"[yellow]would not run[/]: {', '.join(blocked)}")
+    else:
+        console.print("every registered scenario has what it needs")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - outside a command
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The spike contract: what a spike plugin declares, and how spikes are found.
+
+A spike is a plain object (an instance of :class:`Spike`) registered under the
+entry-point group ``realtime_spikes.spikes``. The harness discovers it, runs
+each of its scenarios against each of its options, stores what the scenario
+measured, and asks the spike to turn those stored measurements into scores,
+tables, charts and findings. The spike never writes documents itself, and the
+harness never knows what a spike measures: data moves one way, from scenario
+to results file to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.results import RunResult
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DEFAULT_WEIGHTS",
+    "PRIORITIES",
+    "Option",
+    "Scenario",
+    "ScenarioContext",
+    "Measurement",
+    "ScenarioOutput",
+    "CriterionScore",
+    "Scoring",
+    "Table",
+    "Chart",
+    "Finding",
+    "ReportContent",
+    "Spike",
+    "SpikeLoadError",
+    "discover",
+    "source_hash",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "realtime_spikes.spikes"
+
+#: The seed's decision matrix (``Decision Matrix Template``), in percent.
+DEFAULT_WEIGHTS: dict[str, int] = {
+    "Performance": 30,
+    "Complexity": 20,
+    "Maintenance": 20,
+    "Scalability": 15,
+    "Cost": 15,
+}
+
+#: The seed's priority order: critical, important, nice to have.
+PRIORITIES = ("critical", "important", "nice")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One system under comparison (native WebSocket, Socket.IO, JSON, ...).
+
+    ``code_paths`` are the files of its proof-of-concept code, relative to the
+    spike package: they are linked from the document and counted (lines of
+    code) for the complexity criterion. ``dependencies`` are the third-party
+    distributions the POC needs at run time, counted the same way.
+    """
+
+    key: str
+    title: str
+    description: str = ""
+    code_paths: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named, parameterised experiment.
+
+    ``params`` hold the full-profile values (the seed's where it gives them);
+    ``quick_params`` override some of them for ``--quick``. ``requires`` names
+    external programs (``redis-server``, ``node``...) without which the
+    scenario is recorded as not run. ``run`` performs one repeat for one option
+    and returns what it measured.
+    """
+
+    key: str
+    title: str
+    method: str
+    run: Callable[[ScenarioContext], ScenarioOutput]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    quick_params: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    options: tuple[str, ...] | None = None  # None: every option of the spike
+
+    def resolved_params(self, quick: bool) -> dict[str, Any]:
+        """The parameters of one profile: full values, quick overrides on top."""
+        out = dict(self.params)
+        if quick:
+            out.update(self.quick_params)
+        return out
+
+    def applies_to(self, option_key: str) -> bool:
+        return self.options is None or option_key in self.options
+
+
+@dataclass
+class ScenarioContext:
+    """What a scenario's ``run`` gets: the option, the parameters, a place to work."""
+
+    option: Option
+    params: dict[str, Any]
+    repeat: int
+    quick: bool
+    workdir: Path
+    log: Callable[[str], None] = print
+    advance: Callable[[float], None] = lambda fraction: None
+
+
+@dataclass
+class Measurement:
+    """Raw samples of one metric, with its unit; never only a summary.
+
+    ``better`` is ``"lower"``, ``"higher"`` or ``None`` (informational), and
+    tells ``spike compare`` which direction is a regression. ``tags`` say what
+    the samples are of (``{"message": "cursor"}``).
+    """
+
+    name: str
+    unit: str
+    samples: list[float]
+    tags: dict[str, str] = field(default_factory=dict)
+    better: str | None = "lower"
+
+
+@dataclass
+class ScenarioOutput:
+    """What one repeat of a scenario measured: samples, and facts that are not numbers."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, unit: str, samples: Iterable[float], better: str | None = "lower", **tags: str) -> None:
+        self.measurements.append(Measurement(name, unit, [float(s) for s in samples], dict(tags), better))
+
+
+@dataclass(frozen=True)
+class CriterionScore:
+    """A 0..10 score and the measured value it came from, in words."""
+
+    score: float
+    basis: str
+
+
+@dataclass
+class Scoring:
+    """Scores per option and criterion, and the formula used for each criterion."""
+
+    scores: dict[str, dict[str, CriterionScore]]
+    formulas: dict[str, str]
+
+
+@dataclass
+class Table:
+    """A Markdown table in the Results section; every cell comes from stored data."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+@dataclass
+class Chart:
+    """A chart drawn by the harness (matplotlib, SVG).
+
+    ``kind`` is ``"bar"`` (grouped bars: ``categories`` on the x axis, one bar
+    per series) or ``"line"`` (series of ``(x, y)`` points).
+    """
+
+    slug: str
+    title: str
+    kind: str
+    ylabel: str
+    series: dict[str, list[Any]]
+    categories: list[str] = field(default_factory=list)
+    xlabel: str = ""
+    log_y: bool = False
+    caption: str = ""
+
+
+@dataclass
+class Finding:
+    """A "Good, because ..." or "Bad, because ..." point, citing a measured value."""
+
+    option: str
+    good: bool
+    text: str
+
+
+@dataclass
+class ReportContent:
+    """What a spike contributes to its document, all derived from a stored run."""
+
+    tables: list[Table] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Spike:
+    """Base class of spike plugins: subclass it and fill in the class attributes.
+
+    A subclass implements :meth:`score` and :meth:`report`; both read only the
+    stored :class:`~harness.results.RunResult`, so ``spike report`` can
+    re-render a document without running anything.
+    """
+
+    number: int
+    slug: str
+    title: str
+    priority: str
+    planned_hours: float
+    question: str
+    options: Sequence[Option] = ()
+    scenarios: Sequence[Scenario] = ()
+    weights: Mapping[str, int] = DEFAULT_WEIGHTS
+    #: The package directory, for code links, complexity and the source hash.
+    package_dir: Path
+
+    def score(self, run: RunResult) -> Scoring:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def report(self, run: RunResult) -> ReportContent:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers for the harness -------------------------------------------------
+    @property
+    def key(self) -> str:
+        return f"s{self.number:02d}-{self.slug}"
+
+    def option(self, key: str) -> Option:
+        for opt in self.options:
+            if opt.key == key:
+                return opt
+        raise KeyError(key)
+
+    def scenario(self, key: str) -> Scenario:
+        for sc in self.scenarios:
+            if sc.key == key:
+                return sc
+        raise KeyError(key)
+
+    def validate(self) -> None:
+        """Check the declaration is complete; raise ``SpikeLoadError`` if not."""
+        missing = [a for a in ("number", "slug", "title", "priority", "planned_hours", "question", "package_dir") if not hasattr(self, a)]
+        if missing:
+            raise SpikeLoadError(f"{type(self).__name__} does not declare {', '.join(missing)}")
+        if self.priority not in PRIORITIES:
+            raise SpikeLoadError(f"spike {self.number}: priority {self.priority!r} is not one of {', '.join(PRIORITIES)}")
+        if not self.options or not self.scenarios:
+            raise SpikeLoadError(f"spike {self.number}: declares no options or no scenarios")
+        if sum(self.weights.values()) != 100:
+            raise SpikeLoadError(f"spike {self.number}: criterion weights add up to {sum(self.weights.values())}, not 100")
+
+
+class SpikeLoadError(Exception):
+    """A plugin could not be loaded or declares an incomplete spike."""
+
+
+def discover(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> dict[int, Spike]:
+    """Load every spike registered under ``realtime_spikes.spikes``, by number.
+
+    An entry point may name a :class:`Spike` instance or subclass. Two spikes
+    with the same number are an error: silently choosing one would make
+    results depend on install order.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    spikes: dict[int, Spike] = {}
+    for ep in entry_points:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not hide the others
+            raise SpikeLoadError(f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        spike = obj() if isinstance(obj, type) else obj
+        if not isinstance(spike, Spike):
+            raise SpikeLoadError(f"entry point {ep.name!r} ({ep.value}) is not a Spike")
+        spike.validate()
+        if spike.number in spikes:
+            raise SpikeLoadError(f"two plugins declare spike {spike.number}: {spikes[spike.number].slug!r} and {spike.slug!r}")
+        spikes[spike.number] = spike
+    return dict(sorted(spikes.items()))
+
+
+def source_hash(spike: Spike) -> str:
+    """A hash of the spike's source files, so results of edited code show as stale."""
+    h = hashlib.sha256()
+    root = Path(spike.package_dir)
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".proto", ".js", ".mjs", ".json", ".svelte", ".ts"} and "__pycache__" not in path.parts and "node_modules" not in path.parts:
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,57 @@
+"""Charts as SVG files, drawn with matplotlib from a spike's :class:`~harness.plugin.Chart`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display here or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.plugin import Chart  # noqa: E402
+
+__all__ = ["draw"]
+
+# Deterministic SVG: the same data gives the same bytes, so re-rendering a
+# document from the same run does not churn the repository.
+matplotlib.rcParams["svg.hashsalt"] = "realtime-spikes"
+matplotlib.rcParams["svg.fonttype"] = "none"
+
+
+def draw(chart: Chart, path: Path) -> Path:
+    """Draw one chart into ``path`` (an ``.svg``)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    try:
+        if chart.kind == "bar":
+            names = list(chart.series)
+            n = max(1, len(names))
+            width = 0.8 / n
+            xs = range(len(chart.categories))
+            for i, name in enumerate(names):
+                values = chart.series[name]
+                ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [v if v is not None else 0 for v in values], width, label=name)
+            ax.set_xticks(list(xs))
+            ax.set_xticklabels(chart.categories, rotation=0)
+        elif chart.kind == "line":
+            for name, points in chart.series.items():
+                if points:
+                    x, y = zip(*points)
+                    ax.plot(x, y, marker="o", markersize=3, label=name)
+        else:
+            raise ValueError(f"unknown chart kind {chart.kind!r}")
+        if chart.log_y:
+            ax.set_yscale("log")
+        ax.set_title(chart.title)
+        ax.set_ylabel(chart.ylabel)
+        if chart.xlabel:
+            ax.set_xlabel(chart.xlabel)
+        ax.grid(axis="y", alpha=0.3)
+        if len(chart.series) > 1:
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="svg", metadata={"Date": None})
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,183 @@
+"""Render outcome documents and the index from stored runs, through Jinja2 templates.
+
+Nothing here measures or decides by hand: tables, charts and findings come from
+the spike's ``report()``, scores from its ``score()``, the recommendation is
+the best weighted total of the decision matrix, and every one of those reads
+only the stored run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.plugin import Spike, source_hash
+from harness.report.charts import draw
+from harness.results import RunResult
+from harness.stats import fmt_num
+
+__all__ = ["Matrix", "decision_matrix", "render_spike", "render_index", "document_name"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # Markdown, not HTML
+    )
+    env.filters["num"] = fmt_num
+    env.filters["cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    return env
+
+
+def document_name(spike_number: int, slug: str) -> str:
+    return f"spike-{spike_number:02d}-{slug}.md"
+
+
+@dataclass
+class Matrix:
+    """The seed's decision matrix filled from a run's scores."""
+
+    criteria: list[str]
+    weights: dict[str, int]
+    options: list[str]
+    titles: dict[str, str]
+    scores: dict[str, dict[str, float | None]]
+    bases: dict[str, dict[str, str]]
+    formulas: dict[str, str]
+    totals: dict[str, float | None]
+
+    @property
+    def ranking(self) -> list[str]:
+        """Options with a complete score, best weighted total first."""
+        ok = [o for o in self.options if self.totals[o] is not None]
+        return sorted(ok, key=lambda o: -self.totals[o])  # type: ignore[operator]
+
+    @property
+    def best(self) -> str | None:
+        r = self.ranking
+        return r[0] if r else None
+
+
+def decision_matrix(spike: Spike, run: RunResult) -> Matrix:
+    """Score the run and weigh the scores with the run's weights."""
+    scoring = spike.score(run)
+    weights = run.weights or dict(spike.weights)
+    options = [o for o in run.options if o in scoring.scores]
+    titles = {o.key: o.title for o in spike.options}
+    scores: dict[str, dict[str, float | None]] = {}
+    bases: dict[str, dict[str, str]] = {}
+    totals: dict[str, float | None] = {}
+    for opt in options:
+        scores[opt] = {}
+        bases[opt] = {}
+        total = 0.0
+        complete = True
+        for crit, w in weights.items():
+            cs = scoring.scores[opt].get(crit)
+            value = None if cs is None else cs.score
+            scores[opt][crit] = None if value is None else round(max(0.0, min(10.0, value)), 1)
+            bases[opt][crit] = "not measured" if cs is None else cs.basis
+            if value is None:
+                complete = False
+            else:
+                total += w * max(0.0, min(10.0, value)) / 100
+        totals[opt] = round(total, 2) if complete else None
+    return Matrix(list(weights), weights, options, titles, scores, bases, scoring.formulas, totals)
+
+
+def _rel(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(Path(target).resolve(), Path(start).resolve())).as_posix()
+
+
+def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
+    """Write ``spike-NN-slug.md`` and its charts into ``out_dir``; return the document path."""
+    out_dir = Path(out_dir)
+    content = spike.report(run)
+    matrix = decision_matrix(spike, run)
+    chart_dir = out_dir / "charts"
+    charts = []
+    for chart in content.charts:
+        path = draw(chart, chart_dir / f"spike-{spike.number:02d}-{chart.slug}.svg")
+        charts.append({"title": chart.title, "path": _rel(path, out_dir), "caption": chart.caption})
+    stale = run.spike.get("source_hash") != source_hash(spike)
+    code = []
+    for opt in spike.options:
+        if opt.key not in run.options:
+            continue
+        cx = run.complexity.get(opt.key, {})
+        files = [{"name": f, "path": _rel(Path(spike.package_dir) / f, out_dir), "loc": loc} for f, loc in cx.get("files", {}).items()]
+        code.append({"title": opt.title, "files": files, "loc": cx.get("loc"), "deps": cx.get("dependencies", [])})
+    not_ok = [sr for sr in run.scenarios if sr.status != "ok"]
+    scen_titles = {s.key: s for s in spike.scenarios}
+    ctx: dict[str, Any] = {
+        "spike": spike,
+        "run": run,
+        "date": run.started_at[:10],
+        "duration_min": run.duration_s / 60,
+        "duration_h": run.duration_s / 3600,
+        "quick": run.profile == "quick",
+        "stale": stale,
+        "current_hash": source_hash(spike),
+        "scenarios": [scen_titles[k] for k in run.parameters.get("scenarios", []) if k in scen_titles],
+        "options": [spike.option(k) for k in run.options],
+        "m": run.machine,
+        "memory_gib": run.machine.get("memory_total_bytes", 0) / 2**30,
+        "content": content,
+        "charts": charts,
+        "matrix": matrix,
+        "best": matrix.best,
+        "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
+        "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
+        "code": code,
+        "not_ok": not_ok,
+        "run_file": _rel(run.path, out_dir) if run.path else None,
+        "overhead_pct": 100 * run.harness.get("overhead_fraction", 0.0),
+    }
+    text = _env().get_template("outcome.md.j2").render(**ctx)
+    path = out_dir / document_name(spike.number, spike.slug)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def render_index(spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out_dir: Path) -> Path:
+    """Write ``results/README.md``: every registered spike, its status and recommendation."""
+    rows = []
+    for number, spike in spikes.items():
+        run = runs.get(number)
+        row: dict[str, Any] = {"spike": spike, "doc": None, "status": "no run stored yet", "recommendation": "", "last_run": "", "profile": ""}
+        if run is not None:
+            matrix = decision_matrix(spike, run)
+            stale = run.spike.get("source_hash") != source_hash(spike)
+            failed = sum(1 for s in run.scenarios if s.status != "ok")
+            status = "quick run only" if run.profile == "quick" else "measured"
+            if failed:
+                status += f", {failed} step(s) not ok"
+            if stale:
+                status += ", stale (code changed since)"
+            best = matrix.best
+            row.update(
+                doc=document_name(number, spike.slug),
+                status=status,
+                recommendation=f"{matrix.titles.get(best, best)} ({matrix.totals[best]:.2f} / 10)" if best else "none: incomplete scores",
+                last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
+                profile=run.profile,
+            )
+        rows.append(row)
+    text = _env().get_template("index.md.j2").render(rows=rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""The built-in spikes, one package each, registered as ``realtime_spikes.spikes`` entry points."""

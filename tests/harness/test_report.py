@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.plugin import source_hash
+from harness.report.render import decision_matrix, render_index, render_spike
+from harness.results import RunResult, save
+from harness.runner import RunPlan, run_spike
+from tests.harness.fakes import FakeSpike
+
+GOLDEN = Path(__file__).parent / "golden"
+FIXED_MACHINE = {
+    "hostname": "golden", "cpu_model": "Test CPU", "cpu_count_logical": 2, "cpu_count_physical": 1, "cpu_mhz_max": None,
+    "memory_total_bytes": 2 * 2**30, "os": "Linux 6.0", "platform": "Linux", "python": "3.11.7", "python_implementation": "CPython",
+    "packages": {"realtime-spikes": "0.1.0"}, "load_avg_1m_at_start": 0.5, "commit": "0123456789abcdef", "dirty": False,
+}
+
+
+def _fixed_run(tmp_path: Path, **changes) -> RunResult:
+    spike = FakeSpike()
+    run = run_spike(RunPlan(spike, scenarios=["works", "crashes"], repeat=2, author="Golden Tester"), tmp_path / "scratch")
+    data = run.to_dict()
+    data.update(run_id="golden-run", started_at="2026-11-25T10:00:00+00:00", finished_at="2026-11-25T10:06:00+00:00",
+                duration_s=360.0, machine=FIXED_MACHINE, harness={"measured_s": 350.0, "overhead_fraction": 0.0278})
+    for sr in data["scenarios"]:
+        sr["durations_s"] = [1.0 for _ in sr["durations_s"]]
+    data.update(changes)
+    fixed = RunResult.from_dict(data)
+    save(fixed, tmp_path / "out" / "runs")
+    return fixed
+
+
+def test_outcome_document_matches_golden(tmp_path):
+    run = _fixed_run(tmp_path)
+    doc = render_spike(FakeSpike(), run, tmp_path / "out")
+    # Code links are relative to wherever the output folder is: normalise them.
+    poc = os.path.relpath(FakeSpike().package_dir, doc.parent)
+    text = doc.read_text().replace(poc, "POC")
+    golden = GOLDEN / "spike-42-fake.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert (tmp_path / "out" / "charts" / "spike-42-lat.svg").read_text().startswith("<?xml")
+
+
+def test_document_follows_the_seed_template_in_order(tmp_path):
+    text = render_spike(FakeSpike(), _fixed_run(tmp_path), tmp_path / "out").read_text()
+    heads = ["## Spike: 42 Fake Spike", "**Date:** 2026-11-25", "**Developer:** Golden Tester", "**Duration:**", "### Question",
+             "### Method", "### Results", "### Recommendation", "### Code/Artifacts"]
+    positions = [text.index(h) for h in heads]
+    assert positions == sorted(positions)
+    assert "| Criterion | Weight | Option A | Option B |" in text
+    assert "Chosen option: **Option A**" in text  # lower fake latency: higher score
+    assert "Good, because latency is 11.0 ms" in text and "Bad, because latency is 21.0 ms" in text
+    assert "| crashes | a | failed | RuntimeError: the server crashed mid-scenario |" in text
+    assert "Quick run" not in text and "Stale" not in text
+
+
+def test_quick_and_stale_runs_say_so(tmp_path):
+    run = _fixed_run(tmp_path, profile="quick", spike={"number": 42, "slug": "fake", "title": "Fake Spike", "source_hash": "old"})
+    text = render_spike(FakeSpike(), run, tmp_path / "out").read_text()
+    assert "**Quick run.**" in text and "**Stale.**" in text and f"{source_hash(FakeSpike())} now" in text
+
+
+def test_matrix_totals_are_weighted_sums(tmp_path):
+    m = decision_matrix(FakeSpike(), _fixed_run(tmp_path, parameters={"repeat": 2, "options": ["a", "b"], "scenarios": ["works"], "interrupted": False,
+                                                                       "weights": {"Performance": 50, "Complexity": 50}}))
+    assert m.criteria == ["Performance", "Complexity"]
+    assert m.scores["a"]["Performance"] == 9.1  # 100 / 11 (median of 10, 11, 11, 12), one decimal
+    assert m.totals["a"] == pytest.approx(100 / 11, abs=0.01)
+    assert m.best == "a" and m.ranking == ["a", "b"]
+
+
+def test_index_lists_every_spike(tmp_path):
+    run = _fixed_run(tmp_path)
+    text = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
+    assert "[Fake Spike](spike-42-fake.md)" in text and "Option A" in text and "1 step(s) not ok" not in text
+    assert "2 step(s) not ok" in text
+    empty = render_index({42: FakeSpike()}, {}, tmp_path / "empty").read_text()
+    assert "no run stored yet" in empty
