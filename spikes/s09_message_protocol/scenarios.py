@@ -1,0 +1,83 @@
+"""The scenarios of Spike 9: each runs one repeat for one codec and returns what it measured."""
+
+from __future__ import annotations
+
+from harness.plugin import ScenarioContext, ScenarioOutput
+
+from .battery import run_battery
+from .bench import deflate_message, deflate_stream, encode_all, roundtrip_ok, time_per_op, zlib_size
+from .codecs import CODECS
+from .debugging import debug_facts
+from .messages import MESSAGE_KINDS, sample, stream
+
+__all__ = [
+    "SIZE_PARAMS",
+    "SIZE_QUICK",
+    "SPEED_PARAMS",
+    "SPEED_QUICK",
+    "run_size",
+    "run_speed",
+    "run_type_safety",
+    "run_debugging",
+]
+
+SIZE_PARAMS = {"stream_messages": 1000}
+SIZE_QUICK = {"stream_messages": 200}
+SPEED_PARAMS = {"samples": 15, "sample_s": 0.02, "warmup_s": 0.1}
+SPEED_QUICK = {"samples": 5, "sample_s": 0.003, "warmup_s": 0.02}
+
+
+def run_size(ctx: ScenarioContext) -> ScenarioOutput:
+    """Bytes per message: raw, zlib, deflate per message, and over a stream with one deflate context."""
+    codec, out = CODECS[ctx.option.key], ScenarioOutput()
+    kinds = (*MESSAGE_KINDS, "mixed")
+    for i, kind in enumerate(kinds):
+        if kind != "mixed":
+            data = encode_all(codec, [sample(kind)])[0]
+            out.add("size_raw", "bytes", [len(data)], message=kind)
+            out.add("size_zlib", "bytes", [zlib_size(data)], message=kind)
+            out.add("size_deflate_msg", "bytes", [len(deflate_message(data))], message=kind)
+        payloads = encode_all(codec, stream(kind, ctx.params["stream_messages"]))
+        n = len(payloads)
+        out.add("size_raw_stream", "bytes", [sum(map(len, payloads)) / n], message=kind)
+        out.add("size_deflate_stream", "bytes", [sum(map(len, deflate_stream(payloads))) / n], message=kind)
+        ctx.advance((i + 1) / len(kinds))
+    return out
+
+
+def run_speed(ctx: ScenarioContext) -> ScenarioOutput:
+    """Encode and decode time per message kind, in ns per operation."""
+    codec, out = CODECS[ctx.option.key], ScenarioOutput()
+    timing = {k: ctx.params[k] for k in ("samples", "sample_s", "warmup_s")}
+    roundtrips = {}
+    for i, kind in enumerate(MESSAGE_KINDS):
+        native = codec.to_native(sample(kind))
+        data = codec.encode(native)
+        out.add("encode_ns", "ns/op", time_per_op(codec.encode, native, **timing), message=kind)
+        out.add("decode_ns", "ns/op", time_per_op(codec.decode, data, **timing), message=kind)
+        roundtrips[kind] = roundtrip_ok(codec, sample(kind))
+        ctx.advance((i + 1) / len(MESSAGE_KINDS))
+    out.facts["roundtrip_ok"] = roundtrips
+    return out
+
+
+def run_type_safety(ctx: ScenarioContext) -> ScenarioOutput:
+    """The battery of bad inputs through this codec's decoder."""
+    cases = run_battery(CODECS[ctx.option.key])
+    rejected = sum(c["rejected"] for c in cases)
+    out = ScenarioOutput(facts={"cases": cases})
+    out.add("rejected_fraction", "fraction", [rejected / len(cases)], better="higher")
+    out.add("rejected", "cases", [rejected], better=None)
+    out.add("cases_total", "cases", [len(cases)], better=None)
+    ctx.advance(1.0)
+    return out
+
+
+def run_debugging(ctx: ScenarioContext) -> ScenarioOutput:
+    """Debugging facts of this codec's format; the count of true ones is the measurement."""
+    facts = debug_facts(CODECS[ctx.option.key])
+    out = ScenarioOutput(facts=facts)
+    out.add("debug_facts_true", "facts", [sum(f["value"] for f in facts.values())], better="higher")
+    out.add("debug_facts_total", "facts", [len(facts)], better=None)
+    ctx.advance(1.0)
+    return out

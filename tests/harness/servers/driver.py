@@ -1,0 +1,34 @@
+"""A stand-in harness: starts a ServerProcess, reports its pids, waits to be signalled."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from harness.process import LogReady, ServerProcess  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    log_path = sys.argv[1]
+    srv = ServerProcess(
+        "driven",
+        [sys.executable, str(HERE / "forking.py"), "--port", "{port}", *sys.argv[2:]],
+        ready=LogReady(r"listening on \d+"),
+        log_path=log_path,
+        grace=1.0,
+    )
+    srv.start()
+    grandchild = re.search(r"grandchild (\d+)", srv.log_since_start()).group(1)
+    print(f"server {srv.pid} grandchild {grandchild}", flush=True)
+    while True:
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()

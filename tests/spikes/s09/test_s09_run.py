@@ -1,0 +1,44 @@
+"""End to end: `spike run 9 --quick` into a temp dir gives a complete outcome document."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.results import load
+
+runner = CliRunner()
+OPTIONS = ("JSON (stdlib json)", "JSON (orjson)", "MessagePack (positional)", "Protocol Buffers", "MessagePack (msgspec schemas)")
+
+
+def test_quick_run_writes_the_outcome_document_and_matrix(tmp_path):
+    res = runner.invoke(app, ["run", "9", "--quick", "--repeat", "1", "--out", str(tmp_path), "--author", "CI"])
+    assert res.exit_code == 0, res.output
+    runs = list((tmp_path / "runs").glob("*.json"))
+    assert len(runs) == 1
+    run = load(runs[0])
+    assert run.profile == "quick" and all(sr.status == "ok" for sr in run.scenarios)
+    assert {sr.scenario for sr in run.scenarios} == {"size", "speed", "type-safety", "debugging"}
+
+    doc = (tmp_path / "spike-09-message-protocol.md").read_text()
+    assert doc.startswith("## Spike: 9 Message Protocol Design\n**Date:** ")
+    assert "**Developer:** CI" in doc and "**Quick run.**" in doc
+    header = "| Criterion | Weight | " + " | ".join(OPTIONS) + " |"
+    assert header in doc
+    for crit, weight in (("Performance", 30), ("Complexity", 20), ("Maintenance", 20), ("Scalability", 15), ("Cost", 15)):
+        row = re.search(rf"^\| {crit} \| {weight}% \|(.*)\|$", doc, re.M)
+        assert row, crit
+        cells = [c.strip() for c in row.group(1).split("|")]
+        assert len(cells) == 5 and all(0 <= float(c) <= 10 for c in cells)
+    totals = re.search(r"^\| \*\*Weighted total\*\* \| 100% \|(.*)\|$", doc, re.M).group(1)
+    values = [float(c.strip().strip("*")) for c in totals.split("|")]
+    best = OPTIONS[values.index(max(values))]
+    assert f"Chosen option: **{best}**" in doc
+    assert "Good, because" in doc and "Bad, because" in doc
+    # Every chart the document links exists.
+    for link in re.findall(r"\]\((charts/[^)]+\.svg)\)", doc):
+        assert (tmp_path / link).is_file()
+    index = (tmp_path / "README.md").read_text()
+    assert "[Message Protocol Design](spike-09-message-protocol.md)" in index and "quick run only" in index
