@@ -275,6 +275,9 @@ def compare(
         console.print(table)
         sig = sum(1 for r in rows if r.result.significant)
         console.print(f"{len(rows)} metrics compared, {sig} significant, {sum(r.result.regression for r in rows)} regression(s); {len(rows) - shown} hidden")
+        noisy = sum(1 for r in rows if r.spread > 0.10)
+        if noisy:
+            console.print(f"[yellow]warning[/]: {noisy} metric(s) spread by more than 10% (interquartile range / median); the machine was noisy, so trust those verdicts less")
         for d in machine_differences(b, n):
             console.print(f"[yellow]warning[/]: the runs differ in {escape(d)}; differences may come from that")
         if b.spike.get("source_hash") != n.spike.get("source_hash"):
@@ -296,7 +299,7 @@ def doctor() -> None:
                 needs.setdefault(r, []).append(f"{s.number}/{sc.key}")
     table = Table(title="External programs")
     for col in ("Program", "Present", "Version", "Path", "Scenarios needing it", "Install"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("Program", "Present"), overflow="fold")
     missing = 0
     for name in machine.EXTERNAL_TOOLS:
         st = machine.tool_status(name)

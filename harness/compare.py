@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.results import ResultsError, RunResult, iter_runs, load
-from harness.stats import Comparison, compare_samples
+from harness.stats import Comparison, compare_samples, summarize
 
 __all__ = ["MetricComparison", "compare_runs", "machine_differences", "pair_runs"]
 
@@ -21,6 +21,7 @@ class MetricComparison:
     tags: str
     unit: str
     result: Comparison
+    spread: float  # the larger relative interquartile range of the two samples
 
 
 def compare_runs(base: RunResult, new: RunResult, *, alpha: float = 0.05, min_effect: float = 0.05, threshold: float = 0.10) -> list[MetricComparison]:
@@ -39,7 +40,8 @@ def compare_runs(base: RunResult, new: RunResult, *, alpha: float = 0.05, min_ef
                 continue
             cmp = compare_samples(m_base.samples, m_new.samples, m_new.better, alpha=alpha, min_effect=min_effect, threshold=threshold)
             tags = ", ".join(f"{k}={v}" for k, v in sorted(m_new.tags.items()))
-            rows.append(MetricComparison(sr_new.scenario, sr_new.option, m_new.name, tags, m_new.unit, cmp))
+            spread = max(summarize(m_base.samples).rel_spread, summarize(m_new.samples).rel_spread)
+            rows.append(MetricComparison(sr_new.scenario, sr_new.option, m_new.name, tags, m_new.unit, cmp, spread))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +20,16 @@ matplotlib.rcParams["svg.hashsalt"] = "realtime-spikes"
 matplotlib.rcParams["svg.fonttype"] = "none"
 
 
-def draw(chart: Chart, path: Path) -> Path:
-    """Draw one chart into ``path`` (an ``.svg``)."""
+def _has_data(chart: Chart) -> bool:
+    if chart.kind == "bar":
+        return any(v is not None for values in chart.series.values() for v in values)
+    return any(points for points in chart.series.values())
+
+
+def draw(chart: Chart, path: Path) -> Path | None:
+    """Draw one chart into ``path`` (an ``.svg``); ``None`` when there is nothing measured to draw."""
+    if not _has_data(chart):
+        return None
     fig, ax = plt.subplots(figsize=(8, 4.2))
     try:
         if chart.kind == "bar":
@@ -28,9 +37,9 @@ def draw(chart: Chart, path: Path) -> Path:
             n = max(1, len(names))
             width = 0.8 / n
             xs = range(len(chart.categories))
-            for i, name in enumerate(names):
+            for i, name in enumerate(names):  # a value not measured gets no bar, not a zero bar
                 values = chart.series[name]
-                ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [v if v is not None else 0 for v in values], width, label=name)
+                ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [math.nan if v is None else v for v in values], width, label=name)
             ax.set_xticks(list(xs))
             ax.set_xticklabels(chart.categories, rotation=0)
         elif chart.kind == "line":

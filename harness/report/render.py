@@ -109,6 +109,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     charts = []
     for chart in content.charts:
         path = draw(chart, chart_dir / f"spike-{spike.number:02d}-{chart.slug}.svg")
+        if path is None:
+            continue  # nothing was measured for it in this run (steps not run are listed in Method)
         charts.append({"title": chart.title, "path": _rel(path, out_dir), "caption": chart.caption})
     stale = run.spike.get("source_hash") != source_hash(spike)
     code = []
