@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import psutil
 
@@ -291,12 +291,23 @@ def pin_plan(server_cores: int = 1, available: Iterable[int] | None = None) -> P
     return PinPlan(server=frozenset(cores[:n]), load=frozenset(cores[n:]))
 
 
+def _pin_process(pid: int, cores: frozenset[int]) -> None:
+    """Pin every thread of ``pid``: on Linux the affinity is per thread, and new threads inherit it."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cores)
+
+
 def pin_current(cores: Iterable[int] | None) -> frozenset[int] | None:
-    """Pin the calling process to ``cores``; return the set it had, to restore later."""
+    """Pin the calling process (all its threads) to ``cores``; return the set it had, to restore later."""
     if cores is None or not hasattr(os, "sched_setaffinity"):
         return None
     before = frozenset(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, set(cores))
+    _pin_process(os.getpid(), frozenset(cores))
     return before
 
 
@@ -398,7 +409,9 @@ class ServerProcess:
 
     ``argv`` and ``env`` values may use ``{port}`` and ``{host}``. ``port=None``
     picks a free port at the first start; a restart keeps it. ``ready`` is a
-    probe (``TcpReady()`` by default, ``None`` for no wait). ``cpus`` pins the
+    probe (``TcpReady()`` by default, ``None`` for no wait). Output goes to
+    ``log_path`` (appended across restarts; by default a new temp file, kept
+    after the run so it can be read). ``cpus`` pins the
     server and its children after spawn. ``user`` runs it as another user (root
     only). ``stop_signal`` and ``signal_group`` say how to ask it to stop: some
     servers (PostgreSQL) want one signal to the leader, which then stops its
@@ -458,12 +471,12 @@ class ServerProcess:
     @property
     def alive(self) -> bool:
         """Whether the server's main process is running."""
-        return self._popen is not None and self._popen.poll() is None
+        return self._popen is not None and self._poll() is None
 
     @property
     def returncode(self) -> int | None:
         """The exit code of the last run (negative: killed by that signal), None while running."""
-        return self._popen.poll() if self._popen else None
+        return self._poll()
 
     @property
     def url(self) -> str:
@@ -501,7 +514,7 @@ class ServerProcess:
             f.write(f"[harness] {text}\n".encode())
 
     # -- lifetime ----------------------------------------------------------------------
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         """Spawn the server and wait until its probe passes; raise if it cannot."""
         if self.alive:
             raise ServerError(f"server {self.name!r} is already running (pid {self.pid})")
@@ -551,11 +564,13 @@ class ServerProcess:
             self._apply_affinity()
 
     def _apply_affinity(self) -> None:
-        # After spawn, so the leader and whatever it forked already; later forks inherit.
-        assert self._popen is not None and self.cpus is not None
+        # Right after spawn and again once ready: threads and children made during
+        # start-up are caught by the second pass; later ones inherit the set.
+        if self._popen is None or self.cpus is None:
+            return
         for pid in [self._popen.pid, *(p.pid for p in _descendants(self._popen.pid))]:
             with contextlib.suppress(OSError):
-                os.sched_setaffinity(pid, self.cpus)
+                _pin_process(pid, self.cpus)
 
     def _wait_ready(self) -> None:
         assert self._popen is not None
@@ -565,6 +580,7 @@ class ServerProcess:
             if code is not None:
                 raise ServerCrashed(self.name, code, self.last_log_lines(20), self.log_path)
             if self.ready is None or self.ready(self):
+                self._apply_affinity()
                 self._log_note(f"{self.name} ready (pid {self._popen.pid})")
                 return
             if time.monotonic() >= deadline:
@@ -600,21 +616,38 @@ class ServerProcess:
             return False
         return not any(_still_running(p) for p in self._known_descendants.values())
 
+    def _poll(self) -> int | None:
+        """The leader's exit code (reaping it); forget the group id once the group is empty."""
+        if self._popen is None:
+            return None
+        code = self._popen.poll()
+        if code is not None and self._pgid is not None and not group_members(self._pgid):
+            self._pgid = None  # reaped and empty: the id may now go to a stranger's group
+        return code
+
+    def _forget(self) -> int | None:
+        """Drop the finished server from the registry, noting its end in the log once."""
+        assert self._popen is not None
+        if _LIVE.pop(id(self), None) is not None:
+            code = self._popen.returncode
+            self._log_note(f"{self.name} stopped, {_describe_exit(code)}" if code is not None else f"{self.name}: leader not reaped")
+        return self._popen.returncode
+
     def _finish_stop(self, grace: float) -> int | None:
         """Wait up to ``grace`` for the server to go, then SIGKILL what is left."""
-        if self._popen is None or self._pgid is None:
+        if self._popen is None:
             return None
-        deadline = time.monotonic() + grace
-        while not self._gone() and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
-        if not self._gone():
-            self._sigkill_everything()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            # The leader is dead by now; a short wait only reaps it (another thread may hold the reap lock).
-            self._popen.wait(timeout=0.5)
-        _LIVE.pop(id(self), None)
-        self._log_note(f"{self.name} stopped, {_describe_exit(self._popen.returncode)}" if self._popen.returncode is not None else f"{self.name} stop: leader not reaped")
-        return self._popen.returncode
+        if self._pgid is not None:
+            deadline = time.monotonic() + grace
+            while not self._gone() and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+            if not self._gone():
+                self._sigkill_everything()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                # The leader is dead by now; a short wait only reaps it (another thread may hold the reap lock).
+                self._popen.wait(timeout=0.5)
+            self._poll()
+        return self._forget()
 
     def _sigkill_everything(self) -> None:
         assert self._popen is not None and self._pgid is not None
@@ -631,7 +664,8 @@ class ServerProcess:
         """Stop signal to the process group, SIGKILL after ``grace`` s; return the exit code."""
         if self._popen is None:
             return None
-        if self.alive or (self._pgid is not None and group_members(self._pgid)):
+        self._poll()
+        if self._pgid is not None:
             self._send_stop_signal()
         return self._finish_stop(self.grace if grace is None else grace)
 
@@ -639,15 +673,17 @@ class ServerProcess:
         """SIGKILL the whole process group at once (fault injection); return the exit code."""
         if self._popen is None:
             return None
-        self._sigkill_everything()
+        self._poll()
+        if self._pgid is not None:
+            self._sigkill_everything()
         return self._finish_stop(0.0)
 
-    def restart(self) -> ServerProcess:
+    def restart(self) -> Self:
         """Stop (if running) and start again on the same port."""
         self.stop()
         return self.start()
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         if not self.alive:
             self.start()
         return self

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from harness import machine
 from harness.process import LogReady, ServerProcess
@@ -136,13 +136,16 @@ class _Service:
 
     @property
     def pid(self) -> int | None:
+        """The server's main process (redis-server, the postmaster)."""
         return self.server.pid if self.server else None
 
     @property
     def alive(self) -> bool:
+        """Whether the server's main process is running."""
         return self.server is not None and self.server.alive
 
     def last_log_lines(self, n: int = 20) -> list[str]:
+        """The last ``n`` lines of the service's log."""
         return self.server.last_log_lines(n) if self.server else []
 
     # -- lifetime ------------------------------------------------------------
@@ -154,7 +157,7 @@ class _Service:
     def _build(self) -> ServerProcess:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def start(self) -> _Service:
+    def start(self) -> Self:
         """Create the data dir (first start) and start the server; wait until it serves."""
         if self.alive:
             return self
@@ -178,7 +181,7 @@ class _Service:
         if self.server is not None:
             self.server.kill()
 
-    def restart(self) -> _Service:
+    def restart(self) -> Self:
         """Stop if running, then start again on the same port with the same data dir."""
         if self.server is None:
             return self.start()
@@ -191,7 +194,7 @@ class _Service:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
-    def __enter__(self) -> _Service:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -373,7 +376,9 @@ class PostgresService(_Service):
         if self.user is not None:
             if not _traversable_by(root.parent.resolve(), self.user):
                 shutil.rmtree(root, ignore_errors=True)
-                raise ServiceError(f"{root.parent} is not reachable by user {self.user!r}, who must run PostgreSQL; set TMPDIR to a directory it can reach")
+                raise ServiceError(
+                    f"{root.parent} is not reachable by user {self.user!r}, who must run PostgreSQL; set TMPDIR to a directory it can reach"
+                )
             pw = pwd.getpwnam(self.user)
             os.chown(root, pw.pw_uid, pw.pw_gid)  # mkdtemp made it 0700 for root
         return root

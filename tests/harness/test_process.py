@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -130,6 +131,19 @@ def test_a_child_that_left_the_group_is_killed_too(tmp_path):
     assert gone(gc)
 
 
+def test_a_server_that_crashed_later_is_cleaned_up_with_its_exit_code(tmp_path):
+    srv = forking_server(tmp_path, "--crash-after", str(0.2 * UNIT)).start()
+    gc = grandchild_pid(srv)
+    deadline = time.monotonic() + 10 * UNIT
+    while srv.alive and time.monotonic() < deadline:
+        time.sleep(0.02 * UNIT)
+    assert srv.returncode == 7 and not gone(gc)  # the leader died; its child lives on in the group
+    assert srv in process.live_servers()
+    assert srv.stop() == 7 and gone(gc)
+    assert srv not in process.live_servers() and srv.stop() == 7  # stopping twice is harmless
+    assert "stopped, exit code 7" in (tmp_path / "forking.log").read_text()
+
+
 def test_a_server_that_never_gets_ready_raises_server_not_ready_with_its_log(tmp_path):
     before = my_live_children()
     srv = ServerProcess(
@@ -220,11 +234,19 @@ def test_cpu_pinning(tmp_path):
     )
     with pinned:
         assert os.sched_getaffinity(pinned.pid) == set(plan.server)
+        assert os.sched_getaffinity(grandchild_pid(pinned)) == set(plan.server)
+    # Affinity is per thread on Linux: a thread started before pinning must be pinned too.
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, daemon=True)
+    worker.start()
     before = pin_current(plan.load)
     try:
         assert os.sched_getaffinity(0) == set(plan.load)
+        assert os.sched_getaffinity(worker.native_id) == set(plan.load)
     finally:
         pin_current(before)
+        stop.set()
+    assert os.sched_getaffinity(0) == before
 
 
 def test_pin_plan_splits_cores():
@@ -234,30 +256,36 @@ def test_pin_plan_splits_cores():
     assert pin_plan(9, available={0, 1}) == process.PinPlan(frozenset({0}), frozenset({1}))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_signalled_harness_leaves_no_server_behind(tmp_path, sig):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "exception"])
+def test_a_signalled_or_crashing_harness_leaves_no_server_behind(tmp_path, how):
     # The driver runs in its own group, as a harness would under a terminal: Ctrl-C
     # reaches the group of the harness, never the servers' own groups.
     driver = subprocess.Popen(
-        [sys.executable, str(SERVERS / "driver.py"), str(tmp_path / "driven.log")],
+        [sys.executable, str(SERVERS / "driver.py"), str(tmp_path / "driven.log"), "raise" if how == "exception" else "wait"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
     )
+    watchdog = threading.Timer(30 * UNIT, driver.kill)  # a hung driver must fail the test, not hang it
+    watchdog.start()
     try:
         line = driver.stdout.readline()
         m = re.match(r"server (\d+) grandchild (\d+)", line)
         assert m, f"driver said {line!r}; stderr: {driver.stderr.read() if driver.poll() is not None else ''}"
         server, gc = int(m.group(1)), int(m.group(2))
         assert not gone(server) and not gone(gc)
-        os.killpg(driver.pid, sig)
+        if how != "exception":
+            os.killpg(driver.pid, getattr(signal, how))
         driver.wait(timeout=10 * UNIT)
         deadline = time.monotonic() + 5 * UNIT
         while not (gone(server) and gone(gc)) and time.monotonic() < deadline:
             time.sleep(0.05 * UNIT)
         assert gone(server) and gone(gc)
-        if sig != signal.SIGINT:
-            assert driver.returncode == 128 + sig  # our handler's SystemExit
+        if how in ("SIGTERM", "SIGHUP"):
+            assert driver.returncode == 128 + getattr(signal, how)  # our handler's SystemExit
+        elif how == "exception":
+            assert driver.returncode == 1 and "the harness crashed" in driver.stderr.read()
         assert "driven stopped" in (tmp_path / "driven.log").read_text()
     finally:
+        watchdog.cancel()
         if driver.poll() is None:
             driver.kill()
             driver.wait()

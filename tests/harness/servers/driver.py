@@ -1,4 +1,4 @@
-"""A stand-in harness: starts a ServerProcess, reports its pids, waits to be signalled."""
+"""A stand-in harness: starts a ServerProcess, reports its pids, then waits for a signal or crashes."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    log_path = sys.argv[1]
+    log_path, mode = sys.argv[1], sys.argv[2]  # mode: "wait" for a signal, or "raise"
     srv = ServerProcess(
         "driven",
-        [sys.executable, str(HERE / "forking.py"), "--port", "{port}", *sys.argv[2:]],
+        [sys.executable, str(HERE / "forking.py"), "--port", "{port}", *sys.argv[3:]],
         ready=LogReady(r"listening on \d+"),
         log_path=log_path,
         grace=1.0,
@@ -26,6 +26,9 @@ def main() -> None:
     srv.start()
     grandchild = re.search(r"grandchild (\d+)", srv.log_since_start()).group(1)
     print(f"server {srv.pid} grandchild {grandchild}", flush=True)
+    if mode == "raise":
+        time.sleep(0.2)  # let the test see both processes alive first
+        raise RuntimeError("the harness crashed")  # uncaught: only atexit is left to clean up
     while True:
         time.sleep(0.1)
 

@@ -10,7 +10,11 @@ import subprocess
 import sys
 import time
 
-GRANDCHILD = "import signal, sys, time\nif '--stubborn' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)\n"
+GRANDCHILD = (
+    "import signal, sys, time\n"
+    "if '--stubborn' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "while True: time.sleep(1)\n"
+)
 
 
 def main() -> None:
@@ -18,7 +22,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--stubborn", action="store_true", help="ignore SIGTERM (server and grandchild)")
     ap.add_argument("--escape", action="store_true", help="the grandchild leaves the process group (setsid)")
-    ap.add_argument("--delay", type=float, default=0.0, help="seconds before listening")
+    ap.add_argument("--crash-after", type=float, default=None, help="exit with code 7 this long after listening")
     args = ap.parse_args()
     if args.stubborn:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -27,9 +31,12 @@ def main() -> None:
         start_new_session=args.escape,
     )
     print(f"grandchild {child.pid}", flush=True)
-    time.sleep(args.delay)
     srv = socket.create_server(("127.0.0.1", args.port))
     print(f"listening on {args.port}", flush=True)
+    if args.crash_after is not None:
+        time.sleep(args.crash_after)
+        print("crashing", flush=True)
+        os._exit(7)  # the grandchild stays behind in the group
     while True:
         conn, _ = srv.accept()
         conn.sendall(b"hello\n")

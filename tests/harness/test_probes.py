@@ -1,0 +1,97 @@
+"""Process probes: sampling a busy process tree, and the summaries built on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.probes import ProcessSampler, mean_cpu, memory_per_connection, peak_rss, rss_bytes, summarize
+from tests.utils import UNIT
+
+MB = 1024 * 1024
+
+#: Touch 40 MB (so it is resident, not just reserved), say so, then spin.
+BUSY = "import sys\nblob = b'x' * (40 * 1024 * 1024)\nprint('ready', flush=True)\nwhile True: pass\n"
+#: A parent that idles while its child is busy: only the tree shows the work.
+PARENT = (
+    "import subprocess, sys, time\n"
+    f"c = subprocess.Popen([sys.executable, '-c', {BUSY!r}], stdout=sys.stdout)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+@pytest.fixture
+def spawn():
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(code: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    yield start
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def test_sampling_a_busy_process_sees_cpu_and_memory_at_5_hz_or_more(spawn):
+    busy = spawn(BUSY)
+    t0 = time.monotonic()
+    with ProcessSampler(busy.pid, hz=10) as sampler:
+        time.sleep(1 * UNIT)
+    elapsed = time.monotonic() - t0
+    samples = sampler.samples
+    assert len(samples) >= 5 * elapsed * 0.9, f"{len(samples)} samples in {elapsed:.2f} s"
+    assert all(s["rss_bytes"] > 40 * MB for s in samples)
+    assert mean_cpu(samples) > 0 and sampler.mean_cpu() == mean_cpu(samples)
+    assert max(s["cpu_percent"] for s in samples) > 10  # it spins: a good share of a core, even on a shared CI box
+    assert sampler.peak_rss() == peak_rss(samples) > 40 * MB
+    first = samples[0]
+    assert first["num_threads"] >= 1 and first["num_fds"] >= 3 and first["num_processes"] == 1
+    ts = [s["t"] for s in samples]
+    assert ts == sorted(ts) and 0 < ts[0] <= 0.5 * UNIT
+
+
+def test_the_tree_counts_children_and_the_root_alone_does_not(spawn):
+    parent = spawn(PARENT)
+    with ProcessSampler(parent.pid, hz=20) as tree, ProcessSampler(parent.pid, hz=20, include_children=False) as root:
+        time.sleep(0.5 * UNIT)
+    assert tree.summary()["peak_processes"] == 2 and root.summary()["peak_processes"] == 1
+    assert tree.mean_cpu() > 10 and root.mean_cpu() < 10  # the parent sleeps; its child spins
+    assert tree.peak_rss() > root.peak_rss() + 30 * MB
+    assert rss_bytes(parent.pid) > rss_bytes(parent.pid, include_children=False) + 30 * MB
+    assert 0 < rss_bytes(parent.pid, pss=True) <= rss_bytes(parent.pid) * 1.01
+
+
+def test_sampling_ends_by_itself_when_the_process_exits():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    sampler = ProcessSampler(p.pid, hz=20, connections=True).start()
+    p.wait(timeout=10 * UNIT)
+    sampler._thread.join(timeout=5 * UNIT)
+    assert not sampler._thread.is_alive()
+    samples = sampler.stop()
+    assert samples and all("connections" in s for s in samples)
+
+
+def test_memory_per_connection_and_summaries():
+    assert memory_per_connection(rss_with_n=1_100_000, rss_with_0=100_000, n=100) == 10_000
+    with pytest.raises(ValueError):
+        memory_per_connection(1, 0, 0)
+    samples = [
+        {"t": 0.1, "cpu_percent": 50.0, "rss_bytes": 10, "num_fds": 5, "num_threads": 2, "num_processes": 1},
+        {"t": 0.2, "cpu_percent": 150.0, "rss_bytes": 30, "num_fds": None, "num_threads": 3, "num_processes": 2},
+    ]
+    s = summarize(samples)
+    assert s["samples"] == 2 and s["duration_s"] == 0.2 and s["peak_rss_bytes"] == 30 and s["mean_rss_bytes"] == 20
+    assert s["mean_cpu_percent"] == 100.0 and s["max_cpu_percent"] == 150.0
+    assert s["peak_fds"] == 5 and s["peak_threads"] == 3 and s["peak_processes"] == 2 and s["peak_connections"] is None
+    assert summarize([])["samples"] == 0 and mean_cpu([]) == 0.0 and peak_rss([]) == 0
