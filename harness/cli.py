@@ -320,6 +320,21 @@ def doctor() -> None:
         console.print("every registered scenario has what it needs")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}, add_help_option=False)
+def load(ctx: typer.Context) -> None:
+    """Drive any WebSocket or Socket.IO server on this machine and print latency, counts and bytes.
+
+    spike load URL --transport ws|socketio --connections N --rate R --duration D [...]; `spike load --help` lists every option.
+    """
+    from harness.load.__main__ import main as load_main
+
+    try:
+        code = load_main(ctx.args, prog="spike load")
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

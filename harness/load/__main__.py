@@ -22,9 +22,9 @@ def _rate(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (the ``spike load`` command mirrors it)."""
-    ap = argparse.ArgumentParser(prog="python -m harness.load", description="Drive a real-time server on this machine and measure it.")
+def build_parser(prog: str = "python -m harness.load") -> argparse.ArgumentParser:
+    """The argument parser (``spike load`` passes its arguments straight to it)."""
+    ap = argparse.ArgumentParser(prog=prog, description="Drive a real-time server on this machine and measure it.")
     ap.add_argument("url", help="ws://127.0.0.1:PORT/path (WebSocket) or http://127.0.0.1:PORT (Socket.IO)")
     ap.add_argument("--transport", default="ws", choices=transports(), help="client adapter (default: ws, the lean raw client)")
     ap.add_argument("--connections", "-c", type=int, default=10)
@@ -105,19 +105,23 @@ def summary_table(result: LoadResult):
     return t
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m harness.load") -> int:
     """Run one load from the command line; 0 on success, 2 on bad arguments, 1 when the run had errors."""
     from rich.console import Console
 
     from harness.load.engine import run_load
 
-    ap = build_parser()
+    ap = build_parser(prog)
     args = ap.parse_args(argv)
     try:
         spec = spec_from_args(args)
     except ValueError as exc:
         ap.error(str(exc))
-    result = run_load(spec)
+    try:
+        result = run_load(spec)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

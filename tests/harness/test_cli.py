@@ -121,3 +121,18 @@ def test_doctor_lists_parts_and_blocked_scenarios():
     for name in ("redis-server", "postgres", "node", "npm", "chromium", "nginx"):
         assert name in res.output
     assert "42/needs-tool" in res.output
+
+
+def test_load_refuses_a_remote_server_without_sending():
+    res = invoke("load", "ws://192.0.2.1:9/")
+    assert res.exit_code == 2
+
+
+def test_load_drives_a_real_server_and_prints_the_table(capfd):
+    from tests.harness.load.servers import reference_server
+
+    with reference_server("ws") as (port, _):
+        res = invoke("load", f"ws://127.0.0.1:{port}/", "--connections", "3", "--rate", "20", "--duration", "0.5", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(capfd.readouterr().out or res.output)
+    assert out["connected"] == 3 and out["sent"] == out["received"] > 0 and out["lost"] == 0
