@@ -7,7 +7,14 @@ from typing import Any
 
 from harness.plugin import Option
 
-__all__ = ["count_lines", "measure"]
+__all__ = ["count_lines", "measure", "score", "FORMULA", "DEPENDENCY_LINES"]
+
+#: A third-party dependency counts as this many lines: code you did not write but must upgrade, audit and ship.
+DEPENDENCY_LINES = 25
+FORMULA = (
+    f"cost = lines of POC code + {DEPENDENCY_LINES} x third-party dependencies (measured from the files linked under Code/Artifacts); "
+    "10 x (lowest cost / this option's cost)."
+)
 
 _COMMENT_PREFIXES = {".py": ("#",), ".proto": ("//",), ".js": ("//",), ".mjs": ("//",), ".ts": ("//",), ".svelte": ("//", "<!--")}
 
@@ -56,3 +63,17 @@ def measure(package_dir: Path, option: Option) -> dict[str, Any]:
         "dependencies": list(option.dependencies),
         "dependency_count": len(option.dependencies),
     }
+
+
+def score(complexity: dict[str, dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    """The complexity criterion for every option of a run: (0..10 score, the measured basis)."""
+    cost = {o: c["loc"] + DEPENDENCY_LINES * c["dependency_count"] for o, c in complexity.items()}
+    if not cost:
+        return {}
+    best = min(cost.values()) or 1
+    out = {}
+    for o, c in complexity.items():
+        n = c["dependency_count"]
+        basis = f"{c['loc']} lines of POC code, {n} third-party {'dependency' if n == 1 else 'dependencies'}"
+        out[o] = (10 * best / max(cost[o], 1), basis)
+    return out

@@ -39,6 +39,7 @@ __all__ = [
     "ReportContent",
     "Spike",
     "SpikeLoadError",
+    "NotRunnable",
     "discover",
     "source_hash",
 ]
@@ -266,6 +267,15 @@ class Spike:
             raise SpikeLoadError(f"spike {self.number}: declares no options or no scenarios")
         if sum(self.weights.values()) != 100:
             raise SpikeLoadError(f"spike {self.number}: criterion weights add up to {sum(self.weights.values())}, not 100")
+
+
+class NotRunnable(Exception):
+    """Raised by a scenario that cannot run here (a program missing, a build impossible).
+
+    The runner records the step as *not run* with this message as the reason,
+    rather than as failed: the message should say what is missing and how to
+    install it.
+    """
 
 
 class SpikeLoadError(Exception):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import complexity, machine
-from harness.plugin import ScenarioContext, Spike, source_hash
+from harness.plugin import NotRunnable, ScenarioContext, Spike, source_hash
 from harness.results import MeasurementRecord, RunResult, ScenarioResult, save
 
 __all__ = ["RunPlan", "RunInterrupted", "run_spike", "plan_steps", "DEFAULT_REPEAT", "QUICK_REPEAT"]
@@ -153,6 +153,11 @@ def run_spike(
                 t0 = time.perf_counter()
                 try:
                     out = scenario.run(ctx)
+                except NotRunnable as exc:
+                    sr.status = "not_run"
+                    sr.reason = str(exc)
+                    echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
+                    break
                 except KeyboardInterrupt:
                     sr.status = "interrupted"
                     sr.reason = f"interrupted by the user during repeat {r + 1} of {plan.repeats}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness import complexity
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table
 from harness.results import RunResult
 from harness.stats import fmt_num, summarize
@@ -134,16 +135,15 @@ class MessageProtocolSpike(Spike):
         raw = self._sizes(run, "size_raw", MESSAGE_KINDS)
         stream = self._sizes(run, "size_deflate_stream", STREAM_KINDS)
         perf, scal, cost = _ratio_score(times), _ratio_score(raw), _ratio_score(stream)
-        cx = {o: run.complexity.get(o) for o in run.options}
-        cx_cost = {o: c["loc"] + 25 * c["dependency_count"] for o, c in cx.items() if c}
+        cx = complexity.score({o: run.complexity[o] for o in run.options if o in run.complexity})
         scores: dict[str, dict[str, CriterionScore]] = {}
         for o in run.options:
             s: dict[str, CriterionScore] = {}
             t = times[o]
             if perf[o] is not None:
                 s["Performance"] = CriterionScore(perf[o], f"encode+decode {_ns(t['cursor'])} (cursor) to {_ns(t['snapshot'])} (snapshot)")  # type: ignore[index]
-            if o in cx_cost:
-                s["Complexity"] = CriterionScore(10 * min(cx_cost.values()) / cx_cost[o], f"{cx[o]['loc']} lines of POC code, {cx[o]['dependency_count']} third-party {'dependency' if cx[o]['dependency_count'] == 1 else 'dependencies'}")  # type: ignore[index]
+            if o in cx:
+                s["Complexity"] = CriterionScore(*cx[o])
             ts = run.ok("type-safety", o)
             dbg = run.ok("debugging", o)
             if ts and dbg:
@@ -160,7 +160,7 @@ class MessageProtocolSpike(Spike):
             scores[o] = s
         formulas = {
             "Performance": "10 x the geometric mean, over the five messages, of (fastest option's median encode+decode time / this option's).",
-            "Complexity": "cost = lines of POC code + 25 x third-party dependencies (measured from the files linked below); 10 x (lowest cost / this option's cost).",
+            "Complexity": complexity.FORMULA,
             "Maintenance": "10 x (half the fraction of bad inputs the decoder rejects by itself + half the fraction of debugging facts that are true).",
             "Scalability": "10 x the geometric mean, over the five messages, of (smallest raw size / this option's): the bytes a server copies to every subscriber "
             "when permessage-deflate is off, as it often is at scale because each compressed connection keeps its own deflate context.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, ScenarioContext, ScenarioOutput, Scoring, Spike, Table
+from harness.plugin import NotRunnable, Chart, CriterionScore, Finding, Option, ReportContent, Scenario, ScenarioContext, ScenarioOutput, Scoring, Spike, Table
 from harness.results import RunResult
 
 __all__ = ["FakeSpike"]
@@ -23,6 +23,10 @@ def _ok(ctx: ScenarioContext) -> ScenarioOutput:
 
 def _boom(ctx: ScenarioContext) -> ScenarioOutput:
     raise RuntimeError("the server crashed mid-scenario")
+
+
+def _not_runnable(ctx: ScenarioContext) -> ScenarioOutput:
+    raise NotRunnable("node is not installed; install it with: apt-get install -y nodejs")
 
 
 def _interrupt(ctx: ScenarioContext) -> ScenarioOutput:
@@ -44,6 +48,7 @@ class FakeSpike(Spike):
         Scenario("crashes", "Crashes", "Raises.", _boom),
         Scenario("needs-tool", "Needs a tool", "Needs a program that is not installed.", _ok, {"size": 1}, requires=("nginx",)),
         Scenario("interrupts", "Interrupts", "Ctrl-C.", _interrupt, options=("a",)),
+        Scenario("cannot", "Cannot run", "Finds out at run time that it cannot run.", _not_runnable),
     )
     package_dir = Path(__file__).parent / "fake_poc"
 

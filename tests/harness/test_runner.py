@@ -53,3 +53,9 @@ def test_ctrl_c_stores_what_was_measured(tmp_path):
 def test_scenarios_limited_to_some_options():
     steps = plan_steps(RunPlan(FakeSpike(), scenarios=["interrupts", "works"]))
     assert steps == [("interrupts", "a"), ("works", "a"), ("works", "b")]
+
+
+def test_a_scenario_that_finds_it_cannot_run_is_not_run_not_failed(tmp_path):
+    run = run_spike(RunPlan(FakeSpike(), scenarios=["cannot"], repeat=2), tmp_path)
+    sr = run.result("cannot", "a")
+    assert sr.status == "not_run" and "apt-get install -y nodejs" in sr.reason and len(sr.durations_s) == 1
