@@ -143,7 +143,7 @@ def run(
     scenario: Annotated[list[str] | None, typer.Option("--scenario", "-s", help="Run only this scenario (repeatable).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Run only this option (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Scaled-down profile for tests and smoke runs; the document says so.")] = False,
-    repeat: Annotated[int | None, typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default 5, quick 3).")] = None,
+    repeat: Annotated[int | None, typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default: the spike's, usually 5; quick 3).")] = None,
     out: Out = Path("results"),
     author: Annotated[str, typer.Option("--author", help="Name written as the document's Developer.")] = os.environ.get("SPIKE_AUTHOR", "realtime-spikes harness"),
     weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="Override a criterion weight for this run, e.g. Performance=40 (weights must add up to 100).")] = None,

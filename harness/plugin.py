@@ -42,6 +42,7 @@ __all__ = [
     "NotRunnable",
     "discover",
     "source_hash",
+    "criterion_findings",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class Scenario:
     quick_params: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     options: tuple[str, ...] | None = None  # None: every option of the spike
+    #: Cap on repeats, for scenarios whose result cannot vary (sizes, feature probes).
+    max_repeats: int | None = None
 
     def resolved_params(self, quick: bool) -> dict[str, Any]:
         """The parameters of one profile: full values, quick overrides on top."""
@@ -230,6 +233,9 @@ class Spike:
     options: Sequence[Option] = ()
     scenarios: Sequence[Scenario] = ()
     weights: Mapping[str, int] = DEFAULT_WEIGHTS
+    #: Repeats per scenario and option unless ``--repeat`` says otherwise.
+    default_repeat: int = 5
+    quick_repeat: int = 3
     #: The package directory, for code links, complexity and the source hash.
     package_dir: Path
 
@@ -317,3 +323,25 @@ def source_hash(spike: Spike) -> str:
             h.update(b"\0")
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def criterion_findings(scoring: Scoring, criteria: Sequence[str], good: float = 7.5, bad: float = 5.0) -> list[Finding]:
+    """Good/Bad points from scores: the best option and any at or above ``good``, the worst and any below ``bad``.
+
+    Each point cites the measured basis of its score, so no finding is written by hand.
+    """
+    out = []
+    for crit in criteria:
+        have = {o: s[crit] for o, s in scoring.scores.items() if crit in s}
+        if len(have) < 2:
+            continue
+        best = max(c.score for c in have.values())
+        worst = min(c.score for c in have.values())
+        for o, cs in have.items():
+            rank = "best" if cs.score == best else ("worst" if cs.score == worst else None)
+            note = f" ({rank})" if rank else ""
+            if cs.score >= good or rank == "best":
+                out.append(Finding(o, True, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
+            elif cs.score < bad or rank == "worst":
+                out.append(Finding(o, False, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
+    return out

@@ -22,10 +22,7 @@ from harness import complexity, machine
 from harness.plugin import NotRunnable, ScenarioContext, Spike, source_hash
 from harness.results import MeasurementRecord, RunResult, ScenarioResult, save
 
-__all__ = ["RunPlan", "RunInterrupted", "run_spike", "plan_steps", "DEFAULT_REPEAT", "QUICK_REPEAT"]
-
-DEFAULT_REPEAT = 5
-QUICK_REPEAT = 3
+__all__ = ["RunPlan", "RunInterrupted", "run_spike", "plan_steps"]
 
 
 class RunInterrupted(Exception):
@@ -50,7 +47,7 @@ class RunPlan:
 
     @property
     def repeats(self) -> int:
-        return self.repeat or (QUICK_REPEAT if self.quick else DEFAULT_REPEAT)
+        return self.repeat or (self.spike.quick_repeat if self.quick else self.spike.default_repeat)
 
     @property
     def option_keys(self) -> list[str]:
@@ -141,13 +138,14 @@ def run_spike(
                 echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
                 continue
             records: dict[tuple, MeasurementRecord] = {}
-            for r in range(plan.repeats):
+            repeats = min(plan.repeats, scenario.max_repeats or plan.repeats)
+            for r in range(repeats):
                 workdir = Path(tmp) / f"{scen_key}-{opt_key}-{r}"
                 workdir.mkdir()
 
                 def advance(fraction: float, _r: int = r) -> None:
                     if on_advance:
-                        on_advance((_r + max(0.0, min(1.0, fraction))) / plan.repeats)
+                        on_advance((_r + max(0.0, min(1.0, fraction))) / repeats)
 
                 ctx = ScenarioContext(option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance)
                 t0 = time.perf_counter()
@@ -160,7 +158,7 @@ def run_spike(
                     break
                 except KeyboardInterrupt:
                     sr.status = "interrupted"
-                    sr.reason = f"interrupted by the user during repeat {r + 1} of {plan.repeats}"
+                    sr.reason = f"interrupted by the user during repeat {r + 1} of {repeats}"
                     interrupted = True
                     break
                 except Exception as exc:  # isolate: one broken scenario must not sink the run

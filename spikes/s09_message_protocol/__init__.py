@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from harness import complexity
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table
+from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult
 from harness.stats import fmt_num, summarize
 from spikes.s09_message_protocol import scenarios as _sc
@@ -255,21 +255,7 @@ class MessageProtocolSpike(Spike):
 
     def _findings(self, run: RunResult) -> list[Finding]:
         """Good/Bad points per option, each citing the measured value behind a score."""
-        scoring = self.score(run)
-        out = []
-        for crit in ("Performance", "Scalability", "Cost", "Maintenance", "Complexity"):
-            have = {o: s[crit] for o, s in scoring.scores.items() if crit in s}
-            if len(have) < 2:
-                continue
-            best = max(have.values(), key=lambda c: c.score).score
-            worst = min(have.values(), key=lambda c: c.score).score
-            for o, cs in have.items():
-                rank = "best" if cs.score == best else ("worst" if cs.score == worst else None)
-                if cs.score >= 7.5 or rank == "best":
-                    out.append(Finding(o, True, f"{crit.lower()} scores {cs.score:.1f}{' (best)' if rank == 'best' else ''}: {cs.basis}."))
-                elif cs.score < 5 or rank == "worst":
-                    out.append(Finding(o, False, f"{crit.lower()} scores {cs.score:.1f}{' (worst)' if rank == 'worst' else ''}: {cs.basis}."))
-        return out
+        return criterion_findings(self.score(run), ("Performance", "Scalability", "Cost", "Maintenance", "Complexity"))
 
 
 spike = MessageProtocolSpike()
