@@ -1,0 +1,379 @@
+"""Spike 1: native WebSocket vs Socket.IO vs SvelteKit's approach, with real servers and clients.
+
+The plugin object ``spike`` declares the three options (their POC servers and
+browser clients under ``poc/``), the scenarios (``scenarios.py``), and how the
+stored measurements become scores, tables, charts and findings.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from harness import complexity
+from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.results import RunResult, ScenarioResult
+from harness.stats import fmt_num
+from spikes.s01_websocket_impl import scenarios as _sc
+
+__all__ = ["WebSocketImplSpike", "spike"]
+
+FEATURE_TITLES = {
+    "rooms": "Rooms / broadcast",
+    "acknowledgements": "Acknowledgements",
+    "binary": "Binary messages",
+    "fallback": "Fallback transport",
+    "reconnect": "Automatic reconnect",
+    "backpressure": "Backpressure",
+}
+
+OPTIONS = (
+    Option(
+        "native",
+        "Native WebSocket (websockets)",
+        "a `websockets` server with rooms in a dict of sets; the browser's own WebSocket with a small client adding reconnect (exponential backoff, full jitter)",
+        ("poc/native_ws/server.py", "poc/native_ws/client.js"),
+        ("websockets",),
+    ),
+    Option(
+        "socketio",
+        "Socket.IO (python-socketio)",
+        "python-socketio on aiohttp, rooms and acknowledgements built in; socket.io-client in the browser",
+        ("poc/socketio/server.py", "poc/socketio/client.js"),
+        ("python-socketio", "aiohttp", "socket.io-client"),
+    ),
+    Option(
+        "sveltekit",
+        "SvelteKit (adapter-node + ws)",
+        "SvelteKit has no built-in WebSocket support (sveltejs/kit issue 1491), so a custom adapter-node server attaches `ws` to the HTTP "
+        "server's upgrade event; the page ships the same native client",
+        ("poc/sveltekit/server.js", "poc/sveltekit/src/routes/+page.svelte", "poc/sveltekit/svelte.config.js", "poc/sveltekit/vite.config.js", "poc/native_ws/client.js"),
+        ("@sveltejs/kit", "@sveltejs/adapter-node", "@sveltejs/vite-plugin-svelte", "svelte", "vite", "ws"),
+    ),
+)
+
+SCENARIOS = (
+    Scenario(
+        "bundle",
+        "Browser bundle size",
+        "The browser code each option needs (the native client with reconnect; the Socket.IO client with socket.io-client; the JavaScript the "
+        "SvelteKit page loads), bundled and minified by esbuild (npm) and gzipped at level 9 by Node's zlib.",
+        _sc.run_bundle,
+        requires=("node", "npm"),
+        max_repeats=1,
+    ),
+    Scenario(
+        "features",
+        "Features, each probed",
+        "Against the running server: two clients join a room and both receive a broadcast; an acknowledgement callback; a binary frame echoed "
+        "as binary; a connection over HTTP long polling; the browser client reconnecting after a server restart (in Chromium); a client that "
+        "never reads while 64 MiB of echo requests are pushed (does the server stop reading, or buffer?). Every cell is the result of a probe, with its evidence.",
+        _sc.run_features,
+        max_repeats=1,
+    ),
+    Scenario(
+        "echo",
+        "Echo latency and throughput",
+        "At each connection count: an open-model run at a fixed total rate (latency from each message's intended send time, HDR histogram, "
+        "coordinated omission corrected), then a closed-loop run (each connection sends its next message when the echo arrives) for the "
+        "throughput ceiling. Server and load generator pinned to different cores.",
+        _sc.run_echo,
+        _sc.ECHO_PARAMS,
+        _sc.ECHO_QUICK,
+    ),
+    Scenario(
+        "broadcast",
+        "Broadcast fan-out",
+        "Every connection joins one room; a few of them send at a fixed rate; the server delivers each message to every member, the sender "
+        "included. Deliveries per second and latency from the intended send time to each delivery.",
+        _sc.run_broadcast,
+        _sc.BROADCAST_PARAMS,
+        _sc.BROADCAST_QUICK,
+    ),
+    Scenario(
+        "memory",
+        "Memory per idle connection",
+        "Server RSS (whole process tree) after it settles with no connection, then with N idle connections open: (RSS with N - RSS with none) / N.",
+        _sc.run_memory,
+        _sc.MEMORY_PARAMS,
+        _sc.MEMORY_QUICK,
+    ),
+    Scenario(
+        "generator",
+        "Load generator headroom",
+        "The harness's load generator, closed loop, against a reference server that returns each WebSocket frame without parsing it, with the "
+        "same pinning as the echo runs: the generator's own ceiling, to compare with the fastest POC server's throughput.",
+        _sc.run_generator,
+        _sc.GENERATOR_PARAMS,
+        _sc.GENERATOR_QUICK,
+        options=("native",),
+    ),
+    Scenario(
+        "reconnect",
+        "Reconnection in Chromium",
+        "Headless Chromium (Playwright) runs the option's browser client, sending an echo every 50 ms; the server is killed (SIGKILL) and "
+        "restarted on the same port after a pause, and separately the connection is cut on the network (a proxy resets it) with the server "
+        "up. Measured: time from the server being back (or the cut) to the next echo, and messages sent but never echoed.",
+        _sc.run_reconnect,
+        _sc.RECONNECT_PARAMS,
+        _sc.RECONNECT_QUICK,
+        requires=("chromium",),
+    ),
+)
+
+
+def _geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(max(x, 1e-9)) for x in xs) / len(xs))
+
+
+def _m(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
+    if sr is None:
+        return None
+    try:
+        return sr.measurement(name, **tags).median
+    except KeyError:
+        return None
+
+
+def _relative(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
+    """Each option's value as a fraction of the best one (1.0 for the best)."""
+    have = {o: v for o, v in values.items() if v is not None and v > 0}
+    if not have:
+        return {o: None for o in values}
+    best = min(have.values()) if lower_is_better else max(have.values())
+    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else fmt_num(x, "ms")
+
+
+def _kib(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1024:.1f} KiB"
+
+
+class WebSocketImplSpike(Spike):
+    """Native WebSocket vs Socket.IO vs SvelteKit with ws, for the tabletop's real-time layer."""
+
+    number = 1
+    slug = "websocket-impl"
+    title = "WebSocket vs Socket.IO vs Native"
+    priority = "critical"
+    planned_hours = 4
+    question = (
+        "Which WebSocket implementation should the tabletop use: the native WebSocket protocol (a `websockets` server), Socket.IO, or "
+        "SvelteKit's own approach, judged by bundle size, complexity, features, reconnection handling and performance?"
+    )
+    options = OPTIONS
+    scenarios = SCENARIOS
+    default_repeat = 3
+    quick_repeat = 1
+    package_dir = Path(__file__).parent
+
+    # -- measured values a score is built from -------------------------------------
+    def _counts(self, run: RunResult) -> list[str]:
+        for sr in run.scenarios:
+            if sr.scenario == "echo" and sr.status == "ok":
+                return [str(n) for n in sr.params["connections"]]
+        return []
+
+    def _throughput(self, run: RunResult, o: str, n: str) -> float | None:
+        return _m(run.ok("echo", o), "closed_received_rate", connections=n)
+
+    def _p99(self, run: RunResult, o: str, n: str) -> float | None:
+        return _m(run.ok("echo", o), "open_latency_p99_ms", connections=n)
+
+    def score(self, run: RunResult) -> Scoring:
+        opts = run.options
+        counts = self._counts(run)
+        perf_parts: dict[str, list[float]] = {o: [] for o in opts}
+        complete = {o: bool(counts) for o in opts}
+        for n in counts:
+            for rel in (_relative({o: self._throughput(run, o, n) for o in opts}, False), _relative({o: self._p99(run, o, n) for o in opts}, True)):
+                for o in opts:
+                    if rel[o] is None:
+                        complete[o] = False
+                    else:
+                        perf_parts[o].append(rel[o])
+        mem = _relative({o: _m(run.ok("memory", o), "memory_per_connection_bytes") for o in opts}, True)
+        fan = _relative({o: _m(run.ok("broadcast", o), "latency_p99_ms") for o in opts}, True)
+        gz = _relative({o: _m(run.ok("bundle", o), "bundle_gzip_bytes") for o in opts}, True)
+        rec = {o: [_m(run.ok("reconnect", o), "recovery_ms", mode=m) for m in ("restart", "drop")] for o in opts}
+        rec_rel = {m: _relative({o: rec[o][i] for o in opts}, True) for i, m in enumerate(("restart", "drop"))}
+        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
+        scores: dict[str, dict[str, CriterionScore]] = {}
+        for o in opts:
+            s: dict[str, CriterionScore] = {}
+            if complete[o] and perf_parts[o]:
+                top = counts[-1]
+                s["Performance"] = CriterionScore(
+                    10 * _geomean(perf_parts[o]),
+                    f"{fmt_num(self._throughput(run, o, top) or 0)} echoes/s and p99 {_ms(self._p99(run, o, top))} at {top} connections",
+                )
+            if o in cx:
+                s["Complexity"] = CriterionScore(*cx[o])
+            feats = run.ok("features", o)
+            if feats:
+                present, probed = _m(feats, "features_present"), _m(feats, "features_probed")
+                parts = [present / probed]
+                basis = f"{int(present)} of {int(probed)} features present"
+                recs = [rec_rel[m][o] for m in ("restart", "drop")]
+                if run.ok("reconnect", o) and all(r is not None for r in recs):
+                    parts.append(_geomean(recs))  # type: ignore[arg-type]
+                    basis += f"; back {_ms(rec[o][0])} after a restart, {_ms(rec[o][1])} after a drop"
+                    s["Maintenance"] = CriterionScore(10 * (0.6 * parts[0] + 0.4 * parts[1]), basis)
+                else:
+                    s["Maintenance"] = CriterionScore(10 * parts[0], basis + " (reconnection not measured in this run)")
+            if mem[o] is not None and fan[o] is not None:
+                s["Scalability"] = CriterionScore(
+                    10 * _geomean([mem[o], fan[o]]),  # type: ignore[list-item]
+                    f"{_kib(_m(run.ok('memory', o), 'memory_per_connection_bytes'))} per idle connection; "
+                    f"broadcast p99 {_ms(_m(run.ok('broadcast', o), 'latency_p99_ms'))} in a room of {run.ok('broadcast', o).params['room_size']}",
+                )
+            if gz[o] is not None:
+                s["Cost"] = CriterionScore(10 * gz[o], f"{fmt_num(_m(run.ok('bundle', o), 'bundle_gzip_bytes'))} B of gzipped JavaScript per page load")  # type: ignore[arg-type]
+            scores[o] = s
+        formulas = {
+            "Performance": "10 x the geometric mean, over the connection counts, of (this option's closed-loop echo throughput / the best) and "
+            "(the lowest open-model p99 latency / this option's).",
+            "Complexity": complexity.FORMULA,
+            "Maintenance": "10 x (0.6 x the fraction of probed features present + 0.4 x the geometric mean of (fastest recovery / this option's) "
+            "after a server restart and after a dropped connection); features only when Chromium was not available.",
+            "Scalability": "10 x the geometric mean of (lowest memory per idle connection / this option's) and (lowest broadcast fan-out "
+            "p99 latency / this option's): what each extra player costs in memory, and how a room's fan-out holds its tail.",
+            "Cost": "10 x (smallest gzipped browser bundle / this option's): bytes every player downloads, and parse time on weak devices.",
+        }
+        return Scoring(scores, formulas)
+
+    # -- the document's Results ------------------------------------------------------
+    def report(self, run: RunResult) -> ReportContent:
+        opts = run.options
+        titles = {o.key: o.title for o in self.options}
+        content = ReportContent()
+        head = [titles[o] for o in opts]
+        counts = self._counts(run)
+
+        # Performance.
+        if counts:
+            rows = []
+            for n in counts:
+                for label, name, fmt in (
+                    ("echoes/s, closed loop", "closed_received_rate", lambda v: fmt_num(v)),
+                    ("p50 latency, open model", "open_latency_p50_ms", _ms),
+                    ("p99 latency, open model", "open_latency_p99_ms", _ms),
+                    ("p99.9 latency, open model", "open_latency_p99.9_ms", _ms),
+                ):
+                    rows.append([f"{n}", label, *(fmt(v) if (v := _m(run.ok("echo", o), name, connections=n)) is not None else "not run" for o in opts)])
+            rate = next(sr.params["total_rate"] for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
+            content.tables.append(Table("Echo: throughput and latency by connections", ["Connections", "Metric", *head], rows,
+                                        f"Open model: {fmt_num(rate)} messages/s in total, spread over the connections; latency from each message's intended "
+                                        "send time. Closed loop: each connection sends its next message when the echo arrives. Medians over repeats."))
+            client_bound = self._client_bound(run)
+            if client_bound:
+                content.notes.append("**Client-bound runs** (the load generator, not the server, was the limit; those numbers are a floor for the server): "
+                                     + "; ".join(client_bound) + ".")
+            content.charts.append(Chart("throughput", "Echo throughput by connections (closed loop)", "bar", "echoes per second",
+                                        {titles[o]: [self._throughput(run, o, n) for n in counts] for o in opts}, counts, xlabel="connections"))
+            content.charts.append(Chart("latency", "Echo latency percentiles at the most connections (open model)", "bar", "ms (log scale)",
+                                        {titles[o]: [_m(run.ok("echo", o), f"open_latency_{p}_ms", connections=counts[-1]) for p in ("p50", "p90", "p99", "p99.9")] for o in opts},
+                                        ["p50", "p90", "p99", "p99.9"], log_y=True, caption=f"{counts[-1]} connections; latency from the intended send time."))
+        # Broadcast, memory, bundle.
+        rows = []
+        for label, scen, name, fmt in (
+            ("broadcast deliveries/s", "broadcast", "received_rate", lambda v: fmt_num(v)),
+            ("broadcast p99 latency", "broadcast", "latency_p99_ms", _ms),
+            ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
+            ("memory per idle connection", "memory", "memory_per_connection_bytes", _kib),
+            ("idle connections opened", "memory", "idle_connected", lambda v: fmt_num(v)),
+            ("browser bundle, minified", "bundle", "bundle_min_bytes", lambda v: fmt_num(v, "B")),
+            ("browser bundle, gzipped", "bundle", "bundle_gzip_bytes", lambda v: fmt_num(v, "B")),
+        ):
+            cells = []
+            for o in opts:
+                sr = run.ok(scen, o)
+                tags = {"room": str(sr.params["room_size"])} if sr and scen == "broadcast" else {}
+                v = _m(sr, name, **tags)
+                cells.append(fmt(v) if v is not None else self._why_missing(run, scen, o))
+            rows.append([label, *cells])
+        params = {sr.scenario: sr.params for sr in run.scenarios}
+        content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows,
+                                    f"Broadcast: a room of {params.get('broadcast', {}).get('room_size', '?')}, {params.get('broadcast', {}).get('senders', '?')} senders at "
+                                    f"{params.get('broadcast', {}).get('rate', '?')} msg/s each. Memory: {params.get('memory', {}).get('connections', '?')} idle connections."))
+        mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
+        content.charts.append(Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"]))
+        # Features.
+        feats = {o: run.ok("features", o) for o in opts}
+        rows = []
+        for key, title in FEATURE_TITLES.items():
+            row = [title]
+            for o in opts:
+                sr = feats[o]
+                f = sr.fact.get("features", {}).get(key) if sr else None
+                if f is None:
+                    row.append(self._why_missing(run, "features", o))
+                else:
+                    row.append(("yes" if f["value"] else "not run" if f["value"] is None else "no") + f": {f['evidence']}")
+            rows.append(row)
+        content.tables.append(Table("Features: each cell is a probe's result", ["Feature", *head], rows))
+        # Reconnection.
+        rows = []
+        for mode, what in (("restart", "server killed and restarted"), ("drop", "connection cut, server up")):
+            for label, name, fmt in (("time to next echo", "recovery_ms", _ms), ("messages lost", "lost", lambda v: fmt_num(v)), ("recovered (runs)", "recovered", lambda v: fmt_num(v))):
+                rows.append([what, label, *(fmt(v) if (v := _m(run.ok("reconnect", o), name, mode=mode)) is not None else self._why_missing(run, "reconnect", o) for o in opts)])
+        content.tables.append(Table("Reconnection of each option's browser client (Chromium)", ["Fault", "Metric", *head], rows,
+                                    f"Server down for {params.get('reconnect', {}).get('down_ms', '?')} ms in the restart case; an echo every "
+                                    f"{params.get('reconnect', {}).get('interval_ms', '?')} ms."))
+        gen = run.ok("generator", "native")
+        if gen and counts:
+            ceiling = gen.measurement("generator_received_rate").median
+            fastest = max((v for o in opts for n in counts if (v := self._throughput(run, o, n)) is not None), default=None)
+            cpu = gen.measurement("generator_generator_cpu").median
+            if fastest:
+                content.notes.append(
+                    f"**Generator headroom.** Against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core; "
+                    f"the fastest POC server reached {fmt_num(fastest)} echoes/s, so the generator had {ceiling / fastest:.1f}x its throughput"
+                    + (" and the echo results are the servers' limits." if ceiling >= 2 * fastest else "; below 2x, so the highest echo results may be partly the generator's limit.")
+                )
+        content.tables.append(Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"],
+                                    [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity]))
+        content.notes.append(
+            "The load generator is the harness's own (`harness/load`), in a separate process; Socket.IO is driven with its raw-protocol client because "
+            "python-socketio's client costs as much CPU as the server. " + (
+                "Server and generator were pinned to different cores." if run.machine.get("cpu_count_logical", 1) >= 2 else "The machine has one core: no pinning.")
+        )
+        content.findings = self._findings(run)
+        return content
+
+    def _client_bound(self, run: RunResult) -> list[str]:
+        out = []
+        titles = {o.key: o.title for o in self.options}
+        for o in run.options:
+            sr = run.ok("echo", o)
+            if not sr:
+                continue
+            for n in self._counts(run):
+                for kind in ("open", "closed"):
+                    if any(f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts):
+                        out.append(f"{titles[o]}, {n} connections, {'open model' if kind == 'open' else 'closed loop'}")
+        return out
+
+    @staticmethod
+    def _why_missing(run: RunResult, scen: str, option: str) -> str:
+        sr = run.result(scen, option)
+        if sr is None:
+            return "not in this run"
+        return sr.status.replace("_", " ")
+
+    def _findings(self, run: RunResult) -> list[Finding]:
+        """Good/Bad points per option, each citing the measured value behind a score."""
+        out = criterion_findings(self.score(run), ("Performance", "Scalability", "Maintenance", "Cost", "Complexity"))
+        for o in run.options:
+            sr = run.ok("features", o)
+            if sr:
+                missing = [FEATURE_TITLES[k].lower() for k, f in sr.fact.get("features", {}).items() if f["value"] is False]
+                if missing:
+                    out.append(Finding(o, False, f"the probes found no {', no '.join(missing)}."))
+        return out
+
+
+spike = WebSocketImplSpike()

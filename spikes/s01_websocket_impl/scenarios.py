@@ -1,0 +1,246 @@
+"""Spike 1's scenarios: each starts the option's real POC server and measures it from outside.
+
+Every scenario runs the server in its own process (``harness.process``), on a
+free loopback port, pinned to its own core when the machine has two or more,
+with the load generator on the others. Socket.IO is loaded with the engine's
+``socketio-raw`` client (the Socket.IO protocol on the lean WebSocket client):
+python-socketio's own client costs as much CPU as the server and would make
+the generator the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from harness.load import LoadSpec, hold_idle, run_load
+from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
+from harness.probes import memory_per_connection, rss_bytes
+from harness.process import LogReady, ServerProcess, free_port, pin_plan
+from spikes.s01_websocket_impl import build
+
+__all__ = [
+    "LOAD_TRANSPORT",
+    "poc_server",
+    "run_bundle",
+    "run_features",
+    "run_echo",
+    "run_broadcast",
+    "run_memory",
+    "run_reconnect",
+    "run_generator",
+    "GENERATOR_PARAMS",
+    "GENERATOR_QUICK",
+    "ECHO_PARAMS",
+    "ECHO_QUICK",
+    "BROADCAST_PARAMS",
+    "BROADCAST_QUICK",
+    "MEMORY_PARAMS",
+    "MEMORY_QUICK",
+    "RECONNECT_PARAMS",
+    "RECONNECT_QUICK",
+]
+
+#: The load engine's client per option: the protocol the server speaks, on a fast client.
+LOAD_TRANSPORT = {"native": "ws", "socketio": "socketio-raw", "sveltekit": "ws"}
+
+ECHO_PARAMS = {"connections": [1, 50, 500], "duration_s": 5.0, "total_rate": 2000, "payload_bytes": 64}
+ECHO_QUICK = {"connections": [1, 10, 50], "duration_s": 1.0, "total_rate": 500}
+BROADCAST_PARAMS = {"room_size": 50, "senders": 5, "rate": 20, "duration_s": 5.0, "payload_bytes": 64}
+BROADCAST_QUICK = {"room_size": 10, "senders": 2, "duration_s": 1.0}
+MEMORY_PARAMS = {"connections": 1000, "settle_s": 2.0}
+MEMORY_QUICK = {"connections": 100, "settle_s": 0.5}
+GENERATOR_PARAMS = {"connections": 50, "duration_s": 5.0}
+GENERATOR_QUICK = {"duration_s": 3.0}
+RECONNECT_PARAMS = {"down_ms": 1000, "interval_ms": 50, "warmup_s": 1.0}
+RECONNECT_QUICK = {"down_ms": 300, "warmup_s": 0.5}
+
+
+def _command(option: str) -> dict[str, Any]:
+    try:
+        return build.server_command(option)
+    except build.ToolMissing as exc:
+        raise NotRunnable(str(exc)) from None
+
+
+@contextlib.contextmanager
+def poc_server(ctx: ScenarioContext, *, pinned: bool = True) -> Iterator[tuple[ServerProcess, str]]:
+    """Start the option's POC server for one repeat; yield it and the URL its clients use."""
+    cmd = _command(ctx.option.key)
+    plan = pin_plan() if pinned else None
+    port = free_port()
+    server = ServerProcess(
+        f"{ctx.option.title} POC server",
+        cmd["argv"],
+        port=port,
+        env=cmd["env"],
+        cwd=cmd["cwd"],
+        ready=LogReady(cmd["ready"]),
+        log_path=ctx.workdir / "server.log",
+        cpus=plan.server if plan else None,
+    )
+    ctx.log(f"{ctx.option.key}: {' '.join(server.command())} (cpus {sorted(plan.server) if plan else 'any'})")
+    with server:
+        yield server, cmd["url"].format(port=port)
+
+
+def _load_cpus() -> tuple[int, ...] | None:
+    plan = pin_plan()
+    return tuple(sorted(plan.load)) if plan else None
+
+
+def _check_alive(server: ServerProcess) -> None:
+    if not server.alive:
+        raise RuntimeError(f"{server.name} exited during the scenario (code {server.returncode}); last log lines: {' | '.join(server.last_log_lines(5))}")
+
+
+def run_bundle(ctx: ScenarioContext) -> ScenarioOutput:
+    """Minified and gzipped bytes of the browser code the option needs, bundled by esbuild."""
+    key = ctx.option.key
+    try:
+        sizes = build.bundle_sizes(sveltekit=key == "sveltekit")[key]
+    except build.ToolMissing as exc:
+        raise NotRunnable(str(exc)) from None
+    out = ScenarioOutput()
+    out.add("bundle_min_bytes", "bytes", [sizes["min_bytes"]])
+    out.add("bundle_gzip_bytes", "bytes", [sizes["gzip_bytes"]])
+    out.facts["files"] = sizes.get("files")
+    return out
+
+
+def run_features(ctx: ScenarioContext) -> ScenarioOutput:
+    """Each feature probed against the running server; reconnection in Chromium when it is installed."""
+    from spikes.s01_websocket_impl import features
+
+    try:
+        build.find_chromium()
+        with_browser = True
+    except build.ToolMissing as exc:
+        with_browser = False
+        missing = str(exc)
+    with poc_server(ctx, pinned=False) as (_, url):
+        found = asyncio.run(features.probe_all(ctx.option.key, url, reconnect=with_browser))
+    if not with_browser:
+        found["reconnect"] = {"value": None, "evidence": f"not run: {missing}"}
+    out = ScenarioOutput(facts={"features": found})
+    measured = [f for f in found.values() if f["value"] is not None]
+    out.add("features_present", "features", [sum(1 for f in measured if f["value"])], "higher")
+    out.add("features_probed", "features", [len(measured)], None)
+    return out
+
+
+def run_echo(ctx: ScenarioContext) -> ScenarioOutput:
+    """Echo at each connection count: latency at a fixed open-model rate, then closed-loop throughput."""
+    p = ctx.params
+    out = ScenarioOutput()
+    steps = len(p["connections"])
+    with poc_server(ctx) as (server, url):
+        for i, n in enumerate(p["connections"]):
+            common = dict(url=url, transport=LOAD_TRANSPORT[ctx.option.key], connections=n, duration_s=p["duration_s"],
+                          payload_bytes=p.get("payload_bytes", 64), processes=1, cpu_affinity=_load_cpus(),
+                          arrival="ramp" if n > 50 else "instant", arrival_s=min(2.0, n / 250), connect_timeout_s=20.0)
+            latency = run_load(LoadSpec(rate=p["total_rate"] / n, **common))
+            _check_alive(server)
+            latency.add_to(out, "open_", connections=str(n))
+            ctx.advance((i + 0.5) / steps)
+            closed = run_load(LoadSpec(rate=math.inf, closed_loop=True, **common))
+            _check_alive(server)
+            closed.add_to(out, "closed_", connections=str(n))
+            ctx.advance((i + 1) / steps)
+    return out
+
+
+def run_broadcast(ctx: ScenarioContext) -> ScenarioOutput:
+    """A room of N members; a few of them send, the server fans each message out to all."""
+    p = ctx.params
+    out = ScenarioOutput()
+    with poc_server(ctx) as (server, url):
+        result = run_load(
+            LoadSpec(url=url, transport=LOAD_TRANSPORT[ctx.option.key], connections=p["room_size"], senders=p["senders"], rate=p["rate"],
+                     duration_s=p["duration_s"], mode="broadcast", payload_bytes=p.get("payload_bytes", 64), cpu_affinity=_load_cpus())
+        )
+        _check_alive(server)
+    result.add_to(out, "", room=str(p["room_size"]))
+    return out
+
+
+def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
+    """Server RSS with N idle connections minus RSS with none, divided by N."""
+    p = ctx.params
+    out = ScenarioOutput()
+    with poc_server(ctx) as (server, url):
+        time.sleep(p["settle_s"])
+        before = rss_bytes(server.pid)
+
+        async def hold() -> tuple[int, int]:
+            async with await hold_idle(url, LOAD_TRANSPORT[ctx.option.key], p["connections"], connect_timeout_s=20.0) as idle:
+                await asyncio.sleep(p["settle_s"])
+                return idle.stats.connected, rss_bytes(server.pid)
+
+        connected, after = asyncio.run(hold())
+        _check_alive(server)
+    if connected == 0:
+        raise RuntimeError(f"none of {p['connections']} idle connections could be opened")
+    out.add("memory_per_connection_bytes", "bytes", [memory_per_connection(after, before, connected)])
+    out.add("rss_idle_bytes", "bytes", [before], None)
+    out.add("rss_connected_bytes", "bytes", [after], None)
+    out.add("idle_connected", "connections", [connected], "higher")
+    return out
+
+
+def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
+    """The option's browser client in Chromium through a server crash and restart, and a dropped connection."""
+    from spikes.s01_websocket_impl import reconnect
+
+    p = ctx.params
+    out = ScenarioOutput()
+    try:
+        build.find_chromium()
+    except build.ToolMissing as exc:
+        raise NotRunnable(str(exc)) from None
+    for i, mode in enumerate(("restart", "drop")):
+        with poc_server(ctx, pinned=False) as (server, url):
+            restart = reconnect.kill_and_restart(server, p["down_ms"]) if mode == "restart" else None
+            try:
+                r = asyncio.run(reconnect.measure_reconnect(ctx.option.key, url, mode=mode, restart=restart, interval_ms=p["interval_ms"], warmup_s=p["warmup_s"]))
+            except build.ToolMissing as exc:
+                raise NotRunnable(str(exc)) from None
+        out.facts[mode] = r
+        if r["recovered"] and r["recovery_ms"] is not None:
+            out.add("recovery_ms", "ms", [r["recovery_ms"]], mode=mode)
+        out.add("recovered", "runs", [1 if r["recovered"] else 0], "higher", mode=mode)
+        out.add("lost", "messages", [r["lost"]], mode=mode)
+        out.add("sent", "messages", [r["sent"]], None, mode=mode)
+        ctx.advance((i + 1) / 2)
+    return out
+
+
+def run_generator(ctx: ScenarioContext) -> ScenarioOutput:
+    """The load generator's own ceiling: closed-loop echo against a server that does nothing but return frames.
+
+    If this is well above every POC server's throughput, the echo results are
+    the servers' limits, not the generator's.
+    """
+    import sys
+
+    p = ctx.params
+    plan = pin_plan()
+    port = free_port()
+    server = ServerProcess(
+        "raw echo reference server",
+        [sys.executable, "-m", "harness.load.reference_server", "--transport", "raw-echo", "--port", "{port}"],
+        port=port,
+        log_path=ctx.workdir / "server.log",
+        cpus=plan.server if plan else None,
+    )
+    with server:
+        result = run_load(LoadSpec(url=f"ws://127.0.0.1:{port}/", connections=p["connections"], rate=math.inf, closed_loop=True,
+                                   duration_s=p["duration_s"], cpu_affinity=_load_cpus()))
+        _check_alive(server)
+    out = ScenarioOutput()
+    result.add_to(out, "generator_")
+    return out

@@ -1,0 +1,163 @@
+"""In headless Chromium: each option's browser client talks to its server, reconnects, and queues while disconnected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from harness.process import LogReady, ServerProcess, free_port
+from spikes.s01_websocket_impl import build, reconnect
+from tests.spikes.s01.conftest import require
+from tests.utils import UNIT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _browser_tools():
+    require("playwright")
+    require("chromium")
+
+
+@contextlib.asynccontextmanager
+async def _page(option: str, server_url: str, bundle_dir=None):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw, reconnect.client_page(option, server_url, bundle_dir) as page_url:
+        browser = await reconnect.launch_chromium(pw)
+        try:
+            page = await browser.new_page()
+            await page.goto(page_url)
+            await page.wait_for_function("() => window.tabletop && window.tabletop.connect", timeout=10_000 * UNIT)
+            yield page
+        finally:
+            await browser.close()
+
+
+# Connect, join, echo a JSON message and bytes, broadcast; return what came back.
+_ROUND_TRIP_JS = """
+async ({ url, wait }) => {
+  const got = [];
+  let opened;
+  const open = new Promise((resolve) => (opened = resolve));
+  const client = window.tabletop.connect(url, { onOpen: () => opened(), onMessage: (m) => got.push(m) });
+  await open;
+  client.join('room-1');
+  client.send({ op: 'echo', seq: 1, t: 0, c: 0, d: 'hi' });
+  client.send(new Uint8Array([1, 2, 3]));
+  client.send({ op: 'broadcast', room: 'room-1', seq: 2, t: 0, c: 0, d: 'to all' });
+  const deadline = performance.now() + wait;
+  while (got.length < 4 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  client.close();
+  return got.map((m) => (m instanceof ArrayBuffer ? { bytes: Array.from(new Uint8Array(m)) } : m));
+}
+"""
+
+
+@pytest.mark.parametrize("option", build.OPTIONS)
+def test_chromium_talks_to_the_server_through_the_option_client(start_server, option, tmp_path):
+    if option == "socketio":
+        require("node")  # the page loads the esbuild bundle of socket.io-client
+    server = start_server(option)
+
+    async def scenario() -> list[dict]:
+        async with _page(option, server.url, tmp_path) as page:
+            got = await page.evaluate(_ROUND_TRIP_JS, {"url": server.url, "wait": 5000 * UNIT})
+            if option == "sveltekit":
+                # The page's own connection, through the same client: connected, and its hello echoed.
+                await page.wait_for_function("() => document.querySelector('#status').textContent === 'connected'")
+                await page.wait_for_function("() => document.querySelector('#messages').textContent.includes('hello')")
+            return got
+
+    got = asyncio.run(scenario())
+    ops = sorted(m.get("op", "bytes") for m in got)
+    assert ops == ["broadcast", "bytes", "echo", "joined"], got
+    by_op = {m.get("op", "bytes"): m for m in got}
+    assert by_op["joined"]["room"] == "room-1"
+    assert by_op["echo"]["d"] == "hi" and by_op["broadcast"]["d"] == "to all"
+    assert by_op["bytes"]["bytes"] == [1, 2, 3]
+
+
+def test_native_client_reconnects_after_a_server_restart(start_server):
+    server = start_server("native")
+    result = asyncio.run(
+        reconnect.measure_reconnect(
+            "native",
+            server.url,
+            mode="restart",
+            restart=reconnect.kill_and_restart(server.process, down_ms=300 * UNIT),
+            warmup_s=0.5 * UNIT,
+            settle_s=0.5 * UNIT,
+            timeout_s=20 * UNIT,
+        )
+    )
+    assert result["recovered"], result
+    assert result["reconnects"] >= 1 and result["recovery_ms"] >= 0
+    assert result["page_errors"] == []
+    # What the app sent while the client knew it was disconnected was queued and delivered after the reconnect.
+    assert result["lost_while_disconnected"] == 0, result
+    assert result["lost_in_flight"] <= 2, result
+    assert server.process.starts == 2
+
+
+def test_native_client_queues_while_disconnected_keeping_the_newest(tmp_path):
+    cmd = build.server_command("native")
+    port = free_port()
+    server = ServerProcess("s01-native-late", cmd["argv"], port=port, ready=LogReady(cmd["ready"]), log_path=tmp_path / "server.log")
+    url = cmd["url"].replace("{port}", str(port))
+
+    async def scenario() -> list[int]:
+        async with _page("native", url) as page:
+            # The server is not up yet: everything goes to the client's queue, bounded at 10.
+            await page.evaluate(
+                """(url) => {
+                  window.echoed = [];
+                  const c = window.tabletop.connect(url, {
+                    maxQueue: 10,
+                    onMessage: (m) => m.op === 'echo' && window.echoed.push(m.seq),
+                  });
+                  for (let seq = 0; seq < 30; seq++) c.send({ op: 'echo', seq, t: 0, c: 0, d: 'queued' });
+                }""",
+                url,
+            )
+            await asyncio.to_thread(server.start)
+            await page.wait_for_function("() => window.echoed.length >= 10", timeout=20_000 * UNIT)
+            await asyncio.sleep(0.2 * UNIT)
+            return await page.evaluate("() => window.echoed")
+
+    try:
+        echoed = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert echoed == list(range(20, 30))  # the oldest 20 were dropped, the rest sent in order
+
+
+@pytest.mark.parametrize("option", build.OPTIONS)
+def test_every_client_reconnects_after_the_network_drops_the_connection(start_server, option, tmp_path):
+    if option == "socketio":
+        require("node")
+    server = start_server(option)
+    result = asyncio.run(
+        reconnect.measure_reconnect(
+            option, server.url, mode="drop", warmup_s=0.3 * UNIT, settle_s=0.3 * UNIT, timeout_s=20 * UNIT, bundle_dir=tmp_path
+        )
+    )
+    assert result["recovered"] and result["reconnects"] >= 1, result
+    assert result["lost_while_disconnected"] == 0, result
+    assert server.process.alive and server.process.starts == 1  # the server never went away
+
+
+def test_summary_splits_losses_at_the_moment_the_client_saw_the_close():
+    raw = {
+        "sent": [[0, 0.0], [1, 50.0], [2, 100.0], [3, 150.0], [4, 200.0]],
+        "echoes": [[0, 1.0], [3, 301.0], [4, 302.0], [4, 303.0]],
+        "opens": [0.0, 300.0],
+        "closes": [120.0],
+    }
+    out = reconnect._summarise(raw, t_fault=90.0, t_back=250.0, recovered=True)
+    assert out["recovery_ms"] == pytest.approx(51.0)  # 250 -> first echo at 301
+    assert out["outage_ms"] == pytest.approx(300.0)  # last echo before the fault at 1, first after at 301
+    assert out["lost_seqs"] == [1, 2] and out["lost_in_flight"] == 2 and out["lost_while_disconnected"] == 0
+    assert out["duplicates"] == 1 and out["reconnects"] == 1 and out["sent"] == 5
