@@ -115,6 +115,8 @@ def run_spike(
     def log(line: str) -> None:
         log_lines.append(line)
 
+    # Hash the code before running it: an edit during a long run must not be credited to this run.
+    code_hash = source_hash(spike)
     meta = machine.collect(cwd=Path(spike.package_dir))
     complexity_by_option = {o.key: complexity.measure(spike.package_dir, spike.option(o.key)) for o in spike.options if o.key in plan.option_keys}
     steps = plan_steps(plan)
@@ -182,7 +184,7 @@ def run_spike(
     duration = time.perf_counter() - t_start
     run = RunResult(
         run_id=run_id,
-        spike={"number": spike.number, "slug": spike.slug, "title": spike.title, "source_hash": source_hash(spike)},
+        spike={"number": spike.number, "slug": spike.slug, "title": spike.title, "source_hash": code_hash},
         profile=profile,
         author=plan.author,
         started_at=started.isoformat(timespec="seconds"),

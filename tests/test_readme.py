@@ -27,7 +27,7 @@ def _examples() -> list[list[str]]:
 def test_every_readme_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = _examples()
-    assert [e[0] for e in examples] == ["list", "run", "run", "run", "report", "compare", "doctor"]
+    assert [e[0] for e in examples] == ["list", "run", "run", "run", "report", "compare", "doctor", "load"]
     for args in examples:
         if args[0] == "run" and "--quick" not in args:
             args = [*args, "--quick"]  # the full profile is a benchmark, not a test
@@ -37,6 +37,15 @@ def test_every_readme_example_runs(tmp_path, monkeypatch):
             runs = sorted((tmp_path / "results" / "runs").glob("*.json"))
             same_shape = [r for r in runs if "quick" in r.name]
             args = ["compare", str(same_shape[0]), str(same_shape[1])]
+        if args[0] == "load":
+            from tests.harness.load.servers import reference_server
+
+            with reference_server("ws") as (port, _):
+                args = [a.replace("8765", str(port)) for a in args]
+                args[args.index("--duration") + 1] = "1"  # the example's 10 s, shortened
+                res = runner.invoke(app, args)
+            assert res.exit_code == 0, (args, res.output)
+            continue
         res = runner.invoke(app, args)
         assert res.exit_code in (0, 1), (args, res.output)  # compare may find a (noisy) regression
     assert (tmp_path / "results" / "spike-09-message-protocol.md").is_file()
