@@ -8,6 +8,7 @@ stored measurements become scores, tables, charts and findings.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from harness import complexity
@@ -262,6 +263,7 @@ class WebSocketImplSpike(Spike):
                     ("p50 latency, open model", "open_latency_p50_ms", _ms),
                     ("p99 latency, open model", "open_latency_p99_ms", _ms),
                     ("p99.9 latency, open model", "open_latency_p99.9_ms", _ms),
+                    ("server CPU, closed loop", "closed_server_cpu", lambda v: f"{v:.2f} cores"),
                 ):
                     rows.append([f"{n}", label, *(fmt(v) if (v := _m(run.ok("echo", o), name, connections=n)) is not None else "not run" for o in opts)])
             rate = next(sr.params["total_rate"] for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
@@ -283,7 +285,7 @@ class WebSocketImplSpike(Spike):
             ("broadcast deliveries/s", "broadcast", "received_rate", lambda v: fmt_num(v)),
             ("broadcast p99 latency", "broadcast", "latency_p99_ms", _ms),
             ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
-            ("memory per idle connection", "memory", "memory_per_connection_bytes", _kib),
+            ("memory per idle connection, median", "memory", "memory_per_connection_bytes", _kib),
             ("idle connections opened", "memory", "idle_connected", lambda v: fmt_num(v)),
             ("browser bundle, minified", "bundle", "bundle_min_bytes", lambda v: fmt_num(v, "B")),
             ("browser bundle, gzipped", "bundle", "bundle_gzip_bytes", lambda v: fmt_num(v, "B")),
@@ -295,6 +297,12 @@ class WebSocketImplSpike(Spike):
                 v = _m(sr, name, **tags)
                 cells.append(fmt(v) if v is not None else self._why_missing(run, scen, o))
             rows.append([label, *cells])
+        spread = []
+        for o in opts:
+            sr = run.ok("memory", o)
+            xs = sr.measurement("memory_per_connection_bytes").samples if sr else []
+            spread.append(f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} runs ({(max(xs) - min(xs)) / statistics.median(xs):.0%} of the median)" if len(xs) > 1 else "one run")
+        rows.insert(4, ["memory per idle connection, range", *spread])
         params = {sr.scenario: sr.params for sr in run.scenarios}
         content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows,
                                     f"Broadcast: a room of {params.get('broadcast', {}).get('room_size', '?')}, {params.get('broadcast', {}).get('senders', '?')} senders at "
@@ -318,8 +326,9 @@ class WebSocketImplSpike(Spike):
         # Reconnection.
         rows = []
         for mode, what in (("restart", "server killed and restarted"), ("drop", "connection cut, server up")):
-            for label, name, fmt in (("time to next echo", "recovery_ms", _ms), ("messages lost", "lost", lambda v: fmt_num(v)), ("recovered (runs)", "recovered", lambda v: fmt_num(v))):
-                rows.append([what, label, *(fmt(v) if (v := _m(run.ok("reconnect", o), name, mode=mode)) is not None else self._why_missing(run, "reconnect", o) for o in opts)])
+            for label, show in (("time to next echo, median (min-max)", self._recovery_cell), ("messages lost, all runs", self._lost_cell),
+                                ("runs that recovered", self._recovered_cell)):
+                rows.append([what, label, *(show(sr, mode) if (sr := run.ok("reconnect", o)) else self._why_missing(run, "reconnect", o) for o in opts)])
         content.tables.append(Table("Reconnection of each option's browser client (Chromium)", ["Fault", "Metric", *head], rows,
                                     f"Server down for {params.get('reconnect', {}).get('down_ms', '?')} ms in the restart case; an echo every "
                                     f"{params.get('reconnect', {}).get('interval_ms', '?')} ms."))
@@ -356,6 +365,24 @@ class WebSocketImplSpike(Spike):
                     if any(f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts):
                         out.append(f"{titles[o]}, {n} connections, {'open model' if kind == 'open' else 'closed loop'}")
         return out
+
+    @staticmethod
+    def _recovery_cell(sr: ScenarioResult, mode: str) -> str:
+        try:
+            xs = sr.measurement("recovery_ms", mode=mode).samples
+        except KeyError:
+            return "never recovered"
+        return f"{_ms(sorted(xs)[len(xs) // 2])} ({_ms(min(xs))}-{_ms(max(xs))})" if len(xs) > 1 else _ms(xs[0])
+
+    @staticmethod
+    def _lost_cell(sr: ScenarioResult, mode: str) -> str:
+        lost, sent = sr.measurement("lost", mode=mode).samples, sr.measurement("sent", mode=mode).samples
+        return f"{fmt_num(sum(lost))} of {fmt_num(sum(sent))} sent (worst run: {fmt_num(max(lost))})"
+
+    @staticmethod
+    def _recovered_cell(sr: ScenarioResult, mode: str) -> str:
+        ok = sr.measurement("recovered", mode=mode).samples
+        return f"{fmt_num(sum(ok))} of {len(ok)}"
 
     @staticmethod
     def _why_missing(run: RunResult, scen: str, option: str) -> str:
