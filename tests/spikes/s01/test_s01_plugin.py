@@ -70,7 +70,7 @@ def test_a_small_real_run_end_to_end(tmp_path):
         assert bc.measurement("lost", room="10").median == 0
         assert bc.measurement("received", room="10").median == bc.measurement("sent", room="10").median * 10
     doc = (tmp_path / "spike-01-websocket-impl.md").read_text()
-    assert "| memory per idle connection |" in doc
+    assert "| memory per idle connection, median |" in doc
 
 
 def test_sveltekit_missing_node_is_not_run_with_the_install_command(tmp_path, monkeypatch):
