@@ -89,6 +89,13 @@ class ScenarioResult:
                 return m
         raise KeyError(f"{self.scenario}/{self.option}: no measurement {name} {tags}")
 
+    def median(self, name: str, **tags: str) -> float | None:
+        """The median of a metric's raw samples, or ``None`` when this step has no such metric."""
+        try:
+            return self.measurement(name, **tags).median
+        except KeyError:
+            return None
+
     def find(self, name: str) -> list[MeasurementRecord]:
         return [m for m in self.measurements if m.name == name]
 
@@ -126,6 +133,11 @@ class RunResult:
     def ok(self, scenario: str, option: str) -> ScenarioResult | None:
         sr = self.result(scenario, option)
         return sr if sr is not None and sr.status == "ok" else None
+
+    def median(self, scenario: str, option: str, name: str, **tags: str) -> float | None:
+        """The median of a metric's raw samples, or ``None`` when that step did not run ok or has no such metric."""
+        sr = self.ok(scenario, option)
+        return None if sr is None else sr.median(name, **tags)
 
     @property
     def options(self) -> list[str]:

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from scipy import stats as _sps
 
-__all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num"]
+__all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean"]
+
+
+def geomean(xs: Sequence[float]) -> float:
+    """Geometric mean of positive numbers (ratios to the best option, in the spikes' scores)."""
+    return math.exp(sum(math.log(max(x, 1e-12)) for x in xs) / len(xs))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness import complexity
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num
+from harness.stats import fmt_num, geomean
 from spikes.s01_websocket_impl import scenarios as _sc
 
 __all__ = ["WebSocketImplSpike", "spike"]
@@ -123,17 +123,8 @@ SCENARIOS = (
 )
 
 
-def _geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(max(x, 1e-9)) for x in xs) / len(xs))
-
-
 def _m(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
-    if sr is None:
-        return None
-    try:
-        return sr.measurement(name, **tags).median
-    except KeyError:
-        return None
+    return None if sr is None else sr.median(name, **tags)
 
 
 def _relative(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
@@ -208,7 +199,7 @@ class WebSocketImplSpike(Spike):
             if complete[o] and perf_parts[o]:
                 top = counts[-1]
                 s["Performance"] = CriterionScore(
-                    10 * _geomean(perf_parts[o]),
+                    10 * geomean(perf_parts[o]),
                     f"{fmt_num(self._throughput(run, o, top) or 0)} echoes/s and p99 {_ms(self._p99(run, o, top))} at {top} connections",
                 )
             if o in cx:
@@ -220,14 +211,14 @@ class WebSocketImplSpike(Spike):
                 basis = f"{int(present)} of {int(probed)} features present"
                 recs = [rec_rel[m][o] for m in ("restart", "drop")]
                 if run.ok("reconnect", o) and all(r is not None for r in recs):
-                    parts.append(_geomean(recs))  # type: ignore[arg-type]
+                    parts.append(geomean(recs))  # type: ignore[arg-type]
                     basis += f"; back {_ms(rec[o][0])} after a restart, {_ms(rec[o][1])} after a drop"
                     s["Maintenance"] = CriterionScore(10 * (0.6 * parts[0] + 0.4 * parts[1]), basis)
                 else:
                     s["Maintenance"] = CriterionScore(10 * parts[0], basis + " (reconnection not measured in this run)")
             if mem[o] is not None and fan[o] is not None:
                 s["Scalability"] = CriterionScore(
-                    10 * _geomean([mem[o], fan[o]]),  # type: ignore[list-item]
+                    10 * geomean([mem[o], fan[o]]),  # type: ignore[list-item]
                     f"{_kib(_m(run.ok('memory', o), 'memory_per_connection_bytes'))} per idle connection; "
                     f"broadcast p99 {_ms(_m(run.ok('broadcast', o), 'latency_p99_ms'))} in a room of {run.ok('broadcast', o).params['room_size']}",
                 )

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import complexity
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult
-from harness.stats import fmt_num, summarize
+from harness.stats import fmt_num, geomean, summarize
 from spikes.s09_message_protocol import scenarios as _sc
 from spikes.s09_message_protocol.messages import MESSAGE_KINDS
 
@@ -67,20 +67,6 @@ SCENARIOS = (
 )
 
 
-def _geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
-
-
-def _median(run: RunResult, scenario: str, option: str, name: str, **tags: str) -> float | None:
-    sr = run.ok(scenario, option)
-    if sr is None:
-        return None
-    try:
-        return sr.measurement(name, **tags).median
-    except KeyError:
-        return None
-
-
 def _ratio_score(values: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
     """10 x geometric mean over kinds of (best value / this option's), lower values being better."""
     out: dict[str, float | None] = {}
@@ -93,7 +79,7 @@ def _ratio_score(values: dict[str, dict[str, float | None]]) -> dict[str, float 
         for k in sorted(kinds):
             best = min(v[k] for v in values.values() if v.get(k) is not None)  # type: ignore[type-var]
             ratios.append(best / per[k] if per[k] else 1.0)  # type: ignore[operator]
-        out[opt] = 10 * _geomean(ratios)
+        out[opt] = 10 * geomean(ratios)
     return out
 
 
@@ -123,12 +109,12 @@ class MessageProtocolSpike(Spike):
         for o in run.options:
             out[o] = {}
             for k in MESSAGE_KINDS:
-                e, d = _median(run, "speed", o, "encode_ns", message=k), _median(run, "speed", o, "decode_ns", message=k)
+                e, d = run.median("speed", o, "encode_ns", message=k), run.median("speed", o, "decode_ns", message=k)
                 out[o][k] = None if e is None or d is None else e + d
         return out
 
     def _sizes(self, run: RunResult, name: str, kinds: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-        return {o: {k: _median(run, "size", o, name, message=k) for k in kinds} for o in run.options}
+        return {o: {k: run.median("size", o, name, message=k) for k in kinds} for o in run.options}
 
     def score(self, run: RunResult) -> Scoring:
         times = self._times(run)
@@ -179,7 +165,7 @@ class MessageProtocolSpike(Spike):
         def size_table(name: str, title: str, kinds: tuple[str, ...], note: str = "") -> Table:
             rows = []
             for k in kinds:
-                rows.append([k, *(fmt_num(v) if (v := _median(run, "size", o, name, message=k)) is not None else "not run" for o in opts)])
+                rows.append([k, *(fmt_num(v) if (v := run.median("size", o, name, message=k)) is not None else "not run" for o in opts)])
             return Table(title, headers, rows, note)
 
         content.tables.append(size_table("size_raw", "Size in bytes, raw", MESSAGE_KINDS))

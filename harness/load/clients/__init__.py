@@ -19,7 +19,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-__all__ = ["Client", "ConnectError", "register", "adapter_path", "get_client_class", "transports", "describe_error"]
+__all__ = ["Client", "ConnectError", "WireCountedClient", "register", "adapter_path", "get_client_class", "transports", "describe_error"]
 
 MessageHandler = Callable[[dict[str, Any]], None]
 CloseHandler = Callable[[str], None]
@@ -66,6 +66,25 @@ class Client:
     @classmethod
     async def close_shared(cls, shared: dict[str, Any]) -> None:
         """Release per-process resources created by this adapter (after every connection closed)."""
+
+
+class WireCountedClient(Client):
+    """A client on a library connection (``self._ws``) that counts its own wire bytes as ``wire_in``/``wire_out``.
+
+    Counting starts at the base values taken once the handshake is done.
+    """
+
+    _ws: Any = None
+    _base_in = 0
+    _base_out = 0
+
+    @property
+    def bytes_in(self) -> int:  # type: ignore[override]
+        return self._ws.wire_in - self._base_in if self._ws else 0
+
+    @property
+    def bytes_out(self) -> int:  # type: ignore[override]
+        return self._ws.wire_out - self._base_out if self._ws else 0
 
 
 _REGISTRY: dict[str, str | type[Client]] = {

@@ -19,7 +19,7 @@ import aiohttp
 import socketio
 
 from harness.load import protocol
-from harness.load.clients import Client, ConnectError
+from harness.load.clients import ConnectError, WireCountedClient
 
 __all__ = ["SocketIOClient", "CountingWSResponse", "split_url"]
 
@@ -55,7 +55,7 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit((scheme, parts.netloc, "", parts.query, "")), path
 
 
-class SocketIOClient(Client):
+class SocketIOClient(WireCountedClient):
     """One Socket.IO connection (default namespace) sharing the process's aiohttp session."""
 
     transport = "socketio"
@@ -107,14 +107,6 @@ class SocketIOClient(Client):
             self._ws = ws
             self._base_in, self._base_out = ws.wire_in, ws.wire_out
         self._writer_task = asyncio.create_task(self._writer())
-
-    @property
-    def bytes_in(self) -> int:  # type: ignore[override]
-        return self._ws.wire_in - self._base_in if self._ws else 0
-
-    @property
-    def bytes_out(self) -> int:  # type: ignore[override]
-        return self._ws.wire_out - self._base_out if self._ws else 0
 
     def send(self, msg: dict[str, Any]) -> None:
         if self._sio is not None and not self.closed:

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness.load import protocol
-from harness.load.clients import Client, ConnectError
+from harness.load.clients import ConnectError, WireCountedClient
 
 __all__ = ["WebsocketsClient", "CountingClientConnection"]
 
@@ -46,7 +46,7 @@ class CountingClientConnection(ClientConnection):
         super().data_received(data)
 
 
-class WebsocketsClient(Client):
+class WebsocketsClient(WireCountedClient):
     """One ``websockets`` connection with a reader task and a writer queue."""
 
     transport = "ws-websockets"
@@ -77,14 +77,6 @@ class WebsocketsClient(Client):
         # Bytes of the handshake are not message traffic.
         self._base_in, self._base_out = self._ws.wire_in, self._ws.wire_out
         self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._writer())]
-
-    @property
-    def bytes_in(self) -> int:  # type: ignore[override]
-        return self._ws.wire_in - self._base_in if self._ws else 0
-
-    @property
-    def bytes_out(self) -> int:  # type: ignore[override]
-        return self._ws.wire_out - self._base_out if self._ws else 0
 
     def send(self, msg: dict[str, Any]) -> None:
         if self._ws is not None and not self.closed:
