@@ -68,6 +68,8 @@ def user_errors(fn: F) -> F:
             raise _fail(EXIT_DATA, str(exc)) from None
         except PermissionError as exc:
             raise _fail(EXIT_DATA, f"{exc.filename or ''}: permission denied") from None
+        except OSError as exc:  # writing a document or chart: the run itself is already stored
+            raise _fail(EXIT_DATA, f"{exc.filename or ''}: {exc.strerror or exc}") from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -197,6 +199,7 @@ def run(
                 progress.stop()
                 err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}")
                 render_spike(s, exc.run, out)
+                render_index(spikes, latest_runs(out / "runs"), out)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             progress.update(overall, completed=progress.tasks[overall].total)
             if step_task[0] is not None:

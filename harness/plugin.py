@@ -338,10 +338,10 @@ def criterion_findings(scoring: Scoring, criteria: Sequence[str], good: float = 
         best = max(c.score for c in have.values())
         worst = min(c.score for c in have.values())
         for o, cs in have.items():
-            rank = "best" if cs.score == best else ("worst" if cs.score == worst else None)
-            note = f" ({rank})" if rank else ""
-            if cs.score >= good or rank == "best":
+            if cs.score == best or (cs.score >= good and cs.score != worst):
+                note = " (best)" if cs.score == best else ""
                 out.append(Finding(o, True, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
-            elif cs.score < bad or rank == "worst":
+            elif cs.score == worst or cs.score < bad:
+                note = " (worst)" if cs.score == worst else ""
                 out.append(Finding(o, False, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
     return out

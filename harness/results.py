@@ -209,6 +209,10 @@ def _validate(data: Any, where: str) -> None:
     for k in ("number", "slug", "source_hash"):
         if k not in data["spike"]:
             raise ResultsError(f"{where}: spike.{k} is missing")
+    if not isinstance(data["spike"]["number"], int) or isinstance(data["spike"]["number"], bool):
+        raise ResultsError(f"{where}: spike.number is {data['spike']['number']!r}, expected an integer")
+    if not isinstance(data["parameters"].get("options", []), list):
+        raise ResultsError(f"{where}: parameters.options must be a list")
     if data["profile"] not in ("full", "quick"):
         raise ResultsError(f"{where}: profile {data['profile']!r} is neither 'full' nor 'quick'")
     for i, s in enumerate(data["scenarios"]):
@@ -226,6 +230,10 @@ def _validate(data: Any, where: str) -> None:
                 raise ResultsError(f"{mat} must have exactly name, unit, tags, better, repeats")
             if not isinstance(m["repeats"], list) or not all(isinstance(r, list) for r in m["repeats"]):
                 raise ResultsError(f"{mat}.repeats must be a list of lists of numbers")
+            if not any(m["repeats"]):
+                raise ResultsError(f"{mat} ({m['name']}) has no samples")
+            if not isinstance(m["tags"], dict) or not all(isinstance(v, str) for v in m["tags"].values()):
+                raise ResultsError(f"{mat}.tags must be an object of strings")
             for r in m["repeats"]:
                 for v in r:
                     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):

@@ -18,7 +18,7 @@ import jinja2
 
 from harness.plugin import Spike, source_hash
 from harness.report.charts import draw
-from harness.results import RunResult
+from harness.results import ResultsError, RunResult
 from harness.stats import fmt_num
 
 __all__ = ["Matrix", "decision_matrix", "render_spike", "render_index", "document_name"]
@@ -69,8 +69,16 @@ class Matrix:
         return r[0] if r else None
 
 
+def _check_options(spike: Spike, run: RunResult) -> None:
+    known = {o.key for o in spike.options}
+    unknown = [o for o in run.options if o not in known]
+    if unknown:
+        raise ResultsError(f"{run.path or run.run_id}: option(s) {', '.join(map(repr, unknown))} are not options of spike {spike.number}")
+
+
 def decision_matrix(spike: Spike, run: RunResult) -> Matrix:
     """Score the run and weigh the scores with the run's weights."""
+    _check_options(spike, run)
     scoring = spike.score(run)
     weights = run.weights or dict(spike.weights)
     options = [o for o in run.options if o in scoring.scores]
@@ -103,6 +111,7 @@ def _rel(target: Path, start: Path) -> str:
 def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     """Write ``spike-NN-slug.md`` and its charts into ``out_dir``; return the document path."""
     out_dir = Path(out_dir)
+    _check_options(spike, run)
     content = spike.report(run)
     matrix = decision_matrix(spike, run)
     chart_dir = out_dir / "charts"
@@ -140,6 +149,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "matrix": matrix,
         "best": matrix.best,
         "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
+        "close_call": len(matrix.ranking) > 1 and (matrix.totals[matrix.ranking[0]] - matrix.totals[matrix.ranking[1]]) < 0.05 * matrix.totals[matrix.ranking[0]],
         "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
         "code": code,
         "not_ok": not_ok,

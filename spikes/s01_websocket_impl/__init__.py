@@ -67,8 +67,9 @@ SCENARIOS = (
         "features",
         "Features, each probed",
         "Against the running server: two clients join a room and both receive a broadcast; an acknowledgement callback; a binary frame echoed "
-        "as binary; a connection over HTTP long polling; the browser client reconnecting after a server restart (in Chromium); a client that "
-        "never reads while 64 MiB of echo requests are pushed (does the server stop reading, or buffer?). Every cell is the result of a probe, with its evidence.",
+        "as binary; a connection over HTTP long polling; the browser client reconnecting after its connection is cut (in Chromium); a client that "
+        "never reads while 64 MiB of echo requests are pushed (does the server stop reading, or buffer?). Every cell is a probe's result with its "
+        "evidence, except acknowledgements over plain WebSocket, which the protocol does not have (said so in the cell).",
         _sc.run_features,
         max_repeats=1,
     ),
@@ -180,8 +181,13 @@ class WebSocketImplSpike(Spike):
         counts = self._counts(run)
         perf_parts: dict[str, list[float]] = {o: [] for o in opts}
         complete = {o: bool(counts) for o in opts}
+        skipped = [n for n in counts if any(self._bound(run, o, n, "closed") for o in opts)]
         for n in counts:
-            for rel in (_relative({o: self._throughput(run, o, n) for o in opts}, False), _relative({o: self._p99(run, o, n) for o in opts}, True)):
+            # A client-bound throughput is the generator's limit, not the server's: that count's throughput is not compared.
+            terms = [_relative({o: self._p99(run, o, n) for o in opts}, True)]
+            if n not in skipped:
+                terms.insert(0, _relative({o: self._throughput(run, o, n) for o in opts}, False))
+            for rel in terms:
                 for o in opts:
                     if rel[o] is None:
                         complete[o] = False
@@ -192,6 +198,15 @@ class WebSocketImplSpike(Spike):
         gz = _relative({o: _m(run.ok("bundle", o), "bundle_gzip_bytes") for o in opts}, True)
         rec = {o: [_m(run.ok("reconnect", o), "recovery_ms", mode=m) for m in ("restart", "drop")] for o in opts}
         rec_rel = {m: _relative({o: rec[o][i] for o in opts}, True) for i, m in enumerate(("restart", "drop"))}
+        # A run that never reconnected scores 0 for that run: scale by the fraction of runs that recovered.
+        for m in ("restart", "drop"):
+            for o in opts:
+                sr = run.ok("reconnect", o)
+                if sr is None:
+                    continue
+                ok = sr.measurement("recovered", mode=m).samples
+                frac = sum(ok) / len(ok) if ok else 0.0
+                rec_rel[m][o] = (rec_rel[m][o] or 0.0) * frac
         cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
         scores: dict[str, dict[str, CriterionScore]] = {}
         for o in opts:
@@ -200,22 +215,24 @@ class WebSocketImplSpike(Spike):
                 top = counts[-1]
                 s["Performance"] = CriterionScore(
                     10 * geomean(perf_parts[o]),
-                    f"{fmt_num(self._throughput(run, o, top) or 0)} echoes/s and p99 {_ms(self._p99(run, o, top))} at {top} connections",
+                    f"{fmt_num(self._throughput(run, o, top) or 0)} echoes/s{' (client-bound: a floor)' if self._bound(run, o, top, 'closed') else ''} "
+                    f"and p99 {_ms(self._p99(run, o, top))} at {top} connections"
+                    + (f"; throughput not compared at {', '.join(skipped)} connections (client-bound)" if skipped else ""),
                 )
             if o in cx:
                 s["Complexity"] = CriterionScore(*cx[o])
             feats = run.ok("features", o)
             if feats:
                 present, probed = _m(feats, "features_present"), _m(feats, "features_probed")
-                parts = [present / probed]
+                parts = [present / probed if probed else 0.0]
                 basis = f"{int(present)} of {int(probed)} features present"
                 recs = [rec_rel[m][o] for m in ("restart", "drop")]
                 if run.ok("reconnect", o) and all(r is not None for r in recs):
-                    parts.append(geomean(recs))  # type: ignore[arg-type]
+                    parts.append(geomean(recs) if all(recs) else 0.0)  # type: ignore[arg-type]
                     basis += f"; back {_ms(rec[o][0])} after a restart, {_ms(rec[o][1])} after a drop"
                     s["Maintenance"] = CriterionScore(10 * (0.6 * parts[0] + 0.4 * parts[1]), basis)
                 else:
-                    s["Maintenance"] = CriterionScore(10 * parts[0], basis + " (reconnection not measured in this run)")
+                    s["Maintenance"] = CriterionScore(10 * parts[0], basis + " (the reconnection step did not run)")
             if mem[o] is not None and fan[o] is not None:
                 s["Scalability"] = CriterionScore(
                     10 * geomean([mem[o], fan[o]]),  # type: ignore[list-item]
@@ -227,10 +244,12 @@ class WebSocketImplSpike(Spike):
             scores[o] = s
         formulas = {
             "Performance": "10 x the geometric mean, over the connection counts, of (this option's closed-loop echo throughput / the best) and "
-            "(the lowest open-model p99 latency / this option's).",
+            "(the lowest open-model p99 latency / this option's); at a count where any option's closed-loop run was client-bound, throughput "
+            "is left out for every option, since it measured the generator.",
             "Complexity": complexity.FORMULA,
             "Maintenance": "10 x (0.6 x the fraction of probed features present + 0.4 x the geometric mean of (fastest recovery / this option's) "
-            "after a server restart and after a dropped connection); features only when Chromium was not available.",
+            "after a server restart and after a dropped connection, a run that never reconnected counting as 0); features only when the "
+            "reconnection step did not run.",
             "Scalability": "10 x the geometric mean of (lowest memory per idle connection / this option's) and (lowest broadcast fan-out "
             "p99 latency / this option's): what each extra player costs in memory, and how a room's fan-out holds its tail.",
             "Cost": "10 x (smallest gzipped browser bundle / this option's): bytes every player downloads, and parse time on weak devices.",
@@ -292,12 +311,17 @@ class WebSocketImplSpike(Spike):
         for o in opts:
             sr = run.ok("memory", o)
             xs = sr.measurement("memory_per_connection_bytes").samples if sr else []
-            spread.append(f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} runs ({(max(xs) - min(xs)) / statistics.median(xs):.0%} of the median)" if len(xs) > 1 else "one run")
+            med = statistics.median(xs) if xs else 0
+            spread.append(f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} runs ({(max(xs) - min(xs)) / med:.0%} of the median)" if len(xs) > 1 and med else "one run")
         rows.insert(4, ["memory per idle connection, range", *spread])
         params = {sr.scenario: sr.params for sr in run.scenarios}
-        content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows,
-                                    f"Broadcast: a room of {params.get('broadcast', {}).get('room_size', '?')}, {params.get('broadcast', {}).get('senders', '?')} senders at "
-                                    f"{params.get('broadcast', {}).get('rate', '?')} msg/s each. Memory: {params.get('memory', {}).get('connections', '?')} idle connections."))
+        caption = []
+        if "broadcast" in params:
+            b = params["broadcast"]
+            caption.append(f"Broadcast: a room of {b['room_size']}, {b['senders']} senders at {b['rate']} msg/s each.")
+        if "memory" in params:
+            caption.append(f"Memory: {params['memory']['connections']} idle connections.")
+        content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows, " ".join(caption)))
         mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
         content.charts.append(Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"]))
         # Features.
@@ -311,9 +335,10 @@ class WebSocketImplSpike(Spike):
                 if f is None:
                     row.append(self._why_missing(run, "features", o))
                 else:
-                    row.append(("yes" if f["value"] else "not run" if f["value"] is None else "no") + f": {f['evidence']}")
+                    row.append(("yes" if f["value"] else "unknown" if f["value"] is None else "no") + f": {f['evidence']}")
             rows.append(row)
-        content.tables.append(Table("Features: each cell is a probe's result", ["Feature", *head], rows))
+        content.tables.append(Table("Features: each cell is a probe's result", ["Feature", *head], rows,
+                                    "A probe that crashed shows as unknown and does not count for or against the option."))
         # Reconnection.
         rows = []
         for mode, what in (("restart", "server killed and restarted"), ("drop", "connection cut, server up")):
@@ -321,17 +346,18 @@ class WebSocketImplSpike(Spike):
                                 ("runs that recovered", self._recovered_cell)):
                 rows.append([what, label, *(show(sr, mode) if (sr := run.ok("reconnect", o)) else self._why_missing(run, "reconnect", o) for o in opts)])
         content.tables.append(Table("Reconnection of each option's browser client (Chromium)", ["Fault", "Metric", *head], rows,
-                                    f"Server down for {params.get('reconnect', {}).get('down_ms', '?')} ms in the restart case; an echo every "
-                                    f"{params.get('reconnect', {}).get('interval_ms', '?')} ms."))
+                                    f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every {params['reconnect']['interval_ms']} ms."
+                                    if "reconnect" in params else ""))
         gen = run.ok("generator", "native")
         if gen and counts:
             ceiling = gen.measurement("generator_received_rate").median
-            fastest = max((v for o in opts for n in counts if (v := self._throughput(run, o, n)) is not None), default=None)
+            at = str(gen.params["connections"])
+            fastest = max((v for o in opts if (v := self._throughput(run, o, at)) is not None), default=None)
             cpu = gen.measurement("generator_generator_cpu").median
             if fastest:
                 content.notes.append(
                     f"**Generator headroom.** Against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core; "
-                    f"the fastest POC server reached {fmt_num(fastest)} echoes/s, so the generator had {ceiling / fastest:.1f}x its throughput"
+                    f"the fastest POC server reached {fmt_num(fastest)} echoes/s at the same {at} connections, so the generator had {ceiling / fastest:.1f}x its throughput"
                     + (" and the echo results are the servers' limits." if ceiling >= 2 * fastest else "; below 2x, so the highest echo results may be partly the generator's limit.")
                 )
         content.tables.append(Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"],
@@ -344,6 +370,12 @@ class WebSocketImplSpike(Spike):
         content.findings = self._findings(run)
         return content
 
+    @staticmethod
+    def _bound(run: RunResult, option: str, n: str, kind: str) -> bool:
+        """Whether the load generator was the limit in an echo run (``kind``: open or closed) at ``n`` connections."""
+        sr = run.ok("echo", option)
+        return bool(sr) and any(f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts)
+
     def _client_bound(self, run: RunResult) -> list[str]:
         out = []
         titles = {o.key: o.title for o in self.options}
@@ -353,7 +385,7 @@ class WebSocketImplSpike(Spike):
                 continue
             for n in self._counts(run):
                 for kind in ("open", "closed"):
-                    if any(f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts):
+                    if self._bound(run, o, n, kind):
                         out.append(f"{titles[o]}, {n} connections, {'open model' if kind == 'open' else 'closed loop'}")
         return out
 
@@ -363,7 +395,7 @@ class WebSocketImplSpike(Spike):
             xs = sr.measurement("recovery_ms", mode=mode).samples
         except KeyError:
             return "never recovered"
-        return f"{_ms(sorted(xs)[len(xs) // 2])} ({_ms(min(xs))}-{_ms(max(xs))})" if len(xs) > 1 else _ms(xs[0])
+        return f"{_ms(statistics.median(xs))} ({_ms(min(xs))}-{_ms(max(xs))})" if len(xs) > 1 else _ms(xs[0])
 
     @staticmethod
     def _lost_cell(sr: ScenarioResult, mode: str) -> str:

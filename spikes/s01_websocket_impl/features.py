@@ -337,9 +337,10 @@ async def probe_all(option: str, url: str, reconnect: bool = True) -> dict[str, 
         try:
             out[key] = await asyncio.wait_for(probes[key](), 60)
             if key == "backpressure" and option in BACKPRESSURE_MECHANISMS:
-                out[key]["evidence"] += f" ({BACKPRESSURE_MECHANISMS[option]})"
+                out[key]["evidence"] += f" (why, from the library's source, not measured: {BACKPRESSURE_MECHANISMS[option]})"
         except build.ToolMissing:
             raise
         except Exception as exc:  # a probe that cannot run is a finding, not a crash of the others
-            out[key] = _feature(False, f"probe failed: {type(exc).__name__}: {exc}")
+            # Unknown, not absent: a crashed probe must not count against the option.
+            out[key] = {"value": None, "evidence": f"probe failed: {type(exc).__name__}: {exc}"}
     return out

@@ -43,7 +43,8 @@ SCENARIOS = (
     Scenario(
         "speed",
         "Encode and decode speed",
-        "Encode (from the object the app holds) and decode (to that object, with the schema where the format has one), timed with "
+        "Encode (from the object the app holds) and decode (bytes to the app's plain dict, every field read, with the schema where the "
+        "format has one: protobuf materializes fields lazily, so stopping at its message object would skip most of its work), timed with "
         "perf_counter_ns over calibrated inner loops, garbage collection off during a sample, after a warm-up; ns per operation.",
         _sc.run_speed,
         _sc.SPEED_PARAMS,
@@ -61,7 +62,7 @@ SCENARIOS = (
         "Debugging facts",
         "Facts computed from the encoded cursor message and this machine: is it printable text (Chrome DevTools shows text frames as "
         "text, binary frames as hex), does a schema-less decoder recover the field names, are the names in the bytes, is a standard CLI "
-        "decoder on PATH.",
+        "decoder on PATH (shown, but not scored: it depends on the machine, not the format).",
         _sc.run_debugging,
     ),
 )
@@ -147,7 +148,8 @@ class MessageProtocolSpike(Spike):
         formulas = {
             "Performance": "10 x the geometric mean, over the five messages, of (fastest option's median encode+decode time / this option's).",
             "Complexity": complexity.FORMULA,
-            "Maintenance": "10 x (half the fraction of bad inputs the decoder rejects by itself + half the fraction of debugging facts that are true).",
+            "Maintenance": "10 x (half the fraction of bad inputs the decoder rejects by itself + half the fraction of the format's debugging facts that "
+            "are true; whether a CLI decoder is installed is shown but not scored).",
             "Scalability": "10 x the geometric mean, over the five messages, of (smallest raw size / this option's): the bytes a server copies to every subscriber "
             "when permessage-deflate is off, as it often is at scale because each compressed connection keeps its own deflate context.",
             "Cost": "10 x the geometric mean, over the five message streams and the mixed stream, of (smallest bytes per message with a shared deflate "

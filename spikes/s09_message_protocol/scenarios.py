@@ -54,7 +54,9 @@ def run_speed(ctx: ScenarioContext) -> ScenarioOutput:
         native = codec.to_native(sample(kind))
         data = codec.encode(native)
         out.add("encode_ns", "ns/op", time_per_op(codec.encode, native, **timing), message=kind)
-        out.add("decode_ns", "ns/op", time_per_op(codec.decode, data, **timing), message=kind)
+        # Decode all the way to the app's dict: protobuf builds its Python values lazily, on first
+        # read, so timing FromString alone would skip most of its work while the others do all of theirs.
+        out.add("decode_ns", "ns/op", time_per_op(lambda d: codec.from_native(codec.decode(d)), data, **timing), message=kind)
         roundtrips[kind] = roundtrip_ok(codec, sample(kind))
         ctx.advance((i + 1) / len(MESSAGE_KINDS))
     out.facts["roundtrip_ok"] = roundtrips
@@ -77,7 +79,9 @@ def run_debugging(ctx: ScenarioContext) -> ScenarioOutput:
     """Debugging facts of this codec's format; the count of true ones is the measurement."""
     facts = debug_facts(CODECS[ctx.option.key])
     out = ScenarioOutput(facts=facts)
-    out.add("debug_facts_true", "facts", [sum(f["value"] for f in facts.values())], better="higher")
-    out.add("debug_facts_total", "facts", [len(facts)], better=None)
+    # Whether a CLI decoder is installed is a fact about this machine, not the format: shown, not scored.
+    scored = {k: f for k, f in facts.items() if k != "cli_decoder_on_path"}
+    out.add("debug_facts_true", "facts", [sum(f["value"] for f in scored.values())], better="higher")
+    out.add("debug_facts_total", "facts", [len(scored)], better=None)
     ctx.advance(1.0)
     return out

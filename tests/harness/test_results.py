@@ -88,3 +88,18 @@ def test_latest_runs_picks_the_newest_per_spike(tmp_path):
     later = RunResult.from_dict(data)
     save(later, tmp_path / "runs")
     assert results.latest_runs(tmp_path / "runs")[42].run_id == "zzz-later"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: {**d, "spike": {**d["spike"], "number": "nine"}}, "spike.number is 'nine'"),
+        (lambda d: {**d, "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "tags": "x"}]}]}, "tags must be an object"),
+        (lambda d: {**d, "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "repeats": [[]]}]}]}, "has no samples"),
+    ],
+)
+def test_structurally_valid_but_unusable_files_are_rejected(stored, tmp_path, mutate, message):
+    run, _ = stored
+    bad = _write(tmp_path / "bad.json", mutate(json.loads(run.path.read_text())))
+    with pytest.raises(ResultsError, match=message):
+        load(bad)
