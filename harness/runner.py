@@ -209,10 +209,3 @@ def run_spike(
         raise RunInterrupted(run)
     return run
 
-
-def summary_counts(run: RunResult) -> dict[str, Any]:
-    """How many steps of a run ended in each status."""
-    counts: dict[str, int] = {}
-    for sr in run.scenarios:
-        counts[sr.status] = counts.get(sr.status, 0) + 1
-    return counts

@@ -42,7 +42,8 @@ from harness.load.schedules import (
     split_round_robin,
 )
 from harness.load.spec import CLIENT_BOUND_CPU, CLIENT_BOUND_LAG_MS, LoadResult, LoadSpec
-from harness.load.system import pin_to_cpus, raise_nofile_limit
+from harness.load.system import raise_nofile_limit
+from harness.process import pin_current
 from harness.load.timer import PreciseTimer
 
 __all__ = ["run_load", "Share", "STARTUP_TIMEOUT_S", "CLOSE_TIMEOUT_S", "MAX_ERRORS"]
@@ -430,7 +431,7 @@ def _generator_main(spec_data: dict[str, Any], share: Share, channel: mpc.Connec
         register(spec_data["transport"], adapter)
         spec = LoadSpec.from_dict(spec_data)
         raise_nofile_limit()
-        pin_to_cpus(spec.cpu_affinity)
+        pin_current(spec.cpu_affinity)  # every thread: affinity is per thread on Linux
         result = uvloop.run(_Generator(spec, share, channel).run())
         channel.send(("result", result))
     except BaseException:

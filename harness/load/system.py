@@ -8,7 +8,7 @@ import resource
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["raise_nofile_limit", "pin_to_cpus", "is_loopback_host", "check_loopback_url"]
+__all__ = ["raise_nofile_limit", "is_loopback_host", "check_loopback_url"]
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -30,13 +30,6 @@ def raise_nofile_limit() -> tuple[int, int]:
         except (ValueError, OSError):
             pass
     return soft, hard
-
-
-def pin_to_cpus(cpus: Iterable[int] | None) -> None:
-    """Pin the calling process to ``cpus`` (no-op for None, or where affinity is unsupported)."""
-    if cpus is None or not hasattr(os, "sched_setaffinity"):
-        return
-    os.sched_setaffinity(0, set(cpus))
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -337,7 +337,7 @@ class WebSocketImplSpike(Spike):
                 else:
                     row.append(("yes" if f["value"] else "unknown" if f["value"] is None else "no") + f": {f['evidence']}")
             rows.append(row)
-        content.tables.append(Table("Features: each cell is a probe's result", ["Feature", *head], rows,
+        content.tables.append(Table("Features, probed against the running server", ["Feature", *head], rows,
                                     "A probe that crashed shows as unknown and does not count for or against the option."))
         # Reconnection.
         rows = []

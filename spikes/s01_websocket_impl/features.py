@@ -139,7 +139,8 @@ async def probe_rooms(url: str, transport: str) -> Feature:
 async def probe_acknowledgements(url: str, transport: str) -> Feature:
     """Socket.IO: an ``echo`` emitted with a callback must be acknowledged with its data; WebSocket has no acks."""
     if transport != "socketio":
-        return _feature(False, "no ack in the WebSocket protocol (RFC 6455 frames carry no message id); the app must add ids and answers")
+        # Nothing to probe: the protocol has no acknowledgement, so this cell is a fact about RFC 6455, and says so.
+        return _feature(False, "protocol fact, not probed: RFC 6455 frames carry no message id or acknowledgement; the app must add ids and answers")
     data = {"seq": 7, "t": time.time_ns(), "c": 0, "d": "ack?"}
     async with _sio_client(url) as client:
         t0 = time.perf_counter()

@@ -50,7 +50,7 @@ def test_a_missing_scenario_leaves_scores_incomplete_not_invented(stored_run):
 
 def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path):
     text = render_spike(spike, stored_run, tmp_path).read_text()
-    for table in ("Echo: throughput and latency by connections", "Features: each cell is a probe's result", "Reconnection of each option's browser client (Chromium)",
+    for table in ("Echo: throughput and latency by connections", "Features, probed against the running server", "Reconnection of each option's browser client (Chromium)",
                   "Fan-out, memory and bundle size", "| Criterion | Weight | Native WebSocket (websockets) | Socket.IO (python-socketio) | SvelteKit (adapter-node + ws) |"):
         assert table in text
     assert "Chosen option: **" in text and "**Quick run.**" in text
