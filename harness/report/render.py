@@ -8,6 +8,7 @@ only the stored run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from harness.report.charts import draw
 from harness.results import ResultsError, RunResult
 from harness.stats import fmt_num
 
-__all__ = ["Matrix", "decision_matrix", "render_spike", "render_index", "document_name"]
+__all__ = ["Matrix", "decision_matrix", "repeat_winners", "render_spike", "render_index", "document_name"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -104,6 +105,38 @@ def decision_matrix(spike: Spike, run: RunResult) -> Matrix:
     return Matrix(list(weights), weights, options, titles, scores, bases, scoring.formulas, totals)
 
 
+def _repeat_view(run: RunResult, k: int) -> RunResult:
+    """The run as if only repeat ``k`` had been made (steps with fewer repeats keep their last one)."""
+    scenarios = []
+    for sr in run.scenarios:
+        ms = []
+        for m in sr.measurements:
+            if m.repeats:
+                ms.append(dataclasses.replace(m, repeats=[m.repeats[min(k, len(m.repeats) - 1)]]))
+        facts = [sr.facts[min(k, len(sr.facts) - 1)]] if sr.facts else []
+        durations = [sr.durations_s[min(k, len(sr.durations_s) - 1)]] if sr.durations_s else []
+        scenarios.append(dataclasses.replace(sr, measurements=ms, facts=facts, durations_s=durations))
+    return dataclasses.replace(run, scenarios=scenarios)
+
+
+def repeat_winners(spike: Spike, run: RunResult) -> list[str | None]:
+    """The best option of the decision matrix scored on each repeat alone.
+
+    Shows whether the recommendation is stable across repeats or rests on the
+    pooled medians only. A repeat whose scores are incomplete gives ``None``.
+    """
+    n = max((len(m.repeats) for sr in run.scenarios for m in sr.measurements), default=0)
+    if n < 2:
+        return []
+    winners: list[str | None] = []
+    for k in range(n):
+        try:
+            winners.append(decision_matrix(spike, _repeat_view(run, k)).best)
+        except (ValueError, ZeroDivisionError, KeyError, IndexError, TypeError):  # a score needing more samples than one repeat has
+            winners.append(None)
+    return winners
+
+
 def _rel(target: Path, start: Path) -> str:
     return Path(os.path.relpath(Path(target).resolve(), Path(start).resolve())).as_posix()
 
@@ -130,6 +163,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         files = [{"name": f, "path": _rel(Path(spike.package_dir) / f, out_dir), "loc": loc} for f, loc in cx.get("files", {}).items()]
         code.append({"title": opt.title, "files": files, "loc": cx.get("loc"), "deps": cx.get("dependencies", [])})
     not_ok = [sr for sr in run.scenarios if sr.status != "ok"]
+    winners = repeat_winners(spike, run)
     scen_titles = {s.key: s for s in spike.scenarios}
     ctx: dict[str, Any] = {
         "spike": spike,
@@ -150,6 +184,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "best": matrix.best,
         "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
         "close_call": len(matrix.ranking) > 1 and (matrix.totals[matrix.ranking[0]] - matrix.totals[matrix.ranking[1]]) < 0.05 * matrix.totals[matrix.ranking[0]],
+        "repeat_winners": [matrix.titles.get(w, w) if w else "incomplete" for w in winners],
+        "repeat_wins": sum(1 for w in winners if w == matrix.best),
         "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
         "code": code,
         "not_ok": not_ok,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.plugin import source_hash
-from harness.report.render import decision_matrix, render_index, render_spike
+from harness.report.render import decision_matrix, render_index, render_spike, repeat_winners
 from harness.results import RunResult, save
 from harness.runner import RunPlan, run_spike
 from tests.harness.fakes import FakeSpike
@@ -81,3 +81,29 @@ def test_index_lists_every_spike(tmp_path):
     assert "2 step(s) not ok" in text
     empty = render_index({42: FakeSpike()}, {}, tmp_path / "empty").read_text()
     assert "no run stored yet" in empty
+
+
+def test_repeat_winners_show_a_winner_that_flips_between_repeats(tmp_path):
+    run = _fixed_run(tmp_path)
+    assert repeat_winners(FakeSpike(), run) == ["a", "a"]
+    # Option b much faster than a in the second repeat only: the repeats disagree,
+    # and the document must not claim a stable choice.
+    data = run.to_dict()
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "works":
+            for m in sr["measurements"]:
+                if sr["option"] == "b":
+                    m["repeats"][1] = [1.0, 1.0]
+    flipped = RunResult.from_dict(data)
+    assert repeat_winners(FakeSpike(), flipped) == ["a", "b"]
+    text = render_spike(FakeSpike(), flipped, tmp_path / "out2").read_text()
+    assert "the best option was Option A, Option B" in text
+    assert "does not rest on one lucky repeat" not in text
+
+
+def test_repeat_winners_need_two_repeats(tmp_path):
+    data = _fixed_run(tmp_path).to_dict()
+    for sr in data["scenarios"]:
+        for m in sr["measurements"]:
+            m["repeats"] = m["repeats"][:1]
+    assert repeat_winners(FakeSpike(), RunResult.from_dict(data)) == []
