@@ -79,6 +79,8 @@ _DRIVER_JS = """
   }, interval);
   rc.stop = () => clearInterval(timer);
   rc.close = () => client.close();
+  // Only Socket.IO's client reports a transport (it starts on HTTP long-polling and upgrades).
+  rc.transport = () => (client.transport === undefined ? 'websocket' : client.transport);
   window.__rc = rc;
 }
 """
@@ -292,6 +294,9 @@ async def measure_reconnect(
         await page.evaluate(_DRIVER_JS, {"url": client_url, "interval": interval_ms, "id": _DRIVER_ID})
         await page.wait_for_function("() => window.__rc.echoes.length > 0", timeout=timeout_s * 1000)
         await asyncio.sleep(warmup_s)
+        # Fault the WebSocket, not a long-polling session still waiting for its upgrade: a drop during
+        # polling is survived without any reconnect, which is not the fault this measures.
+        await page.wait_for_function("() => window.__rc.transport() === 'websocket'", timeout=timeout_s * 1000)
 
         now = "() => performance.now()"
         t_fault = await page.evaluate(now)

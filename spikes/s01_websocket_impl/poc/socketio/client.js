@@ -37,5 +37,9 @@ export function connect(url, { onMessage = () => {}, onOpen = () => {}, onClose 
     close() {
       socket.close();
     },
+    /** The engine.io transport in use: 'polling' until the upgrade to 'websocket' completes. */
+    get transport() {
+      return socket.io.engine ? socket.io.engine.transport.name : null;
+    },
   };
 }
