@@ -1,0 +1,486 @@
+"""Spike 2: state synchronization. How should the tabletop resolve concurrent edits: OT, CRDT or Last-Write-Wins?
+
+The plugin object ``spike`` declares the three options (a sans-I/O core each,
+behind one WebSocket relay), the scenarios (real editing traces, intent
+cases, sessions and offline merges over real servers), and how stored
+measurements become scores, tables, charts, findings and a recommendation per
+kind of tabletop state.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from harness import complexity
+from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.results import RunResult
+from harness.stats import fmt_num, geomean
+from spikes.s02_state_sync import scenarios as _sc
+from spikes.s02_state_sync.traces import CREDIT
+
+__all__ = ["StateSyncSpike", "spike"]
+
+OPTIONS = (
+    Option(
+        "ot",
+        "Operational Transformation (central server)",
+        "ot.js-shaped text operations and tabletop operations, transformed by a central server; the client is the three-state "
+        "Jupiter machine (synchronized, awaiting confirm, awaiting with buffer). Written here.",
+        ("ot.py", "poc/relay.py"),
+        ("websockets",),
+    ),
+    Option(
+        "crdt",
+        "CRDT (pycrdt / Yrs)",
+        "pycrdt documents: Text for the note, Map for token positions, an Array per stroke; sync by state vectors and updates; "
+        "the server relays updates and keeps a copy to answer state vectors.",
+        ("crdt.py", "poc/relay.py"),
+        ("pycrdt", "websockets"),
+    ),
+    Option(
+        "lww",
+        "Last-Write-Wins (hybrid logical clocks)",
+        "A map of registers, one per field (token position, stroke, whole note), ordered by hybrid logical clocks with the replica "
+        "id as tie-breaker; the server merges and forwards the writes that win. Written here.",
+        ("lww.py", "poc/relay.py"),
+        ("websockets",),
+    ),
+)
+
+SCENARIOS = (
+    Scenario(
+        "trace-replay",
+        "Sequential trace replay (automerge-paper)",
+        "The automerge-paper trace (259,778 edits by one author) replayed through each option: a writer replica makes each edit, its "
+        "message is delivered (through the server core for OT and LWW) to a reader replica; time with perf_counter over the whole "
+        "replay, bytes of every message, the final text checked against the trace. Memory: peak RSS growth of the same replay in a "
+        "fresh process (pycrdt's memory is outside Python's allocator). For the CRDT also the same replay written directly on pycrdt, "
+        "interleaved round by round, and one transaction per 1, 10, 100 and 1000 edits.",
+        _sc.run_trace_replay,
+        _sc.TRACE_PARAMS,
+        _sc.TRACE_QUICK,
+        max_repeats=1,
+    ),
+    Scenario(
+        "concurrent-trace",
+        "Concurrent trace replay (friendsforever)",
+        "The friendsforever trace (two authors typing at once, 26,078 transactions with a parents DAG). CRDT: one Doc per author; "
+        "before an author's transaction, exactly the updates of its parents' history it lacks are merged in. OT: two-party Jupiter; an "
+        "author receives exactly the other's operations its transaction's parents know, each transformed against its own operations "
+        "the sender had not seen. Both must end exactly at the trace's endContent.",
+        _sc.run_concurrent_trace,
+        options=("ot", "crdt"),
+        max_repeats=1,
+    ),
+    Scenario(
+        "intent",
+        "Intent preservation and lost updates",
+        "Sans-I/O replicas over simulated FIFO channels: five two-user conflict cases (same-place typing one character per edit, the "
+        "same token moved, a stroke deleted while extended, one stroke extended by both, note edits far apart), then rounds of a random "
+        "tabletop workload (token moves, strokes, note markers) from several replicas with random delivery and disconnects: after "
+        "delivering everything the replicas must agree, and every intent missing from the final state is counted. Also the bytes one "
+        "edit of each kind sends, and whether three replicas converge exchanging messages peer to peer.",
+        _sc.run_intent,
+        _sc.INTENT_PARAMS,
+        _sc.INTENT_QUICK,
+        max_repeats=1,
+    ),
+    Scenario(
+        "session",
+        "Concurrent session over the real server",
+        "The option's relay server (websockets, its own process, pinned to one core when there are two) and N clients in the harness "
+        "process editing the tabletop on an open-model schedule at a fixed rate each, with latency injected in each client both ways. "
+        "Convergence time runs from the last edit until every client is idle and all hold the same state; bandwidth is the WebSocket "
+        "payload each client sent and received; server CPU and RSS sampled with psutil at 10 Hz; lost intents counted in the final state.",
+        _sc.run_session,
+        _sc.SESSION_PARAMS,
+        _sc.SESSION_QUICK,
+        max_repeats=2,
+    ),
+    Scenario(
+        "offline",
+        "Offline editing and reconnect",
+        "Two clients on the real server; one disconnects and both keep editing at the same rate, then it reconnects with its option's "
+        "protocol (OT: hello with its revision, then its pending operation; CRDT: state vectors; LWW: its queued writes, last per "
+        "field). Merge time runs from the reconnect until both hold the same state; bytes are what the reconnecting client sent and "
+        "received meanwhile; lost intents are counted in the final state.",
+        _sc.run_offline,
+        _sc.OFFLINE_PARAMS,
+        _sc.OFFLINE_QUICK,
+        max_repeats=1,
+    ),
+)
+
+
+def _ratio(values: dict[str, float | None], higher: bool = False) -> dict[str, float | None]:
+    """best / this (or this / best when higher is better), None where unmeasured."""
+    have = {o: v for o, v in values.items() if v is not None}
+    if not have:
+        return {o: None for o in values}
+    best = max(have.values()) if higher else min(have.values())
+    out: dict[str, float | None] = {}
+    for o, v in values.items():
+        if v is None:
+            out[o] = None
+        elif higher:
+            out[o] = v / best if best else 1.0
+        else:
+            out[o] = best / v if v else 1.0
+    return out
+
+
+def _geo(parts: list[dict[str, float | None]], opts: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for o in opts:
+        vals = [p[o] for p in parts]
+        out[o] = None if any(v is None for v in vals) else 10 * geomean([max(v, 1e-9) for v in vals])  # type: ignore[arg-type]
+    return out
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "not run"
+    return f"{fmt_num(x * 1000)} ms" if x < 1 else f"{fmt_num(x)} s"
+
+
+def _fmt_b(x: float | None) -> str:
+    if x is None:
+        return "not run"
+    if x >= 1_000_000:
+        return f"{fmt_num(x / 1_000_000)} MB"
+    if x >= 10_000:
+        return f"{fmt_num(x / 1000)} kB"
+    return f"{fmt_num(x)} B"
+
+
+class StateSyncSpike(Spike):
+    """OT vs CRDT vs Last-Write-Wins for the tabletop's shared state."""
+
+    number = 2
+    slug = "state-sync"
+    title = "State Synchronization Strategy"
+    priority = "critical"
+    planned_hours = 8
+    question = (
+        "How should the tabletop handle state conflicts when several users edit at once (token positions, drawings, shared notes): "
+        "Operational Transformation, CRDTs or Last-Write-Wins?"
+    )
+    options = OPTIONS
+    scenarios = SCENARIOS
+    package_dir = Path(__file__).parent
+    default_repeat = 2
+    quick_repeat = 1
+
+    # -- measurements a score is built from ---------------------------------------------
+    @staticmethod
+    def _largest(run: RunResult) -> str | None:
+        sizes = [int(m.tags["clients"]) for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")]
+        return str(max(sizes)) if sizes else None
+
+    def _checks(self, run: RunResult, o: str) -> tuple[int, int]:
+        """Correctness checks passed and made: trace end states, replicas equal, sessions and offline merges converged."""
+        passed = total = 0
+        for scen, names in (("trace-replay", ("final_text_equal",)), ("concurrent-trace", ("final_text_equal", "replicas_equal")), ("session", ("converged",)), ("offline", ("merged",))):
+            sr = run.ok(scen, o)
+            if sr is None:
+                continue
+            for name in names:
+                for m in sr.find(name):
+                    total += len(m.samples)
+                    passed += sum(1 for s in m.samples if s == 1.0)
+        return passed, total
+
+    def score(self, run: RunResult) -> Scoring:
+        opts = run.options
+        big = self._largest(run)
+        replay = {o: run.median("trace-replay", o, "prefix_ops_per_s") for o in opts}
+        conv = {o: run.median("session", o, "convergence_s", clients=big) if big else None for o in opts}
+        bw = {o: run.median("session", o, "bytes_per_client_per_s", clients=big) if big else None for o in opts}
+        cpu = {o: run.median("session", o, "server_cpu_percent", clients=big) if big else None for o in opts}
+        rss = {o: run.median("session", o, "server_rss_growth_bytes", clients=big) if big else None for o in opts}
+        merge = {o: run.median("offline", o, "merge_bytes") for o in opts}
+        prefix = next((fmt_num(sr.params.get("lww_edits", 0)) for sr in run.scenarios if sr.scenario == "trace-replay"), "?")
+        perf = _geo([_ratio(replay, higher=True), _ratio(conv)], opts)
+        scal = _geo([_ratio(bw), _ratio(cpu)], opts)
+        cost = _geo([_ratio(rss), _ratio(merge)], opts)
+        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
+        scores: dict[str, dict[str, CriterionScore]] = {}
+        for o in opts:
+            s: dict[str, CriterionScore] = {}
+            if perf[o] is not None:
+                s["Performance"] = CriterionScore(perf[o], f"{fmt_num(replay[o])} edits/s replaying the first {prefix} edits of automerge-paper; session of {big} clients converges in {_fmt_s(conv[o])}")  # type: ignore[arg-type]
+            if o in cx:
+                s["Complexity"] = CriterionScore(*cx[o])
+            passed, total = self._checks(run, o)
+            kept = run.median("intent", o, "workload_lost_fraction")
+            if total and kept is not None:
+                s["Maintenance"] = CriterionScore(
+                    10 * (passed / total) * (1 - kept),
+                    f"{passed} of {total} correctness checks passed; {fmt_num(100 * kept)} % of intents lost in the random concurrent workload",
+                )
+            if scal[o] is not None:
+                s["Scalability"] = CriterionScore(scal[o], f"{_fmt_b(bw[o])}/s per client and {fmt_num(cpu[o])} % server CPU with {big} clients")  # type: ignore[arg-type]
+            if cost[o] is not None:
+                s["Cost"] = CriterionScore(cost[o], f"server RSS growth {_fmt_b(rss[o])} with {big} clients; {_fmt_b(merge[o])} to merge after the offline period")  # type: ignore[arg-type]
+            scores[o] = s
+        formulas = {
+            "Performance": "10 x the geometric mean of (this option's edits per second / the fastest's, replaying the same first edits of "
+            "automerge-paper) and (fastest convergence time of the largest session / this option's).",
+            "Complexity": complexity.FORMULA,
+            "Maintenance": "10 x (correctness checks passed / made: trace end states equal endContent, replicas equal, every session and offline "
+            "merge converged) x (1 - median fraction of intents lost in the random concurrent workload): what a team must work around.",
+            "Scalability": "10 x the geometric mean of (lowest bytes per client per second / this option's) and (lowest server CPU / this option's), "
+            "both in the largest session.",
+            "Cost": "10 x the geometric mean of (lowest server RSS growth, peak minus idle, in the largest session / this option's) and (fewest "
+            "bytes exchanged by the offline merge / this option's).",
+        }
+        return Scoring(scores, formulas)
+
+    # -- the document ---------------------------------------------------------------------
+    def recommendation_by_kind(self, run: RunResult) -> list[list[str]]:
+        """Per kind of state: the option with the fewest lost intents of that kind, then the smallest message for one edit of it."""
+        rows = []
+        for kind, counters in _sc.KINDS.items():
+            cand = []
+            for o in run.options:
+                sr = run.ok("intent", o)
+                size = run.median("intent", o, "edit_message_bytes", kind=kind)
+                if sr is None or size is None:
+                    continue
+                lost = sum(sum(m.samples) for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c)
+                cand.append((lost, size, o))
+            if not cand:
+                continue
+            cand.sort()
+            lost, size, best = cand[0]
+            titles = {op.key: op.title for op in self.options}
+            others = "; ".join(f"{titles[o]}: {fmt_num(l)} lost, {_fmt_b(b)}" for l, b, o in cand[1:])
+            rows.append([kind, titles[best], f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"])
+        return rows
+
+    def report(self, run: RunResult) -> ReportContent:
+        opts = run.options
+        titles = {o.key: o.title for o in self.options}
+        content = ReportContent()
+        header = ["Measure", *(titles[o] for o in opts)]
+
+        def cell(scen: str, o: str, name: str, fmt: Any, **tags: str) -> str:
+            v = run.median(scen, o, name, **tags)
+            return "not run" if v is None else fmt(v)
+
+        yes_no = lambda v: "yes" if v == 1.0 else "NO"  # noqa: E731
+        # Recommendation per kind of state.
+        rec = self.recommendation_by_kind(run)
+        if rec:
+            content.tables.append(
+                Table(
+                    "Recommendation per kind of tabletop state (derived from the intent scenario)",
+                    ["State", "Strategy", "Measured basis"],
+                    rec,
+                    "Rule: fewest intents of that kind lost in the random concurrent workload, then the fewest bytes one edit of that kind sends. "
+                    "Token moves have no lost-intent counter in the workload (a move overwrites the last one by design); in the 'same token moved' "
+                    "case the intents lost were " + ", ".join(f"{titles[o]} {cell('intent', o, 'case_lost', fmt_num, case='same token moved')}" for o in opts) + ".",
+                )
+            )
+        # Comparison matrix from the issue.
+        big = self._largest(run)
+        rows = []
+        conv_row = ["Convergence guarantee (measured)"]
+        for o in opts:
+            passed, total = self._checks(run, o)
+            conv_row.append(f"{passed} of {total} checks converged/exact" if total else "not run")
+        rows.append(conv_row)
+        rows.append(["Intent: same-place typing", *(self._case_text(run, o, "same-place typing") for o in opts)])
+        rows.append(["Intents lost, random workload (median share)", *(cell("intent", o, "workload_lost_fraction", lambda v: f"{fmt_num(100 * v)} %") for o in opts)])
+        rows.append(["Offline: merge after reconnect", *(self._offline_text(run, o) for o in opts)])
+        rows.append(["Needs a central server", *(self._p2p_text(run, o) for o in opts)])
+        rows.append([f"Bandwidth per client, {big} clients", *(cell("session", o, "bytes_per_client_per_s", lambda v: _fmt_b(v) + "/s", clients=big or "") for o in opts)])
+        rows.append([f"Server CPU, {big} clients (mean)", *(cell("session", o, "server_cpu_percent", lambda v: f"{fmt_num(v)} %", clients=big or "") for o in opts)])
+        rows.append([f"Server memory, {big} clients (peak RSS growth over idle)", *(cell("session", o, "server_rss_growth_bytes", _fmt_b, clients=big or "") for o in opts)])
+        rows.append(["Replay memory (peak RSS growth)", *(cell("trace-replay", o, "memory_bytes", _fmt_b) for o in opts)])
+        rows.append(["Implementation size", *(f"{run.complexity[o]['loc']} lines" if o in run.complexity else "not run" for o in opts)])
+        rows.append(["Library maturity", *(self._maturity(run, o) for o in opts)])
+        content.tables.append(Table("Comparison matrix", header, rows, "Every cell is a stored measurement or fact of this run."))
+        # Trace replay.
+        tr = [
+            ["final text equals the trace's", *(cell("trace-replay", o, "final_text_equal", yes_no) for o in opts)],
+            ["edits replayed", *(fmt_num(run.ok("trace-replay", o).fact.get("edits", 0)) if run.ok("trace-replay", o) else "not run" for o in opts)],
+            ["replay time, median", *(cell("trace-replay", o, "replay_s", _fmt_s) for o in opts)],
+            ["edits per second", *(cell("trace-replay", o, "ops_per_s", fmt_num) for o in opts)],
+            ["edits per second, same first edits for all", *(cell("trace-replay", o, "prefix_ops_per_s", fmt_num) for o in opts)],
+            ["bytes sent per edit (all messages)", *(cell("trace-replay", o, "bytes_per_op", fmt_num) for o in opts)],
+            ["final state size", *(cell("trace-replay", o, "state_bytes", _fmt_b) for o in opts)],
+            ["peak RSS growth", *(cell("trace-replay", o, "memory_bytes", _fmt_b) for o in opts)],
+        ]
+        prefix = [titles[s.option] for s in run.scenarios if s.scenario == "trace-replay" and s.status == "ok" and not s.fact.get("whole_trace")]
+        note = "The whole trace for every option." if not prefix else (
+            f"A prefix of the trace for {', '.join(prefix)} (see 'edits replayed'; LWW sends the whole note on every edit, so its replay grows with the square "
+            "of the trace length, and the quick profile shortens every replay); a prefix's final text is checked against the same edits applied to a Python string."
+        )
+        content.tables.append(Table("Replay of automerge-paper", header, tr, note))
+        crdt = run.ok("trace-replay", "crdt")
+        if crdt is not None:
+            h, d = crdt.median("replay_s"), crdt.median("direct_replay_s")
+            ratio = crdt.measurement("harness_over_direct").samples
+            rows = [
+                ["pycrdt directly (no spike code)", _fmt_s(d), fmt_num(crdt.median("direct_bytes_per_op") or 0)],
+                ["through this spike's CrdtReplica", _fmt_s(h), fmt_num(crdt.median("bytes_per_op") or 0)],
+                ["ratio, per round", ", ".join(f"{r:.2f}x" for r in ratio) + f" (median {statistics.median(ratio):.2f}x; target 1.2x)", ""],
+            ]
+            content.tables.append(Table("CRDT replay: this spike's code against pycrdt directly", ["Replay", "Time, median", "Bytes per edit"], rows, "Rounds interleaved in one process, same edits, one transaction per edit, each update applied to a second document."))
+            batches = sorted({m.tags["batch"] for m in crdt.find("batch_replay_s")}, key=int)
+            content.tables.append(
+                Table(
+                    "CRDT: edits per transaction",
+                    ["Edits per transaction", "Replay time", "Update bytes per edit", "Final document size"],
+                    [[b, _fmt_s(crdt.median("batch_replay_s", batch=b)), fmt_num(crdt.median("batch_bytes_per_edit", batch=b) or 0), _fmt_b(crdt.median("batch_state_bytes", batch=b))] for b in batches],
+                )
+            )
+            content.charts.append(
+                Chart("crdt-batching", "pycrdt replay time by edits per transaction", "bar", "seconds", {"replay time": [crdt.median("batch_replay_s", batch=b) for b in batches]}, batches, xlabel="edits per transaction")
+            )
+        # Concurrent trace.
+        copts = [o for o in opts if run.result("concurrent-trace", o) is not None]
+        if copts:
+            rows = [
+                ["final text equals endContent", *(cell("concurrent-trace", o, "final_text_equal", yes_no) for o in copts)],
+                ["both authors' replicas equal", *(cell("concurrent-trace", o, "replicas_equal", yes_no) for o in copts)],
+                ["transactions that could not be mapped", *(cell("concurrent-trace", o, "mapping_failures", fmt_num) for o in copts)],
+                ["replay time", *(cell("concurrent-trace", o, "replay_s", _fmt_s) for o in copts)],
+                ["bytes exchanged per transaction", *(cell("concurrent-trace", o, "bytes_per_txn", fmt_num) for o in copts)],
+            ]
+            lww_typing = cell("intent", "lww", "case_lost", fmt_num, case="same-place typing") if "lww" in opts else "not run"
+            content.tables.append(
+                Table(
+                    "Replay of friendsforever (two concurrent authors)",
+                    ["Measure", *(titles[o] for o in copts)],
+                    rows,
+                    f"LWW is not replayed: its note is one register, which keeps one of two concurrent edits (same-place typing lost {lww_typing} of 6 characters in the intent cases).",
+                )
+            )
+        # Intent cases.
+        cases = next((run.ok("intent", o).fact.get("cases", {}) for o in opts if run.ok("intent", o)), {})
+        if cases:
+            rows = [[name, *(self._case_text(run, o, name) for o in opts)] for name in cases]
+            content.tables.append(Table("Intent cases (two users, concurrent)", ["Case", *(titles[o] for o in opts)], rows, "Intents lost, and the outcome every replica agreed on."))
+            kinds = ["note_insert", "note_delete", "stroke_add", "stroke_delete", "stroke_extend", "extend_of_deleted_stroke"]
+            rows = [[k.replace("_", " "), *(cell("intent", o, "workload_lost", lambda v: fmt_num(v), kind=k) for o in opts)] for k in kinds]
+            p = next((s.params for s in run.scenarios if s.scenario == "intent"), {})
+            content.tables.append(
+                Table(
+                    "Lost intents in the random concurrent workload (median per round)",
+                    ["Intent", *(titles[o] for o in opts)],
+                    rows,
+                    f"{p.get('rounds')} rounds of {p.get('edits')} edits from {p.get('replicas')} replicas. 'extend of deleted stroke' is an extension discarded "
+                    "because another user deleted the stroke, the same rule in every option, so it is not counted as lost elsewhere.",
+                )
+            )
+            rows = [[k, *(cell("intent", o, "edit_message_bytes", _fmt_b, kind=k) for o in opts)] for k in _sc.KINDS]
+            content.tables.append(Table(f"Bytes one edit sends, by kind (note of {p.get('note_chars')} characters)", ["Edit", *(titles[o] for o in opts)], rows))
+        # Sessions.
+        sizes = sorted({m.tags["clients"] for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")}, key=int)
+        if sizes:
+            rows = []
+            for n in sizes:
+                for label, name, fmt in (
+                    ("converged", "converged", yes_no),
+                    ("convergence time", "convergence_s", _fmt_s),
+                    ("bytes per client per second", "bytes_per_client_per_s", _fmt_b),
+                    ("server CPU, mean", "server_cpu_percent", lambda v: f"{fmt_num(v)} %"),
+                    ("server peak RSS", "server_rss_bytes", _fmt_b),
+                    ("server RSS growth over idle", "server_rss_growth_bytes", _fmt_b),
+                    ("lost intents", "lost_intents", fmt_num),
+                ):
+                    rows.append([f"{n} clients: {label}", *(cell("session", o, name, fmt, clients=n) for o in opts)])
+            p = next((s.params for s in run.scenarios if s.scenario == "session"), {})
+            content.tables.append(
+                Table("Session over the real server", header, rows, f"{p.get('rate')} edits/s per client for {p.get('duration_s')} s, {p.get('latency_ms')} ms injected each way; medians over repeats.")
+            )
+            content.charts.append(
+                Chart("session-bandwidth", "Bytes per client per second by session size", "bar", "bytes/s (log scale)", {titles[o]: [run.median("session", o, "bytes_per_client_per_s", clients=n) for n in sizes] for o in opts}, [f"{n} clients" for n in sizes], log_y=True)
+            )
+            content.charts.append(
+                Chart("session-convergence", "Convergence time after the last edit", "bar", "seconds", {titles[o]: [run.median("session", o, "convergence_s", clients=n) for n in sizes] for o in opts}, [f"{n} clients" for n in sizes])
+            )
+        rows = [
+            ["offline edits", *(cell("offline", o, "offline_edits", fmt_num) for o in opts)],
+            ["merged", *(cell("offline", o, "merged", yes_no) for o in opts)],
+            ["merge time", *(cell("offline", o, "merge_s", _fmt_s) for o in opts)],
+            ["bytes exchanged by the reconnecting client", *(cell("offline", o, "merge_bytes", _fmt_b) for o in opts)],
+            ["lost intents", *(cell("offline", o, "lost_intents", fmt_num) for o in opts)],
+        ]
+        p = next((s.params for s in run.scenarios if s.scenario == "offline"), {})
+        content.tables.append(Table("Offline editing, then reconnect", header, rows, f"{p.get('offline_s')} s offline at {p.get('rate')} edits/s per client, {p.get('latency_ms')} ms injected each way."))
+        content.charts.append(
+            Chart("replay-time", "automerge-paper replay time", "bar", "seconds (log scale)", {titles[o]: [run.median("trace-replay", o, "replay_s")] for o in opts}, ["replay"], log_y=True)
+        )
+        content.tables.append(
+            Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"], [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity])
+        )
+        content.findings = criterion_findings(self.score(run), ("Performance", "Maintenance", "Scalability", "Cost", "Complexity"))
+        content.findings += self._intent_findings(run)
+        content.notes.append(f"Data: {CREDIT}")
+        content.notes.append("Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these tables by the formulas under the matrix.")
+        return content
+
+    # -- cells built from facts -------------------------------------------------------
+    @staticmethod
+    def _case_text(run: RunResult, o: str, name: str) -> str:
+        sr = run.ok("intent", o)
+        if sr is None or name not in sr.fact.get("cases", {}):
+            return "not run"
+        c = sr.fact["cases"][name]
+        inter = ", interleaved" if c.get("interleaved") else ""
+        return f"{c['lost']} lost{inter}: `{c['result']}`"
+
+    @staticmethod
+    def _offline_text(run: RunResult, o: str) -> str:
+        sr = run.ok("offline", o)
+        if sr is None:
+            return "not run"
+        m = sr.median("merge_s")
+        return f"{'merged in ' + _fmt_s(m) if m is not None else 'did NOT merge'}, {_fmt_b(sr.median('merge_bytes'))}, {fmt_num(sr.median('lost_intents') or 0)} of {sr.fact.get('intents')} intents lost"
+
+    @staticmethod
+    def _p2p_text(run: RunResult, o: str) -> str:
+        sr = run.ok("intent", o)
+        if sr is None:
+            return "not run"
+        p2p = sr.fact.get("peer_to_peer")
+        if p2p is None:
+            return "yes: operations carry server revisions (no peer-to-peer mode)"
+        if p2p["delivered"]:
+            return "no: 3 replicas converged peer to peer, messages in random order"
+        if p2p["resynced"]:
+            return "no, with a repair step: after random-order delivery 3 peers did NOT agree; one state-vector exchange per pair made them converge"
+        return "peer-to-peer merge did NOT converge, even after a state-vector exchange"
+
+    @staticmethod
+    def _maturity(run: RunResult, o: str) -> str:
+        sr = run.ok("intent", o)
+        if sr is None:
+            return "not run"
+        libs = {k: v for k, v in sr.fact.get("library", {}).items() if k != "websockets"}
+        if libs:
+            return ", ".join(f"{k} {v} (installed)" for k, v in libs.items())
+        return f"no library: {run.complexity.get(o, {}).get('loc', '?')} lines written here"
+
+    def _intent_findings(self, run: RunResult) -> list[Finding]:
+        out = []
+        titles = {o.key: o.title for o in self.options}
+        for o in run.options:
+            sr = run.ok("intent", o)
+            if sr is None:
+                continue
+            frac = sr.median("workload_lost_fraction")
+            if frac is not None and frac > 0:
+                out.append(Finding(o, False, f"{fmt_num(100 * frac)} % of intents lost in the random concurrent workload ({titles[o]})."))
+            c = sr.fact.get("cases", {}).get("same-place typing")
+            if c and c["lost"] == 0 and not c["interleaved"]:
+                out.append(Finding(o, True, f"concurrent same-place typing kept both words whole: `{c['result']}`."))
+        return out
+
+
+spike = StateSyncSpike()
