@@ -338,6 +338,43 @@ def load(ctx: typer.Context) -> None:
     raise typer.Exit(code)
 
 
+@app.command("locust")
+@user_errors
+def locust_cmd(
+    which: Annotated[str, typer.Argument(help="Spike number or slug.")],
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help="The scenario to run as Locust users.")],
+    host: Annotated[str, typer.Option("--host", help="The server under test, as every worker reaches it (ws://HOST:PORT).")] = "ws://127.0.0.1:8000",
+    transport: Annotated[str, typer.Option("--transport", help="ws (native WebSocket) or socketio (websocket transport).")] = "ws",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes the master waits for.")] = 2,
+    quick: Annotated[bool, typer.Option("--quick", help="The scenario's quick profile.")] = False,
+    write: Annotated[Path | None, typer.Option("--write", help="Write the locustfile here (the commands then refer to it).")] = None,
+) -> None:
+    """Print the Locust master and worker commands for a spike's scenario (and write the locustfile with --write)."""
+    from harness.load.locust import LOCUSTFILE, instructions, locustfile_text
+
+    spikes = _spikes()
+    (s,) = resolve_spikes(which, spikes)
+    plan_fn = getattr(s, "locust_plan", None)
+    if plan_fn is None:
+        raise _fail(EXIT_USAGE, f"spike {s.number} has no Locust users; spikes with them: "
+                    + (", ".join(str(n) for n, x in spikes.items() if hasattr(x, "locust_plan")) or "none"))
+    if transport not in ("ws", "socketio"):
+        raise _fail(EXIT_USAGE, f"--transport {transport!r}: expected ws or socketio")
+    if not host.startswith(("ws://", "wss://", "http://", "https://")):
+        raise _fail(EXIT_USAGE, f"--host {host!r}: expected a URL such as ws://10.0.0.5:8000")
+    try:
+        plan = plan_fn(scenario, quick=quick, transport=transport)
+    except ValueError as exc:
+        raise _fail(EXIT_USAGE, str(exc)) from None
+    path = str(LOCUSTFILE)
+    if write is not None:
+        write.parent.mkdir(parents=True, exist_ok=True)
+        write.write_text(locustfile_text(), encoding="utf-8")
+        path = str(write)
+        err.print(f"wrote {escape(path)}")
+    console.print(instructions(plan, host, path, workers), markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -39,6 +39,7 @@ from harness.process import LogReady, ServerProcess
 __all__ = [
     "ServiceUnavailable",
     "ServiceError",
+    "NginxService",
     "RedisService",
     "PostgresService",
     "parse_redis_info",
@@ -452,3 +453,115 @@ class PostgresService(_Service):
         info["database_size_bytes"] = int(values[-1])
         return info
 
+
+
+# -- nginx ------------------------------------------------------------------------------------
+
+
+class NginxService(_Service):
+    """An ephemeral nginx load balancer: WebSocket upgrades on a free port, proxied to ``upstreams``.
+
+    The configuration, pid file, logs and temp paths all live in a fresh temp
+    dir; nginx runs in the foreground (``daemon off``) so the harness owns the
+    master process. Connections are spread round-robin (``ip_hash`` with
+    ``sticky=True``, for transports that need every request of a session on
+    one server, such as Socket.IO long polling; from one loopback address that
+    sends everything to one server). Under root the workers run as
+    ``nobody``, as a packaged nginx would; otherwise as the calling user.
+    """
+
+    name = "nginx"
+
+    def __init__(self, upstreams: Iterable[int], *, port: int | None = None, base_dir: str | os.PathLike[str] | None = None,
+                 log_path: str | os.PathLike[str] | None = None, workers: int = 1, worker_connections: int = 16384,
+                 sticky: bool = False, cpus: Iterable[int] | None = None, ready_timeout: float = 30.0, grace: float = 5.0):
+        super().__init__(port=port, base_dir=base_dir, log_path=log_path, cpus=cpus, ready_timeout=ready_timeout, grace=grace)
+        self.upstreams = [int(p) for p in upstreams]
+        if not self.upstreams:
+            raise ValueError("nginx needs at least one upstream port")
+        if workers < 1 or worker_connections < 16:
+            raise ValueError("workers must be >= 1 and worker_connections >= 16")
+        self.workers = workers
+        self.worker_connections = worker_connections
+        self.sticky = sticky
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (use ``ws://`` for WebSocket clients)."""
+        return f"http://{self.host}:{self.port}"
+
+    def config(self, port: int, root: Path) -> str:
+        """The nginx.conf text for a listen port and a temp dir."""
+        user = "user nobody nogroup;\n" if os.geteuid() == 0 and _group_exists("nogroup") else ("user nobody;\n" if os.geteuid() == 0 else "")
+        servers = "\n".join(f"        server {self.host}:{p} max_fails=0;" for p in self.upstreams)
+        temp = "\n".join(f"    {k}_temp_path {root / (k + '_temp')};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        return f"""{user}worker_processes {self.workers};
+worker_rlimit_nofile {self.worker_connections * 2 + 64};
+pid {root / 'nginx.pid'};
+error_log {root / 'error.log'} warn;
+daemon off;
+events {{
+    worker_connections {self.worker_connections};
+}}
+http {{
+    access_log off;
+{temp}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    upstream backends {{
+{'        ip_hash;' + chr(10) if self.sticky else ''}{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen {self.host}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+    def _build(self) -> ServerProcess:
+        binary = _require("nginx")
+        self.dir = self._make_dir(self.base_dir)
+        os.chmod(self.dir, 0o755)  # workers running as nobody read nothing here, but must traverse for temp paths
+        port = self.requested_port or _free_port()
+        self.requested_port = port
+        conf = self.dir / "nginx.conf"
+        conf.write_text(self.config(port, self.dir), encoding="utf-8")
+        argv = [binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
+        return ServerProcess(
+            "nginx", argv, port=port, host=self.host, cwd=self.dir, ready_timeout=self.ready_timeout,
+            log_path=self.log_path or self.dir / "nginx.out", cpus=self.cpus, grace=self.grace,
+        )  # SIGTERM to the group: nginx's fast shutdown, which does not wait for open WebSocket connections
+
+    def error_log(self, n: int = 20) -> list[str]:
+        """The last ``n`` lines of nginx's own error log."""
+        if self.dir is None or not (self.dir / "error.log").exists():
+            return []
+        return (self.dir / "error.log").read_text(errors="replace").splitlines()[-n:]
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    from harness.process import free_port
+
+    return free_port(LOOPBACK)

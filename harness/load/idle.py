@@ -12,7 +12,7 @@ from harness.load.clients import Client, describe_error, get_client_class
 from harness.load.engine import CLOSE_TIMEOUT_S
 from harness.load.system import check_loopback_url, raise_nofile_limit
 
-__all__ = ["ConnectStats", "IdleConnections", "hold_idle"]
+__all__ = ["ConnectStats", "IdleConnections", "hold_idle", "run_idle_generator"]
 
 
 @dataclass
@@ -113,3 +113,112 @@ async def hold_idle(
     stats.connected = len(held.clients)
     stats.failed = dict(failed)
     return held
+
+
+def _idle_generator_main(url: str, transport: str, n: int, hold_s: float, concurrency: int, connect_timeout_s: float, allow_remote: bool, channel: Any) -> None:
+    """A spawned generator process: open ``n`` idle connections, report its own memory, close when told."""
+    import signal
+
+    import psutil
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process stops
+    try:
+        soft, hard = raise_nofile_limit()
+        get_client_class(transport)  # imported before the baseline: the baseline is the process, not the connections
+        me = psutil.Process()
+
+        async def main() -> dict[str, Any]:
+            rss_before = me.memory_info().rss
+            held = await hold_idle(url, transport, n, connect_timeout_s=connect_timeout_s, concurrency=concurrency, allow_remote=allow_remote)
+            try:
+                await asyncio.sleep(hold_s)  # held open, answering the server's pings
+                stats = {
+                    "requested": n,
+                    "connected": held.stats.connected,
+                    "connect_failed": held.stats.connect_failed,
+                    "failed": dict(held.stats.failed),
+                    "connect_ms": [round(x, 3) for x in held.stats.connect_ms],
+                    "rss_before": rss_before,
+                    "rss_connected": me.memory_info().rss,
+                    "alive": held.alive,
+                    "dropped": held.dropped,
+                    "nofile_soft": soft,
+                    "nofile_hard": hard,
+                }
+                channel.send(("held", stats))
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, channel.poll, 120.0)
+                return stats
+            finally:
+                await held.close()
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+        channel.send(("done", None))
+    except BaseException:
+        import traceback
+
+        try:
+            channel.send(("error", traceback.format_exc()))
+        except Exception:
+            pass
+    finally:
+        channel.close()
+
+
+def run_idle_generator(
+    url: str,
+    transport: str = "ws",
+    n: int = 10_000,
+    *,
+    hold_s: float = 5.0,
+    concurrency: int = 256,
+    connect_timeout_s: float = 10.0,
+    allow_remote: bool = False,
+    during_hold: Any = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Hold ``n`` idle connections from one fresh generator process and report that process's own memory.
+
+    The process (spawned: a clean interpreter, so the harness's own imports do
+    not count) raises its descriptor limit, takes its RSS, opens the
+    connections through :func:`hold_idle`, holds them ``hold_s`` seconds and
+    takes its RSS again. ``during_hold()``, if given, is called in this
+    process while the connections are open (to read the server's memory);
+    its return value comes back as ``"during_hold"``. Returns counts, connect
+    times, ``rss_before``/``rss_connected`` (bytes) and the descriptor limits.
+    """
+    import multiprocessing as mp
+
+    check_loopback_url(url, allow_remote)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_idle_generator_main, args=(url, transport, n, hold_s, concurrency, connect_timeout_s, allow_remote, child),
+                       name="idle-generator", daemon=True)
+    proc.start()
+    child.close()
+    limit = timeout_s if timeout_s is not None else 60.0 + hold_s + n * connect_timeout_s / max(1, concurrency)
+    try:
+        if not parent.poll(limit):
+            raise TimeoutError(f"the idle generator did not report within {limit:.0f} s")
+        kind, stats = parent.recv()
+        if kind == "error":
+            raise RuntimeError(f"the idle generator failed: {stats.strip().splitlines()[-1]}")
+        stats = dict(stats)
+        stats["during_hold"] = during_hold() if during_hold is not None else None
+        parent.send(("close",))
+        if parent.poll(30.0):
+            kind, detail = parent.recv()
+            if kind == "error":
+                raise RuntimeError(f"the idle generator failed while closing: {detail.strip().splitlines()[-1]}")
+        return stats
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        parent.close()

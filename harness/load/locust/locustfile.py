@@ -1,0 +1,280 @@
+"""Locust users for the realtime-spikes wire protocol: native WebSocket or Socket.IO, open model, exact HDR tails.
+
+Self-contained (it needs only ``locust``, ``websocket-client`` and
+``hdrhistogram``), so the same file runs on every machine of a distributed
+test. Locust patches the standard library with gevent before it imports this
+file, which makes websocket-client's blocking sockets cooperative.
+
+Each user connects (timed, fired as a ``WS connect`` request), joins the room
+in ``broadcast`` mode, then sends ``--s06-rate`` messages per second on a
+fixed schedule (open model: a late send keeps its intended time) stamped with
+the intended send time in nanoseconds. Every echo or broadcast it receives
+is fired as a Locust request whose response time runs from that intended
+time (coordinated omission corrected), and recorded in a per-worker HDR
+histogram (microseconds). Workers send their histogram and counts to the
+master with each stats report, and a final report when the test stops, so
+the master's merged histogram holds every sample and its tails are exact.
+Run the master with ``--s06-run-time SECONDS`` rather than ``-t``: it stops
+the workers and waits for their final reports before it quits. With
+``--s06-summary FILE`` the master (and ``--s06-worker-summary DIR``
+each worker) writes the totals as JSON.
+
+Broadcast latency compares clocks of different machines: across machines it
+is only as good as their clock sync (NTP: a millisecond or so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import websocket
+from hdrh.histogram import HdrHistogram
+from locust import User, constant, events, task
+
+HDR_MAX_US = 60_000_000
+_state: dict[str, Any] = {"hdr": HdrHistogram(1, HDR_MAX_US, 3), "sent": 0, "received": 0, "connected": 0, "connect_failed": 0, "users": set()}
+_master: dict[str, Any] = {"hdr": HdrHistogram(1, HDR_MAX_US, 3), "workers": {}}
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--s06-transport", choices=["ws", "socketio"], default="ws", help="native WebSocket or Socket.IO (websocket transport)")
+    parser.add_argument("--s06-mode", choices=["echo", "broadcast"], default="echo", help="echo to the sender, or broadcast to the room")
+    parser.add_argument("--s06-rate", type=float, default=1.0, help="messages per second per user (0: idle)")
+    parser.add_argument("--s06-room", default="table-1")
+    parser.add_argument("--s06-payload", type=int, default=64, help="payload bytes per message")
+    parser.add_argument("--s06-run-time", type=float, default=0.0,
+                        help="master: stop after this many seconds, wait for every worker's final report, then quit (use instead of -t, "
+                             "whose quit leaves workers half a second to report)")
+    parser.add_argument("--s06-summary", default="", help="master: write the merged totals and percentiles to this JSON file")
+    parser.add_argument("--s06-worker-summary", default="", help="worker: write its own totals to a JSON file in this directory")
+
+
+@events.init.add_listener
+def _init(environment: Any, **kw: Any) -> None:
+    # A worker's options are replaced by the master's when the test starts: keep this one from its own command line.
+    opts = environment.parsed_options
+    _state["worker_summary"] = getattr(opts, "s06_worker_summary", "") if opts is not None else ""
+
+
+def _ws_url(host: str, transport: str) -> str:
+    url = host.rstrip("/")
+    if url.startswith("http"):
+        url = "ws" + url[4:]
+    if transport == "socketio":
+        return url + "/socket.io/?EIO=4&transport=websocket"
+    return url + "/"
+
+
+class ChatUser(User):
+    """One connection sending chat messages on a fixed schedule."""
+
+    wait_time = constant(0)
+    abstract = False
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.transport = opts.s06_transport
+        self.mode = opts.s06_mode
+        self.rate = opts.s06_rate
+        self.room = opts.s06_room
+        self.payload = "x" * opts.s06_payload
+        self.id = random.getrandbits(48)
+        self.seq = 0
+        self.ws: websocket.WebSocket | None = None
+        self.joined = gevent.event.Event()
+        t0 = time.perf_counter()
+        try:
+            self.ws = websocket.create_connection(_ws_url(self.environment.host, self.transport), timeout=30, enable_multithread=True)
+            if self.transport == "socketio":
+                opened = self.ws.recv()  # engine.io open packet: 0{"sid":...}
+                if not str(opened).startswith("0"):
+                    raise ConnectionError(f"expected an engine.io open packet, got {opened!r:.60}")
+                self.ws.send("40")
+                ack = self.ws.recv()
+                if not str(ack).startswith("40"):
+                    raise ConnectionError(f"expected a Socket.IO connect ack, got {ack!r:.60}")
+            self.ws.settimeout(None)
+        except Exception as exc:
+            _state["connect_failed"] += 1
+            events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - t0) * 1000, response_length=0, exception=exc, context={})
+            self.ws = None
+            self.stop(force=False)
+            return
+        _state["connected"] += 1
+        _state["users"].add(self)
+        events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - t0) * 1000, response_length=0, exception=None, context={})
+        self.receiver = gevent.spawn(self._receive)
+        if self.mode == "broadcast":
+            self._send({"op": "join", "room": self.room})
+            self.joined.wait(30)
+        self.next_ns = time.time_ns() + int(random.random() * 1e9 / self.rate) if self.rate > 0 else 0
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if self.transport == "socketio":
+            op = msg.pop("op")
+            text = "42" + json.dumps([op, msg], separators=(",", ":"))
+        else:
+            text = json.dumps(msg, separators=(",", ":"))
+        self.ws.send(text)
+
+    def _receive(self) -> None:
+        ws = self.ws
+        while ws is not None and ws.connected:
+            try:
+                text = ws.recv()
+            except Exception:
+                return
+            if not text:
+                return
+            now = time.time_ns()
+            if self.transport == "socketio":
+                if text == "2":  # engine.io ping
+                    ws.send("3")
+                    continue
+                if not text.startswith("42"):
+                    continue
+                event, data = json.loads(text[2:])
+                msg = dict(data, op=event)
+            else:
+                msg = json.loads(text)
+            op = msg.get("op")
+            if op == "joined":
+                self.joined.set()
+                continue
+            if op not in ("echo", "broadcast") or "t" not in msg:
+                continue
+            latency_us = max(1, (now - int(msg["t"])) // 1000)
+            _state["hdr"].record_value(min(latency_us, HDR_MAX_US))
+            _state["received"] += 1
+            events.request.fire(request_type="WS", name=op, response_time=latency_us / 1000, response_length=len(text), exception=None, context={})
+
+    @task
+    def send_on_schedule(self) -> None:
+        if self.ws is None or self.rate <= 0:
+            gevent.sleep(1)
+            return
+        delay = (self.next_ns - time.time_ns()) / 1e9
+        if delay > 0:
+            gevent.sleep(delay)
+        msg = {"op": self.mode, "seq": self.seq, "t": self.next_ns, "c": self.id, "d": self.payload}
+        if self.mode == "broadcast":
+            msg["room"] = self.room
+        try:
+            self._send(msg)
+        except Exception as exc:
+            events.request.fire(request_type="WS", name="send", response_time=0, response_length=0, exception=exc, context={})
+            self.ws = None
+            return
+        _state["sent"] += 1
+        self.seq += 1
+        self.next_ns += int(1e9 / self.rate)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        ws, self.ws = getattr(self, "ws", None), None
+        if ws is not None:
+            try:
+                ws.close(timeout=1)
+            except Exception:
+                pass
+        _state["users"].discard(self)
+
+
+def _snapshot(reset: bool) -> dict[str, Any]:
+    hdr = _state["hdr"]
+    out = {"hdr": hdr.encode().decode() if hdr.get_total_count() else "", "sent": _state["sent"], "received": _state["received"],
+           "connected": _state["connected"], "connect_failed": _state["connect_failed"]}
+    if reset:
+        hdr.reset()
+        for k in ("sent", "received", "connected", "connect_failed"):
+            _state[k] = 0
+    return out
+
+
+@events.report_to_master.add_listener
+def _report(client_id: str, data: dict[str, Any]) -> None:
+    """Worker: ship what was measured since the last report (the histogram and counts are then reset)."""
+    data["s06"] = _snapshot(reset=True)
+    totals = _state.setdefault("totals", {"sent": 0, "received": 0, "connected": 0, "connect_failed": 0, "hdr_count": 0})
+    for k in ("sent", "received", "connected", "connect_failed"):
+        totals[k] += data["s06"][k]
+    if data["s06"]["hdr"]:
+        totals["hdr_count"] += HdrHistogram.decode(data["s06"]["hdr"]).get_total_count()
+
+
+@events.worker_report.add_listener
+def _merge(client_id: str, data: dict[str, Any]) -> None:
+    """Master: add a worker's report to the merged histogram and its per-worker totals."""
+    part = data.get("s06")
+    if not part:
+        return
+    w = _master["workers"].setdefault(client_id, {"sent": 0, "received": 0, "connected": 0, "connect_failed": 0, "hdr_count": 0})
+    for k in ("sent", "received", "connected", "connect_failed"):
+        w[k] += part[k]
+    if part["hdr"]:
+        h = HdrHistogram.decode(part["hdr"])
+        w["hdr_count"] += h.get_total_count()
+        _master["hdr"].add(h)
+
+
+@events.test_start.add_listener
+def _started(environment: Any, **kw: Any) -> None:
+    runner = environment.runner
+    run_time = getattr(environment.parsed_options, "s06_run_time", 0.0)
+    if type(runner).__name__ in ("MasterRunner", "LocalRunner") and run_time > 0:
+        def finish() -> None:
+            gevent.sleep(run_time)
+            runner.stop()  # a master waits here until every worker has stopped, so their final reports are in
+            gevent.sleep(1.0)  # workers go back to listening (they wait stop_timeout after a stop) and then hear the quit
+            runner.quit()
+
+        gevent.spawn(finish)
+
+
+@events.test_stop.add_listener
+def _stopped(environment: Any, **kw: Any) -> None:
+    runner = environment.runner
+    kind = type(runner).__name__
+    if kind == "WorkerRunner":
+        for user in list(_state["users"]):
+            user._close()
+        gevent.sleep(0.2)
+        runner._send_stats()  # the final report goes before "client_stopped": the master has every sample before its test_stop
+        directory = _state.get("worker_summary")
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            (Path(directory) / f"worker-{os.getpid()}.json").write_text(json.dumps(_state.get("totals", {})))
+    elif kind in ("MasterRunner", "LocalRunner"):
+        if kind == "LocalRunner":
+            _merge("local", {"s06": _snapshot(reset=True)})
+        path = environment.parsed_options.s06_summary
+        if path:
+            _write_summary(environment, path)
+
+
+def _write_summary(environment: Any, path: str) -> None:
+    h = _master["hdr"]
+    stats = environment.stats
+    requests = {f"{e.method} {e.name}": e.num_requests for e in stats.entries.values()}
+    failures = {f"{e.method} {e.name}": e.num_failures for e in stats.entries.values()}
+    total = h.get_total_count()
+    summary = {
+        "workers": _master["workers"],
+        "sent": sum(w["sent"] for w in _master["workers"].values()),
+        "received": sum(w["received"] for w in _master["workers"].values()),
+        "hdr_count": total,
+        "latency_ms": {p: (h.get_value_at_percentile(q) / 1000 if total else None) for p, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9), ("max", 100))},
+        "requests": requests,
+        "failures": failures,
+        "hdr": h.encode().decode() if total else "",
+    }
+    Path(path).write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,384 @@
+"""Spike 6's scenarios: the option's whole stack started, loaded by the harness's engine, measured from outside.
+
+Every repeat starts a fresh deployment (``deploy.py``), takes a baseline,
+then runs the load while samplers record each component (server processes,
+nginx, Redis, PostgreSQL) and a canary connection sends one timed echo every
+``canary_ms`` for latency over time. After the load the servers are stopped
+(they write their buffered rows) and the Redis and PostgreSQL counters are
+read. Nothing is pinned: on a 2-core machine the servers, the load
+generator, nginx, Redis and PostgreSQL all share the two cores, and each
+one's CPU is measured so the document can say which of them saturated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import statistics
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from harness.load import LoadSpec, run_load
+from harness.load.clients import get_client_class
+from harness.load.idle import run_idle_generator
+from harness.load.protocol import echo_message
+from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
+from harness.probes import ProcessSampler
+from spikes.s06_scalability.deploy import Deployment
+
+__all__ = [
+    "MANY_IDLE", "MANY_IDLE_QUICK", "FEW_BUSY", "FEW_BUSY_QUICK", "BURST", "BURST_QUICK", "GENERATOR", "GENERATOR_QUICK",
+    "run_many_idle", "run_few_busy", "run_burst", "run_generator_idle", "Canary", "ConnectionCounter", "timeline", "cpu_seconds", "loaded_window",
+]
+
+#: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
+MANY_IDLE = {"connections": 1000, "rate_per_min": 1.0, "ramp_s": 20.0, "hold_s": 180.0, "payload_bytes": 64, "canary_ms": 500, "hz": 2.0}
+MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 4.0, "hz": 5.0}
+FEW_BUSY = {"connections": 50, "rate": 100.0, "duration_s": 20.0, "payload_bytes": 64, "canary_ms": 200, "hz": 5.0}
+FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0}
+BURST = {"connections": 500, "burst_s": 10.0, "hold_s": 15.0, "rate": 1.0, "payload_bytes": 64, "canary_ms": 200, "hz": 5.0}
+BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0}
+GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
+GENERATOR_QUICK = {"connections": 1000, "hold_s": 1.0}
+
+#: The canary's connection id: far from the generator's 0..N-1.
+CANARY_ID = 10_000_000
+
+
+class Canary:
+    """One extra connection sending an echo every ``period_s`` on a fixed schedule, in its own thread.
+
+    Latency runs from each message's intended send time, so a stalled server
+    shows as a rising line, not as a gap. Gives latency over time, which the
+    engine's merged histogram cannot.
+    """
+
+    def __init__(self, url: str, transport: str, period_s: float, payload_bytes: int = 64) -> None:
+        self.url, self.transport, self.period_s = url, transport, period_s
+        self.payload = "x" * payload_bytes
+        self.points: list[tuple[float, float]] = []  # (seconds since start, latency ms)
+        self.sent = 0
+        self.error = ""
+        self._pending: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="s06-canary", daemon=True)
+        self._t0 = 0
+
+    def start(self, t0_ns: int) -> Canary:
+        self._t0 = t0_ns
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    @property
+    def lost(self) -> int:
+        return len(self._pending)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception as exc:  # the canary is a probe: its failure is recorded, the run goes on
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    async def _run(self) -> None:
+        def on_message(msg: dict[str, Any]) -> None:
+            if msg.get("op") == "echo" and msg.get("c") == CANARY_ID:
+                now = time.time_ns()
+                intended = self._pending.pop(msg.get("seq"), None)
+                if intended is not None:
+                    self.points.append(((intended - self._t0) / 1e9, (now - intended) / 1e6))
+
+        client = get_client_class(self.transport)(self.url, on_message, lambda reason: None, shared={})
+        await client.connect(20.0)
+        period = int(self.period_s * 1e9)
+        seq = 0
+        nxt = time.time_ns()
+        try:
+            while not self._stop.is_set():
+                now = time.time_ns()
+                if now < nxt:
+                    await asyncio.sleep((nxt - now) / 1e9)
+                    continue
+                self._pending[seq] = nxt
+                client.send(echo_message(seq, nxt, CANARY_ID, self.payload))
+                self.sent += 1
+                seq += 1
+                nxt += period
+            await asyncio.sleep(0.3)  # replies still in flight (one period at most on a healthy server)
+        finally:
+            await client.close(2.0)
+            await client.close_shared(client.shared)
+
+
+class ConnectionCounter:
+    """Counts, per server process, the established TCP connections on its listening port, ``hz`` times a second, in a thread.
+
+    File descriptors would also count the sockets a server opens itself (its
+    Redis and PostgreSQL pools grow under load), so clients are counted by
+    their socket's local port instead.
+    """
+
+    def __init__(self, servers: list[tuple[int, int]], hz: float) -> None:
+        self.servers = servers  # (pid, port)
+        self.hz = hz
+        self.samples: list[tuple[float, list[int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="s06-conn-counter", daemon=True)
+        self._t0 = 0.0
+
+    def count(self) -> list[int]:
+        out = []
+        for pid, port in self.servers:
+            try:
+                conns = psutil.Process(pid).net_connections("tcp")
+            except psutil.Error:
+                out.append(0)
+                continue
+            out.append(sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
+        return out
+
+    def start(self) -> ConnectionCounter:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = 1.0 / self.hz
+        next_at = self._t0 + period
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            self.samples.append((time.monotonic() - self._t0, self.count()))
+            next_at = max(next_at + period, time.monotonic())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def timeline(self, index: int | None = None) -> dict[int, float]:
+        """Connections per bin (round(t * hz)): one process's, or all processes' summed."""
+        return {round(t * self.hz): float(sum(c) if index is None else c[index]) for t, c in self.samples}
+
+
+def cpu_seconds(samples: list[dict[str, Any]]) -> float:
+    """CPU seconds a sampled process tree used: each sample's percent times its interval."""
+    total, prev = 0.0, 0.0
+    for s in samples:
+        total += (s.get("cpu_percent") or 0.0) / 100 * (s["t"] - prev)
+        prev = s["t"]
+    return total
+
+
+def timeline(samplers: list[ProcessSampler], hz: float, key: str) -> dict[int, float]:
+    """A metric summed over several samplers, binned by sample time (bin = round(t * hz))."""
+    out: dict[int, float] = {}
+    for sampler in samplers:
+        own: dict[int, float] = {}
+        for s in sampler.samples:
+            value = s.get(key)
+            if value is not None:
+                own[round(s["t"] * hz)] = float(value)  # a late sample landing in a taken bin replaces it, never adds to it
+        for b, v in own.items():
+            out[b] = out.get(b, 0.0) + v
+    return out
+
+
+def loaded_window(conns: dict[int, float], fraction: float = 0.95) -> list[int]:
+    """The bins where the server held at least ``fraction`` of its peak connection count."""
+    if not conns:
+        return []
+    peak = max(conns.values())
+    return sorted(b for b, c in conns.items() if peak > 0 and c >= fraction * peak)
+
+
+def _rss(pid: int) -> int:
+    p = psutil.Process(pid)
+    return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+
+
+def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz: float) -> ScenarioOutput:
+    """Deploy the option, run one load against it, and measure every component; the common body of the scenarios."""
+    out = ScenarioOutput()
+    t_setup = time.perf_counter()
+    with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
+        ctx.log(f"{ctx.option.key}: stack up in {time.perf_counter() - t_setup:.2f} s")
+        time.sleep(0.3)  # settle: imports done, pools open
+        pids = dep.pids()
+        base_rss = [_rss(p) for p in pids["server"]]
+        counter = ConnectionCounter([(srv.pid, srv.port) for srv in dep.servers], hz)
+        redis0 = dep.redis_stats()
+        samplers = {name: [ProcessSampler(p, hz=hz) for p in ps] for name, ps in pids.items()}
+        # This process's whole tree: the harness, the generators and every component above.
+        samplers["spike"] = [ProcessSampler(os.getpid(), hz=hz)]
+        machine0 = psutil.cpu_times()
+        for group in samplers.values():
+            for s in group:
+                s.start()
+        counter.start()
+        t0_ns = time.time_ns()
+        canary = Canary(dep.url, dep.transport, canary_ms / 1000, spec.get("payload_bytes", 64)).start(t0_ns)
+        try:
+            result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=0.5 if ctx.quick else 1.0, **spec))
+        finally:
+            canary.stop()
+            counter.stop()
+            for group in samplers.values():
+                for s in group:
+                    s.stop()
+        machine1 = psutil.cpu_times()
+        wall = (time.time_ns() - t0_ns) / 1e9
+        ctx.log(f"{ctx.option.key}: load done in {wall:.2f} s (engine wall {result.wall_s:.2f} s)")
+        dep.check_alive()
+        redis1 = dep.redis_stats()
+        server_notes = dep.stop_servers()
+        pg = dep.pg_stats()
+        components = dep.components
+        t_down = time.perf_counter()
+    ctx.log(f"{ctx.option.key}: stack down in {time.perf_counter() - t_down:.2f} s")
+    if result.connected == 0:
+        raise RuntimeError(f"no connection of {result.connections} could be opened: {'; '.join(result.errors[:3]) or result.failed_connects}")
+    # -- what the engine measured (latency, connects, bytes, loss) ------------------------------
+    result.add_to(out)
+    ctx.advance(0.9)
+    # -- memory per connection, from the loaded window --------------------------------------------
+    server = samplers["server"]
+    rss_t = timeline(server, hz, "rss_bytes")
+    base_total_rss = sum(base_rss)
+    conns_t = counter.timeline()
+    window = loaded_window(conns_t)
+    if window:
+        conns = statistics.median(conns_t[b] for b in window)
+        rss = statistics.median(rss_t[b] for b in window if b in rss_t) if any(b in rss_t for b in window) else None
+        if conns > 0 and rss is not None:
+            out.add("memory_per_connection_bytes", "bytes", [(rss - base_total_rss) / conns])
+            out.add("server_rss_loaded_bytes", "bytes", [rss], None)
+        out.add("server_connections", "connections", [conns], None)
+        for i, s in enumerate(server):
+            p_rss = {round(x["t"] * hz): x["rss_bytes"] for x in s.samples}
+            p_conns_t = counter.timeline(i)
+            p_conns = statistics.median(p_conns_t[b] for b in window if b in p_conns_t) if any(b in p_conns_t for b in window) else 0
+            p_mem = statistics.median(p_rss[b] for b in window if b in p_rss) if any(b in p_rss for b in window) else None
+            if p_conns > 0 and p_mem is not None:
+                out.add("process_memory_per_connection_bytes", "bytes", [(p_mem - base_rss[i]) / p_conns], process=str(i))
+                out.add("process_connections", "connections", [p_conns], None, process=str(i))
+    out.add("server_rss_base_bytes", "bytes", [base_total_rss], None)
+    # -- CPU of every component -----------------------------------------------------------------------
+    for name, group in samplers.items():
+        if name == "spike":
+            continue
+        secs = sum(cpu_seconds(s.samples) for s in group)
+        out.add(f"{name}_cpu_seconds", "cpu-s", [secs], None)
+        out.add(f"{name}_cpu_cores", "cores", [secs / wall if wall else 0.0], None)
+    busiest = max((cpu_seconds(s.samples) for s in server), default=0.0)
+    out.add("busiest_server_process_cores", "cores", [busiest / wall if wall else 0.0], None)
+    busy = (sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0)) - (sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0))
+    out.add("machine_cpu_cores", "cores", [busy / wall if wall else 0.0], None)
+    mine = sum(cpu_seconds(s.samples) for s in samplers["spike"])
+    out.add("other_processes_cpu_cores", "cores", [max(0.0, busy - mine) / wall if wall else 0.0], None)
+    out.add("load_wall_s", "s", [wall], None)
+    # -- Redis and PostgreSQL -------------------------------------------------------------------------
+    if redis1:
+        commands = redis1["commands"] - redis0["commands"] - 2  # the two INFO calls of this measurement
+        out.add("redis_commands", "commands", [max(0, commands)], None)
+        out.add("redis_ops_per_s", "ops/s", [max(0, commands) / wall], None)
+        out.add("redis_publish", "commands", [redis1["publish"] - redis0["publish"]], None)
+        out.add("redis_used_memory_bytes", "bytes", [redis1["used_memory"]], None)
+        out.add("redis_peak_memory_bytes", "bytes", [redis1["used_memory_peak"]], None)
+        out.add("redis_net_bytes", "bytes", [(redis1["net_in"] - redis0["net_in"]) + (redis1["net_out"] - redis0["net_out"])], None)
+    out.add("pg_rows", "rows", [pg["rows"]], None)
+    out.add("pg_tup_inserted", "rows", [pg["table_tup_ins"]], None)
+    out.add("pg_xact_commit", "transactions", [pg["xact_commit"]], None)
+    out.add("pg_xact_per_s", "transactions/s", [pg["xact_commit"] / wall], None)
+    out.add("pg_rows_per_s", "rows/s", [pg["rows"] / wall], None)
+    messages_in = result.sent + canary.sent
+    out.add("messages_in", "messages", [messages_in], None)
+    out.add("pg_rows_missing", "rows", [max(0, messages_in - pg["rows"])])
+    # -- the canary: latency over time -----------------------------------------------------------------
+    out.add("canary_sent", "messages", [canary.sent], None)
+    out.add("canary_lost", "messages", [canary.lost])
+    if canary.points:
+        out.add("timeline_canary_t_s", "s", [round(t, 3) for t, _ in canary.points], None)
+        out.add("timeline_canary_latency_ms", "ms", [round(v, 3) for _, v in canary.points], None)
+    bins = sorted(set(rss_t) | set(conns_t))
+    cpu_t = timeline(server, hz, "cpu_percent")
+    out.add("timeline_t_s", "s", [b / hz for b in bins], None)
+    out.add("timeline_server_rss_bytes", "bytes", [rss_t.get(b, 0.0) for b in bins], None)
+    out.add("timeline_server_connections", "connections", [conns_t.get(b, 0.0) for b in bins], None)
+    out.add("timeline_server_cpu_cores", "cores", [cpu_t.get(b, 0.0) / 100 for b in bins], None)
+    for name in ("redis", "postgres", "nginx"):
+        if name in samplers:
+            t = timeline(samplers[name], hz, "cpu_percent")
+            out.add(f"timeline_{name}_cpu_cores", "cores", [t.get(b, 0.0) / 100 for b in bins], None)
+    out.facts.update({
+        "components": components,
+        "processes": len(pids["server"]),
+        "url_kind": "nginx" if "nginx" in pids else "direct",
+        "canary_error": canary.error,
+        "server_notes": server_notes,
+        "generator_processes": spec.get("processes", 1),
+    })
+    return out
+
+
+def run_many_idle(ctx: ScenarioContext) -> ScenarioOutput:
+    """Many connections, each sending a chat message now and then, held long enough for a steady state."""
+    p = ctx.params
+    spec = dict(connections=p["connections"], rate=p["rate_per_min"] / 60, arrival="ramp", arrival_s=p["ramp_s"], duration_s=p["hold_s"],
+                payload_bytes=p["payload_bytes"], mode="echo", processes=1)
+    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
+
+
+def run_few_busy(ctx: ScenarioContext) -> ScenarioOutput:
+    """A few busy connections in one room: every message is persisted and broadcast to all of them."""
+    p = ctx.params
+    spec = dict(connections=p["connections"], rate=p["rate"], duration_s=p["duration_s"], payload_bytes=p["payload_bytes"], mode="broadcast",
+                room="table-1", processes=1)
+    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
+
+
+def run_burst(ctx: ScenarioContext) -> ScenarioOutput:
+    """0 to N connections arriving at random within a window, then held, each sending chat messages."""
+    p = ctx.params
+    spec = dict(connections=p["connections"], rate=p["rate"], arrival="burst", arrival_s=p["burst_s"], duration_s=p["hold_s"],
+                payload_bytes=p["payload_bytes"], mode="echo", processes=1)
+    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p.get("hz", 5.0))
+
+
+def run_generator_idle(ctx: ScenarioContext) -> ScenarioOutput:
+    """The load generator alone in one process holding N idle connections: its own memory per connection."""
+    p = ctx.params
+    out = ScenarioOutput()
+    need = p["connections"] + 100
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise NotRunnable(f"the descriptor hard limit is {hard}; {p['connections']} connections need about {need} in the generator and in the server: "
+                          "raise it (ulimit -Hn as root, or LimitNOFILE for a service)")
+    with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
+        server_pid = dep.pids()["server"][0]
+        server_limit = psutil.Process(server_pid).rlimit(psutil.RLIMIT_NOFILE)
+        if server_limit[0] < need:
+            raise NotRunnable(f"the POC server may open {server_limit[0]} descriptors (hard limit {server_limit[1]}); {p['connections']} connections need "
+                              f"about {need}: raise the hard limit (ulimit -Hn, or LimitNOFILE for a service)")
+        base = _rss(server_pid)
+        r = run_idle_generator(dep.url, dep.transport, p["connections"], hold_s=p["hold_s"], concurrency=p["concurrency"], connect_timeout_s=30.0,
+                               during_hold=lambda: _rss(server_pid))
+        dep.check_alive()
+    if r["nofile_soft"] < need:
+        raise NotRunnable(f"the generator process may open only {r['nofile_soft']} descriptors (hard limit {r['nofile_hard']}); {p['connections']} "
+                          f"connections need about {need}: raise the hard limit")
+    connected = r["connected"]
+    out.add("generator_connected", "connections", [connected], "higher")
+    out.add("generator_connect_failed", "connections", [r["connect_failed"]])
+    out.add("generator_rss_bytes", "bytes", [r["rss_connected"]], None)
+    out.add("generator_rss_base_bytes", "bytes", [r["rss_before"]], None)
+    if connected:
+        out.add("generator_memory_per_connection_bytes", "bytes", [(r["rss_connected"] - r["rss_before"]) / connected])
+        out.add("server_memory_per_connection_bytes", "bytes", [(r["during_hold"] - base) / connected])
+    out.add("connect_ms", "ms", r["connect_ms"])
+    out.facts.update({"failed_connects": r["failed"], "nofile": [r["nofile_soft"], r["nofile_hard"]], "server_nofile": list(server_limit)})
+    return out

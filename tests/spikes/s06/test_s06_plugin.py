@@ -1,0 +1,71 @@
+"""Spike 6's plugin end to end: a tiny real run through the runner, then the document rendered from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from harness.report.render import decision_matrix, render_spike
+from harness.results import load
+from harness.runner import RunPlan, run_spike
+from spikes.s06_scalability import ScalabilitySpike, saturation, spike
+from tests.spikes.s06.conftest import require
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "many-idle": {"connections": 20, "rate_per_min": 120.0, "ramp_s": 0.5, "hold_s": 2.0, "hz": 5.0},
+    "few-busy": {"connections": 5, "rate": 10.0, "duration_s": 1.5},
+    "burst": {"connections": 20, "burst_s": 1.0, "hold_s": 1.5},
+    "generator-idle": {"connections": 100, "hold_s": 0.5},
+}
+
+
+class TinySpike(ScalabilitySpike):
+    scenarios = tuple(dataclasses.replace(sc, quick_params={**sc.quick_params, **TINY[sc.key]}) for sc in spike.scenarios)
+
+
+def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
+    require("postgres", "redis-server", "nginx")
+    tiny = TinySpike()
+    run = run_spike(RunPlan(tiny, options=["native", "socketio-redis"], quick=True), tmp_path)
+    assert [(s.scenario, s.option, s.status) for s in run.scenarios if s.status != "ok"] == []
+    stored = load(run.path)
+    # What the scenarios measured is in the stored run: every chat message reached PostgreSQL, Redis carried the scaled-out option.
+    for o in ("native", "socketio-redis"):
+        for s in ("many-idle", "few-busy", "burst"):
+            sr = stored.ok(s, o)
+            assert sr.median("pg_rows") == sr.median("messages_in") > 0
+            assert sr.median("pg_rows_missing") == 0
+            assert sr.median("memory_per_connection_bytes") is not None
+            assert (sr.median("redis_commands") is not None) == (o == "socketio-redis")
+            assert len(sr.measurement("timeline_t_s").samples) == len(sr.measurement("timeline_server_rss_bytes").samples) > 0
+    busy = stored.ok("few-busy", "socketio-redis")
+    assert busy.median("received") + busy.median("lost") == busy.median("sent") * 5  # five members each get every message
+    gen = stored.ok("generator-idle", "native")
+    assert gen.median("generator_connected") == 100 and gen.median("generator_memory_per_connection_bytes") > 0
+    # Scores and the document come from the stored run.
+    matrix = decision_matrix(tiny, stored)
+    assert set(matrix.scores) == {"native", "socketio-redis"}
+    assert matrix.scores["native"]["Maintenance"] is not None
+    doc = render_spike(tiny, stored, tmp_path).read_text()
+    for title in ("Targets, what was reached, and where it saturated", "Memory per connection", "CPU, Redis, PostgreSQL and bandwidth",
+                  "Burst: connect time distribution", "The load generator holding idle connections in one process",
+                  "Projection to 10k, 100k and 1M connections", "**Quick profile**"):
+        assert title in doc
+    for link in re.findall(r"\]\((charts/[^)]+\.svg)\)", doc):
+        assert (tmp_path / link).is_file()
+    verdicts = [saturation(stored.ok(s, o), 2)[1] for s in ("many-idle", "few-busy", "burst") for o in ("native", "socketio-redis")]
+    assert all(v.startswith(("target reached", "reached")) for v in verdicts)
+
+
+def test_locust_plans_follow_the_scenarios():
+    plan = spike.locust_plan("burst")
+    assert (plan.users, plan.spawn_rate, plan.run_time_s, plan.rate, plan.mode) == (500, 50, 25, 1.0, "echo")
+    busy = spike.locust_plan("few-busy", transport="socketio")
+    assert (busy.users, busy.rate, busy.mode, busy.transport) == (50, 100.0, "broadcast", "socketio")
+    assert spike.locust_plan("many-idle").rate == pytest.approx(1 / 60)
+    with pytest.raises(ValueError):
+        spike.locust_plan("generator-idle")
