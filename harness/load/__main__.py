@@ -38,6 +38,9 @@ def build_parser(prog: str = "python -m harness.load") -> argparse.ArgumentParse
     ap.add_argument("--payload", type=int, default=64, help="payload bytes per message")
     ap.add_argument("--processes", "-p", type=int, default=1, help="generator processes")
     ap.add_argument("--closed-loop", action="store_true", help="send the next message only after the reply")
+    ap.add_argument("--window", type=int, default=1,
+                    help="requests outstanding per connection (needs --closed-loop --rate inf --mode echo): a throughput run, "
+                         "its latencies include the wait behind the window")
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--grace", type=float, default=2.0, help="seconds to wait for replies after the last send")
     ap.add_argument("--compression", action="store_true", help="negotiate permessage-deflate (ws-websockets only)")
@@ -63,6 +66,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         payload_bytes=args.payload,
         processes=args.processes,
         closed_loop=args.closed_loop,
+        window=args.window,
         connect_timeout_s=args.connect_timeout,
         grace_s=args.grace,
         compression=args.compression,

@@ -14,6 +14,17 @@ connection's intended send times in a heap and stamps each message with its
 intended time, however late it actually goes out. Latency is measured from
 that time (coordinated omission corrected); the time from the actual send
 is kept too, as the "service time" a naive generator would report.
+
+Echo on the raw ``ws`` client goes through an ``EchoPipeline`` per
+connection: requests are built and masked a batch at a time, the replies
+of one received chunk are checked with one comparison and recorded per
+batch. In the open model the scheduler hands each connection every request
+due in one write. Closed loop, back to back, with a window of W
+(``LoadSpec.window``), the pipeline is driven from the client's data
+callback (no task, no future per message) and answers a chunk's replies
+with one write; other adapters run W send-and-wait loops per connection.
+While windowed pipelines run, the event loop naps briefly between passes so
+replies are read in batches (``_tick``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from typing import Any
 
 from harness.load import protocol
 from harness.load.clients import Client, adapter_path, describe_error, get_client_class, register
+from harness.load.clients.ws_raw import PipelineTally
 from harness.load.histogram import LatencyRecorder, merge_encoded, percentiles_ms
 from harness.load.schedules import (
     OpenLoopSchedule,
@@ -58,6 +70,10 @@ MAX_ERRORS = 50
 _BATCH = 256
 #: Lead time between telling processes the start time and the start itself.
 _START_LEAD_NS = 100_000_000
+#: Pipelined closed loop: the longest pause between event-loop passes, so replies pile up and are read and answered in batches.
+PIPELINE_NAP_MAX_S = 0.001
+#: ... and the pause is at most this share of the time the server needs to answer every outstanding request.
+PIPELINE_NAP_SHARE = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,7 @@ def make_shares(spec: LoadSpec) -> list[Share]:
 class _Conn:
     """One connection's state inside a generator."""
 
-    __slots__ = ("id", "pos", "client", "outstanding", "alive", "sender", "planned", "sent", "joined", "waiter")
+    __slots__ = ("id", "pos", "client", "outstanding", "alive", "sender", "planned", "sent", "joined", "waiters", "pipe")
 
     def __init__(self, conn_id: int, pos: int, sender: bool) -> None:
         self.id = conn_id
@@ -94,7 +110,13 @@ class _Conn:
         self.planned = 0
         self.sent = 0
         self.joined: asyncio.Future[None] | None = None
-        self.waiter: asyncio.Future[int] | None = None
+        self.waiters: dict[int, asyncio.Future[int]] = {}  # closed loop: seq -> its reply's arrival (ns)
+        self.pipe: Any = None  # a client-driven echo pipeline (closed loop, back to back), if the adapter has one
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet answered."""
+        return len(self.outstanding) + (self.pipe.outstanding if self.pipe is not None else 0)
 
 
 class _Generator:
@@ -125,6 +147,8 @@ class _Generator:
         self.window = (0, 0)
         self._wake: asyncio.Future[None] | None = None
         self._closed_loop_tasks: list[asyncio.Task[None]] = []
+        self._ticking = False
+        self.tally = PipelineTally()
         self.timer: PreciseTimer | None = None
 
     # -- talking to the parent -----------------------------------------------------------
@@ -192,10 +216,10 @@ class _Generator:
             "service": self.service.encode(),
             "lag": self.lag.encode(),
             "clamped": self.latency.clamped + self.service.clamped,
-            "sent": self.sent,
-            "received": self.received,
+            "sent": self.sent + self.tally.sent,
+            "received": self.received + self.tally.received,
             "unexpected": self.unexpected,
-            "outstanding": sum(len(c.outstanding) for c in self.conns.values()),
+            "outstanding": sum(c.in_flight for c in self.conns.values()),
             "unsent": sum(max(0, c.planned - c.sent) for c in self.conns.values()) if not spec.closed_loop else 0,
             "connected": len(self.connect_ms),
             "members": sum(1 for c in self.conns.values() if c.joined is not None and c.joined.done() and not c.joined.cancelled()),
@@ -254,14 +278,56 @@ class _Generator:
         if not conn.sender or self.interval is None and not self.spec.closed_loop:
             return
         end = self.window[1]
-        if self.spec.closed_loop:
-            self._closed_loop_tasks.append(asyncio.create_task(self._closed_loop(conn, first_ns if self.interval else time.time_ns())))
+        spec = self.spec
+        client = conn.client
+        # Echo on the raw client: frames built and replies checked in bulk by an EchoPipeline.
+        pipelined = not self.broadcast and getattr(client, "supports_echo_pipeline", lambda: False)()
+        if spec.closed_loop:
+            if self.interval is None and pipelined:
+                # Back to back: driven from the client's data callback, no task or future per message.
+                conn.pipe = client.start_echo_pipeline(conn.id, self.payload, spec.window, end, self.latency, self.service, self.lag,
+                                                       self.tally)
+                if not self._ticking and spec.window > 1:
+                    self._ticking = True
+                    self._tick(asyncio.get_running_loop(), end, time.time_ns(), 0)
+                return
+            first = first_ns if self.interval else time.time_ns()
+            for slot in range(spec.window):
+                self._closed_loop_tasks.append(asyncio.create_task(self._closed_loop(conn, first, slot)))
             return
         assert self.schedule is not None and self.interval is not None
+        if pipelined:
+            # Open model: the scheduler hands the pipeline every request due on this connection in one go, one write.
+            conn.pipe = client.start_echo_pipeline(conn.id, self.payload, 0, end, self.latency, self.service, self.lag, self.tally)
         conn.planned = max(0, math.ceil((end - first_ns) / self.interval))
         self.schedule.add(conn.id, first_ns, self.interval)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, end_ns: int, last_ns: int, last_received: int) -> None:
+        """Pace the event loop while pipelines run: nap, then let one pass read every connection.
+
+        Without it a generator faster than the server reads each reply as it
+        trickles in (a server writes one frame per system call), paying a
+        read, a callback and a write per message; after a short nap every
+        connection has several replies waiting, read and answered in one go.
+        The nap is an eighth of the time the server needs, at the rate just
+        seen, to answer every request outstanding (and at most 1 ms), so the
+        server always has requests queued and never waits for the generator.
+        """
+        now = time.time_ns()
+        if now >= end_ns:
+            self._ticking = False
+            return
+        tally = self.tally
+        received = tally.received
+        nap = 0.0
+        if received > last_received and now > last_ns:
+            rate = (received - last_received) / (now - last_ns)  # per ns
+            nap = min(PIPELINE_NAP_MAX_S, (tally.sent - received) / rate * PIPELINE_NAP_SHARE / 1e9)
+        if nap > 0:
+            time.sleep(nap)
+        loop.call_soon(self._tick, loop, end_ns, now, received)
 
     def _message(self, conn: _Conn, seq: int, t_ns: int) -> dict[str, Any]:
         if self.broadcast:
@@ -295,9 +361,17 @@ class _Generator:
                 continue
             batch = schedule.pop_due(now, _BATCH)
             sent = 0
+            grouped: dict[int, list[tuple[int, int]]] = {}
             for conn_id, seq, intended in batch:
                 conn = conns[conn_id]
                 if not conn.alive:
+                    continue
+                if conn.pipe is not None:
+                    group = grouped.get(conn_id)
+                    if group is None:
+                        grouped[conn_id] = [(seq, intended)]
+                    else:
+                        group.append((seq, intended))
                     continue
                 msg = make(conn, seq, intended)
                 sent_ns = time.time_ns()
@@ -306,18 +380,26 @@ class _Generator:
                 conn.sent += 1
                 sent += 1
                 lag((sent_ns - intended) // 1000)
-            self.sent += sent
+            self.sent += sent  # pipelined sends count in self.tally
+            for conn_id, requests in grouped.items():
+                conn = conns[conn_id]
+                conn.sent += conn.pipe.send_scheduled(requests)
             if len(batch) == _BATCH:
                 await asyncio.sleep(0)  # let replies in: their timestamps must not wait for our sends
 
-    async def _closed_loop(self, conn: _Conn, intended: int) -> None:
-        """Send, wait for the reply, send the next: the model that hides a stall unless corrected."""
+    async def _closed_loop(self, conn: _Conn, intended: int, slot: int = 0) -> None:
+        """Send, wait for the reply, send the next: the model that hides a stall unless corrected.
+
+        With a window of W, W of these loops share the connection: slot ``i``
+        sends the sequence numbers ``i, i+W, i+2W, ...``.
+        """
         end = self.window[1]
         loop = asyncio.get_running_loop()
-        seq = 0
+        step = self.spec.window
+        seq = slot
         while intended < end and conn.alive:
             await self._sleep_until(intended)
-            conn.waiter = loop.create_future()
+            waiter = conn.waiters[seq] = loop.create_future()
             sent_ns = time.time_ns()
             conn.outstanding[seq] = sent_ns
             conn.client.send(self._message(conn, seq, intended))
@@ -325,12 +407,12 @@ class _Generator:
             self.sent += 1
             self.lag.record((sent_ns - intended) // 1000)
             try:
-                reply_ns = await conn.waiter
+                reply_ns = await waiter
             except asyncio.CancelledError:
                 raise
             except Exception:  # the connection went away
                 return
-            seq += 1
+            seq += step
             intended = closed_loop_next(intended, self.interval, reply_ns)
 
     def _on_message(self, conn: _Conn):
@@ -347,9 +429,10 @@ class _Generator:
                 try:
                     t = msg["t"]
                     if msg["c"] == conn.id:
-                        sent_ns = outstanding.pop(msg["seq"])
+                        seq = msg["seq"]
+                        sent_ns = outstanding.pop(seq)
                         service((now - sent_ns) // 1000)
-                        waiter = conn.waiter
+                        waiter = conn.waiters.pop(seq, None)
                         if waiter is not None and not waiter.done():
                             waiter.set_result(now)
                     elif not broadcast:
@@ -376,16 +459,17 @@ class _Generator:
             self.errors[reason] += 1
             if self.schedule is not None:
                 self.schedule.remove(conn.id)
-            waiter = conn.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ConnectionError(reason))
+            for waiter in conn.waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError(reason))
+            conn.waiters.clear()
 
         return on_close
 
     async def _grace(self, deadline_ns: int) -> None:
         """Wait for replies still in flight: until none is outstanding (echo), or the deadline."""
         while (now := time.time_ns()) < deadline_ns:
-            if not self.broadcast and not any(c.outstanding for c in self.conns.values() if c.alive):
+            if not self.broadcast and not any(c.in_flight for c in self.conns.values() if c.alive):
                 return
             await asyncio.sleep(min(0.01, (deadline_ns - now) / 1e9))
 
@@ -611,6 +695,7 @@ def merge_results(spec: LoadSpec, parts: list[dict[str, Any]], process_errors: l
         achieved_rate=sent / window_s if window_s else 0.0,
         received_rate=received / window_s if window_s else 0.0,
         generator_cpu=cpu,
+        generator_cpu_s=[round(r.get("cpu_s", 0.0), 6) for r in parts],
         client_bound=bool(reasons),
         client_bound_reasons=reasons,
         error_count=sum(errors.values()),

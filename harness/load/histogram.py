@@ -60,19 +60,19 @@ class LatencyRecorder:
         self.clamped = 0
         self.total = 0
 
-    def record(self, value_us: int) -> None:
-        """Count one value in microseconds, clamped to the trackable range."""
+    def record(self, value_us: int, count: int = 1) -> None:
+        """Count ``count`` occurrences of one value in microseconds, clamped to the trackable range."""
         if value_us < LOWEST_US:
             value_us = LOWEST_US  # "at most 1 us": a lag of zero is normal, not an error
         elif value_us > HIGHEST_US:
             value_us = HIGHEST_US
-            self.clamped += 1
+            self.clamped += count
         shift = value_us.bit_length() - _SUB_BUCKET_BITS
         if shift > 0:
             value_us = (value_us >> shift) << shift
         counts = self.counts
-        counts[value_us] = counts.get(value_us, 0) + 1
-        self.total += 1
+        counts[value_us] = counts.get(value_us, 0) + count
+        self.total += count
 
     def histogram(self) -> HdrHistogram:
         """A new HdrHistogram holding every recorded value."""

@@ -40,6 +40,16 @@ class LoadSpec:
     ``closed_loop`` only: each connection sends its next message as soon as
     the previous reply arrives. ``senders`` limits sending to the first
     ``senders`` connections (the others only receive: fan-out).
+
+    ``window`` (closed loop, back to back, echo only) keeps that many
+    requests outstanding per connection: each reply frees a slot and the
+    next request goes at once (pipelining). With the ``ws`` client the
+    requests freed by one received chunk leave in one write, which is what
+    lets one generator core outrun a server; the document must state the
+    window, since a server's throughput depends on it too. A windowed run
+    measures throughput: its latencies include the wait behind the window
+    and the generator's short naps between reads (at most 1 ms); measure
+    latency with the open model.
     """
 
     url: str
@@ -61,6 +71,7 @@ class LoadSpec:
     compression: bool = False
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None
+    window: int = 1
 
     def __post_init__(self) -> None:
         check_loopback_url(self.url, self.allow_remote)
@@ -84,6 +95,10 @@ class LoadSpec:
             raise ValueError("processes must be >= 1")
         if self.senders is not None and self.senders < 0:
             raise ValueError("senders must be >= 0")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError("window must be an integer >= 1")
+        if self.window > 1 and not (self.closed_loop and math.isinf(self.rate) and self.mode == "echo"):
+            raise ValueError("window > 1 (requests outstanding per connection) needs closed_loop=True, rate=inf and mode='echo'")
         if self.cpu_affinity is not None:
             object.__setattr__(self, "cpu_affinity", tuple(self.cpu_affinity))
 
@@ -136,6 +151,8 @@ SAMPLE_UNITS: dict[str, tuple[str, str | None]] = {
     "achieved_rate": ("msg/s", "higher"),
     "received_rate": ("msg/s", "higher"),
     "generator_cpu": ("cores", None),
+    "generator_cpu_s": ("s", None),
+    "generator_us_per_msg": ("us", "lower"),
 }
 
 
@@ -179,6 +196,7 @@ class LoadResult:
     achieved_rate: float = 0.0
     received_rate: float = 0.0
     generator_cpu: list[float] = field(default_factory=list)
+    generator_cpu_s: list[float] = field(default_factory=list)
     client_bound: bool = False
     client_bound_reasons: list[str] = field(default_factory=list)
     error_count: int = 0
@@ -199,7 +217,23 @@ class LoadResult:
             out[name] = [float(getattr(self, name))]
         out["errors"] = [float(self.error_count)]
         out["generator_cpu"] = [float(x) for x in self.generator_cpu]
+        if self.generator_cpu_s:
+            out["generator_cpu_s"] = [float(x) for x in self.generator_cpu_s]
+            if self.generator_us_per_msg is not None:
+                out["generator_us_per_msg"] = [self.generator_us_per_msg]
         return out
+
+    @property
+    def generator_us_per_msg(self) -> float | None:
+        """The generators' CPU time (user + system, all processes) per message received, in microseconds.
+
+        A message sent and its reply, or one delivery in broadcast mode: the
+        cost figure that stays honest on a busy machine, where a throughput
+        may be lower only because the generator was not given the CPU.
+        """
+        if not self.generator_cpu_s or not self.received:
+            return None
+        return sum(self.generator_cpu_s) / self.received * 1e6
 
     def facts(self) -> dict[str, Any]:
         """What is not a number series: the encoded histograms, the verdict on the generator, reasons."""

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from harness import complexity
+from harness.load.spec import CLIENT_BOUND_CPU
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num, geomean
@@ -77,8 +78,8 @@ SCENARIOS = (
         "echo",
         "Echo latency and throughput",
         "At each connection count: an open-model run at a fixed total rate (latency from each message's intended send time, HDR histogram, "
-        "coordinated omission corrected), then a closed-loop run (each connection sends its next message when the echo arrives) for the "
-        "throughput ceiling. Server and load generator pinned to different cores.",
+        "coordinated omission corrected), then a closed-loop run for the throughput ceiling: each connection keeps "
+        f"{_sc.WINDOW} requests outstanding and sends the next as each echo arrives. Server and load generator pinned to different cores.",
         _sc.run_echo,
         _sc.ECHO_PARAMS,
         _sc.ECHO_QUICK,
@@ -104,7 +105,8 @@ SCENARIOS = (
         "generator",
         "Load generator headroom",
         "The harness's load generator, closed loop, against a reference server that returns each WebSocket frame without parsing it, with the "
-        "same pinning as the echo runs: the generator's own ceiling, to compare with the fastest POC server's throughput.",
+        "same connections, window and pinning as the echo runs: the generator's own ceiling and its CPU time per echo, to compare with the "
+        "fastest POC server's throughput.",
         _sc.run_generator,
         _sc.GENERATOR_PARAMS,
         _sc.GENERATOR_QUICK,
@@ -276,10 +278,13 @@ class WebSocketImplSpike(Spike):
                     ("server CPU, closed loop", "closed_server_cpu", lambda v: f"{v:.2f} cores"),
                 ):
                     rows.append([f"{n}", label, *(fmt(v) if (v := _m(run.ok("echo", o), name, connections=n)) is not None else "not run" for o in opts)])
-            rate = next(sr.params["total_rate"] for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
+            echo_params = next(sr.params for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
+            rate, window = echo_params["total_rate"], echo_params.get("window", 1)
+            closed = ("each connection sends its next message when the echo arrives" if window == 1 else
+                      f"each connection keeps {window} requests outstanding and sends the next as each echo arrives")
             content.tables.append(Table("Echo: throughput and latency by connections", ["Connections", "Metric", *head], rows,
                                         f"Open model: {fmt_num(rate)} messages/s in total, spread over the connections; latency from each message's intended "
-                                        "send time. Closed loop: each connection sends its next message when the echo arrives. Medians over repeats."))
+                                        f"send time. Closed loop: {closed}. Medians over repeats."))
             client_bound = self._client_bound(run)
             if client_bound:
                 content.notes.append("**Client-bound runs** (the load generator, not the server, was the limit; those numbers are a floor for the server): "
@@ -348,18 +353,9 @@ class WebSocketImplSpike(Spike):
         content.tables.append(Table("Reconnection of each option's browser client (Chromium)", ["Fault", "Metric", *head], rows,
                                     f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every {params['reconnect']['interval_ms']} ms."
                                     if "reconnect" in params else ""))
-        gen = run.ok("generator", "native")
-        if gen and counts:
-            ceiling = gen.measurement("generator_received_rate").median
-            at = str(gen.params["connections"])
-            fastest = max((v for o in opts if (v := self._throughput(run, o, at)) is not None), default=None)
-            cpu = gen.measurement("generator_generator_cpu").median
-            if fastest:
-                content.notes.append(
-                    f"**Generator headroom.** Against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core; "
-                    f"the fastest POC server reached {fmt_num(fastest)} echoes/s at the same {at} connections, so the generator had {ceiling / fastest:.1f}x its throughput"
-                    + (" and the echo results are the servers' limits." if ceiling >= 2 * fastest else "; below 2x, so the highest echo results may be partly the generator's limit.")
-                )
+        note = self._headroom_note(run)
+        if note:
+            content.notes.append(note)
         content.tables.append(Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"],
                                     [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity]))
         content.notes.append(
@@ -369,6 +365,51 @@ class WebSocketImplSpike(Spike):
         )
         content.findings = self._findings(run)
         return content
+
+    def _headroom_note(self, run: RunResult) -> str | None:
+        """The generator's ceiling against the fastest POC server's throughput, at the same connections and window, from the stored runs."""
+        gen = run.ok("generator", "native")
+        counts = self._counts(run)
+        if not gen or not counts:
+            return None
+        titles = {o.key: o.title for o in self.options}
+        echo_params = next(sr.params for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
+        at = str(gen.params["connections"])
+        window, echo_window = gen.params.get("window", 1), echo_params.get("window", 1)
+        rates = {o: v for o in run.options if (v := self._throughput(run, o, at)) is not None}
+        if not rates:
+            return None
+        fastest_option = max(rates, key=rates.__getitem__)
+        fastest = rates[fastest_option]
+        ceiling = gen.measurement("generator_received_rate").median
+        cpu = gen.measurement("generator_generator_cpu").median
+        plural = "s" if window != 1 else ""
+        text = (f"**Generator headroom.** Closed loop at {at} connections with {window} request{plural} outstanding per connection: "
+                f"against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core")
+        us = _m(gen, "generator_generator_us_per_msg")
+        if us:
+            text += f" ({us:.2f} us of generator CPU per echo, about {fmt_num(1e6 / us)} echoes per generator core-second)"
+        server_cpu = _m(gen, "generator_server_cpu")
+        if server_cpu is not None:
+            text += f", with the echo server at {server_cpu:.2f} of a core"
+        text += f"; the fastest POC server, {titles[fastest_option]}, reached {fmt_num(fastest)} echoes/s"
+        fcpu = _m(run.ok("echo", fastest_option), "closed_generator_cpu", connections=at)
+        if fcpu is not None:
+            text += f" with the generator at {fcpu:.2f} of a core"
+        if window != echo_window:
+            return text + (f". The echo runs used a window of {echo_window}, not {window}: the two are not comparable, so this run does "
+                           "not show whether the generator had headroom.")
+        ratio = ceiling / fastest
+        text += f". The generator drove {ratio:.1f}x the fastest server's throughput"
+        if ratio >= 2:
+            return text + ": at least 2x, so the echo results are the servers' limits."
+        # Below 2x in this run, but was the generator the limit? Its CPU time per echo says what one core of it sustains.
+        per_core = 1e6 / us if us else None
+        if per_core and cpu < CLIENT_BOUND_CPU and per_core >= 2 * fastest:
+            return text + (f", while using only {cpu:.2f} of a core: the bare echo server, not the generator, limited this run. At its "
+                           f"measured cost one generator core sustains {per_core / fastest:.1f}x the fastest server's throughput, so the echo "
+                           "results are the servers' limits.")
+        return text + "; below 2x, so the highest echo results may be partly the generator's limit."
 
     @staticmethod
     def _bound(run: RunResult, option: str, n: str, kind: str) -> bool:

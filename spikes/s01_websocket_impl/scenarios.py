@@ -6,6 +6,14 @@ with the load generator on the others. Socket.IO is loaded with the engine's
 ``socketio-raw`` client (the Socket.IO protocol on the lean WebSocket client):
 python-socketio's own client costs as much CPU as the server and would make
 the generator the bottleneck.
+
+Throughput is measured closed loop with a window: each connection keeps
+``window`` echo requests outstanding and sends the next as each echo
+arrives (pipelining), for every option and for the generator's own
+ceiling alike. One request at a time makes the generator pay a system call
+each way per echo, just like the server, so no client could be shown to
+outrun a fast server that way; with a window it answers a whole batch of
+replies with one write, while a server still handles each message.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from spikes.s01_websocket_impl import build
 
 __all__ = [
     "LOAD_TRANSPORT",
+    "WINDOW",
     "poc_server",
     "run_bundle",
     "run_features",
@@ -48,13 +57,15 @@ __all__ = [
 #: The load engine's client per option: the protocol the server speaks, on a fast client.
 LOAD_TRANSPORT = {"native": "ws", "socketio": "socketio-raw", "sveltekit": "ws"}
 
-ECHO_PARAMS = {"connections": [1, 50, 500], "duration_s": 5.0, "total_rate": 2000, "payload_bytes": 64}
+#: Requests outstanding per connection in the closed-loop (throughput) runs: the same for every option and the generator's ceiling.
+WINDOW = 16
+ECHO_PARAMS = {"connections": [1, 50, 500], "duration_s": 5.0, "total_rate": 2000, "payload_bytes": 64, "window": WINDOW}
 ECHO_QUICK = {"connections": [1, 50], "duration_s": 1.0, "total_rate": 500}
 BROADCAST_PARAMS = {"room_size": 50, "senders": 5, "rate": 20, "duration_s": 5.0, "payload_bytes": 64}
 BROADCAST_QUICK = {"room_size": 10, "senders": 2, "duration_s": 1.0}
 MEMORY_PARAMS = {"connections": 1000, "settle_s": 2.0}
 MEMORY_QUICK = {"connections": 100, "settle_s": 0.5}
-GENERATOR_PARAMS = {"connections": 50, "duration_s": 5.0}
+GENERATOR_PARAMS = {"connections": 50, "duration_s": 5.0, "window": WINDOW}
 GENERATOR_QUICK = {"duration_s": 3.0}
 RECONNECT_PARAMS = {"down_ms": 1000, "interval_ms": 50, "warmup_s": 1.0}
 RECONNECT_QUICK = {"down_ms": 300, "warmup_s": 0.5}
@@ -143,8 +154,9 @@ def run_echo(ctx: ScenarioContext) -> ScenarioOutput:
             common = dict(url=url, transport=LOAD_TRANSPORT[ctx.option.key], connections=n, duration_s=p["duration_s"],
                           payload_bytes=p.get("payload_bytes", 64), processes=1, cpu_affinity=_load_cpus(),
                           arrival="ramp" if n > 50 else "instant", arrival_s=min(2.0, n / 250), connect_timeout_s=20.0)
-            for j, (prefix, spec) in enumerate((("open_", LoadSpec(rate=p["total_rate"] / n, **common)),
-                                                ("closed_", LoadSpec(rate=math.inf, closed_loop=True, **common)))):
+            # A window leaves connections x window requests in flight at the end: time for a slow server to answer them.
+            closed = LoadSpec(rate=math.inf, closed_loop=True, window=p.get("window", 1), grace_s=10.0, **common)
+            for j, (prefix, spec) in enumerate((("open_", LoadSpec(rate=p["total_rate"] / n, **common)), ("closed_", closed))):
                 with ProcessSampler(server.pid, hz=10) as sampler:
                     result = run_load(spec)
                 _check_alive(server)
@@ -223,8 +235,9 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
 def run_generator(ctx: ScenarioContext) -> ScenarioOutput:
     """The load generator's own ceiling: closed-loop echo against a server that does nothing but return frames.
 
-    If this is well above every POC server's throughput, the echo results are
-    the servers' limits, not the generator's.
+    Same connections and window as the echo runs. If this is well above every
+    POC server's throughput, the echo results are the servers' limits, not the
+    generator's; the generator's CPU time per echo is stored with it.
     """
     import sys
 
@@ -239,9 +252,20 @@ def run_generator(ctx: ScenarioContext) -> ScenarioOutput:
         cpus=plan.server if plan else None,
     )
     with server:
+        before = _cpu_seconds(server.pid)
         result = run_load(LoadSpec(url=f"ws://127.0.0.1:{port}/", connections=p["connections"], rate=math.inf, closed_loop=True,
-                                   duration_s=p["duration_s"], cpu_affinity=_load_cpus()))
+                                   window=p.get("window", 1), duration_s=p["duration_s"], cpu_affinity=_load_cpus()))
+        server_s = _cpu_seconds(server.pid) - before
         _check_alive(server)
     out = ScenarioOutput()
     result.add_to(out, "generator_")
+    # The reference server only works while messages flow, so its CPU time over the send window is its busy share.
+    out.add("generator_server_cpu", "cores", [server_s / max(result.duration_s, 1e-9)], None)
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system

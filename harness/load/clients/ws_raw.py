@@ -19,8 +19,12 @@ import os
 import random
 import ssl
 import struct
+import time
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from harness.load import protocol
 from harness.load.clients import Client, ConnectError
@@ -30,7 +34,9 @@ try:  # the C masking routine websockets ships; the fallback is the same functio
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-__all__ = ["RawWebSocketClient", "build_frame", "FrameParser", "handshake_request", "accept_key"]
+__all__ = [
+    "RawWebSocketClient", "build_frame", "FrameParser", "handshake_request", "accept_key", "EchoTemplate", "EchoPipeline", "PipelineTally", "ECHO_KEY",
+]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -152,6 +158,25 @@ class RawWebSocketClient(Client, asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None
         self._closing = False
         self._key = ""
+        self._pipe: EchoPipeline | None = None
+
+    @classmethod
+    def supports_echo_pipeline(cls) -> bool:
+        """Whether ``start_echo_pipeline`` speaks this adapter's protocol: not in a subclass that re-encodes messages."""
+        return cls.send is RawWebSocketClient.send and cls._on_text is RawWebSocketClient._on_text
+
+    def start_echo_pipeline(self, conn_id: int, d: str, window: int, end_ns: int, latency: Any, service: Any, lag: Any,
+                            tally: PipelineTally | None = None) -> EchoPipeline:
+        """Run closed-loop echo on this open connection with ``window`` requests outstanding until ``end_ns``.
+
+        ``window`` 0: no closed loop; send with the pipeline's ``send_scheduled``.
+        """
+        if not self.supports_echo_pipeline():
+            raise TypeError(f"the {self.transport!r} adapter re-encodes messages: no echo pipeline")
+        pipe = EchoPipeline(self, EchoTemplate(conn_id, d), window, end_ns, latency, service, lag, tally)
+        self._pipe = pipe
+        pipe.start(time.time_ns())
+        return pipe
 
     # -- Client interface -----------------------------------------------------------
     async def connect(self, timeout: float) -> None:
@@ -206,16 +231,26 @@ class RawWebSocketClient(Client, asyncio.Protocol):
             data = self._read_handshake(data)
             if not data:
                 return
+        pipe = self._pipe
+        parser = self._parser
+        if pipe is not None:
+            now = time.time_ns()
+            if not parser._buf and parser._frag_op is None:  # noqa: SLF001 - between frames: try the bulk path
+                if pipe.feed(data, now):
+                    self.bytes_in = parser.wire_bytes + pipe.bytes_in
+                    return
+                data = pipe.take_partial() + data
         try:
-            frames = self._parser.feed(data)
+            frames = parser.feed(data)
         except Exception as exc:  # a malformed stream ends the connection, not the generator
             self._fail(f"protocol error: {exc}")
             return
-        self.bytes_in = self._parser.wire_bytes
+        self.bytes_in = parser.wire_bytes + (pipe.bytes_in if pipe is not None else 0)
         on_text = self._on_text
         for opcode, payload in frames:
             if opcode == OP_TEXT or opcode == OP_BINARY:
-                on_text(payload)
+                if pipe is None or opcode != OP_TEXT or not pipe.match(payload, now):
+                    on_text(payload)
             elif opcode == OP_PING:
                 if not self._closing:
                     frame = build_frame(payload, OP_PONG)
@@ -304,3 +339,244 @@ class RawWebSocketClient(Client, asyncio.Protocol):
             self.on_close(reason)
         if self._tr is not None:
             self._tr.abort()
+
+
+# -- pipelined echo: frames built and checked in bulk ---------------------------------------
+
+#: The masking key of pipelined echo frames. RFC 6455 asks for an unpredictable key so a
+#: browser's frames cannot poison an intermediary's cache; a measurement connection on
+#: loopback has no intermediary, and a fixed key lets a batch be masked in one call. The
+#: server unmasks every byte either way, so its work is the same.
+ECHO_KEY = b"\x9e\x37\x79\xb9"
+_ECHO_TAIL = b'%10d,"t":%19d'
+
+
+class EchoTemplate:
+    """The echo requests of one connection, built and masked a batch at a time.
+
+    Every request of a connection has the same length: ``seq`` and ``t`` are
+    fixed-width JSON numbers (padded with spaces, which JSON allows), ``c``
+    and ``d`` never change, and a few spaces before the closing brace make
+    the whole frame a multiple of 4 bytes long. With a fixed masking key every
+    frame's payload then starts at the same phase of the key, so a batch is
+    one ``%``-format per message, one join, and one ``apply_mask`` over the
+    whole batch: the header bytes are stored pre-masked, so masking the batch
+    restores them. The server echoes each payload unchanged in an unmasked
+    frame, so the replies to a batch are known byte for byte when it is sent.
+    """
+
+    __slots__ = ("conn_id", "payload_len", "frame_len", "reply_len", "_fmt", "_head", "_reply_head", "_key")
+
+    def __init__(self, conn_id: int, d: str, key: bytes = ECHO_KEY) -> None:
+        if len(key) != 4:
+            raise ValueError("a masking key has 4 bytes")
+        head = b'{"op":"echo","c":%d,"d":%s,"seq":' % (conn_id, orjson.dumps(d))
+        base = len(head) + len(_ECHO_TAIL % (0, 0)) + 1
+        for pad in range(8):  # up to 7: across a length-field boundary the header grows by 2 or 6 bytes
+            length = base + pad
+            hl = protocol.ws_frame_header_size(length, masked=True)
+            if (hl + length) % 4 == 0:
+                break
+        else:  # pragma: no cover - some pad below 8 always works
+            raise AssertionError("no padding aligns the frame")
+        self.conn_id = conn_id
+        self.payload_len = length
+        self.frame_len = hl + length
+        self._fmt = head.replace(b"%", b"%%") + _ECHO_TAIL + b" " * pad + b"}"
+        header = build_frame(b"", OP_TEXT, mask=False)[:1] + _length_bytes(length, True) + key
+        # The keystream over a batch: frame offset j is masked with key[(j - hl) % 4].
+        self._key = bytes(key[(j - hl) % 4] for j in range(4))
+        self._head = bytes(b ^ self._key[j % 4] for j, b in enumerate(header))
+        self._reply_head = build_frame(b"", OP_TEXT, mask=False)[:1] + _length_bytes(length, False)
+        self.reply_len = len(self._reply_head) + length
+
+    def batch(self, seq0: int, count: int, t_ns: int) -> tuple[bytes, bytes]:
+        """Requests ``seq0 .. seq0+count-1``, all intended at ``t_ns``: the masked frames to send, and the replies expected."""
+        fmt = self._fmt
+        return self._pack([fmt % (s, t_ns) for s in range(seq0, seq0 + count)])
+
+    def batch_of(self, requests: list[tuple[int, int]]) -> tuple[bytes, bytes]:
+        """Requests given as ``(seq, intended ns)`` pairs: the masked frames to send, and the replies expected."""
+        fmt = self._fmt
+        return self._pack([fmt % st for st in requests])
+
+    def _pack(self, payloads: list[bytes]) -> tuple[bytes, bytes]:
+        head = self._head
+        rhead = self._reply_head
+        return apply_mask(head + head.join(payloads), self._key), rhead + rhead.join(payloads)
+
+
+def _length_bytes(n: int, masked: bool) -> bytes:
+    m = 0x80 if masked else 0
+    if n < 126:
+        return bytes((m | n,))
+    if n < 65536:
+        return struct.pack("!BH", m | 126, n)
+    return struct.pack("!BQ", m | 127, n)
+
+
+class PipelineTally:
+    """Requests sent and replies received, summed over the pipelines of one generator process."""
+
+    __slots__ = ("sent", "received")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+
+class EchoPipeline:
+    """Echo on one raw connection with frames built and replies checked in bulk.
+
+    Closed loop (``window`` >= 1): ``window`` requests outstanding, driven by arrivals.
+    Open model (``window`` 0): the caller sends with ``send_scheduled``, every
+    request due on this connection in one go; replies are checked the same way.
+
+    Each data chunk that completes ``k`` replies frees ``k`` slots, and the
+    ``k`` next requests go out at once, in one write, intended at the moment
+    the chunk arrived. A chunk is checked against the expected replies with
+    one comparison (they are in order on one TCP connection and byte for
+    byte what was sent), and latencies are recorded per batch: every request
+    of a batch has the same intended and actual send time, and every reply
+    of one chunk the same arrival time, so a count per (batch, chunk) pair is
+    exactly the latency of each message. Anything else (a control frame, a
+    server that re-encodes the JSON) goes frame by frame through the generic
+    parser, where a reply still counts when its ``c``, ``seq`` and ``t`` are
+    the ones expected next.
+    """
+
+    __slots__ = ("client", "template", "window", "end_ns", "latency", "service", "lag", "tally", "sent", "received",
+                 "bytes_in", "_expect", "_off", "_in_frame", "_batches")
+
+    def __init__(self, client: RawWebSocketClient, template: EchoTemplate, window: int, end_ns: int, latency: Any, service: Any, lag: Any,
+                 tally: PipelineTally | None = None) -> None:
+        if window < 0:
+            raise ValueError("window must be >= 0 (0: the caller schedules the sends)")
+        self.client = client
+        self.template = template
+        self.window = window
+        self.end_ns = end_ns
+        self.latency = latency
+        self.service = service
+        self.lag = lag
+        self.tally = tally if tally is not None else PipelineTally()
+        self.sent = 0
+        self.received = 0
+        self.bytes_in = 0  # matched in bulk (the generic parser counts the rest)
+        self._expect = bytearray()  # replies not yet received, from offset _off
+        self._off = 0
+        self._in_frame = 0  # bytes of a reply received so far at _off
+        self._batches: deque[list[int]] = deque()  # [intended ns, sent ns, replies still due]
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not answered (yet)."""
+        return self.sent - self.received
+
+    def start(self, t_ns: int) -> None:
+        """Fill the window: ``window`` requests intended at ``t_ns``."""
+        if self.window and t_ns < self.end_ns:
+            self._send(self.window, t_ns)
+
+    def send_scheduled(self, requests: list[tuple[int, int]]) -> int:
+        """Send the requests ``(seq, intended ns)`` (the next ``seq`` numbers, in order) in one write; return how many went."""
+        client = self.client
+        if not client._open or not requests:
+            return 0
+        if requests[0][0] != self.sent:
+            raise ValueError(f"request {requests[0][0]} sent out of turn: {self.sent} is next")
+        frames, replies = self.template.batch_of(requests)
+        sent_ns = time.time_ns()
+        client._tr.write(frames)
+        client.bytes_out += len(frames)
+        self._expect += replies
+        batches = self._batches
+        lag = self.lag.record
+        for _, t in requests:
+            batches.append([t, sent_ns, 1])
+            lag((sent_ns - t) // 1000)
+        n = len(requests)
+        self.sent += n
+        self.tally.sent += n
+        return n
+
+    def _send(self, count: int, t_ns: int) -> None:
+        client = self.client
+        if not client._open:
+            return
+        frames, replies = self.template.batch(self.sent, count, t_ns)
+        sent_ns = time.time_ns()
+        client._tr.write(frames)
+        client.bytes_out += len(frames)
+        self._expect += replies
+        self._batches.append([t_ns, sent_ns, count])
+        self.sent += count
+        self.tally.sent += count
+        self.lag.record((sent_ns - t_ns) // 1000, count)
+
+    def _consume(self, count: int, now: int) -> None:
+        """``count`` replies arrived at ``now``: record them against their batches, refill the window."""
+        batches = self._batches
+        latency = self.latency.record
+        service = self.service.record
+        left = count
+        while left:
+            b = batches[0]
+            m = b[2] if b[2] <= left else left
+            latency((now - b[0]) // 1000, m)
+            service((now - b[1]) // 1000, m)
+            b[2] -= m
+            left -= m
+            if not b[2]:
+                batches.popleft()
+        self.received += count
+        self.tally.received += count
+        if self.window and now < self.end_ns:
+            self._send(count, now)
+
+    def feed(self, data: bytes, now: int) -> bool:
+        """Take ``data`` if it is exactly the next expected reply bytes; False (nothing taken) otherwise."""
+        off = self._off
+        n = len(data)
+        if self._expect[off : off + n] != data:
+            return False
+        self._off = off = off + n
+        self.bytes_in += n
+        count, self._in_frame = divmod(self._in_frame + n, self.template.reply_len)
+        if off > 65536:  # drop what was received, keeping the reply in progress
+            cut = off - self._in_frame
+            del self._expect[:cut]
+            self._off -= cut
+        if count:
+            self._consume(count, now)
+        return True
+
+    def take_partial(self) -> bytes:
+        """Give back the bytes of a reply received in part, for the generic parser to finish."""
+        k = self._in_frame
+        if not k:
+            return b""
+        self._off -= k
+        self.bytes_in -= k
+        self._in_frame = 0
+        return bytes(self._expect[self._off : self._off + k])
+
+    def match(self, payload: bytes, now: int) -> bool:
+        """Whether a text message parsed frame by frame is the next expected reply (then it counts)."""
+        if not self._batches:
+            return False
+        tpl = self.template
+        start = self._off + tpl.reply_len - tpl.payload_len
+        ok = self._expect[start : start + tpl.payload_len] == payload
+        if not ok:  # the same message re-encoded still counts
+            try:
+                msg = protocol.decode_ws(payload)
+            except ValueError:
+                return False
+            head = self._batches[0]
+            ok = msg.get("op") == protocol.OP_ECHO and msg.get("c") == tpl.conn_id and msg.get("seq") == self.received and msg.get("t") == head[0]
+            if not ok:
+                return False
+        self._off += tpl.reply_len
+        self._consume(1, now)
+        return True
