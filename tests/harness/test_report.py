@@ -97,7 +97,7 @@ def test_repeat_winners_show_a_winner_that_flips_between_repeats(tmp_path):
     flipped = RunResult.from_dict(data)
     assert repeat_winners(FakeSpike(), flipped) == ["a", "b"]
     text = render_spike(FakeSpike(), flipped, tmp_path / "out2").read_text()
-    assert "the best option was Option A, Option B" in text
+    assert "the best option was, repeat by repeat: Option A; Option B" in text
     assert "does not rest on one lucky repeat" not in text
 
 
