@@ -199,7 +199,7 @@ class ScalabilitySpike(Spike):
         if not conns or mem is None:
             return None
         redis_cmds, pg_rows = _med(sr, "redis_commands") or 0.0, _med(sr, "pg_rows") or 0.0
-        return _x.Costs(
+        costs = _x.Costs(
             connections=conns, memory_per_connection=mem,
             server_cores=(_med(sr, "server_cpu_cores") or 0.0) + (_med(sr, "nginx_cpu_cores") or 0.0),
             redis_ops_per_s=_med(sr, "redis_ops_per_s") or 0.0,
@@ -208,6 +208,10 @@ class ScalabilitySpike(Spike):
             pg_cpu_per_row=(_med(sr, "postgres_cpu_seconds") or 0.0) / pg_rows if pg_rows else 0.0,
             multi_process=(sr.fact.get("processes", 1) > 1),
         )
+        received, lost = _med(sr, "received"), _med(sr, "lost")
+        if received and lost:
+            costs = _x.at_target(costs, received, received + lost, _med(sr, "messages_in") or 0.0, _med(sr, "load_wall_s") or 0.0)
+        return costs
 
     # -- scores ---------------------------------------------------------------------------------
     def score(self, run: RunResult) -> Scoring:
@@ -407,6 +411,8 @@ class ScalabilitySpike(Spike):
                     if c.multi_process:
                         text += f"; Redis {fmt_num(p.redis_ops_per_s)} ops/s, {p.redis_cores:.2f} cores"
                     text += "" if p.feasible else f"; **over a limit**: {p.limit}"
+                    if c.shortfall > 1:
+                        text += f"; server cores scaled x{c.shortfall:.2f} to the target (the run delivered {1 / c.shortfall:.0%} of it)"
                     cells.append(text)
                 rows.append([_TITLES[s], f"{n:,}", *cells])
             caps = []

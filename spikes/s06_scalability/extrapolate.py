@@ -27,9 +27,9 @@ option cannot use more than ``headroom`` of one core whatever the machine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["Costs", "Machine", "Projection", "project", "TARGETS", "HEADROOM", "FORMULA"]
+__all__ = ["Costs", "Machine", "Projection", "at_target", "project", "TARGETS", "HEADROOM", "FORMULA"]
 
 #: The connection counts the seed asks about.
 TARGETS = (10_000, 100_000, 1_000_000)
@@ -41,7 +41,8 @@ FORMULA = (
     "(server processes plus nginx), memory(N) = N x measured RSS delta per connection, app machines = max(ceil(cores(N) / (machine cores x "
     f"{HEADROOM:.0%})), ceil(memory(N) / (machine memory x {HEADROOM:.0%})), 1); Redis commands/s and PostgreSQL rows/s and transactions/s "
     "= N x their measured rate per connection; Redis cores = commands/s(N) x measured Redis CPU seconds per command; PostgreSQL cores = "
-    "rows/s(N) x measured PostgreSQL CPU seconds per row"
+    "rows/s(N) x measured PostgreSQL CPU seconds per row. A run that delivered less than its target is first brought to the target: "
+    "its server cores x (expected / delivered deliveries) and one PostgreSQL row per message in, at the measured cost per row"
 )
 
 
@@ -58,6 +59,7 @@ class Costs:
     pg_xact_per_s: float = 0.0
     pg_cpu_per_row: float = 0.0  # CPU seconds per row
     multi_process: bool = True
+    shortfall: float = 1.0  # expected / delivered deliveries of the run these came from (1: the target was reached)
 
     def __post_init__(self) -> None:
         if self.connections <= 0:
@@ -92,6 +94,23 @@ class Projection:
     pg_cores: float
     feasible: bool
     limit: str
+
+
+def at_target(costs: Costs, delivered: float, expected: float, messages_in: float, wall_s: float) -> Costs:
+    """``costs`` measured by a run that fell short of its target, brought to the target traffic.
+
+    A saturated run's server cores are a floor (the server did what it could,
+    not what was asked) and its database rows were only those written before
+    the stop. At the target, each expected delivery is assumed to cost what a
+    delivered one cost (cores x expected / delivered), and every message in is
+    a row, at the measured CPU per row. A run that reached its target is
+    returned unchanged.
+    """
+    if delivered <= 0 or expected <= delivered:
+        return costs
+    shortfall = expected / delivered
+    rows = max(costs.pg_rows_per_s, messages_in / wall_s if wall_s > 0 else 0.0)
+    return replace(costs, server_cores=costs.server_cores * shortfall, pg_rows_per_s=rows, shortfall=shortfall)
 
 
 def project(costs: Costs, n: int, machine: Machine) -> Projection:

@@ -53,3 +53,14 @@ def test_nothing_measured_means_no_limit_and_bad_input_is_refused():
         Machine(cores=0, memory_bytes=1)
     with pytest.raises(ValueError):
         project(Costs(connections=1, memory_per_connection=1, server_cores=1), 0, M)
+
+
+def test_a_run_short_of_its_target_is_projected_at_the_target():
+    from spikes.s06_scalability.extrapolate import at_target
+
+    measured = Costs(connections=50, memory_per_connection=1, server_cores=0.9, pg_rows_per_s=1000, pg_cpu_per_row=1e-6, multi_process=False)
+    full = at_target(measured, delivered=1_000_000, expected=4_000_000, messages_in=100_000, wall_s=20)
+    assert full.shortfall == 4 and full.server_cores == pytest.approx(3.6)  # each missing delivery costs what a delivered one did
+    assert full.pg_rows_per_s == 5000 and full.pg_cpu_per_row == 1e-6  # one row per message in, at the measured cost per row
+    assert project(full, 10_000, M).server_cores == pytest.approx(4 * project(measured, 10_000, M).server_cores)
+    assert at_target(measured, delivered=10, expected=10, messages_in=10, wall_s=1) is measured  # target reached: unchanged
