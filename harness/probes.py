@@ -98,17 +98,21 @@ class ProcessSampler:
     ``cpu_percent`` (of one core, since the previous sample), ``rss_bytes``,
     ``num_fds``, ``num_threads``, ``num_processes`` and, with
     ``connections=True``, ``connections`` (inet sockets; costly on busy
-    servers, so off by default). A field psutil may not read (another user's
-    process) is None. Sampling ends by itself when the process exits.
+    servers, so off by default). With ``listen_port``, ``client_connections``:
+    the established TCP connections on that local port, i.e. the server's
+    clients, not the sockets it opens itself (database and Redis pools). A
+    field psutil may not read (another user's process) is None. Sampling ends
+    by itself when the process exits.
     """
 
-    def __init__(self, pid: int, hz: float = 10.0, include_children: bool = True, connections: bool = False):
+    def __init__(self, pid: int, hz: float = 10.0, include_children: bool = True, connections: bool = False, listen_port: int | None = None):
         if hz <= 0:
             raise ValueError("hz must be positive")
         self.pid = pid
         self.hz = hz
         self.include_children = include_children
         self.connections = connections
+        self.listen_port = listen_port
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,6 +157,7 @@ class ProcessSampler:
         fds: int | None = 0
         threads = 0
         conns: int | None = 0 if self.connections else None
+        clients: int | None = 0 if self.listen_port is not None else None
         members = self._members()
         seen = set()
         for key, p in members:
@@ -171,6 +176,12 @@ class ProcessSampler:
                             conns += len(p.net_connections(kind="inet"))
                         except psutil.AccessDenied:
                             conns = None
+                    if clients is not None:
+                        try:
+                            clients += sum(1 for c in p.net_connections(kind="tcp")
+                                           if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.listen_port)
+                        except psutil.AccessDenied:
+                            clients = None
                 seen.add(key)
             except psutil.NoSuchProcess:
                 continue
@@ -190,6 +201,8 @@ class ProcessSampler:
         }
         if self.connections:
             out["connections"] = conns
+        if self.listen_port is not None:
+            out["client_connections"] = clients
         self.samples.append(out)
         return out
 

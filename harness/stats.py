@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from scipy import stats as _sps
 
-__all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean"]
+__all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean", "relative_to_best"]
+
+
+def relative_to_best(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
+    """Each option's value as a fraction of the best one (1.0 for the best); None where nothing positive was measured."""
+    have = {o: v for o, v in values.items() if v is not None and v > 0}
+    if not have:
+        return {o: None for o in values}
+    best = min(have.values()) if lower_is_better else max(have.values())
+    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
 
 
 def geomean(xs: Sequence[float]) -> float:

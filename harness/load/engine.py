@@ -30,6 +30,7 @@ replies are read in batches (``_tick``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing as mp
 import multiprocessing.connection as mpc
@@ -504,11 +505,23 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+@contextlib.contextmanager
+def reporting_to(channel: mpc.Connection):
+    """In a spawned generator process: send any failure's traceback to the parent as ``("error", text)``; close the channel."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            channel.send(("error", traceback.format_exc()))
+    finally:
+        channel.close()
+
+
 def _generator_main(spec_data: dict[str, Any], share: Share, channel: mpc.Connection, adapter: str) -> None:
     """Entry point of a generator process: run one share, send the result (or the traceback) back."""
     # Ctrl-C reaches the whole process group; the parent decides when generators stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with reporting_to(channel):
         import uvloop
 
         # The parent may have registered an adapter this fresh interpreter has not heard of.
@@ -518,13 +531,6 @@ def _generator_main(spec_data: dict[str, Any], share: Share, channel: mpc.Connec
         pin_current(spec.cpu_affinity)  # every thread: affinity is per thread on Linux
         result = uvloop.run(_Generator(spec, share, channel).run())
         channel.send(("result", result))
-    except BaseException:
-        try:
-            channel.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        channel.close()
 
 
 class _Process:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.load.clients import Client, describe_error, get_client_class
-from harness.load.engine import CLOSE_TIMEOUT_S
+from harness.load.engine import CLOSE_TIMEOUT_S, reporting_to
 from harness.load.system import check_loopback_url, raise_nofile_limit
 
 __all__ = ["ConnectStats", "IdleConnections", "hold_idle", "run_idle_generator"]
@@ -122,7 +122,7 @@ def _idle_generator_main(url: str, transport: str, n: int, hold_s: float, concur
     import psutil
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process stops
-    try:
+    with reporting_to(channel):
         soft, hard = raise_nofile_limit()
         get_client_class(transport)  # imported before the baseline: the baseline is the process, not the connections
         me = psutil.Process()
@@ -152,22 +152,10 @@ def _idle_generator_main(url: str, transport: str, n: int, hold_s: float, concur
             finally:
                 await held.close()
 
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover
-            asyncio.run(main())
-        else:
-            uvloop.run(main())
-        channel.send(("done", None))
-    except BaseException:
-        import traceback
+        import uvloop
 
-        try:
-            channel.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        channel.close()
+        uvloop.run(main())
+        channel.send(("done", None))
 
 
 def run_idle_generator(

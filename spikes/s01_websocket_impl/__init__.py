@@ -15,7 +15,7 @@ from harness import complexity
 from harness.load.spec import CLIENT_BOUND_CPU
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num, geomean
+from harness.stats import fmt_num, geomean, relative_to_best
 from spikes.s01_websocket_impl import scenarios as _sc
 
 __all__ = ["WebSocketImplSpike", "spike"]
@@ -130,14 +130,6 @@ def _m(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
     return None if sr is None else sr.median(name, **tags)
 
 
-def _relative(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
-    """Each option's value as a fraction of the best one (1.0 for the best)."""
-    have = {o: v for o, v in values.items() if v is not None and v > 0}
-    if not have:
-        return {o: None for o in values}
-    best = min(have.values()) if lower_is_better else max(have.values())
-    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
-
 
 def _ms(x: float | None) -> str:
     return "n/a" if x is None else fmt_num(x, "ms")
@@ -186,20 +178,20 @@ class WebSocketImplSpike(Spike):
         skipped = [n for n in counts if any(self._bound(run, o, n, "closed") for o in opts)]
         for n in counts:
             # A client-bound throughput is the generator's limit, not the server's: that count's throughput is not compared.
-            terms = [_relative({o: self._p99(run, o, n) for o in opts}, True)]
+            terms = [relative_to_best({o: self._p99(run, o, n) for o in opts}, True)]
             if n not in skipped:
-                terms.insert(0, _relative({o: self._throughput(run, o, n) for o in opts}, False))
+                terms.insert(0, relative_to_best({o: self._throughput(run, o, n) for o in opts}, False))
             for rel in terms:
                 for o in opts:
                     if rel[o] is None:
                         complete[o] = False
                     else:
                         perf_parts[o].append(rel[o])
-        mem = _relative({o: _m(run.ok("memory", o), "memory_per_connection_bytes") for o in opts}, True)
-        fan = _relative({o: _m(run.ok("broadcast", o), "latency_p99_ms") for o in opts}, True)
-        gz = _relative({o: _m(run.ok("bundle", o), "bundle_gzip_bytes") for o in opts}, True)
+        mem = relative_to_best({o: _m(run.ok("memory", o), "memory_per_connection_bytes") for o in opts}, True)
+        fan = relative_to_best({o: _m(run.ok("broadcast", o), "latency_p99_ms") for o in opts}, True)
+        gz = relative_to_best({o: _m(run.ok("bundle", o), "bundle_gzip_bytes") for o in opts}, True)
         rec = {o: [_m(run.ok("reconnect", o), "recovery_ms", mode=m) for m in ("restart", "drop")] for o in opts}
-        rec_rel = {m: _relative({o: rec[o][i] for o in opts}, True) for i, m in enumerate(("restart", "drop"))}
+        rec_rel = {m: relative_to_best({o: rec[o][i] for o in opts}, True) for i, m in enumerate(("restart", "drop"))}
         # A run that never reconnected scores 0 for that run: scale by the fraction of runs that recovered.
         for m in ("restart", "drop"):
             for o in opts:

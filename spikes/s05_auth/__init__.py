@@ -18,7 +18,7 @@ from typing import Any
 from harness import complexity
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num
+from harness.stats import fmt_num, relative_to_best
 from spikes.s05_auth import core
 from spikes.s05_auth import scenarios as _sc
 from spikes.s05_auth.attacks import ATTACK_TITLES, ATTACKS
@@ -97,13 +97,6 @@ SCENARIOS = (
     ),
 )
 
-
-def _relative(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
-    have = {o: v for o, v in values.items() if v is not None and v > 0}
-    if not have:
-        return {o: None for o in values}
-    best = min(have.values()) if lower_is_better else max(have.values())
-    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -193,7 +186,7 @@ class AuthSpike(Spike):
         cps = {o: run.median("cost", o, "connections_per_s") for o in opts}
         mem = {o: run.median("cost", o, "memory_per_connection_bytes") for o in opts}
         cmds = {o: run.median("cost", o, "store_commands_per_connection") for o in opts}
-        r_med, r_cps, r_mem = _relative(med, True), _relative(cps, False), _relative(mem, True)
+        r_med, r_cps, r_mem = relative_to_best(med, True), relative_to_best(cps, False), relative_to_best(mem, True)
         have_cmds = [c for c in cmds.values() if c is not None]
         fewest = min(have_cmds) if have_cmds else None
         revo = {o: self._revocation(run, o) for o in opts}

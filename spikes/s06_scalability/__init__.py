@@ -17,7 +17,7 @@ from harness import complexity
 from harness.load.locust import LocustPlan
 from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num, geomean
+from harness.stats import fmt_num, geomean, relative_to_best
 from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import scenarios as _sc
 
@@ -141,13 +141,6 @@ def _kib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1024:.1f} KiB"
 
 
-def _relative(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
-    have = {o: v for o, v in values.items() if v is not None and v > 0}
-    if not have:
-        return {o: None for o in values}
-    best = min(have.values()) if lower_is_better else max(have.values())
-    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
-
 
 class ScalabilitySpike(Spike):
     """One process vs several behind Redis, native WebSocket vs Socket.IO, under the seed's three load shapes."""
@@ -217,23 +210,23 @@ class ScalabilitySpike(Spike):
     def score(self, run: RunResult) -> Scoring:
         opts = run.options
         machine = self.machine(run)
-        deliv = _relative({o: _med(run.ok("few-busy", o), "received_rate") for o in opts}, False)
+        deliv = relative_to_best({o: _med(run.ok("few-busy", o), "received_rate") for o in opts}, False)
         # A client-bound delivery rate is the generator's limit, not the server's: then no option's is compared.
         busy_bound = any(_client_bound(sr) for o in opts if (sr := run.ok("few-busy", o)))
-        p99_busy = _relative({o: _med(run.ok("few-busy", o), "latency_p99_ms") for o in opts}, True)
-        p99_burst = _relative({o: _med(run.ok("burst", o), "latency_p99_ms") for o in opts}, True)
-        mem = _relative({o: _med(run.ok("many-idle", o), "memory_per_connection_bytes") for o in opts}, True)
+        p99_busy = relative_to_best({o: _med(run.ok("few-busy", o), "latency_p99_ms") for o in opts}, True)
+        p99_burst = relative_to_best({o: _med(run.ok("burst", o), "latency_p99_ms") for o in opts}, True)
+        mem = relative_to_best({o: _med(run.ok("many-idle", o), "memory_per_connection_bytes") for o in opts}, True)
         conn99 = {o: self._connect_p99(run.ok("burst", o)) for o in opts}
-        conn_rel = _relative(conn99, True)
+        conn_rel = relative_to_best(conn99, True)
         caps = {o: (lambda c: _x.max_connections(c, machine) if c else None)(self.costs(run, "few-busy", o)) for o in opts}
-        cap_rel = _relative({o: (min(v, 1e12) if v is not None else None) for o, v in caps.items()}, False)
+        cap_rel = relative_to_best({o: (min(v, 1e12) if v is not None else None) for o, v in caps.items()}, False)
         machines = {}
         for o in opts:
             c = self.costs(run, "many-idle", o)
             machines[o] = _x.project(c, 100_000, machine) if c else None
-        cost_rel = _relative({o: (p.server_cores + p.redis_cores + p.pg_cores) if p else None for o, p in machines.items()}, True)
+        cost_rel = relative_to_best({o: (p.server_cores + p.redis_cores + p.pg_cores) if p else None for o, p in machines.items()}, True)
         comps = {o: sum(sr.fact.get("components", {}).values()) if (sr := run.ok("many-idle", o) or run.ok("burst", o)) else None for o in opts}
-        maint = _relative(comps, True)
+        maint = relative_to_best(comps, True)
         cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
         scores: dict[str, dict[str, CriterionScore]] = {}
         for o in opts:

@@ -32,7 +32,7 @@ from spikes.s06_scalability.deploy import Deployment
 
 __all__ = [
     "MANY_IDLE", "MANY_IDLE_QUICK", "FEW_BUSY", "FEW_BUSY_QUICK", "BURST", "BURST_QUICK", "GENERATOR", "GENERATOR_QUICK",
-    "run_many_idle", "run_few_busy", "run_burst", "run_generator_idle", "Canary", "ConnectionCounter", "timeline", "cpu_seconds", "loaded_window",
+    "run_many_idle", "run_few_busy", "run_burst", "run_generator_idle", "Canary", "timeline", "cpu_seconds", "loaded_window",
 ]
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
@@ -117,54 +117,6 @@ class Canary:
             await client.close_shared(client.shared)
 
 
-class ConnectionCounter:
-    """Counts, per server process, the established TCP connections on its listening port, ``hz`` times a second, in a thread.
-
-    File descriptors would also count the sockets a server opens itself (its
-    Redis and PostgreSQL pools grow under load), so clients are counted by
-    their socket's local port instead.
-    """
-
-    def __init__(self, servers: list[tuple[int, int]], hz: float) -> None:
-        self.servers = servers  # (pid, port)
-        self.hz = hz
-        self.samples: list[tuple[float, list[int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="s06-conn-counter", daemon=True)
-        self._t0 = 0.0
-
-    def count(self) -> list[int]:
-        out = []
-        for pid, port in self.servers:
-            try:
-                conns = psutil.Process(pid).net_connections("tcp")
-            except psutil.Error:
-                out.append(0)
-                continue
-            out.append(sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port))
-        return out
-
-    def start(self) -> ConnectionCounter:
-        self._t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        period = 1.0 / self.hz
-        next_at = self._t0 + period
-        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-            self.samples.append((time.monotonic() - self._t0, self.count()))
-            next_at = max(next_at + period, time.monotonic())
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def timeline(self, index: int | None = None) -> dict[int, float]:
-        """Connections per bin (round(t * hz)): one process's, or all processes' summed."""
-        return {round(t * self.hz): float(sum(c) if index is None else c[index]) for t, c in self.samples}
-
-
 def cpu_seconds(samples: list[dict[str, Any]]) -> float:
     """CPU seconds a sampled process tree used: each sample's percent times its interval."""
     total, prev = 0.0, 0.0
@@ -210,23 +162,23 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         time.sleep(0.3)  # settle: imports done, pools open
         pids = dep.pids()
         base_rss = [_rss(p) for p in pids["server"]]
-        counter = ConnectionCounter([(srv.pid, srv.port) for srv in dep.servers], hz)
         redis0 = dep.redis_stats()
-        samplers = {name: [ProcessSampler(p, hz=hz) for p in ps] for name, ps in pids.items()}
+        samplers = {name: [ProcessSampler(p, hz=hz) for p in ps] for name, ps in pids.items() if name != "server"}
+        # Clients are counted by their socket's local port: file descriptors would also count the sockets a
+        # server opens itself (its Redis and PostgreSQL pools grow under load).
+        samplers["server"] = [ProcessSampler(srv.pid, hz=hz, listen_port=srv.port) for srv in dep.servers if srv.pid]
         # This process's whole tree: the harness, the generators and every component above.
         samplers["spike"] = [ProcessSampler(os.getpid(), hz=hz)]
         machine0 = psutil.cpu_times()
         for group in samplers.values():
             for s in group:
                 s.start()
-        counter.start()
         t0_ns = time.time_ns()
         canary = Canary(dep.url, dep.transport, canary_ms / 1000, spec.get("payload_bytes", 64)).start(t0_ns)
         try:
             result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=0.5 if ctx.quick else 1.0, **spec))
         finally:
             canary.stop()
-            counter.stop()
             for group in samplers.values():
                 for s in group:
                     s.stop()
@@ -249,7 +201,7 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
     server = samplers["server"]
     rss_t = timeline(server, hz, "rss_bytes")
     base_total_rss = sum(base_rss)
-    conns_t = counter.timeline()
+    conns_t = timeline(server, hz, "client_connections")
     window = loaded_window(conns_t)
     if window:
         conns = statistics.median(conns_t[b] for b in window)
@@ -260,7 +212,7 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         out.add("server_connections", "connections", [conns], None)
         for i, s in enumerate(server):
             p_rss = {round(x["t"] * hz): x["rss_bytes"] for x in s.samples}
-            p_conns_t = counter.timeline(i)
+            p_conns_t = timeline([server[i]], hz, "client_connections")
             p_conns = statistics.median(p_conns_t[b] for b in window if b in p_conns_t) if any(b in p_conns_t for b in window) else 0
             p_mem = statistics.median(p_rss[b] for b in window if b in p_rss) if any(b in p_rss for b in window) else None
             if p_conns > 0 and p_mem is not None:

@@ -96,3 +96,39 @@ def test_memory_per_connection_and_summaries():
     assert s["mean_cpu_percent"] == 100.0 and s["max_cpu_percent"] == 150.0
     assert s["peak_fds"] == 5 and s["peak_threads"] == 3 and s["peak_processes"] == 2 and s["peak_connections"] is None
     assert summarize([])["samples"] == 0 and mean_cpu([]) == 0.0 and peak_rss([]) == 0
+
+
+#: Listens on a port, accepts whoever comes, and opens one socket of its own to another listener (a pool's connection).
+SERVER = (
+    "import socket, sys, time\n"
+    "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen()\n"
+    "own = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+    "print(ls.getsockname()[1], flush=True)\n"
+    "held = []\n"
+    "while True: held.append(ls.accept()[0])\n"
+)
+
+
+def test_client_connections_count_only_the_listening_port():
+    import socket
+
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    p = subprocess.Popen([sys.executable, "-c", SERVER, str(other.getsockname()[1])], stdout=subprocess.PIPE, text=True)
+    clients: list[socket.socket] = []
+    try:
+        port = int(p.stdout.readline())
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        deadline = time.monotonic() + 10 * UNIT
+        sampler = ProcessSampler(p.pid, hz=20, connections=True, listen_port=port)
+        while (s := sampler.sample()) is not None and s["client_connections"] != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s is not None and s["client_connections"] == 3  # the clients, not the server's own socket
+        assert s["connections"] >= 5  # listening socket + its own + 3 clients
+    finally:
+        for c in clients:
+            c.close()
+        p.kill()
+        p.wait()
+        other.close()

@@ -66,3 +66,11 @@ def test_summary_and_formatting():
     assert fmt_num(1234567) == "1,234,567" and fmt_num(0.01234) == "0.0123" and fmt_num(12.345, "ms") == "12.3 ms"
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_relative_to_best_scales_each_option_to_the_best():
+    from harness.stats import relative_to_best
+
+    assert relative_to_best({"a": 2.0, "b": 4.0, "c": None}, lower_is_better=True) == {"a": 1.0, "b": 0.5, "c": None}
+    assert relative_to_best({"a": 2.0, "b": 4.0, "c": 0.0}, lower_is_better=False) == {"a": 0.5, "b": 1.0, "c": None}
+    assert relative_to_best({"a": None}, lower_is_better=True) == {"a": None}
