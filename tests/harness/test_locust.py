@@ -42,7 +42,7 @@ def test_cli_prints_and_writes(tmp_path):
     assert "--master" in res.output and "--worker --master-host MASTER_IP" in res.output and "ws://10.1.2.3:9000" in res.output
     assert "-u 500" in res.output  # the seed's burst: 500 connections
     bad = runner.invoke(app, ["locust", "6", "--scenario", "nope"])
-    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "scenario 'nope' has no Locust form" in bad.output
 
 
 @pytest.mark.slow

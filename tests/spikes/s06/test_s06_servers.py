@@ -30,13 +30,31 @@ async def _next(inbox: asyncio.Queue, op: str) -> dict:
             return msg
 
 
+async def _until_both_processes_subscribed(dep: Deployment) -> None:
+    """Wait until Redis counts a subscriber from each server process (a room's channel, or Socket.IO's one channel)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(dep.redis.url)
+    try:
+        deadline = asyncio.get_running_loop().time() + 10 * UNIT
+        while True:
+            channels = await r.pubsub_channels()
+            counts = await r.pubsub_numsub(*channels) if channels else []
+            if max((n for _, n in counts), default=0) >= 2:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"Redis subscribers: {counts}"
+            await asyncio.sleep(0.02)
+    finally:
+        await r.aclose()
+
+
 async def _cross_process(dep: Deployment) -> tuple[dict, dict]:
     urls = [f"ws://127.0.0.1:{s.port}/" for s in dep.servers]  # one client on each process, bypassing nginx
     (a, inbox_a), (b, inbox_b) = [await _client(u, dep.transport) for u in urls]
     for c, inbox in ((a, inbox_a), (b, inbox_b)):
         c.send(join_message("table-7"))
         await _next(inbox, "joined")
-    await asyncio.sleep(0.2 * UNIT)  # the subscriptions reach Redis
+    await _until_both_processes_subscribed(dep)
     a.send(broadcast_message("table-7", 0, 123, 1, "hello from process 0"))
     got_b = await _next(inbox_b, "broadcast")
     got_a = await _next(inbox_a, "broadcast")
