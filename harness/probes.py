@@ -18,14 +18,17 @@ import contextlib
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
 __all__ = [
     "ProcessSampler",
+    "SteadyRss",
     "rss_bytes",
+    "steady_rss",
     "memory_per_connection",
     "peak_rss",
     "mean_cpu",
@@ -49,6 +52,57 @@ def rss_bytes(pid: int, include_children: bool = True, pss: bool = False) -> int
         with contextlib.suppress(psutil.Error):
             total += p.memory_full_info().pss if pss else p.memory_info().rss
     return total
+
+
+@dataclass(frozen=True)
+class SteadyRss:
+    """What :func:`steady_rss` read: the RSS, how long it waited, and whether RSS did hold still."""
+
+    rss_bytes: int
+    waited_s: float
+    settled: bool
+
+
+def steady_rss(
+    pid: int,
+    quiet_s: float,
+    max_s: float,
+    tolerance_bytes: int = 256 * 1024,
+    hz: float = 5.0,
+    *,
+    read: Callable[[int], int] = rss_bytes,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SteadyRss:
+    """The RSS of a process tree once it has held still for ``quiet_s`` seconds, sampled at ``hz``.
+
+    Still means every sample of the last ``quiet_s`` seconds lies within
+    ``tolerance_bytes`` of each other; a step (a garbage collector handing
+    pages back, a lazy allocation) restarts the wait. The reading is the median
+    of that quiet window. A runtime may give memory back on a timer: V8's
+    memory reducer first acts 8 s after start (``MemoryReducer::kLongDelayMs``),
+    so a window shorter than that can read a Node.js server before it has
+    shrunk. After ``max_s`` the median of the last window is returned with
+    ``settled=False``, for the caller to report.
+    """
+    if quiet_s <= 0 or max_s < quiet_s or hz <= 0 or tolerance_bytes < 0:
+        raise ValueError(f"need 0 < quiet_s <= max_s, hz > 0 and tolerance_bytes >= 0, got quiet_s={quiet_s}, max_s={max_s}, hz={hz}, tolerance_bytes={tolerance_bytes}")
+    t0 = clock()
+    run: list[tuple[float, int]] = []  # the newest samples that all lie within the band
+    while True:
+        now = clock()
+        run.append((now, read(pid)))
+        lo = hi = run[-1][1]
+        start = len(run) - 1
+        while start > 0 and max(hi, run[start - 1][1]) - min(lo, run[start - 1][1]) <= tolerance_bytes:
+            start -= 1
+            lo, hi = min(lo, run[start][1]), max(hi, run[start][1])
+        run = run[start:]  # older samples cannot rejoin: a run is contiguous
+        settled = now - run[0][0] >= quiet_s
+        if settled or now - t0 >= max_s:
+            recent = [v for t, v in run if now - t <= quiet_s]
+            return SteadyRss(int(statistics.median(recent)), now - t0, settled)
+        sleep(1.0 / hz)
 
 
 def memory_per_connection(rss_with_n: float, rss_with_0: float, n: int) -> float:

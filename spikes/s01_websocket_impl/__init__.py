@@ -96,7 +96,8 @@ SCENARIOS = (
     Scenario(
         "memory",
         "Memory per idle connection",
-        "Server RSS (whole process tree) after it settles with no connection, then with N idle connections open: (RSS with N - RSS with none) / N.",
+        "Server RSS (whole process tree) once it holds still with no connection, then with N idle connections open: (RSS with N - RSS with none) / N; "
+        "each repeat is the median of several fresh servers measured side by side.",
         _sc.run_memory,
         _sc.MEMORY_PARAMS,
         _sc.MEMORY_QUICK,
@@ -293,7 +294,7 @@ class WebSocketImplSpike(Spike):
             ("broadcast p99 latency", "broadcast", "latency_p99_ms", _ms),
             ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
             ("memory per idle connection, median", "memory", "memory_per_connection_bytes", _kib),
-            ("idle connections opened", "memory", "idle_connected", lambda v: fmt_num(v)),
+            ("idle connections opened per server", "memory", "idle_connected", lambda v: fmt_num(v)),
             ("browser bundle, minified", "bundle", "bundle_min_bytes", lambda v: fmt_num(v, "B")),
             ("browser bundle, gzipped", "bundle", "bundle_gzip_bytes", lambda v: fmt_num(v, "B")),
         ):
@@ -304,20 +305,23 @@ class WebSocketImplSpike(Spike):
                 v = _m(sr, name, **tags)
                 cells.append(fmt(v) if v is not None else self._why_missing(run, scen, o))
             rows.append([label, *cells])
-        spread = []
-        for o in opts:
-            sr = run.ok("memory", o)
-            xs = sr.measurement("memory_per_connection_bytes").samples if sr else []
-            med = statistics.median(xs) if xs else 0
-            spread.append(f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} runs ({(max(xs) - min(xs)) / med:.0%} of the median)" if len(xs) > 1 and med else "one run")
-        rows.insert(4, ["memory per idle connection, range", *spread])
+        rows[4:4] = [["memory per idle connection, range of the repeats", *(self._memory_spread(run, o, "memory_per_connection_bytes", "repeats") for o in opts)],
+                     ["memory per idle connection, range of single servers", *(self._memory_spread(run, o, "server_memory_per_connection_bytes", "servers") for o in opts)]]
         params = {sr.scenario: sr.params for sr in run.scenarios}
         caption = []
         if "broadcast" in params:
             b = params["broadcast"]
             caption.append(f"Broadcast: a room of {b['room_size']}, {b['senders']} senders at {b['rate']} msg/s each.")
         if "memory" in params:
-            caption.append(f"Memory: {params['memory']['connections']} idle connections.")
+            m = params["memory"]
+            quiet = f"; each RSS reading once it held within {fmt_num(m['tolerance_bytes'] / 1024, 'KiB')} for {m['quiet_s']:g} s" if "quiet_s" in m and "tolerance_bytes" in m else ""
+            servers = f"; each repeat is the median of {m['servers']} fresh servers run side by side, each with its own connections" if m.get("servers", 1) > 1 else ""
+            caption.append(f"Memory: {m['connections']} idle connections{quiet}{servers}.")
+            unsettled = [f"{titles[o]} repeat {i + 1} ({', '.join(f['unsettled'])})" for o in opts if (sr := run.ok("memory", o))
+                         for i, f in enumerate(sr.facts) if f.get("unsettled")]
+            if unsettled:
+                content.notes.append(f"**Memory still moving:** RSS did not hold still within {m['max_wait_s']:g} s for {'; '.join(unsettled)}; "
+                                     "those readings are the median of the last window and may be off.")
         content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows, " ".join(caption)))
         mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
         content.charts.append(Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"]))
@@ -357,6 +361,18 @@ class WebSocketImplSpike(Spike):
         )
         content.findings = self._findings(run)
         return content
+
+    @staticmethod
+    def _memory_spread(run: RunResult, option: str, name: str, what: str) -> str:
+        """'low-high over n <what> (x% of the median)' of a memory metric: per repeat (their medians) or per server."""
+        sr = run.ok("memory", option)
+        try:
+            m = sr.measurement(name) if sr else None
+        except KeyError:  # a run stored before servers were measured side by side
+            return "not measured"
+        xs = (m.repeat_medians() if what == "repeats" else m.samples) if m else []
+        med = statistics.median(xs) if xs else 0
+        return f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} {what} ({(max(xs) - min(xs)) / med:.0%} of the median)" if len(xs) > 1 and med else f"one {what[:-1]}"
 
     def _headroom_note(self, run: RunResult) -> str | None:
         """The generator's ceiling against the fastest POC server's throughput, at the same connections and window, from the stored runs."""

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.probes import ProcessSampler, mean_cpu, memory_per_connection, peak_rss, rss_bytes, summarize
+from harness.probes import ProcessSampler, mean_cpu, memory_per_connection, peak_rss, rss_bytes, steady_rss, summarize
 from tests.utils import UNIT
 
 MB = 1024 * 1024
@@ -132,3 +132,58 @@ def test_client_connections_count_only_the_listening_port():
         p.kill()
         p.wait()
         other.close()
+
+
+class FakeRss:
+    """An RSS trace on a fake clock: ``trace`` maps a start time to the RSS from then on; sleeping advances the clock."""
+
+    def __init__(self, trace: dict[float, int]):
+        self.trace = sorted(trace.items())
+        self.now = 0.0
+        self.reads = 0
+
+    def read(self, pid: int) -> int:
+        self.reads += 1
+        return [v for t, v in self.trace if t <= self.now + 1e-9][-1]
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def _steady(trace: dict[float, int], **kw):
+    f = FakeRss(trace)
+    args = dict(quiet_s=10.0, max_s=45.0, tolerance_bytes=100, hz=5.0) | kw
+    return steady_rss(0, read=f.read, clock=lambda: f.now, sleep=f.sleep, **args), f
+
+
+def test_steady_rss_waits_out_a_late_drop():
+    # A Node.js-like trace: flat, then the memory reducer hands 3.5 MB back at 8.6 s; a 2 s sleep would read 60 MB.
+    r, _ = _steady({0.0: 60 * MB, 8.6: 56 * MB})
+    assert r.settled and r.rss_bytes == 56 * MB
+    assert 18.0 <= r.waited_s <= 19.0  # the 10 s quiet window restarted at the step
+
+
+def test_steady_rss_flat_trace_takes_one_window_and_ignores_jitter_within_tolerance():
+    r, f = _steady({0.0: 1000, 3.0: 1050, 6.0: 980})
+    assert r.settled and 10.0 <= r.waited_s < 10.3 and 980 <= r.rss_bytes <= 1050
+    assert 51 <= f.reads <= 52  # 5 Hz over 10 s, both ends (one more if the float clock lands just short)
+
+
+def test_steady_rss_gives_up_after_max_and_says_so():
+    # Climbing 1 KiB a second never holds within 100 bytes: the reading is taken at max_s and marked unsettled.
+    f = FakeRss({})
+    r = steady_rss(0, 10.0, 30.0, tolerance_bytes=100, read=lambda pid: int(f.now * 1024), clock=lambda: f.now, sleep=f.sleep)
+    assert not r.settled and 30.0 <= r.waited_s < 30.3
+    assert r.rss_bytes >= 29 * 1024  # the newest window, not the start of the trace
+
+
+@pytest.mark.parametrize("kw", [dict(quiet_s=0.0), dict(quiet_s=10.0, max_s=5.0), dict(hz=0.0), dict(tolerance_bytes=-1)])
+def test_steady_rss_rejects_impossible_windows(kw):
+    with pytest.raises(ValueError):
+        _steady({0.0: 1}, **kw)
+
+
+def test_steady_rss_reads_a_real_process(spawn):
+    proc = spawn(BUSY)
+    r = steady_rss(proc.pid, quiet_s=0.5 * UNIT, max_s=30 * UNIT, tolerance_bytes=4 * MB)
+    assert r.rss_bytes > 40 * MB

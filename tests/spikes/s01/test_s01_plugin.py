@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,19 @@ def test_a_small_real_run_end_to_end(tmp_path):
         mem = run.ok("memory", o)
         assert mem is not None and mem.measurement("idle_connected").median == 100
         assert mem.measurement("memory_per_connection_bytes").median > 0
+        # Both readings of every server waited for RSS to hold still for at least the quiet window.
+        assert all(min(mem.measurement("rss_wait_s", state=s).samples) >= mem.params["quiet_s"] for s in ("idle", "connected"))
+        # The repeat's figure is the median of the servers measured side by side, each with its own connections.
+        per_server = mem.measurement("server_memory_per_connection_bytes").samples
+        assert len(per_server) == mem.params["servers"] == 2 and min(per_server) > 0
+        assert mem.measurement("memory_per_connection_bytes").samples == [statistics.median(per_server)]
         bc = run.ok("broadcast", o)
         assert bc.measurement("lost", room="10").median == 0
         assert bc.measurement("received", room="10").median == bc.measurement("sent", room="10").median * 10
     doc = (tmp_path / "spike-01-websocket-impl.md").read_text()
     assert "| memory per idle connection, median |" in doc
+    assert "each RSS reading once it held within 256 KiB for 1 s; each repeat is the median of 2 fresh servers" in doc
+    assert "| memory per idle connection, range of single servers |" in doc
 
 
 def test_sveltekit_missing_node_is_not_run_with_the_install_command(tmp_path, monkeypatch):
