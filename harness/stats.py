@@ -14,7 +14,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _sps
 
 __all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean", "relative_to_best"]
 
@@ -112,7 +111,9 @@ def compare_samples(
     elif len(base) < 3 or len(new) < 3:
         return Comparison(b, n, change, None, False, False, f"not significant: too few samples ({len(base)} vs {len(new)}; need 3 each)")
     else:
-        p = float(_sps.mannwhitneyu(base, new, alternative="two-sided").pvalue)
+        from scipy import stats as sps  # here, not at the top: every load-generator process imports this module, and scipy costs ~0.8 s
+
+        p = float(sps.mannwhitneyu(base, new, alternative="two-sided").pvalue)
         significant = p < alpha and abs(change) >= min_effect
     if not significant:
         why = "no change" if change == 0 else (f"change below {min_effect:.0%}" if abs(change) < min_effect else f"p = {p:.3g}")

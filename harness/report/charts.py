@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display here or in CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.plugin import Chart  # noqa: E402
+from harness.plugin import Chart
 
 __all__ = ["draw"]
 
-# Deterministic SVG: the same data gives the same bytes, so re-rendering a
-# document from the same run does not churn the repository.
-matplotlib.rcParams["svg.hashsalt"] = "realtime-spikes"
-matplotlib.rcParams["svg.fonttype"] = "none"
+
+@functools.cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot, imported on the first chart: the CLI imports this module, and so does every
+    load-generator process it spawns, which never draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here or in CI
+    # Deterministic SVG: the same data gives the same bytes, so re-rendering a
+    # document from the same run does not churn the repository.
+    matplotlib.rcParams["svg.hashsalt"] = "realtime-spikes"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _has_data(chart: Chart) -> bool:
@@ -30,6 +38,7 @@ def draw(chart: Chart, path: Path) -> Path | None:
     """Draw one chart into ``path`` (an ``.svg``); ``None`` when there is nothing measured to draw."""
     if not _has_data(chart):
         return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     try:
         if chart.kind == "bar":

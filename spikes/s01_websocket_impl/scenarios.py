@@ -278,7 +278,7 @@ def run_generator(ctx: ScenarioContext) -> ScenarioOutput:
         "raw echo reference server",
         [sys.executable, "-m", "harness.load.reference_server", "--transport", "raw-echo", "--port", "{port}"],
         port=port,
-        log_path=ctx.workdir / ("server.log" if instance is None else f"server-{instance + 1}.log"),
+        log_path=ctx.workdir / "server.log",
         cpus=plan.server if plan else None,
     )
     with server:

@@ -93,3 +93,11 @@ def test_sveltekit_missing_node_is_not_run_with_the_install_command(tmp_path, mo
     assert res.exit_code == 0, res.output
     sr = load(next((tmp_path / "runs").glob("*.json"))).result("memory", "sveltekit")
     assert sr.status == "not_run" and "apt-get install" in sr.reason
+
+
+def test_generator_headroom_runs_against_the_reference_echo_server(tmp_path):
+    res = runner.invoke(app, ["run", "1", "--quick", "--scenario", "generator", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    gen = load(next((tmp_path / "runs").glob("*.json"))).ok("generator", "native")
+    assert gen is not None, res.output
+    assert gen.measurement("generator_received_rate").median > 0 and gen.measurement("generator_generator_cpu").median > 0
