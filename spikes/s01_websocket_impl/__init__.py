@@ -294,7 +294,7 @@ class WebSocketImplSpike(Spike):
             ("broadcast p99 latency", "broadcast", "latency_p99_ms", _ms),
             ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
             ("memory per idle connection, median", "memory", "memory_per_connection_bytes", _kib),
-            ("idle connections opened per server", "memory", "idle_connected", lambda v: fmt_num(v)),
+            ("idle connections open at the reading, per server", "memory", "idle_connected", lambda v: fmt_num(v)),
             ("browser bundle, minified", "bundle", "bundle_min_bytes", lambda v: fmt_num(v, "B")),
             ("browser bundle, gzipped", "bundle", "bundle_gzip_bytes", lambda v: fmt_num(v, "B")),
         ):

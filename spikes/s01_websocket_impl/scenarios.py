@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psutil
+
 from harness.load import LoadSpec, hold_idle, run_load
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, SteadyRss, memory_per_connection, steady_rss
@@ -201,7 +203,12 @@ def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
     k = p["servers"]
 
     def steady(pid: int) -> SteadyRss:
-        return steady_rss(pid, p["quiet_s"], p["max_wait_s"], p["tolerance_bytes"])
+        try:
+            return steady_rss(pid, p["quiet_s"], p["max_wait_s"], p["tolerance_bytes"])
+        except psutil.NoSuchProcess:
+            for s, _ in servers:  # a server that exited: say which, with its last log lines
+                _check_alive(s)
+            raise
 
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(poc_server(ctx, instance=i)) for i in range(k)]
@@ -214,13 +221,14 @@ def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
                 idle = [await held.enter_async_context(await hold_idle(url, LOAD_TRANSPORT[ctx.option.key], p["connections"], connect_timeout_s=20.0))
                         for _, url in servers]
                 readings = await asyncio.gather(*(asyncio.to_thread(steady, s.pid) for s, _ in servers))
-                return [i.stats.connected for i in idle], list(readings)
+                # Connections the server closed while RSS settled no longer cost it anything: divide by those still open.
+                return [i.alive for i in idle], list(readings)
 
         connected, after = asyncio.run(hold())
         for s, _ in servers:
             _check_alive(s)
     if not any(connected):
-        raise RuntimeError(f"none of {p['connections']} idle connections could be opened")
+        raise RuntimeError(f"none of {p['connections']} idle connections per server was open when RSS was read")
     per = [memory_per_connection(a.rss_bytes, b.rss_bytes, c) for a, b, c in zip(after, before, connected) if c]
     out.add("memory_per_connection_bytes", "bytes", [statistics.median(per)])
     out.add("server_memory_per_connection_bytes", "bytes", per, None)

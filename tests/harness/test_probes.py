@@ -174,7 +174,17 @@ def test_steady_rss_gives_up_after_max_and_says_so():
     f = FakeRss({})
     r = steady_rss(0, 10.0, 30.0, tolerance_bytes=100, read=lambda pid: int(f.now * 1024), clock=lambda: f.now, sleep=f.sleep)
     assert not r.settled and 30.0 <= r.waited_s < 30.3
-    assert r.rss_bytes >= 29 * 1024  # the newest window, not the start of the trace
+    assert 24 * 1024 <= r.rss_bytes <= 26 * 1024  # the median of the last 10 s (20-30 s), not the start of the trace
+
+
+def test_steady_rss_that_never_settles_reads_the_median_of_the_whole_last_window():
+    # A garbage-collector sawtooth: 0..3.6 MB above 60 MB, repeating every 2 s, never still. The reading must not
+    # depend on where in the tooth the wait gave up.
+    f = FakeRss({})
+    tooth = lambda pid: 60 * MB + int((f.now % 2.0) / 2.0 * 3.6 * MB)  # noqa: E731
+    readings = [steady_rss(0, 10.0, m, tolerance_bytes=100, read=tooth, clock=lambda: f.now, sleep=f.sleep) for m in (44.4, 45.0, 45.8)]
+    assert not any(r.settled for r in readings)
+    assert all(abs(r.rss_bytes - 61.8 * MB) < 0.2 * MB for r in readings), [r.rss_bytes / MB for r in readings]
 
 
 @pytest.mark.parametrize("kw", [dict(quiet_s=0.0), dict(quiet_s=10.0, max_s=5.0), dict(hz=0.0), dict(tolerance_bytes=-1)])
