@@ -27,7 +27,7 @@ from harness.load.clients import get_client_class
 from harness.load.idle import run_idle_generator
 from harness.load.protocol import echo_message
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
-from harness.probes import ProcessSampler
+from harness.probes import ProcessSampler, rss_bytes
 from spikes.s06_scalability.deploy import Deployment
 
 __all__ = [
@@ -148,11 +148,6 @@ def loaded_window(conns: dict[int, float], fraction: float = 0.95) -> list[int]:
     return sorted(b for b, c in conns.items() if peak > 0 and c >= fraction * peak)
 
 
-def _rss(pid: int) -> int:
-    p = psutil.Process(pid)
-    return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-
-
 def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz: float) -> ScenarioOutput:
     """Deploy the option, run one load against it, and measure every component; the common body of the scenarios."""
     out = ScenarioOutput()
@@ -161,7 +156,7 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         ctx.log(f"{ctx.option.key}: stack up in {time.perf_counter() - t_setup:.2f} s")
         time.sleep(0.3)  # settle: imports done, pools open
         pids = dep.pids()
-        base_rss = [_rss(p) for p in pids["server"]]
+        base_rss = [rss_bytes(p) for p in pids["server"]]
         redis0 = dep.redis_stats()
         samplers = {name: [ProcessSampler(p, hz=hz) for p in ps] for name, ps in pids.items() if name != "server"}
         # Clients are counted by their socket's local port: file descriptors would also count the sockets a

@@ -33,6 +33,9 @@ class SlowCopyPool:
     async def close(self) -> None:
         pass
 
+    def terminate(self) -> None:
+        self.terminated = True
+
 
 async def _close_during_copy() -> tuple[ChatStore, SlowCopyPool]:
     store = ChatStore("postgresql://unused", server_id=3, flush_ms=1.0)
@@ -69,3 +72,20 @@ def test_a_cancelled_copy_puts_its_rows_back_rather_than_dropping_them():
     store, pool = asyncio.run(_cancelled_mid_copy())
     assert pool.copied == [] and store.written == 0
     assert [r[3] for r in store.buffer] == ["in flight"]
+
+
+async def _close_with_the_database_hung() -> tuple[ChatStore, SlowCopyPool]:
+    store = ChatStore("postgresql://unused", server_id=3, flush_ms=1.0, close_timeout_s=0.2 * UNIT)
+    pool = store._pool = SlowCopyPool()  # release is never set: the COPY never returns
+    store._task = asyncio.create_task(store._writer())
+    store.add("table-7", {"c": 1, "seq": 1, "d": "in flight"})
+    await asyncio.wait_for(pool.entered.wait(), 5 * UNIT)
+    store.add("table-7", {"c": 1, "seq": 2, "d": "still buffered"})
+    await asyncio.wait_for(store.close(), 5 * UNIT)  # bounded: the server must still print its tally before SIGKILL
+    return store, pool
+
+
+def test_a_database_that_never_answers_costs_a_bounded_wait_and_the_rows_are_counted_lost():
+    store, pool = asyncio.run(_close_with_the_database_hung())
+    assert pool.copied == [] and store.written == 0
+    assert store.failed == 2 and store.buffer == [] and pool.terminated
