@@ -311,9 +311,9 @@ def run_generator_idle(ctx: ScenarioContext) -> ScenarioOutput:
         if server_limit[0] < need:
             raise NotRunnable(f"the POC server may open {server_limit[0]} descriptors (hard limit {server_limit[1]}); {p['connections']} connections need "
                               f"about {need}: raise the hard limit (ulimit -Hn, or LimitNOFILE for a service)")
-        base = _rss(server_pid)
+        base = rss_bytes(server_pid)
         r = run_idle_generator(dep.url, dep.transport, p["connections"], hold_s=p["hold_s"], concurrency=p["concurrency"], connect_timeout_s=30.0,
-                               during_hold=lambda: _rss(server_pid))
+                               during_hold=lambda: rss_bytes(server_pid))
         dep.check_alive()
     if r["nofile_soft"] < need:
         raise NotRunnable(f"the generator process may open only {r['nofile_soft']} descriptors (hard limit {r['nofile_hard']}); {p['connections']} "
