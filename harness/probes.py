@@ -77,34 +77,27 @@ def steady_rss(
     """The RSS of a process tree once it has held still for ``quiet_s`` seconds, sampled at ``hz``.
 
     Still means every sample of the last ``quiet_s`` seconds lies within
-    ``tolerance_bytes`` of each other; a step (a garbage collector handing
-    pages back, a lazy allocation) restarts the wait. The reading is the median
-    of that quiet window. A runtime may give memory back on a timer: V8's
-    memory reducer first acts 8 s after start (``MemoryReducer::kLongDelayMs``),
-    so a window shorter than that can read a Node.js server before it has
-    shrunk. After ``max_s`` the median of every sample of the last ``quiet_s``
-    seconds is returned with ``settled=False``, for the caller to report. A
-    drift slower than ``tolerance_bytes`` per ``quiet_s`` passes as still.
+    ``tolerance_bytes`` of each other, so a step (a garbage collector handing
+    pages back, a lazy allocation) keeps the wait going until it is
+    ``quiet_s`` old. The reading is the median of that window. A runtime may
+    give memory back on a timer: V8's memory reducer first acts 8 s after
+    start (``MemoryReducer::kLongDelayMs``), so a window shorter than that can
+    read a Node.js server before it has shrunk. After ``max_s`` the median of
+    the same window is returned with ``settled=False``, for the caller to
+    report. A drift slower than ``tolerance_bytes`` per ``quiet_s`` passes as
+    still.
     """
     if quiet_s <= 0 or max_s < quiet_s or hz <= 0 or tolerance_bytes < 0:
         raise ValueError(f"need 0 < quiet_s <= max_s, hz > 0 and tolerance_bytes >= 0, got quiet_s={quiet_s}, max_s={max_s}, hz={hz}, tolerance_bytes={tolerance_bytes}")
     t0 = clock()
-    run: list[tuple[float, int]] = []  # the newest samples that all lie within the band
-    recent: list[tuple[float, int]] = []  # every sample of the last quiet_s, for a reading that never settled
+    window: list[tuple[float, int]] = []  # the samples of the last quiet_s seconds
     while True:
         now = clock()
-        run.append((now, read(pid)))
-        recent = [*(x for x in recent if now - x[0] <= quiet_s), run[-1]]
-        lo = hi = run[-1][1]
-        start = len(run) - 1
-        while start > 0 and max(hi, run[start - 1][1]) - min(lo, run[start - 1][1]) <= tolerance_bytes:
-            start -= 1
-            lo, hi = min(lo, run[start][1]), max(hi, run[start][1])
-        run = run[start:]  # older samples cannot rejoin: a run is contiguous
-        if now - run[0][0] >= quiet_s:
-            return SteadyRss(int(statistics.median(v for t, v in run if now - t <= quiet_s)), now - t0, True)
-        if now - t0 >= max_s:
-            return SteadyRss(int(statistics.median(v for _, v in recent)), now - t0, False)
+        window = [*(x for x in window if now - x[0] <= quiet_s), (now, read(pid))]
+        values = [v for _, v in window]
+        settled = now - t0 >= quiet_s and max(values) - min(values) <= tolerance_bytes
+        if settled or now - t0 >= max_s:
+            return SteadyRss(int(statistics.median(values)), now - t0, settled)
         sleep(1.0 / hz)
 
 
