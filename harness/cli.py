@@ -115,6 +115,24 @@ def _check_out(out: Path) -> None:
         raise _fail(EXIT_DATA, f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
 
+def _progress_callbacks(
+    progress: Progress, overall: Any, step_task: list[Any]
+) -> tuple[Callable[[str, int, int], None], Callable[[float], None]]:
+    """The runner's step and advance callbacks, drawing one bar per step under an overall bar."""
+
+    def on_step(desc: str, index: int, total: int) -> None:
+        progress.update(overall, total=total, completed=index)
+        if step_task[0] is not None:
+            progress.update(step_task[0], completed=100)
+        step_task[0] = progress.add_task(f"  {escape(desc)}", total=100)
+
+    def on_advance(fraction: float) -> None:
+        if step_task[0] is not None:
+            progress.update(step_task[0], completed=100 * fraction)
+
+    return on_step, on_advance
+
+
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder: runs are stored in OUT/runs, documents in OUT.")]
 
 
@@ -134,7 +152,15 @@ def list_cmd(out: Out = Path("results")) -> None:
             last = f"{run.started_at[:16].replace('T', ' ')} ({run.profile})"
             if run.spike.get("source_hash") != source_hash(s):
                 last += " [yellow]stale[/]"
-        table.add_row(str(n), f"{s.title}\n[dim]{s.slug}[/]", s.priority, fmt_num(s.planned_hours), ", ".join(o.key for o in s.options), ", ".join(sc.key for sc in s.scenarios), last)
+        table.add_row(
+            str(n),
+            f"{s.title}\n[dim]{s.slug}[/]",
+            s.priority,
+            fmt_num(s.planned_hours),
+            ", ".join(o.key for o in s.options),
+            ", ".join(sc.key for sc in s.scenarios),
+            last,
+        )
     console.print(table)
 
 
@@ -145,10 +171,18 @@ def run(
     scenario: Annotated[list[str] | None, typer.Option("--scenario", "-s", help="Run only this scenario (repeatable).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Run only this option (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Scaled-down profile for tests and smoke runs; the document says so.")] = False,
-    repeat: Annotated[int | None, typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default: the spike's, usually 5; quick 3).")] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default: the spike's, usually 5; quick 3)."),
+    ] = None,
     out: Out = Path("results"),
-    author: Annotated[str, typer.Option("--author", help="Name written as the document's Developer.")] = os.environ.get("SPIKE_AUTHOR", "realtime-spikes harness"),
-    weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="Override a criterion weight for this run, e.g. Performance=40 (weights must add up to 100).")] = None,
+    author: Annotated[str, typer.Option("--author", help="Name written as the document's Developer.")] = os.environ.get(
+        "SPIKE_AUTHOR", "realtime-spikes harness"
+    ),
+    weight: Annotated[
+        list[str] | None,
+        typer.Option("--weight", "-w", help="Override a criterion weight for this run, e.g. Performance=40 (weights must add up to 100)."),
+    ] = None,
 ) -> None:
     """Run spikes, store raw results under OUT/runs, and render their documents."""
     spikes = _spikes()
@@ -159,11 +193,16 @@ def run(
         if scenario:
             bad = [k for k in scenario if k not in {sc.key for sc in s.scenarios}]
             if bad:
-                raise _fail(EXIT_USAGE, f"spike {s.number} has no scenario {', '.join(map(repr, bad))}; valid: {', '.join(sc.key for sc in s.scenarios)}")
+                raise _fail(
+                    EXIT_USAGE,
+                    f"spike {s.number} has no scenario {', '.join(map(repr, bad))}; valid: {', '.join(sc.key for sc in s.scenarios)}",
+                )
         if option:
             bad = [k for k in option if k not in {o.key for o in s.options}]
             if bad:
-                raise _fail(EXIT_USAGE, f"spike {s.number} has no option {', '.join(map(repr, bad))}; valid: {', '.join(o.key for o in s.options)}")
+                raise _fail(
+                    EXIT_USAGE, f"spike {s.number} has no option {', '.join(map(repr, bad))}; valid: {', '.join(o.key for o in s.options)}"
+                )
         unknown = [k for k in weights if k not in s.weights]
         if unknown:
             raise _fail(EXIT_USAGE, f"unknown criterion {', '.join(map(repr, unknown))}; valid: {', '.join(s.weights)}")
@@ -182,16 +221,7 @@ def run(
         ) as progress:
             overall = progress.add_task("all steps", total=None)
             step_task: list[Any] = [None]
-
-            def on_step(desc: str, index: int, total: int) -> None:
-                progress.update(overall, total=total, completed=index)
-                if step_task[0] is not None:
-                    progress.update(step_task[0], completed=100)
-                step_task[0] = progress.add_task(f"  {escape(desc)}", total=100)
-
-            def on_advance(fraction: float) -> None:
-                if step_task[0] is not None:
-                    progress.update(step_task[0], completed=100 * fraction)
+            on_step, on_advance = _progress_callbacks(progress, overall, step_task)
 
             try:
                 result = run_spike(plan, out, on_step=on_step, on_advance=on_advance, echo=progress.console.print)
@@ -272,15 +302,32 @@ def compare(
             shown += 1
             style = "bold red" if r.result.regression else ("green" if r.result.verdict == "improved" else "")
             change = "0%" if r.result.change == 0 else f"{r.result.change:+.1%}"
-            p = "exact" if r.result.p_value is None and r.result.significant else ("" if r.result.p_value is None else f"{r.result.p_value:.3g}")
+            p = (
+                "exact"
+                if r.result.p_value is None and r.result.significant
+                else ("" if r.result.p_value is None else f"{r.result.p_value:.3g}")
+            )
             metric = f"{r.name} [{r.tags}]" if r.tags else r.name
-            table.add_row(r.scenario, r.option, escape(metric), fmt_num(r.result.base, r.unit), fmt_num(r.result.new, r.unit), change, p, f"[{style}]{escape(r.result.verdict)}[/]" if style else escape(r.result.verdict))
+            table.add_row(
+                r.scenario,
+                r.option,
+                escape(metric),
+                fmt_num(r.result.base, r.unit),
+                fmt_num(r.result.new, r.unit),
+                change,
+                p,
+                f"[{style}]{escape(r.result.verdict)}[/]" if style else escape(r.result.verdict),
+            )
         console.print(table)
         sig = sum(1 for r in rows if r.result.significant)
-        console.print(f"{len(rows)} metrics compared, {sig} significant, {sum(r.result.regression for r in rows)} regression(s); {len(rows) - shown} hidden")
+        console.print(
+            f"{len(rows)} metrics compared, {sig} significant, {sum(r.result.regression for r in rows)} regression(s); {len(rows) - shown} hidden"
+        )
         noisy = sum(1 for r in rows if r.spread > 0.10)
         if noisy:
-            console.print(f"[yellow]warning[/]: {noisy} metric(s) spread by more than 10% (interquartile range / median); the machine was noisy, so trust those verdicts less")
+            console.print(
+                f"[yellow]warning[/]: {noisy} metric(s) spread by more than 10% (interquartile range / median); the machine was noisy, so trust those verdicts less"
+            )
         for d in machine_differences(b, n):
             console.print(f"[yellow]warning[/]: the runs differ in {escape(d)}; differences may come from that")
         if b.spike.get("source_hash") != n.spike.get("source_hash"):
@@ -343,7 +390,9 @@ def load(ctx: typer.Context) -> None:
 def locust_cmd(
     which: Annotated[str, typer.Argument(help="Spike number or slug.")],
     scenario: Annotated[str, typer.Option("--scenario", "-s", help="The scenario to run as Locust users.")],
-    host: Annotated[str, typer.Option("--host", help="The server under test, as every worker reaches it (ws://HOST:PORT).")] = "ws://127.0.0.1:8000",
+    host: Annotated[
+        str, typer.Option("--host", help="The server under test, as every worker reaches it (ws://HOST:PORT).")
+    ] = "ws://127.0.0.1:8000",
     transport: Annotated[str, typer.Option("--transport", help="ws (native WebSocket) or socketio (websocket transport).")] = "ws",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes the master waits for.")] = 2,
     quick: Annotated[bool, typer.Option("--quick", help="The scenario's quick profile.")] = False,
@@ -356,8 +405,11 @@ def locust_cmd(
     (s,) = resolve_spikes(which, spikes)
     plan_fn = getattr(s, "locust_plan", None)
     if plan_fn is None:
-        raise _fail(EXIT_USAGE, f"spike {s.number} has no Locust users; spikes with them: "
-                    + (", ".join(str(n) for n, x in spikes.items() if hasattr(x, "locust_plan")) or "none"))
+        raise _fail(
+            EXIT_USAGE,
+            f"spike {s.number} has no Locust users; spikes with them: "
+            + (", ".join(str(n) for n, x in spikes.items() if hasattr(x, "locust_plan")) or "none"),
+        )
     if transport not in ("ws", "socketio"):
         raise _fail(EXIT_USAGE, f"--transport {transport!r}: expected ws or socketio")
     if not host.startswith(("ws://", "wss://", "http://", "https://")):

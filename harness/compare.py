@@ -24,7 +24,9 @@ class MetricComparison:
     spread: float  # the larger relative interquartile range of the two samples
 
 
-def compare_runs(base: RunResult, new: RunResult, *, alpha: float = 0.05, min_effect: float = 0.05, threshold: float = 0.10) -> list[MetricComparison]:
+def compare_runs(
+    base: RunResult, new: RunResult, *, alpha: float = 0.05, min_effect: float = 0.05, threshold: float = 0.10
+) -> list[MetricComparison]:
     """Every metric present in both runs (steps that ran ok in both), compared."""
     rows = []
     for sr_new in new.scenarios:
@@ -85,7 +87,11 @@ def pair_runs(base: Path, new: Path) -> list[tuple[RunResult, RunResult]]:
     base_runs = list(iter_runs(base))
     pairs = []
     for (number, profile), n in sorted(new_latest.items()):
-        candidates = [r for r in base_runs if int(r.spike["number"]) == number and r.profile == profile and r.run_id != n.run_id and r.started_at <= n.started_at]
+        candidates = [
+            r
+            for r in base_runs
+            if int(r.spike["number"]) == number and r.profile == profile and r.run_id != n.run_id and r.started_at <= n.started_at
+        ]
         if candidates:
             pairs.append((max(candidates, key=lambda r: r.started_at), n))
     return pairs

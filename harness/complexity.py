@@ -45,7 +45,11 @@ def count_lines(path: Path) -> int:
 def _files(root: Path, rel: str) -> list[Path]:
     p = root / rel
     if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _COMMENT_PREFIXES and "node_modules" not in f.parts and "__pycache__" not in f.parts)
+        return sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file() and f.suffix in _COMMENT_PREFIXES and "node_modules" not in f.parts and "__pycache__" not in f.parts
+        )
     return [p]
 
 

@@ -318,7 +318,12 @@ def source_hash(spike: Spike) -> str:
     h = hashlib.sha256()
     root = Path(spike.package_dir)
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".proto", ".js", ".mjs", ".json", ".svelte", ".ts"} and "__pycache__" not in path.parts and "node_modules" not in path.parts:
+        if (
+            path.is_file()
+            and path.suffix in {".py", ".proto", ".js", ".mjs", ".json", ".svelte", ".ts"}
+            and "__pycache__" not in path.parts
+            and "node_modules" not in path.parts
+        ):
             h.update(path.relative_to(root).as_posix().encode())
             h.update(b"\0")
             h.update(path.read_bytes())

@@ -88,7 +88,9 @@ def steady_rss(
     still.
     """
     if quiet_s <= 0 or max_s < quiet_s or hz <= 0 or tolerance_bytes < 0:
-        raise ValueError(f"need 0 < quiet_s <= max_s, hz > 0 and tolerance_bytes >= 0, got quiet_s={quiet_s}, max_s={max_s}, hz={hz}, tolerance_bytes={tolerance_bytes}")
+        raise ValueError(
+            f"need 0 < quiet_s <= max_s, hz > 0 and tolerance_bytes >= 0, got quiet_s={quiet_s}, max_s={max_s}, hz={hz}, tolerance_bytes={tolerance_bytes}"
+        )
     t0 = clock()
     window: list[tuple[float, int]] = []  # the samples of the last quiet_s seconds
     while True:
@@ -155,7 +157,9 @@ class ProcessSampler:
     by itself when the process exits.
     """
 
-    def __init__(self, pid: int, hz: float = 10.0, include_children: bool = True, connections: bool = False, listen_port: int | None = None):
+    def __init__(
+        self, pid: int, hz: float = 10.0, include_children: bool = True, connections: bool = False, listen_port: int | None = None
+    ):
         if hz <= 0:
             raise ValueError("hz must be positive")
         self.pid = pid
@@ -228,8 +232,11 @@ class ProcessSampler:
                             conns = None
                     if clients is not None:
                         try:
-                            clients += sum(1 for c in p.net_connections(kind="tcp")
-                                           if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.listen_port)
+                            clients += sum(
+                                1
+                                for c in p.net_connections(kind="tcp")
+                                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.listen_port
+                            )
                         except psutil.AccessDenied:
                             clients = None
                 seen.add(key)

@@ -697,4 +697,3 @@ def _still_running(p: psutil.Process) -> bool:
         return p.is_running() and p.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     except psutil.Error:
         return False
-

@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness import complexity, machine
 from harness.plugin import NotRunnable, ScenarioContext, Spike, source_hash
@@ -85,7 +84,7 @@ def _merge(record: dict[tuple, MeasurementRecord], output_measurements: list, re
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def run_spike(
@@ -118,7 +117,9 @@ def run_spike(
     # Hash the code before running it: an edit during a long run must not be credited to this run.
     code_hash = source_hash(spike)
     meta = machine.collect(cwd=Path(spike.package_dir))
-    complexity_by_option = {o.key: complexity.measure(spike.package_dir, spike.option(o.key)) for o in spike.options if o.key in plan.option_keys}
+    complexity_by_option = {
+        o.key: complexity.measure(spike.package_dir, spike.option(o.key)) for o in spike.options if o.key in plan.option_keys
+    }
     steps = plan_steps(plan)
     results: list[ScenarioResult] = []
     measured_s = 0.0
@@ -145,11 +146,13 @@ def run_spike(
                 workdir = Path(tmp) / f"{scen_key}-{opt_key}-{r}"
                 workdir.mkdir()
 
-                def advance(fraction: float, _r: int = r) -> None:
+                def advance(fraction: float, _r: int = r, _n: int = repeats) -> None:
                     if on_advance:
-                        on_advance((_r + max(0.0, min(1.0, fraction))) / repeats)
+                        on_advance((_r + max(0.0, min(1.0, fraction))) / _n)
 
-                ctx = ScenarioContext(option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance)
+                ctx = ScenarioContext(
+                    option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance
+                )
                 t0 = time.perf_counter()
                 try:
                     out = scenario.run(ctx)
@@ -200,7 +203,10 @@ def run_spike(
         },
         complexity=complexity_by_option,
         scenarios=results,
-        harness={"measured_s": round(measured_s, 3), "overhead_fraction": round(max(0.0, duration - measured_s) / duration, 4) if duration else 0.0},
+        harness={
+            "measured_s": round(measured_s, 3),
+            "overhead_fraction": round(max(0.0, duration - measured_s) / duration, 4) if duration else 0.0,
+        },
     )
     save(run, runs_dir)
     if log_lines:
@@ -208,4 +214,3 @@ def run_spike(
     if interrupted:
         raise RunInterrupted(run)
     return run
-

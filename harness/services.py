@@ -117,8 +117,16 @@ class _Service:
 
     name: str
 
-    def __init__(self, *, port: int | None, base_dir: str | os.PathLike[str] | None, log_path: str | os.PathLike[str] | None,
-                 cpus: Iterable[int] | None, ready_timeout: float, grace: float):
+    def __init__(
+        self,
+        *,
+        port: int | None,
+        base_dir: str | os.PathLike[str] | None,
+        log_path: str | os.PathLike[str] | None,
+        cpus: Iterable[int] | None,
+        ready_timeout: float,
+        grace: float,
+    ):
         self.host = LOOPBACK
         self.requested_port = port or None  # None: a free port at each fresh start
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -290,9 +298,17 @@ class RedisService(_Service):
 
     name = "redis"
 
-    def __init__(self, *, port: int | None = None, base_dir: str | os.PathLike[str] | None = None,
-                 log_path: str | os.PathLike[str] | None = None, args: Iterable[str] = (),
-                 cpus: Iterable[int] | None = None, ready_timeout: float = 30.0, grace: float = 5.0):
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        args: Iterable[str] = (),
+        cpus: Iterable[int] | None = None,
+        ready_timeout: float = 30.0,
+        grace: float = 5.0,
+    ):
         super().__init__(port=port, base_dir=base_dir, log_path=log_path, cpus=cpus, ready_timeout=ready_timeout, grace=grace)
         self.args = list(args)
 
@@ -305,14 +321,35 @@ class RedisService(_Service):
         binary = _require("redis-server")
         self.dir = self._make_dir(self.base_dir)
         argv = [
-            binary, "--port", "{port}", "--bind", self.host, "--dir", str(self.dir),
+            binary,
+            "--port",
+            "{port}",
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.dir),
             # Ephemeral: no RDB snapshots, no AOF, logs to stdout (the run's log).
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
             *self.args,
         ]
         return ServerProcess(
-            "redis-server", argv, port=self.requested_port, host=self.host, cwd=self.dir, ready=_RedisPing(),
-            ready_timeout=self.ready_timeout, log_path=self.log_path or self.dir / "redis.log", cpus=self.cpus, grace=self.grace,
+            "redis-server",
+            argv,
+            port=self.requested_port,
+            host=self.host,
+            cwd=self.dir,
+            ready=_RedisPing(),
+            ready_timeout=self.ready_timeout,
+            log_path=self.log_path or self.dir / "redis.log",
+            cpus=self.cpus,
+            grace=self.grace,
         )
 
     def command(self, *args: str | bytes | int, timeout: float = 5.0) -> Any:
@@ -329,8 +366,20 @@ class RedisService(_Service):
 
 #: The pg_stat_database columns :meth:`PostgresService.info` reports, in query order.
 PG_STAT_COLUMNS = (
-    "numbackends", "xact_commit", "xact_rollback", "blks_read", "blks_hit", "tup_returned", "tup_fetched",
-    "tup_inserted", "tup_updated", "tup_deleted", "conflicts", "temp_files", "temp_bytes", "deadlocks",
+    "numbackends",
+    "xact_commit",
+    "xact_rollback",
+    "blks_read",
+    "blks_hit",
+    "tup_returned",
+    "tup_fetched",
+    "tup_inserted",
+    "tup_updated",
+    "tup_deleted",
+    "conflicts",
+    "temp_files",
+    "temp_bytes",
+    "deadlocks",
 )
 
 
@@ -345,10 +394,19 @@ class PostgresService(_Service):
     name = "postgres"
     superuser = "postgres"
 
-    def __init__(self, *, port: int | None = None, base_dir: str | os.PathLike[str] | None = None,
-                 log_path: str | os.PathLike[str] | None = None, settings: Mapping[str, str] | None = None,
-                 database: str = "postgres", user: str | None = None, cpus: Iterable[int] | None = None,
-                 ready_timeout: float = 60.0, grace: float = 10.0):
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        settings: Mapping[str, str] | None = None,
+        database: str = "postgres",
+        user: str | None = None,
+        cpus: Iterable[int] | None = None,
+        ready_timeout: float = 60.0,
+        grace: float = 10.0,
+    ):
         super().__init__(port=port, base_dir=base_dir, log_path=log_path, cpus=cpus, ready_timeout=ready_timeout, grace=grace)
         self.settings = dict(settings or {})
         self.database = database
@@ -409,12 +467,23 @@ class PostgresService(_Service):
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         return ServerProcess(
-            "postgres", argv, port=self.requested_port, host=self.host, env=self._env(), inherit_env=False, cwd=self.dir,
-            ready=LogReady(r"database system is ready to accept connections"), ready_timeout=self.ready_timeout,
-            log_path=log_path, cpus=self.cpus, user=self.user,
+            "postgres",
+            argv,
+            port=self.requested_port,
+            host=self.host,
+            env=self._env(),
+            inherit_env=False,
+            cwd=self.dir,
+            ready=LogReady(r"database system is ready to accept connections"),
+            ready_timeout=self.ready_timeout,
+            log_path=log_path,
+            cpus=self.cpus,
+            user=self.user,
             # SIGINT is PostgreSQL's "fast shutdown", sent to the postmaster alone: it stops
             # its own children in order. SIGTERM ("smart") would wait for clients to leave.
-            stop_signal=signal.SIGINT, signal_group=False, grace=self.grace,
+            stop_signal=signal.SIGINT,
+            signal_group=False,
+            grace=self.grace,
         )
 
     def _initdb(self, initdb: str, data: Path, log_path: Path, ids: dict[str, Any]) -> None:
@@ -422,8 +491,16 @@ class PostgresService(_Service):
         with open(log_path, "ab") as logf:
             logf.write(f"[harness] {subprocess.list2cmdline(argv)}{' as ' + self.user if self.user else ''}\n".encode())
             logf.flush()
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir,
-                                  env=self._env(), timeout=max(120.0, self.ready_timeout), **ids)
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env=self._env(),
+                timeout=max(120.0, self.ready_timeout),
+                **ids,
+            )
         if proc.returncode != 0:
             tail = "\n".join(f"    {line}" for line in log_path.read_text(errors="replace").splitlines()[-20:])
             raise ServiceError(f"initdb failed with exit code {proc.returncode}; last log lines ({log_path}):\n{tail}")
@@ -432,8 +509,25 @@ class PostgresService(_Service):
         """Run SQL (one or more statements) through ``psql``; return its unaligned, tuples-only output."""
         if self._psql is None or self.port is None:
             raise ServiceError("postgres is not started")
-        argv = [self._psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
-                "-U", self.superuser, "-d", database or self.database, "-f", "-"]
+        argv = [
+            self._psql,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            self.superuser,
+            "-d",
+            database or self.database,
+            "-f",
+            "-",
+        ]
         proc = subprocess.run(argv, input=sql, capture_output=True, text=True, env=self._env(), timeout=timeout)
         if proc.returncode != 0:
             raise ServiceError(f"psql failed (exit code {proc.returncode}): {proc.stderr.strip()}")
@@ -454,7 +548,6 @@ class PostgresService(_Service):
         return info
 
 
-
 # -- nginx ------------------------------------------------------------------------------------
 
 
@@ -472,9 +565,20 @@ class NginxService(_Service):
 
     name = "nginx"
 
-    def __init__(self, upstreams: Iterable[int], *, port: int | None = None, base_dir: str | os.PathLike[str] | None = None,
-                 log_path: str | os.PathLike[str] | None = None, workers: int = 1, worker_connections: int = 16384,
-                 sticky: bool = False, cpus: Iterable[int] | None = None, ready_timeout: float = 30.0, grace: float = 5.0):
+    def __init__(
+        self,
+        upstreams: Iterable[int],
+        *,
+        port: int | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        workers: int = 1,
+        worker_connections: int = 16384,
+        sticky: bool = False,
+        cpus: Iterable[int] | None = None,
+        ready_timeout: float = 30.0,
+        grace: float = 5.0,
+    ):
         super().__init__(port=port, base_dir=base_dir, log_path=log_path, cpus=cpus, ready_timeout=ready_timeout, grace=grace)
         self.upstreams = [int(p) for p in upstreams]
         if not self.upstreams:
@@ -492,13 +596,15 @@ class NginxService(_Service):
 
     def config(self, port: int, root: Path) -> str:
         """The nginx.conf text for a listen port and a temp dir."""
-        user = "user nobody nogroup;\n" if os.geteuid() == 0 and _group_exists("nogroup") else ("user nobody;\n" if os.geteuid() == 0 else "")
+        user = (
+            "user nobody nogroup;\n" if os.geteuid() == 0 and _group_exists("nogroup") else ("user nobody;\n" if os.geteuid() == 0 else "")
+        )
         servers = "\n".join(f"        server {self.host}:{p} max_fails=0;" for p in self.upstreams)
         temp = "\n".join(f"    {k}_temp_path {root / (k + '_temp')};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         return f"""{user}worker_processes {self.workers};
 worker_rlimit_nofile {self.worker_connections * 2 + 64};
-pid {root / 'nginx.pid'};
-error_log {root / 'error.log'} warn;
+pid {root / "nginx.pid"};
+error_log {root / "error.log"} warn;
 daemon off;
 events {{
     worker_connections {self.worker_connections};
@@ -511,7 +617,7 @@ http {{
         ''      close;
     }}
     upstream backends {{
-{'        ip_hash;' + chr(10) if self.sticky else ''}{servers}
+{"        ip_hash;" + chr(10) if self.sticky else ""}{servers}
         keepalive 32;
     }}
     server {{
@@ -540,8 +646,15 @@ http {{
         conf.write_text(self.config(port, self.dir), encoding="utf-8")
         argv = [binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
         return ServerProcess(
-            "nginx", argv, port=port, host=self.host, cwd=self.dir, ready_timeout=self.ready_timeout,
-            log_path=self.log_path or self.dir / "nginx.out", cpus=self.cpus, grace=self.grace,
+            "nginx",
+            argv,
+            port=port,
+            host=self.host,
+            cwd=self.dir,
+            ready_timeout=self.ready_timeout,
+            log_path=self.log_path or self.dir / "nginx.out",
+            cpus=self.cpus,
+            grace=self.grace,
         )  # SIGTERM to the group: nginx's fast shutdown, which does not wait for open WebSocket connections
 
     def error_log(self, n: int = 20) -> list[str]:

@@ -14,7 +14,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 __all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean", "relative_to_best"]
 
 

@@ -28,7 +28,9 @@ def build_parser(prog: str = "python -m harness.load") -> argparse.ArgumentParse
     ap.add_argument("url", help="ws://127.0.0.1:PORT/path (WebSocket) or http://127.0.0.1:PORT (Socket.IO)")
     ap.add_argument("--transport", default="ws", choices=transports(), help="client adapter (default: ws, the lean raw client)")
     ap.add_argument("--connections", "-c", type=int, default=10)
-    ap.add_argument("--rate", "-r", type=_rate, default=1.0, help="messages per second per connection (0: idle; inf: back to back, with --closed-loop)")
+    ap.add_argument(
+        "--rate", "-r", type=_rate, default=1.0, help="messages per second per connection (0: idle; inf: back to back, with --closed-loop)"
+    )
     ap.add_argument("--duration", "-d", type=float, default=10.0, help="seconds of sending after the last arrival")
     ap.add_argument("--arrival", choices=ARRIVALS, default="instant")
     ap.add_argument("--arrival-s", type=float, default=0.0, help="seconds over which connections arrive (ramp, burst)")
@@ -38,9 +40,13 @@ def build_parser(prog: str = "python -m harness.load") -> argparse.ArgumentParse
     ap.add_argument("--payload", type=int, default=64, help="payload bytes per message")
     ap.add_argument("--processes", "-p", type=int, default=1, help="generator processes")
     ap.add_argument("--closed-loop", action="store_true", help="send the next message only after the reply")
-    ap.add_argument("--window", type=int, default=1,
-                    help="requests outstanding per connection (needs --closed-loop --rate inf --mode echo): a throughput run, "
-                         "its latencies include the wait behind the window")
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="requests outstanding per connection (needs --closed-loop --rate inf --mode echo): a throughput run, "
+        "its latencies include the wait behind the window",
+    )
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--grace", type=float, default=2.0, help="seconds to wait for replies after the last send")
     ap.add_argument("--compression", action="store_true", help="negotiate permessage-deflate (ws-websockets only)")
@@ -95,7 +101,10 @@ def summary_table(result: LoadResult):
     if result.connect_ms:
         xs = sorted(result.connect_ms)
         t.add_row("connect ms", f"p50 {xs[len(xs) // 2]:.2f}  p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.2f}  max {xs[-1]:.2f}")
-    t.add_row("messages", f"sent {result.sent}, received {result.received} of {result.expected} expected, lost {result.lost}, unsent {result.unsent}")
+    t.add_row(
+        "messages",
+        f"sent {result.sent}, received {result.received} of {result.expected} expected, lost {result.lost}, unsent {result.unsent}",
+    )
     t.add_row("rate msg/s", f"sent {result.achieved_rate:,.0f}, received {result.received_rate:,.0f} over {result.duration_s:.1f} s")
     t.add_row("latency ms (from intended send)", _ms(result.latency_ms))
     t.add_row("service ms (from actual send)", _ms(result.service_ms))

@@ -56,8 +56,8 @@ from harness.load.schedules import (
 )
 from harness.load.spec import CLIENT_BOUND_CPU, CLIENT_BOUND_LAG_MS, LoadResult, LoadSpec
 from harness.load.system import raise_nofile_limit
-from harness.process import pin_current
 from harness.load.timer import PreciseTimer
+from harness.process import pin_current
 
 __all__ = ["run_load", "Share", "STARTUP_TIMEOUT_S", "CLOSE_TIMEOUT_S", "MAX_ERRORS"]
 
@@ -266,7 +266,7 @@ class _Generator:
             try:
                 async with asyncio.timeout(spec.connect_timeout_s):
                     await conn.joined
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 conn.alive = False
                 self.errors[f"join: no 'joined' reply in {spec.connect_timeout_s:g} s"] += 1
                 conn.joined.cancel()
@@ -286,8 +286,9 @@ class _Generator:
         if spec.closed_loop:
             if self.interval is None and pipelined:
                 # Back to back: driven from the client's data callback, no task or future per message.
-                conn.pipe = client.start_echo_pipeline(conn.id, self.payload, spec.window, end, self.latency, self.service, self.lag,
-                                                       self.tally)
+                conn.pipe = client.start_echo_pipeline(
+                    conn.id, self.payload, spec.window, end, self.latency, self.service, self.lag, self.tally
+                )
                 if not self._ticking and spec.window > 1:
                     self._ticking = True
                     self._tick(asyncio.get_running_loop(), end, time.time_ns(), 0)
@@ -353,7 +354,7 @@ class _Generator:
             if due is None or due > now:
                 # Sleep until the next send, or until a new connection is scheduled.
                 wake = self._wake = loop.create_future()
-                entry = timer.call_at(schedule.end_ns if due is None else due, lambda: _resolve(wake))
+                entry = timer.call_at(schedule.end_ns if due is None else due, lambda wake=wake: _resolve(wake))
                 try:
                     await wake
                 finally:
@@ -539,7 +540,12 @@ class _Process:
     def __init__(self, ctx: Any, spec: LoadSpec, share: Share) -> None:
         self.share = share
         self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_generator_main, args=(spec.to_dict(), share, child, adapter_path(spec.transport)), name=f"load-generator-{share.index}", daemon=True)
+        self.proc = ctx.Process(
+            target=_generator_main,
+            args=(spec.to_dict(), share, child, adapter_path(spec.transport)),
+            name=f"load-generator-{share.index}",
+            daemon=True,
+        )
         self.proc.start()
         child.close()  # so the parent sees EOF when the child dies
         self.alive = True

@@ -115,7 +115,9 @@ async def hold_idle(
     return held
 
 
-def _idle_generator_main(url: str, transport: str, n: int, hold_s: float, concurrency: int, connect_timeout_s: float, allow_remote: bool, channel: Any) -> None:
+def _idle_generator_main(
+    url: str, transport: str, n: int, hold_s: float, concurrency: int, connect_timeout_s: float, allow_remote: bool, channel: Any
+) -> None:
     """A spawned generator process: open ``n`` idle connections, report its own memory, close when told."""
     import signal
 
@@ -129,7 +131,9 @@ def _idle_generator_main(url: str, transport: str, n: int, hold_s: float, concur
 
         async def main() -> dict[str, Any]:
             rss_before = me.memory_info().rss
-            held = await hold_idle(url, transport, n, connect_timeout_s=connect_timeout_s, concurrency=concurrency, allow_remote=allow_remote)
+            held = await hold_idle(
+                url, transport, n, connect_timeout_s=connect_timeout_s, concurrency=concurrency, allow_remote=allow_remote
+            )
             try:
                 await asyncio.sleep(hold_s)  # held open, answering the server's pings
                 stats = {
@@ -185,8 +189,12 @@ def run_idle_generator(
     check_loopback_url(url, allow_remote)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_idle_generator_main, args=(url, transport, n, hold_s, concurrency, connect_timeout_s, allow_remote, child),
-                       name="idle-generator", daemon=True)
+    proc = ctx.Process(
+        target=_idle_generator_main,
+        args=(url, transport, n, hold_s, concurrency, connect_timeout_s, allow_remote, child),
+        name="idle-generator",
+        daemon=True,
+    )
     proc.start()
     child.close()
     limit = timeout_s if timeout_s is not None else 60.0 + hold_s + n * connect_timeout_s / max(1, concurrency)

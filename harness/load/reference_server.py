@@ -174,7 +174,9 @@ class _RawEchoProtocol(asyncio.Protocol):
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
             key = headers.get("sec-websocket-key", "")
             accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-            self.tr.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n".encode())
+            self.tr.write(
+                f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+            )
             self.open = True
             if not data:
                 return

@@ -100,12 +100,16 @@ def _fmt(x: float | None, spec: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the self-test and print a table (or JSON)."""
     ap = argparse.ArgumentParser(prog="python -m harness.load.selftest", description=__doc__.splitlines()[0])
-    ap.add_argument("--server", default="raw-echo", choices=["raw-echo", "ws", "socketio"], help="reference server (raw-echo is the cheapest)")
+    ap.add_argument(
+        "--server", default="raw-echo", choices=["raw-echo", "ws", "socketio"], help="reference server (raw-echo is the cheapest)"
+    )
     ap.add_argument("--transport", default=None, help="client adapter to test (default: ws, or socketio for the socketio server)")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--processes", type=int, default=1, help="generator processes")
-    ap.add_argument("--window", default="1,16", help="requests outstanding per connection in the closed-loop runs (comma-separated, one run each)")
+    ap.add_argument(
+        "--window", default="1,16", help="requests outstanding per connection in the closed-loop runs (comma-separated, one run each)"
+    )
     ap.add_argument("--rates", default="1000,2000,5000,10000,20000,40000,80000", help="offered total msg/s of the open-model ladder")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -126,12 +130,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}" if args.server == "socketio" else f"ws://127.0.0.1:{port}/"
     rows: list[SelftestRow] = []
     try:
-        base = dict(url=url, transport=args.transport, connections=args.connections, duration_s=args.duration, processes=args.processes, grace_s=2.0, cpu_affinity=gen_cpus)
+        base = dict(
+            url=url,
+            transport=args.transport,
+            connections=args.connections,
+            duration_s=args.duration,
+            processes=args.processes,
+            grace_s=2.0,
+            cpu_affinity=gen_cpus,
+        )
         for w in windows:
             row, _ = measure(f"closed loop, window {w}", LoadSpec(rate=float("inf"), closed_loop=True, window=w, **base), proc.pid)
             rows.append(row)
         for total in (float(r) for r in args.rates.split(",")):
-            row, result = measure(f"open model {total:,.0f} msg/s", LoadSpec(rate=total / args.connections, **base), proc.pid, offered=total)
+            row, result = measure(
+                f"open model {total:,.0f} msg/s", LoadSpec(rate=total / args.connections, **base), proc.pid, offered=total
+            )
             rows.append(row)
             if result.client_bound or result.received < 0.95 * total * result.duration_s:
                 break
@@ -167,20 +181,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"generator self-test: {args.transport} client -> {args.server} server, {args.connections} connections, {args.processes} generator process(es), {ncpu} CPUs")
+    t = Table(
+        title=f"generator self-test: {args.transport} client -> {args.server} server, {args.connections} connections, {args.processes} generator process(es), {ncpu} CPUs"
+    )
     for col in ("run", "sent/s", "recv/s", "gen CPU", "server CPU", "us CPU/msg", "p50 ms", "p99 ms", "lag p99 ms", "lost", "client bound"):
         t.add_column(col)
     for r in rows:
         t.add_row(
-            r.label, f"{r.sent_rate:,.0f}", f"{r.received_rate:,.0f}", f"{r.generator_cpu:.0%}", f"{r.server_cpu:.0%}",
-            _fmt(r.us_per_msg, ".1f"), _fmt(r.p50_ms, ".3f"), _fmt(r.p99_ms, ".3f"), _fmt(r.lag_p99_ms, ".3f"), str(r.lost), "YES" if r.client_bound else "no",
+            r.label,
+            f"{r.sent_rate:,.0f}",
+            f"{r.received_rate:,.0f}",
+            f"{r.generator_cpu:.0%}",
+            f"{r.server_cpu:.0%}",
+            _fmt(r.us_per_msg, ".1f"),
+            _fmt(r.p50_ms, ".3f"),
+            _fmt(r.p99_ms, ".3f"),
+            _fmt(r.lag_p99_ms, ".3f"),
+            str(r.lost),
+            "YES" if r.client_bound else "no",
         )
     console = Console()
     console.print(t)
     if best:
-        console.print(f"Highest open-model rate with the generator not the bottleneck: {best.received_rate:,.0f} msg/s at {best.generator_cpu:.0%} generator CPU.")
+        console.print(
+            f"Highest open-model rate with the generator not the bottleneck: {best.received_rate:,.0f} msg/s at {best.generator_cpu:.0%} generator CPU."
+        )
     if cost:
-        console.print(f"Generator cost: {cost:.1f} us CPU per echoed message (send + receive + latency record), about {1e6 / cost:,.0f} msg/s per generator core.")
+        console.print(
+            f"Generator cost: {cost:.1f} us CPU per echoed message (send + receive + latency record), about {1e6 / cost:,.0f} msg/s per generator core."
+        )
     return 0
 
 

@@ -213,7 +213,18 @@ class LoadResult:
             out["send_lag_p99_ms"] = [float(self.send_lag_ms["p99"])]
         if self.connect_ms:
             out["connect_ms"] = [float(x) for x in self.connect_ms]
-        for name in ("sent", "received", "lost", "unsent", "connect_failed", "dropped", "bytes_out", "bytes_in", "achieved_rate", "received_rate"):
+        for name in (
+            "sent",
+            "received",
+            "lost",
+            "unsent",
+            "connect_failed",
+            "dropped",
+            "bytes_out",
+            "bytes_in",
+            "achieved_rate",
+            "received_rate",
+        ):
             out[name] = [float(getattr(self, name))]
         out["errors"] = [float(self.error_count)]
         out["generator_cpu"] = [float(x) for x in self.generator_cpu]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import resource
-from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = ["raise_nofile_limit", "is_loopback_host", "check_loopback_url"]

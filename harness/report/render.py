@@ -183,7 +183,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "matrix": matrix,
         "best": matrix.best,
         "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
-        "close_call": len(matrix.ranking) > 1 and (matrix.totals[matrix.ranking[0]] - matrix.totals[matrix.ranking[1]]) < 0.05 * matrix.totals[matrix.ranking[0]],
+        "close_call": len(matrix.ranking) > 1
+        and (matrix.totals[matrix.ranking[0]] - matrix.totals[matrix.ranking[1]]) < 0.05 * matrix.totals[matrix.ranking[0]],
         "repeat_winners": [matrix.titles.get(w, w) if w else "incomplete" for w in winners],
         "repeat_wins": sum(1 for w in winners if w == matrix.best),
         "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
@@ -204,7 +205,14 @@ def render_index(spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out
     rows = []
     for number, spike in spikes.items():
         run = runs.get(number)
-        row: dict[str, Any] = {"spike": spike, "doc": None, "status": "no run stored yet", "recommendation": "", "last_run": "", "profile": ""}
+        row: dict[str, Any] = {
+            "spike": spike,
+            "doc": None,
+            "status": "no run stored yet",
+            "recommendation": "",
+            "last_run": "",
+            "profile": "",
+        }
         if run is not None:
             matrix = decision_matrix(spike, run)
             stale = run.spike.get("source_hash") != source_hash(spike)

@@ -7,7 +7,6 @@ stored measurements become scores, tables, charts and findings.
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
@@ -49,7 +48,13 @@ OPTIONS = (
         "SvelteKit (adapter-node + ws)",
         "SvelteKit has no built-in WebSocket support (sveltejs/kit issue 1491), so a custom adapter-node server attaches `ws` to the HTTP "
         "server's upgrade event; the page ships the same native client",
-        ("poc/sveltekit/server.js", "poc/sveltekit/src/routes/+page.svelte", "poc/sveltekit/svelte.config.js", "poc/sveltekit/vite.config.js", "poc/native_ws/client.js"),
+        (
+            "poc/sveltekit/server.js",
+            "poc/sveltekit/src/routes/+page.svelte",
+            "poc/sveltekit/svelte.config.js",
+            "poc/sveltekit/vite.config.js",
+            "poc/native_ws/client.js",
+        ),
         ("@sveltejs/kit", "@sveltejs/adapter-node", "@sveltejs/vite-plugin-svelte", "svelte", "vite", "ws"),
     ),
 )
@@ -129,7 +134,6 @@ SCENARIOS = (
 
 def _m(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
     return None if sr is None else sr.median(name, **tags)
-
 
 
 def _ms(x: float | None) -> str:
@@ -235,7 +239,9 @@ class WebSocketImplSpike(Spike):
                     f"broadcast p99 {_ms(_m(run.ok('broadcast', o), 'latency_p99_ms'))} in a room of {run.ok('broadcast', o).params['room_size']}",
                 )
             if gz[o] is not None:
-                s["Cost"] = CriterionScore(10 * gz[o], f"{fmt_num(_m(run.ok('bundle', o), 'bundle_gzip_bytes'))} B of gzipped JavaScript per page load")  # type: ignore[arg-type]
+                s["Cost"] = CriterionScore(
+                    10 * gz[o], f"{fmt_num(_m(run.ok('bundle', o), 'bundle_gzip_bytes'))} B of gzipped JavaScript per page load"
+                )  # type: ignore[arg-type]
             scores[o] = s
         formulas = {
             "Performance": "10 x the geometric mean, over the connection counts, of (this option's closed-loop echo throughput / the best) and "
@@ -270,23 +276,64 @@ class WebSocketImplSpike(Spike):
                     ("p99.9 latency, open model", "open_latency_p99.9_ms", _ms),
                     ("server CPU, closed loop", "closed_server_cpu", lambda v: f"{v:.2f} cores"),
                 ):
-                    rows.append([f"{n}", label, *(fmt(v) if (v := _m(run.ok("echo", o), name, connections=n)) is not None else "not run" for o in opts)])
+                    rows.append(
+                        [
+                            f"{n}",
+                            label,
+                            *(fmt(v) if (v := _m(run.ok("echo", o), name, connections=n)) is not None else "not run" for o in opts),
+                        ]
+                    )
             echo_params = next(sr.params for sr in run.scenarios if sr.scenario == "echo" and sr.status == "ok")
             rate, window = echo_params["total_rate"], echo_params.get("window", 1)
-            closed = ("each connection sends its next message when the echo arrives" if window == 1 else
-                      f"each connection keeps {window} requests outstanding and sends the next as each echo arrives")
-            content.tables.append(Table("Echo: throughput and latency by connections", ["Connections", "Metric", *head], rows,
-                                        f"Open model: {fmt_num(rate)} messages/s in total, spread over the connections; latency from each message's intended "
-                                        f"send time. Closed loop: {closed}. Medians over repeats."))
+            closed = (
+                "each connection sends its next message when the echo arrives"
+                if window == 1
+                else f"each connection keeps {window} requests outstanding and sends the next as each echo arrives"
+            )
+            content.tables.append(
+                Table(
+                    "Echo: throughput and latency by connections",
+                    ["Connections", "Metric", *head],
+                    rows,
+                    f"Open model: {fmt_num(rate)} messages/s in total, spread over the connections; latency from each message's intended "
+                    f"send time. Closed loop: {closed}. Medians over repeats.",
+                )
+            )
             client_bound = self._client_bound(run)
             if client_bound:
-                content.notes.append("**Client-bound runs** (the load generator, not the server, was the limit; those numbers are a floor for the server): "
-                                     + "; ".join(client_bound) + ".")
-            content.charts.append(Chart("throughput", "Echo throughput by connections (closed loop)", "bar", "echoes per second",
-                                        {titles[o]: [self._throughput(run, o, n) for n in counts] for o in opts}, counts, xlabel="connections"))
-            content.charts.append(Chart("latency", "Echo latency percentiles at the most connections (open model)", "bar", "ms (log scale)",
-                                        {titles[o]: [_m(run.ok("echo", o), f"open_latency_{p}_ms", connections=counts[-1]) for p in ("p50", "p90", "p99", "p99.9")] for o in opts},
-                                        ["p50", "p90", "p99", "p99.9"], log_y=True, caption=f"{counts[-1]} connections; latency from the intended send time."))
+                content.notes.append(
+                    "**Client-bound runs** (the load generator, not the server, was the limit; those numbers are a floor for the server): "
+                    + "; ".join(client_bound)
+                    + "."
+                )
+            content.charts.append(
+                Chart(
+                    "throughput",
+                    "Echo throughput by connections (closed loop)",
+                    "bar",
+                    "echoes per second",
+                    {titles[o]: [self._throughput(run, o, n) for n in counts] for o in opts},
+                    counts,
+                    xlabel="connections",
+                )
+            )
+            content.charts.append(
+                Chart(
+                    "latency",
+                    "Echo latency percentiles at the most connections (open model)",
+                    "bar",
+                    "ms (log scale)",
+                    {
+                        titles[o]: [
+                            _m(run.ok("echo", o), f"open_latency_{p}_ms", connections=counts[-1]) for p in ("p50", "p90", "p99", "p99.9")
+                        ]
+                        for o in opts
+                    },
+                    ["p50", "p90", "p99", "p99.9"],
+                    log_y=True,
+                    caption=f"{counts[-1]} connections; latency from the intended send time.",
+                )
+            )
         # Broadcast, memory, bundle.
         rows = []
         for label, scen, name, fmt in (
@@ -305,8 +352,16 @@ class WebSocketImplSpike(Spike):
                 v = _m(sr, name, **tags)
                 cells.append(fmt(v) if v is not None else self._why_missing(run, scen, o))
             rows.append([label, *cells])
-        rows[4:4] = [["memory per idle connection, range of the repeats", *(self._memory_spread(run, o, "memory_per_connection_bytes", "repeats") for o in opts)],
-                     ["memory per idle connection, range of single servers", *(self._memory_spread(run, o, "server_memory_per_connection_bytes", "servers") for o in opts)]]
+        rows[4:4] = [
+            [
+                "memory per idle connection, range of the repeats",
+                *(self._memory_spread(run, o, "memory_per_connection_bytes", "repeats") for o in opts),
+            ],
+            [
+                "memory per idle connection, range of single servers",
+                *(self._memory_spread(run, o, "server_memory_per_connection_bytes", "servers") for o in opts),
+            ],
+        ]
         params = {sr.scenario: sr.params for sr in run.scenarios}
         caption = []
         if "broadcast" in params:
@@ -314,14 +369,29 @@ class WebSocketImplSpike(Spike):
             caption.append(f"Broadcast: a room of {b['room_size']}, {b['senders']} senders at {b['rate']} msg/s each.")
         if "memory" in params:
             m = params["memory"]
-            quiet = f"; each RSS reading once it held within {fmt_num(m['tolerance_bytes'] / 1024, 'KiB')} for {m['quiet_s']:g} s" if "quiet_s" in m and "tolerance_bytes" in m else ""
-            servers = f"; each repeat is the median of {m['servers']} fresh servers run side by side, each with its own connections" if m.get("servers", 1) > 1 else ""
+            quiet = (
+                f"; each RSS reading once it held within {fmt_num(m['tolerance_bytes'] / 1024, 'KiB')} for {m['quiet_s']:g} s"
+                if "quiet_s" in m and "tolerance_bytes" in m
+                else ""
+            )
+            servers = (
+                f"; each repeat is the median of {m['servers']} fresh servers run side by side, each with its own connections"
+                if m.get("servers", 1) > 1
+                else ""
+            )
             caption.append(f"Memory: {m['connections']} idle connections{quiet}{servers}.")
-            unsettled = [f"{titles[o]} repeat {i + 1} ({', '.join(f['unsettled'])})" for o in opts if (sr := run.ok("memory", o))
-                         for i, f in enumerate(sr.facts) if f.get("unsettled")]
+            unsettled = [
+                f"{titles[o]} repeat {i + 1} ({', '.join(f['unsettled'])})"
+                for o in opts
+                if (sr := run.ok("memory", o))
+                for i, f in enumerate(sr.facts)
+                if f.get("unsettled")
+            ]
             if unsettled:
-                content.notes.append(f"**Memory still moving:** RSS did not hold still within {m['max_wait_s']:g} s for {'; '.join(unsettled)}; "
-                                     "those readings are the median of the last window and may be off.")
+                content.notes.append(
+                    f"**Memory still moving:** RSS did not hold still within {m['max_wait_s']:g} s for {'; '.join(unsettled)}; "
+                    "those readings are the median of the last window and may be off."
+                )
         content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows, " ".join(caption)))
         mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
         content.charts.append(Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"]))
@@ -338,26 +408,61 @@ class WebSocketImplSpike(Spike):
                 else:
                     row.append(("yes" if f["value"] else "unknown" if f["value"] is None else "no") + f": {f['evidence']}")
             rows.append(row)
-        content.tables.append(Table("Features, probed against the running server", ["Feature", *head], rows,
-                                    "A probe that crashed shows as unknown and does not count for or against the option."))
+        content.tables.append(
+            Table(
+                "Features, probed against the running server",
+                ["Feature", *head],
+                rows,
+                "A probe that crashed shows as unknown and does not count for or against the option.",
+            )
+        )
         # Reconnection.
         rows = []
         for mode, what in (("restart", "server killed and restarted"), ("drop", "connection cut, server up")):
-            for label, show in (("time to next echo, median (min-max)", self._recovery_cell), ("messages lost, all runs", self._lost_cell),
-                                ("runs that recovered", self._recovered_cell)):
-                rows.append([what, label, *(show(sr, mode) if (sr := run.ok("reconnect", o)) else self._why_missing(run, "reconnect", o) for o in opts)])
-        content.tables.append(Table("Reconnection of each option's browser client (Chromium)", ["Fault", "Metric", *head], rows,
-                                    f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every {params['reconnect']['interval_ms']} ms."
-                                    if "reconnect" in params else ""))
+            for label, show in (
+                ("time to next echo, median (min-max)", self._recovery_cell),
+                ("messages lost, all runs", self._lost_cell),
+                ("runs that recovered", self._recovered_cell),
+            ):
+                rows.append(
+                    [
+                        what,
+                        label,
+                        *(show(sr, mode) if (sr := run.ok("reconnect", o)) else self._why_missing(run, "reconnect", o) for o in opts),
+                    ]
+                )
+        content.tables.append(
+            Table(
+                "Reconnection of each option's browser client (Chromium)",
+                ["Fault", "Metric", *head],
+                rows,
+                f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every {params['reconnect']['interval_ms']} ms."
+                if "reconnect" in params
+                else "",
+            )
+        )
         note = self._headroom_note(run)
         if note:
             content.notes.append(note)
-        content.tables.append(Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"],
-                                    [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity]))
+        content.tables.append(
+            Table(
+                "Implementation size (complexity criterion)",
+                ["Option", "Lines of POC code", "Third-party dependencies"],
+                [
+                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
+                    for o in opts
+                    if o in run.complexity
+                ],
+            )
+        )
         content.notes.append(
             "The load generator is the harness's own (`harness/load`), in a separate process; Socket.IO is driven with its raw-protocol client because "
-            "python-socketio's client costs as much CPU as the server. " + (
-                "Server and generator were pinned to different cores." if run.machine.get("cpu_count_logical", 1) >= 2 else "The machine has one core: no pinning.")
+            "python-socketio's client costs as much CPU as the server. "
+            + (
+                "Server and generator were pinned to different cores."
+                if run.machine.get("cpu_count_logical", 1) >= 2
+                else "The machine has one core: no pinning."
+            )
         )
         content.findings = self._findings(run)
         return content
@@ -372,7 +477,11 @@ class WebSocketImplSpike(Spike):
             return "not measured"
         xs = (m.repeat_medians() if what == "repeats" else m.samples) if m else []
         med = statistics.median(xs) if xs else 0
-        return f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} {what} ({(max(xs) - min(xs)) / med:.0%} of the median)" if len(xs) > 1 and med else f"one {what[:-1]}"
+        return (
+            f"{_kib(min(xs))}-{_kib(max(xs))} over {len(xs)} {what} ({(max(xs) - min(xs)) / med:.0%} of the median)"
+            if len(xs) > 1 and med
+            else f"one {what[:-1]}"
+        )
 
     def _headroom_note(self, run: RunResult) -> str | None:
         """The generator's ceiling against the fastest POC server's throughput, at the same connections and window, from the stored runs."""
@@ -392,8 +501,10 @@ class WebSocketImplSpike(Spike):
         ceiling = gen.measurement("generator_received_rate").median
         cpu = gen.measurement("generator_generator_cpu").median
         plural = "s" if window != 1 else ""
-        text = (f"**Generator headroom.** Closed loop at {at} connections with {window} request{plural} outstanding per connection: "
-                f"against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core")
+        text = (
+            f"**Generator headroom.** Closed loop at {at} connections with {window} request{plural} outstanding per connection: "
+            f"against a bare echo server the load generator reached {fmt_num(ceiling)} echoes/s using {cpu:.2f} of a core"
+        )
         us = _m(gen, "generator_generator_us_per_msg")
         if us:
             text += f" ({us:.2f} us of generator CPU per echo, about {fmt_num(1e6 / us)} echoes per generator core-second)"
@@ -405,8 +516,10 @@ class WebSocketImplSpike(Spike):
         if fcpu is not None:
             text += f" with the generator at {fcpu:.2f} of a core"
         if window != echo_window:
-            return text + (f". The echo runs used a window of {echo_window}, not {window}: the two are not comparable, so this run does "
-                           "not show whether the generator had headroom.")
+            return text + (
+                f". The echo runs used a window of {echo_window}, not {window}: the two are not comparable, so this run does "
+                "not show whether the generator had headroom."
+            )
         ratio = ceiling / fastest
         text += f". The generator drove {ratio:.1f}x the fastest server's throughput"
         if ratio >= 2:
@@ -414,16 +527,20 @@ class WebSocketImplSpike(Spike):
         # Below 2x in this run, but was the generator the limit? Its CPU time per echo says what one core of it sustains.
         per_core = 1e6 / us if us else None
         if per_core and cpu < CLIENT_BOUND_CPU and per_core >= 2 * fastest:
-            return text + (f", while using only {cpu:.2f} of a core: the bare echo server, not the generator, limited this run. At its "
-                           f"measured cost one generator core sustains {per_core / fastest:.1f}x the fastest server's throughput, so the echo "
-                           "results are the servers' limits.")
+            return text + (
+                f", while using only {cpu:.2f} of a core: the bare echo server, not the generator, limited this run. At its "
+                f"measured cost one generator core sustains {per_core / fastest:.1f}x the fastest server's throughput, so the echo "
+                "results are the servers' limits."
+            )
         return text + "; below 2x, so the highest echo results may be partly the generator's limit."
 
     @staticmethod
     def _bound(run: RunResult, option: str, n: str, kind: str) -> bool:
         """Whether the load generator was the limit in an echo run (``kind``: open or closed) at ``n`` connections."""
         sr = run.ok("echo", option)
-        return bool(sr) and any(f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts)
+        return bool(sr) and any(
+            f.get(f"{kind}_client_bound") and str(f.get(f"{kind}_load_spec", {}).get("connections")) == n for f in sr.facts
+        )
 
     def _client_bound(self, run: RunResult) -> list[str]:
         out = []

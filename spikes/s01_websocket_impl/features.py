@@ -60,8 +60,7 @@ STALL_S = 1.0
 BACKPRESSURE_MECHANISMS = {
     "native": "websockets: send() waits while the write buffer is above write_limit (32 KiB), "
     "and reading pauses once max_queue (16) frames wait unread",
-    "socketio": "python-engineio: outgoing packets wait in an unbounded asyncio.Queue per client, "
-    "and the server keeps reading",
+    "socketio": "python-engineio: outgoing packets wait in an unbounded asyncio.Queue per client, and the server keeps reading",
     "sveltekit": "ws: send() always goes to socket.write(), which buffers in memory past the kernel's buffer; "
     "watching bufferedAmount is left to the app",
 }
@@ -140,7 +139,9 @@ async def probe_acknowledgements(url: str, transport: str) -> Feature:
     """Socket.IO: an ``echo`` emitted with a callback must be acknowledged with its data; WebSocket has no acks."""
     if transport != "socketio":
         # Nothing to probe: the protocol has no acknowledgement, so this cell is a fact about RFC 6455, and says so.
-        return _feature(False, "protocol fact, not probed: RFC 6455 frames carry no message id or acknowledgement; the app must add ids and answers")
+        return _feature(
+            False, "protocol fact, not probed: RFC 6455 frames carry no message id or acknowledgement; the app must add ids and answers"
+        )
     data = {"seq": 7, "t": time.time_ns(), "c": 0, "d": "ack?"}
     async with _sio_client(url) as client:
         t0 = time.perf_counter()
@@ -198,7 +199,9 @@ async def probe_fallback(url: str, transport: str) -> Feature:
     answered = ", ".join(f"GET {p} -> HTTP {s}" for p, s in statuses.items())
     if polls:
         return _feature(True, f"an HTTP long-polling endpoint answered with a session ({answered})")
-    return _feature(False, f"no HTTP long-polling fallback ({answered}): a client whose network blocks the WebSocket upgrade cannot connect")
+    return _feature(
+        False, f"no HTTP long-polling fallback ({answered}): a client whose network blocks the WebSocket upgrade cannot connect"
+    )
 
 
 async def probe_reconnect(option: str, url: str) -> Feature:
@@ -306,10 +309,16 @@ async def probe_backpressure(url: str, transport: str, total: int = FLOOD_BYTES)
     sent, seconds, stalled, received = await asyncio.to_thread(_flood, url, transport, total, FLOOD_FRAME, STALL_S)
     mb = sent / 2**20
     if stalled:
-        return _feature(True, f"a client that did not read could push {mb:.1f} of {total / 2**20:.0f} MB of echo requests before its sends "
-                              f"blocked for {STALL_S:g} s: the server stopped reading while it could not write")
-    return _feature(False, f"the server read all {mb:.0f} MB of echo requests from a client that did not read ({seconds:.1f} s), never blocking "
-                           f"the sender; the client then read back {received / 2**20:.0f} MB of echoes the server had held in memory")
+        return _feature(
+            True,
+            f"a client that did not read could push {mb:.1f} of {total / 2**20:.0f} MB of echo requests before its sends "
+            f"blocked for {STALL_S:g} s: the server stopped reading while it could not write",
+        )
+    return _feature(
+        False,
+        f"the server read all {mb:.0f} MB of echo requests from a client that did not read ({seconds:.1f} s), never blocking "
+        f"the sender; the client then read back {received / 2**20:.0f} MB of echoes the server had held in memory",
+    )
 
 
 # -- all at once ------------------------------------------------------------------------------

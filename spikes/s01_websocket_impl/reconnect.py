@@ -308,9 +308,7 @@ async def measure_reconnect(
             await asyncio.to_thread(restart)
             t_back = await page.evaluate(now)
         try:
-            await page.wait_for_function(
-                "t => window.__rc.echoes.some(e => e[1] > t)", arg=t_back, timeout=timeout_s * 1000, polling=10
-            )
+            await page.wait_for_function("t => window.__rc.echoes.some(e => e[1] > t)", arg=t_back, timeout=timeout_s * 1000, polling=10)
             recovered = True
         except Exception:  # Playwright's TimeoutError: the client never came back
             recovered = False

@@ -117,7 +117,9 @@ def _load_cpus() -> tuple[int, ...] | None:
 
 def _check_alive(server: ServerProcess) -> None:
     if not server.alive:
-        raise RuntimeError(f"{server.name} exited during the scenario (code {server.returncode}); last log lines: {' | '.join(server.last_log_lines(5))}")
+        raise RuntimeError(
+            f"{server.name} exited during the scenario (code {server.returncode}); last log lines: {' | '.join(server.last_log_lines(5))}"
+        )
 
 
 def run_bundle(ctx: ScenarioContext) -> ScenarioOutput:
@@ -162,9 +164,18 @@ def run_echo(ctx: ScenarioContext) -> ScenarioOutput:
     steps = len(p["connections"])
     with poc_server(ctx) as (server, url):
         for i, n in enumerate(p["connections"]):
-            common = dict(url=url, transport=LOAD_TRANSPORT[ctx.option.key], connections=n, duration_s=p["duration_s"],
-                          payload_bytes=p.get("payload_bytes", 64), processes=1, cpu_affinity=_load_cpus(),
-                          arrival="ramp" if n > 50 else "instant", arrival_s=min(2.0, n / 250), connect_timeout_s=20.0)
+            common = dict(
+                url=url,
+                transport=LOAD_TRANSPORT[ctx.option.key],
+                connections=n,
+                duration_s=p["duration_s"],
+                payload_bytes=p.get("payload_bytes", 64),
+                processes=1,
+                cpu_affinity=_load_cpus(),
+                arrival="ramp" if n > 50 else "instant",
+                arrival_s=min(2.0, n / 250),
+                connect_timeout_s=20.0,
+            )
             # A window leaves connections x window requests in flight at the end: time for a slow server to answer them.
             closed = LoadSpec(rate=math.inf, closed_loop=True, window=p.get("window", 1), grace_s=10.0, **common)
             for j, (prefix, spec) in enumerate((("open_", LoadSpec(rate=p["total_rate"] / n, **common)), ("closed_", closed))):
@@ -184,8 +195,17 @@ def run_broadcast(ctx: ScenarioContext) -> ScenarioOutput:
     out = ScenarioOutput()
     with poc_server(ctx) as (server, url):
         result = run_load(
-            LoadSpec(url=url, transport=LOAD_TRANSPORT[ctx.option.key], connections=p["room_size"], senders=p["senders"], rate=p["rate"],
-                     duration_s=p["duration_s"], mode="broadcast", payload_bytes=p.get("payload_bytes", 64), cpu_affinity=_load_cpus())
+            LoadSpec(
+                url=url,
+                transport=LOAD_TRANSPORT[ctx.option.key],
+                connections=p["room_size"],
+                senders=p["senders"],
+                rate=p["rate"],
+                duration_s=p["duration_s"],
+                mode="broadcast",
+                payload_bytes=p.get("payload_bytes", 64),
+                cpu_affinity=_load_cpus(),
+            )
         )
         _check_alive(server)
     result.add_to(out, "", room=str(p["room_size"]))
@@ -218,8 +238,12 @@ def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
 
         async def hold() -> tuple[list[int], list[SteadyRss]]:
             async with contextlib.AsyncExitStack() as held:
-                idle = [await held.enter_async_context(await hold_idle(url, LOAD_TRANSPORT[ctx.option.key], p["connections"], connect_timeout_s=20.0))
-                        for _, url in servers]
+                idle = [
+                    await held.enter_async_context(
+                        await hold_idle(url, LOAD_TRANSPORT[ctx.option.key], p["connections"], connect_timeout_s=20.0)
+                    )
+                    for _, url in servers
+                ]
                 readings = await asyncio.gather(*(asyncio.to_thread(steady, s.pid) for s, _ in servers))
                 # Connections the server closed while RSS settled no longer cost it anything: divide by those still open.
                 return [i.alive for i in idle], list(readings)
@@ -238,8 +262,12 @@ def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
     out.add("rss_wait_s", "s", [b.waited_s for b in before], None, state="idle")
     out.add("rss_wait_s", "s", [a.waited_s for a in after], None, state="connected")
     # A reading taken while RSS was still moving is kept but named in the document.
-    out.facts["unsettled"] = [f"server {i + 1} {state}" for i, (b, a) in enumerate(zip(before, after))
-                              for state, r in (("idle", b), ("connected", a)) if not r.settled]
+    out.facts["unsettled"] = [
+        f"server {i + 1} {state}"
+        for i, (b, a) in enumerate(zip(before, after))
+        for state, r in (("idle", b), ("connected", a))
+        if not r.settled
+    ]
     return out
 
 
@@ -257,7 +285,11 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
         with poc_server(ctx, pinned=False) as (server, url):
             restart = reconnect.kill_and_restart(server, p["down_ms"]) if mode == "restart" else None
             try:
-                r = asyncio.run(reconnect.measure_reconnect(ctx.option.key, url, mode=mode, restart=restart, interval_ms=p["interval_ms"], warmup_s=p["warmup_s"]))
+                r = asyncio.run(
+                    reconnect.measure_reconnect(
+                        ctx.option.key, url, mode=mode, restart=restart, interval_ms=p["interval_ms"], warmup_s=p["warmup_s"]
+                    )
+                )
             except build.ToolMissing as exc:
                 raise NotRunnable(str(exc)) from None
         out.facts[mode] = r
@@ -291,8 +323,17 @@ def run_generator(ctx: ScenarioContext) -> ScenarioOutput:
     )
     with server:
         before = _cpu_seconds(server.pid)
-        result = run_load(LoadSpec(url=f"ws://127.0.0.1:{port}/", connections=p["connections"], rate=math.inf, closed_loop=True,
-                                   window=p.get("window", 1), duration_s=p["duration_s"], cpu_affinity=_load_cpus()))
+        result = run_load(
+            LoadSpec(
+                url=f"ws://127.0.0.1:{port}/",
+                connections=p["connections"],
+                rate=math.inf,
+                closed_loop=True,
+                window=p.get("window", 1),
+                duration_s=p["duration_s"],
+                cpu_affinity=_load_cpus(),
+            )
+        )
         server_s = _cpu_seconds(server.pid) - before
         _check_alive(server)
     out = ScenarioOutput()

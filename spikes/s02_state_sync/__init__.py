@@ -176,13 +176,20 @@ class StateSyncSpike(Spike):
     # -- measurements a score is built from ---------------------------------------------
     @staticmethod
     def _largest(run: RunResult) -> str | None:
-        sizes = [int(m.tags["clients"]) for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")]
+        sizes = [
+            int(m.tags["clients"]) for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")
+        ]
         return str(max(sizes)) if sizes else None
 
     def _checks(self, run: RunResult, o: str) -> tuple[int, int]:
         """Correctness checks passed and made: trace end states, replicas equal, sessions and offline merges converged."""
         passed = total = 0
-        for scen, names in (("trace-replay", ("final_text_equal",)), ("concurrent-trace", ("final_text_equal", "replicas_equal")), ("session", ("converged",)), ("offline", ("merged",))):
+        for scen, names in (
+            ("trace-replay", ("final_text_equal",)),
+            ("concurrent-trace", ("final_text_equal", "replicas_equal")),
+            ("session", ("converged",)),
+            ("offline", ("merged",)),
+        ):
             sr = run.ok(scen, o)
             if sr is None:
                 continue
@@ -210,7 +217,10 @@ class StateSyncSpike(Spike):
         for o in opts:
             s: dict[str, CriterionScore] = {}
             if perf[o] is not None:
-                s["Performance"] = CriterionScore(perf[o], f"{fmt_num(replay[o])} edits/s replaying the first {prefix} edits of automerge-paper; session of {big} clients converges in {_fmt_s(conv[o])}")  # type: ignore[arg-type]
+                s["Performance"] = CriterionScore(
+                    perf[o],
+                    f"{fmt_num(replay[o])} edits/s replaying the first {prefix} edits of automerge-paper; session of {big} clients converges in {_fmt_s(conv[o])}",
+                )  # type: ignore[arg-type]
             if o in cx:
                 s["Complexity"] = CriterionScore(*cx[o])
             passed, total = self._checks(run, o)
@@ -221,9 +231,13 @@ class StateSyncSpike(Spike):
                     f"{passed} of {total} correctness checks passed; {fmt_num(100 * kept)} % of intents lost in the random concurrent workload",
                 )
             if scal[o] is not None:
-                s["Scalability"] = CriterionScore(scal[o], f"{_fmt_b(bw[o])}/s per client and {fmt_num(cpu[o])} % server CPU with {big} clients")  # type: ignore[arg-type]
+                s["Scalability"] = CriterionScore(
+                    scal[o], f"{_fmt_b(bw[o])}/s per client and {fmt_num(cpu[o])} % server CPU with {big} clients"
+                )  # type: ignore[arg-type]
             if cost[o] is not None:
-                s["Cost"] = CriterionScore(cost[o], f"server RSS growth {_fmt_b(rss[o])} with {big} clients; {_fmt_b(merge[o])} to merge after the offline period")  # type: ignore[arg-type]
+                s["Cost"] = CriterionScore(
+                    cost[o], f"server RSS growth {_fmt_b(rss[o])} with {big} clients; {_fmt_b(merge[o])} to merge after the offline period"
+                )  # type: ignore[arg-type]
             scores[o] = s
         formulas = {
             "Performance": "10 x the geometric mean of (this option's edits per second / the fastest's, replaying the same first edits of "
@@ -249,15 +263,19 @@ class StateSyncSpike(Spike):
                 size = run.median("intent", o, "edit_message_bytes", kind=kind)
                 if sr is None or size is None:
                     continue
-                lost = sum(sum(m.samples) for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c)
+                lost = sum(
+                    sum(m.samples) for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c
+                )
                 cand.append((lost, size, o))
             if not cand:
                 continue
             cand.sort()
             lost, size, best = cand[0]
             titles = {op.key: op.title for op in self.options}
-            others = "; ".join(f"{titles[o]}: {fmt_num(l)} lost, {_fmt_b(b)}" for l, b, o in cand[1:])
-            rows.append([kind, titles[best], f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"])
+            others = "; ".join(f"{titles[o]}: {fmt_num(n_lost)} lost, {_fmt_b(b)}" for n_lost, b, o in cand[1:])
+            rows.append(
+                [kind, titles[best], f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"]
+            )
         return rows
 
     def report(self, run: RunResult) -> ReportContent:
@@ -281,7 +299,9 @@ class StateSyncSpike(Spike):
                     rec,
                     "Rule: fewest intents of that kind lost in the random concurrent workload, then the fewest bytes one edit of that kind sends. "
                     "Token moves have no lost-intent counter in the workload (a move overwrites the last one by design); in the 'same token moved' "
-                    "case the intents lost were " + ", ".join(f"{titles[o]} {cell('intent', o, 'case_lost', fmt_num, case='same token moved')}" for o in opts) + ".",
+                    "case the intents lost were "
+                    + ", ".join(f"{titles[o]} {cell('intent', o, 'case_lost', fmt_num, case='same token moved')}" for o in opts)
+                    + ".",
                 )
             )
         # Comparison matrix from the issue.
@@ -293,12 +313,32 @@ class StateSyncSpike(Spike):
             conv_row.append(f"{passed} of {total} checks converged/exact" if total else "not run")
         rows.append(conv_row)
         rows.append(["Intent: same-place typing", *(self._case_text(run, o, "same-place typing") for o in opts)])
-        rows.append(["Intents lost, random workload (median share)", *(cell("intent", o, "workload_lost_fraction", lambda v: f"{fmt_num(100 * v)} %") for o in opts)])
+        rows.append(
+            [
+                "Intents lost, random workload (median share)",
+                *(cell("intent", o, "workload_lost_fraction", lambda v: f"{fmt_num(100 * v)} %") for o in opts),
+            ]
+        )
         rows.append(["Offline: merge after reconnect", *(self._offline_text(run, o) for o in opts)])
         rows.append(["Needs a central server", *(self._p2p_text(run, o) for o in opts)])
-        rows.append([f"Bandwidth per client, {big} clients", *(cell("session", o, "bytes_per_client_per_s", lambda v: _fmt_b(v) + "/s", clients=big or "") for o in opts)])
-        rows.append([f"Server CPU, {big} clients (mean)", *(cell("session", o, "server_cpu_percent", lambda v: f"{fmt_num(v)} %", clients=big or "") for o in opts)])
-        rows.append([f"Server memory, {big} clients (peak RSS growth over idle)", *(cell("session", o, "server_rss_growth_bytes", _fmt_b, clients=big or "") for o in opts)])
+        rows.append(
+            [
+                f"Bandwidth per client, {big} clients",
+                *(cell("session", o, "bytes_per_client_per_s", lambda v: _fmt_b(v) + "/s", clients=big or "") for o in opts),
+            ]
+        )
+        rows.append(
+            [
+                f"Server CPU, {big} clients (mean)",
+                *(cell("session", o, "server_cpu_percent", lambda v: f"{fmt_num(v)} %", clients=big or "") for o in opts),
+            ]
+        )
+        rows.append(
+            [
+                f"Server memory, {big} clients (peak RSS growth over idle)",
+                *(cell("session", o, "server_rss_growth_bytes", _fmt_b, clients=big or "") for o in opts),
+            ]
+        )
         rows.append(["Replay memory (peak RSS growth)", *(cell("trace-replay", o, "memory_bytes", _fmt_b) for o in opts)])
         rows.append(["Implementation size", *(f"{run.complexity[o]['loc']} lines" if o in run.complexity else "not run" for o in opts)])
         rows.append(["Library maturity", *(self._maturity(run, o) for o in opts)])
@@ -306,7 +346,10 @@ class StateSyncSpike(Spike):
         # Trace replay.
         tr = [
             ["final text equals the trace's", *(cell("trace-replay", o, "final_text_equal", yes_no) for o in opts)],
-            ["edits replayed", *(fmt_num(run.ok("trace-replay", o).fact.get("edits", 0)) if run.ok("trace-replay", o) else "not run" for o in opts)],
+            [
+                "edits replayed",
+                *(fmt_num(run.ok("trace-replay", o).fact.get("edits", 0)) if run.ok("trace-replay", o) else "not run" for o in opts),
+            ],
             ["replay time, median", *(cell("trace-replay", o, "replay_s", _fmt_s) for o in opts)],
             ["edits per second", *(cell("trace-replay", o, "ops_per_s", fmt_num) for o in opts)],
             ["edits per second, same first edits for all", *(cell("trace-replay", o, "prefix_ops_per_s", fmt_num) for o in opts)],
@@ -314,10 +357,16 @@ class StateSyncSpike(Spike):
             ["final state size", *(cell("trace-replay", o, "state_bytes", _fmt_b) for o in opts)],
             ["peak RSS growth", *(cell("trace-replay", o, "memory_bytes", _fmt_b) for o in opts)],
         ]
-        prefix = [titles[s.option] for s in run.scenarios if s.scenario == "trace-replay" and s.status == "ok" and not s.fact.get("whole_trace")]
-        note = "The whole trace for every option." if not prefix else (
-            f"A prefix of the trace for {', '.join(prefix)} (see 'edits replayed'; LWW sends the whole note on every edit, so its replay grows with the square "
-            "of the trace length, and the quick profile shortens every replay); a prefix's final text is checked against the same edits applied to a Python string."
+        prefix = [
+            titles[s.option] for s in run.scenarios if s.scenario == "trace-replay" and s.status == "ok" and not s.fact.get("whole_trace")
+        ]
+        note = (
+            "The whole trace for every option."
+            if not prefix
+            else (
+                f"A prefix of the trace for {', '.join(prefix)} (see 'edits replayed'; LWW sends the whole note on every edit, so its replay grows with the square "
+                "of the trace length, and the quick profile shortens every replay); a prefix's final text is checked against the same edits applied to a Python string."
+            )
         )
         content.tables.append(Table("Replay of automerge-paper", header, tr, note))
         crdt = run.ok("trace-replay", "crdt")
@@ -329,17 +378,40 @@ class StateSyncSpike(Spike):
                 ["through this spike's CrdtReplica", _fmt_s(h), fmt_num(crdt.median("bytes_per_op") or 0)],
                 ["ratio, per round", ", ".join(f"{r:.2f}x" for r in ratio) + f" (median {statistics.median(ratio):.2f}x; target 1.2x)", ""],
             ]
-            content.tables.append(Table("CRDT replay: this spike's code against pycrdt directly", ["Replay", "Time, median", "Bytes per edit"], rows, "Rounds interleaved in one process, same edits, one transaction per edit, each update applied to a second document."))
+            content.tables.append(
+                Table(
+                    "CRDT replay: this spike's code against pycrdt directly",
+                    ["Replay", "Time, median", "Bytes per edit"],
+                    rows,
+                    "Rounds interleaved in one process, same edits, one transaction per edit, each update applied to a second document.",
+                )
+            )
             batches = sorted({m.tags["batch"] for m in crdt.find("batch_replay_s")}, key=int)
             content.tables.append(
                 Table(
                     "CRDT: edits per transaction",
                     ["Edits per transaction", "Replay time", "Update bytes per edit", "Final document size"],
-                    [[b, _fmt_s(crdt.median("batch_replay_s", batch=b)), fmt_num(crdt.median("batch_bytes_per_edit", batch=b) or 0), _fmt_b(crdt.median("batch_state_bytes", batch=b))] for b in batches],
+                    [
+                        [
+                            b,
+                            _fmt_s(crdt.median("batch_replay_s", batch=b)),
+                            fmt_num(crdt.median("batch_bytes_per_edit", batch=b) or 0),
+                            _fmt_b(crdt.median("batch_state_bytes", batch=b)),
+                        ]
+                        for b in batches
+                    ],
                 )
             )
             content.charts.append(
-                Chart("crdt-batching", "pycrdt replay time by edits per transaction", "bar", "seconds", {"replay time": [crdt.median("batch_replay_s", batch=b) for b in batches]}, batches, xlabel="edits per transaction")
+                Chart(
+                    "crdt-batching",
+                    "pycrdt replay time by edits per transaction",
+                    "bar",
+                    "seconds",
+                    {"replay time": [crdt.median("batch_replay_s", batch=b) for b in batches]},
+                    batches,
+                    xlabel="edits per transaction",
+                )
             )
         # Concurrent trace.
         copts = [o for o in opts if run.result("concurrent-trace", o) is not None]
@@ -364,7 +436,14 @@ class StateSyncSpike(Spike):
         cases = next((run.ok("intent", o).fact.get("cases", {}) for o in opts if run.ok("intent", o)), {})
         if cases:
             rows = [[name, *(self._case_text(run, o, name) for o in opts)] for name in cases]
-            content.tables.append(Table("Intent cases (two users, concurrent)", ["Case", *(titles[o] for o in opts)], rows, "Intents lost, and the outcome every replica agreed on."))
+            content.tables.append(
+                Table(
+                    "Intent cases (two users, concurrent)",
+                    ["Case", *(titles[o] for o in opts)],
+                    rows,
+                    "Intents lost, and the outcome every replica agreed on.",
+                )
+            )
             kinds = ["note_insert", "note_delete", "stroke_add", "stroke_delete", "stroke_extend", "extend_of_deleted_stroke"]
             rows = [[k.replace("_", " "), *(cell("intent", o, "workload_lost", lambda v: fmt_num(v), kind=k) for o in opts)] for k in kinds]
             p = next((s.params for s in run.scenarios if s.scenario == "intent"), {})
@@ -378,9 +457,16 @@ class StateSyncSpike(Spike):
                 )
             )
             rows = [[k, *(cell("intent", o, "edit_message_bytes", _fmt_b, kind=k) for o in opts)] for k in _sc.KINDS]
-            content.tables.append(Table(f"Bytes one edit sends, by kind (note of {p.get('note_chars')} characters)", ["Edit", *(titles[o] for o in opts)], rows))
+            content.tables.append(
+                Table(
+                    f"Bytes one edit sends, by kind (note of {p.get('note_chars')} characters)", ["Edit", *(titles[o] for o in opts)], rows
+                )
+            )
         # Sessions.
-        sizes = sorted({m.tags["clients"] for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")}, key=int)
+        sizes = sorted(
+            {m.tags["clients"] for sr in run.scenarios if sr.scenario == "session" and sr.status == "ok" for m in sr.find("converged")},
+            key=int,
+        )
         if sizes:
             rows = []
             for n in sizes:
@@ -396,13 +482,33 @@ class StateSyncSpike(Spike):
                     rows.append([f"{n} clients: {label}", *(cell("session", o, name, fmt, clients=n) for o in opts)])
             p = next((s.params for s in run.scenarios if s.scenario == "session"), {})
             content.tables.append(
-                Table("Session over the real server", header, rows, f"{p.get('rate')} edits/s per client for {p.get('duration_s')} s, {p.get('latency_ms')} ms injected each way; medians over repeats.")
+                Table(
+                    "Session over the real server",
+                    header,
+                    rows,
+                    f"{p.get('rate')} edits/s per client for {p.get('duration_s')} s, {p.get('latency_ms')} ms injected each way; medians over repeats.",
+                )
             )
             content.charts.append(
-                Chart("session-bandwidth", "Bytes per client per second by session size", "bar", "bytes/s (log scale)", {titles[o]: [run.median("session", o, "bytes_per_client_per_s", clients=n) for n in sizes] for o in opts}, [f"{n} clients" for n in sizes], log_y=True)
+                Chart(
+                    "session-bandwidth",
+                    "Bytes per client per second by session size",
+                    "bar",
+                    "bytes/s (log scale)",
+                    {titles[o]: [run.median("session", o, "bytes_per_client_per_s", clients=n) for n in sizes] for o in opts},
+                    [f"{n} clients" for n in sizes],
+                    log_y=True,
+                )
             )
             content.charts.append(
-                Chart("session-convergence", "Convergence time after the last edit", "bar", "seconds", {titles[o]: [run.median("session", o, "convergence_s", clients=n) for n in sizes] for o in opts}, [f"{n} clients" for n in sizes])
+                Chart(
+                    "session-convergence",
+                    "Convergence time after the last edit",
+                    "bar",
+                    "seconds",
+                    {titles[o]: [run.median("session", o, "convergence_s", clients=n) for n in sizes] for o in opts},
+                    [f"{n} clients" for n in sizes],
+                )
             )
         rows = [
             ["offline edits", *(cell("offline", o, "offline_edits", fmt_num) for o in opts)],
@@ -412,17 +518,42 @@ class StateSyncSpike(Spike):
             ["lost intents", *(cell("offline", o, "lost_intents", fmt_num) for o in opts)],
         ]
         p = next((s.params for s in run.scenarios if s.scenario == "offline"), {})
-        content.tables.append(Table("Offline editing, then reconnect", header, rows, f"{p.get('offline_s')} s offline at {p.get('rate')} edits/s per client, {p.get('latency_ms')} ms injected each way."))
+        content.tables.append(
+            Table(
+                "Offline editing, then reconnect",
+                header,
+                rows,
+                f"{p.get('offline_s')} s offline at {p.get('rate')} edits/s per client, {p.get('latency_ms')} ms injected each way.",
+            )
+        )
         content.charts.append(
-            Chart("replay-time", "automerge-paper replay time", "bar", "seconds (log scale)", {titles[o]: [run.median("trace-replay", o, "replay_s")] for o in opts}, ["replay"], log_y=True)
+            Chart(
+                "replay-time",
+                "automerge-paper replay time",
+                "bar",
+                "seconds (log scale)",
+                {titles[o]: [run.median("trace-replay", o, "replay_s")] for o in opts},
+                ["replay"],
+                log_y=True,
+            )
         )
         content.tables.append(
-            Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"], [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity])
+            Table(
+                "Implementation size (complexity criterion)",
+                ["Option", "Lines of POC code", "Third-party dependencies"],
+                [
+                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
+                    for o in opts
+                    if o in run.complexity
+                ],
+            )
         )
         content.findings = criterion_findings(self.score(run), ("Performance", "Maintenance", "Scalability", "Cost", "Complexity"))
         content.findings += self._intent_findings(run)
         content.notes.append(f"Data: {CREDIT}")
-        content.notes.append("Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these tables by the formulas under the matrix.")
+        content.notes.append(
+            "Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these tables by the formulas under the matrix."
+        )
         return content
 
     # -- cells built from facts -------------------------------------------------------

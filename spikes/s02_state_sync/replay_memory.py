@@ -17,7 +17,6 @@ from spikes.s02_state_sync import traces
 __all__ = ["main"]
 
 
-
 def main(argv: list[str]) -> int:
     """``python -m spikes.s02_state_sync.replay_memory OPTION EDITS``: replay in this fresh process, print peak RSS growth as JSON."""
     option, edits = argv[0], int(argv[1])

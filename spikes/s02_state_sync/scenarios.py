@@ -57,7 +57,12 @@ OFFLINE_QUICK = {"offline_s": 3.0, "rate": 5.0}
 def _memory_child(option: str, edits: int) -> dict[str, Any]:
     """Peak RSS growth of a replay, in a fresh process (pycrdt's memory lives outside Python's allocator)."""
     res = subprocess.run(
-        [sys.executable, "-m", "spikes.s02_state_sync.replay_memory", option, str(edits)], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+        [sys.executable, "-m", "spikes.s02_state_sync.replay_memory", option, str(edits)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if res.returncode != 0:
         raise RuntimeError(f"memory replay of {option} failed: {res.stderr.strip()[-500:]}")
@@ -167,19 +172,31 @@ def _cases(option: str) -> dict[str, dict[str, Any]]:
 
     cases = {"same-place typing": _typing_case(option)}
     cases["same token moved"] = _case(
-        option, lambda r: r.move_token("t", 0.0, 0.0), [lambda r: r.move_token("t", 1.0, 1.0), lambda r: r.move_token("t", 2.0, 2.0)],
+        option,
+        lambda r: r.move_token("t", 0.0, 0.0),
+        [lambda r: r.move_token("t", 1.0, 1.0), lambda r: r.move_token("t", 2.0, 2.0)],
         lambda v: (1, f"token at {v['tokens']['t']}"),
     )
     cases["delete vs extend stroke"] = _case(
-        option, stroke, [lambda r: r.delete_stroke("s"), lambda r: r.extend_stroke("s", [9.0])],
-        lambda v: (1, "stroke deleted, extension lost") if "s" not in v["strokes"] else ((1, "stroke kept, delete lost") if 9.0 in v["strokes"]["s"] else (2, "both lost")),
+        option,
+        stroke,
+        [lambda r: r.delete_stroke("s"), lambda r: r.extend_stroke("s", [9.0])],
+        lambda v: (
+            (1, "stroke deleted, extension lost")
+            if "s" not in v["strokes"]
+            else ((1, "stroke kept, delete lost") if 9.0 in v["strokes"]["s"] else (2, "both lost"))
+        ),
     )
     cases["both extend one stroke"] = _case(
-        option, stroke, [lambda r: r.extend_stroke("s", [1.0]), lambda r: r.extend_stroke("s", [2.0])],
+        option,
+        stroke,
+        [lambda r: r.extend_stroke("s", [1.0]), lambda r: r.extend_stroke("s", [2.0])],
         lambda v: (sum(1 for p in (1.0, 2.0) if p not in v["strokes"].get("s", [])), f"points {v['strokes'].get('s')}"),
     )
     cases["note edits far apart"] = _case(
-        option, lambda r: r.insert_note(0, "0123456789"), [lambda r: r.insert_note(0, "A"), lambda r: r.insert_note(10, "B")],
+        option,
+        lambda r: r.insert_note(0, "0123456789"),
+        [lambda r: r.insert_note(0, "A"), lambda r: r.insert_note(10, "B")],
         lambda v: (sum(1 for ch in "AB" if ch not in v["note"]), v["note"]),
     )
     return cases
@@ -195,7 +212,11 @@ def _message_bytes(option: str, note_chars: int) -> dict[str, float]:
     if hasattr(r, "client"):  # an OT client waits for the acknowledgement before its next send
         r.client.outstanding = None
     out = {}
-    for kind, edit in (("token positions", lambda: r.move_token("t", 2.0, 3.0)), ("strokes", lambda: r.extend_stroke("s", [7.0, 8.0])), ("note text", lambda: r.insert_note(note_chars // 2, "y"))):
+    for kind, edit in (
+        ("token positions", lambda: r.move_token("t", 2.0, 3.0)),
+        ("strokes", lambda: r.extend_stroke("s", [7.0, 8.0])),
+        ("note text", lambda: r.insert_note(note_chars // 2, "y")),
+    ):
         edit()
         out[kind] = float(sum(len(m) for m in r.take_outbox()))
         if hasattr(r, "client"):

@@ -169,7 +169,9 @@ async def _session(option: str, url: str, n: int, rate: float, duration: float, 
     return SessionResult(n, len(due), duration, conv, [c.sent + c.received for c in clients], ledger.lost(view), ledger.intents, errors)
 
 
-def run_session(option: str, url: str, n: int, rate: float, duration: float, latency: float, seed: int = 1, timeout: float = 60.0) -> SessionResult:
+def run_session(
+    option: str, url: str, n: int, rate: float, duration: float, latency: float, seed: int = 1, timeout: float = 60.0
+) -> SessionResult:
     """N clients edit the tabletop at ``rate`` edits/s each for ``duration`` s, then wait for convergence."""
     return asyncio.run(_session(option, url, n, rate, duration, latency, seed, timeout))
 
@@ -216,6 +218,8 @@ async def _offline(option: str, url: str, offline_s: float, rate: float, latency
     return OfflineResult(n, n + 10, merge, merge_bytes, ledger.lost(view), ledger.intents, errors)
 
 
-def run_offline(option: str, url: str, offline_s: float, rate: float, latency: float, seed: int = 1, timeout: float = 60.0) -> OfflineResult:
+def run_offline(
+    option: str, url: str, offline_s: float, rate: float, latency: float, seed: int = 1, timeout: float = 60.0
+) -> OfflineResult:
     """One client edits while another edits disconnected for ``offline_s``; then it reconnects and both merge."""
     return asyncio.run(_offline(option, url, offline_s, rate, latency, seed, timeout))

@@ -22,7 +22,18 @@ from pycrdt import Doc, Text
 
 from spikes.s02_state_sync import crdt, lww, ot
 
-__all__ = ["DATA", "CREDIT", "load", "apply_patches", "Replay", "replay", "replay_pycrdt_direct", "replay_concurrent_crdt", "replay_concurrent_ot", "TraceError"]
+__all__ = [
+    "DATA",
+    "CREDIT",
+    "load",
+    "apply_patches",
+    "Replay",
+    "replay",
+    "replay_pycrdt_direct",
+    "replay_concurrent_crdt",
+    "replay_concurrent_ot",
+    "TraceError",
+]
 
 DATA = Path(__file__).parent / "data"
 CREDIT = (
@@ -272,7 +283,9 @@ def replay_concurrent_crdt(trace: dict[str, Any], limit: int | None = None) -> R
                 nmsg += 1
     dt = time.perf_counter() - t0
     texts = [str(d.note) for d in docs]
-    return Replay("crdt", len(txns), dt, nbytes, nmsg, texts[0], docs[0].size(), {"replicas_equal": len(set(texts)) == 1, "mapping_failures": 0})
+    return Replay(
+        "crdt", len(txns), dt, nbytes, nmsg, texts[0], docs[0].size(), {"replicas_equal": len(set(texts)) == 1, "mapping_failures": 0}
+    )
 
 
 def replay_concurrent_ot(trace: dict[str, Any], limit: int | None = None) -> Replay:
@@ -327,5 +340,13 @@ def replay_concurrent_ot(trace: dict[str, Any], limit: int | None = None) -> Rep
             nmsg += 1
     dt = time.perf_counter() - t0
     texts = [s.state["note"] for s in sites]
-    return Replay("ot", len(txns), dt, nbytes, nmsg, texts[0], len(texts[0].encode()), {"replicas_equal": texts[0] == texts[1], "mapping_failures": failures})
-
+    return Replay(
+        "ot",
+        len(txns),
+        dt,
+        nbytes,
+        nmsg,
+        texts[0],
+        len(texts[0].encode()),
+        {"replicas_equal": texts[0] == texts[1], "mapping_failures": failures},
+    )

@@ -33,23 +33,39 @@ CROSS_TITLE = "Replay on another instance after logout"
 #: A client process using this much of a core was the bottleneck of a closed-loop run.
 CLIENT_BOUND_CORES = 0.9
 OPTIONS = (
-    Option("jwt-param", "JWT in connection params",
-           "login returns an HS256 JWT; the client presents it in the Sec-WebSocket-Protocol header (or as the first message); stateless logout. "
-           "Weak variant: token in the query string and localStorage, signature not verified, no Origin check, no rate limit, no sequence numbers",
-           (*_SHARED, "poc/jwt_param.py"), ("aiohttp", "PyJWT")),
-    Option("cookie", "Cookie-based auth",
-           "login sets a signed-JWT session cookie (HttpOnly, Secure, SameSite=Strict) checked at the upgrade with the Origin allow-list; stateless "
-           "logout clears the cookie. Weak variant: SameSite=None without HttpOnly, no Origin check, signature not verified, no rate limit",
-           (*_SHARED, "poc/cookie.py"), ("aiohttp", "PyJWT")),
-    Option("refresh", "Token refresh strategy",
-           "short-lived access token sent as the first message and renewed over the open connection; rotating refresh token in an HttpOnly "
-           "SameSite=Strict cookie; close 4001 when a token expires unrenewed; revocation list in the server's memory. Weak variant as jwt-param",
-           (*_SHARED, "poc/refresh.py"), ("aiohttp", "PyJWT")),
-    Option("sessions", "Session management (Redis)",
-           "opaque session id (HttpOnly, Secure, SameSite=Strict cookie) looked up in Redis at the upgrade, several sessions per user; logout deletes "
-           "the session and publishes it, and every instance closes its live connections with 4003. Weak variant: logout only clears the cookie, "
-           "SameSite=None without HttpOnly, no Origin check, no rate limit",
-           (*_SHARED, "poc/sessions.py"), ("aiohttp", "redis")),
+    Option(
+        "jwt-param",
+        "JWT in connection params",
+        "login returns an HS256 JWT; the client presents it in the Sec-WebSocket-Protocol header (or as the first message); stateless logout. "
+        "Weak variant: token in the query string and localStorage, signature not verified, no Origin check, no rate limit, no sequence numbers",
+        (*_SHARED, "poc/jwt_param.py"),
+        ("aiohttp", "PyJWT"),
+    ),
+    Option(
+        "cookie",
+        "Cookie-based auth",
+        "login sets a signed-JWT session cookie (HttpOnly, Secure, SameSite=Strict) checked at the upgrade with the Origin allow-list; stateless "
+        "logout clears the cookie. Weak variant: SameSite=None without HttpOnly, no Origin check, signature not verified, no rate limit",
+        (*_SHARED, "poc/cookie.py"),
+        ("aiohttp", "PyJWT"),
+    ),
+    Option(
+        "refresh",
+        "Token refresh strategy",
+        "short-lived access token sent as the first message and renewed over the open connection; rotating refresh token in an HttpOnly "
+        "SameSite=Strict cookie; close 4001 when a token expires unrenewed; revocation list in the server's memory. Weak variant as jwt-param",
+        (*_SHARED, "poc/refresh.py"),
+        ("aiohttp", "PyJWT"),
+    ),
+    Option(
+        "sessions",
+        "Session management (Redis)",
+        "opaque session id (HttpOnly, Secure, SameSite=Strict cookie) looked up in Redis at the upgrade, several sessions per user; logout deletes "
+        "the session and publishes it, and every instance closes its live connections with 4003. Weak variant: logout only clears the cookie, "
+        "SameSite=None without HttpOnly, no Origin check, no rate limit",
+        (*_SHARED, "poc/sessions.py"),
+        ("aiohttp", "redis"),
+    ),
 )
 
 SCENARIOS = (
@@ -96,7 +112,6 @@ SCENARIOS = (
         max_repeats=2,
     ),
 )
-
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -197,12 +212,17 @@ class AuthSpike(Spike):
             sec = self._security(run, o)
             if sec:
                 blocked, total, through = sec
-                s["Security"] = CriterionScore(10 * blocked / total if total else 0.0, f"blocked {blocked} of {total} attacks with its recommended settings"
-                                               + (f"; got through: {', '.join(through)}" if through else ""))
+                s["Security"] = CriterionScore(
+                    10 * blocked / total if total else 0.0,
+                    f"blocked {blocked} of {total} attacks with its recommended settings"
+                    + (f"; got through: {', '.join(through)}" if through else ""),
+                )
             if r_med[o] is not None and r_cps[o] is not None:
                 xs = self._handshakes(run, o)
-                s["Performance"] = CriterionScore(10 * (r_med[o] * r_cps[o]) ** 0.5,  # type: ignore[operator]
-                                                  f"handshake median {_ms(med[o])}, p99 {_ms(_pct(xs, 99))}; {fmt_num(cps[o] or 0)} authenticated connections/s")
+                s["Performance"] = CriterionScore(
+                    10 * (r_med[o] * r_cps[o]) ** 0.5,  # type: ignore[operator]
+                    f"handshake median {_ms(med[o])}, p99 {_ms(_pct(xs, 99))}; {fmt_num(cps[o] or 0)} authenticated connections/s",
+                )
             if o in cx:
                 s["Complexity"] = CriterionScore(*cx[o])
             ms, frac, sr = revo[o]
@@ -211,15 +231,25 @@ class AuthSpike(Spike):
                 window_ms = 1000 * float(sr.fact.get("window_s", 0))
                 if ms is not None and window_ms:
                     why = core.CLOSE_CODES.get(code, "").split(" (")[0] if code else ""
-                    s["Maintenance"] = CriterionScore(10 * frac * max(0.0, 1 - ms / window_ms), f"a live connection on another instance closed {_ms(ms)} after logout "
-                                                      f"(code {code}{': ' + why if why else ''}) in {frac:.0%} of runs")
+                    s["Maintenance"] = CriterionScore(
+                        10 * frac * max(0.0, 1 - ms / window_ms),
+                        f"a live connection on another instance closed {_ms(ms)} after logout "
+                        f"(code {code}{': ' + why if why else ''}) in {frac:.0%} of runs",
+                    )
                 else:
-                    s["Maintenance"] = CriterionScore(0.0, f"a live connection on another instance was still open {sr.fact.get('window_s')} s after logout")
+                    s["Maintenance"] = CriterionScore(
+                        0.0, f"a live connection on another instance was still open {sr.fact.get('window_s')} s after logout"
+                    )
             if r_mem[o] is not None:
-                s["Scalability"] = CriterionScore(10 * r_mem[o], f"{fmt_num((mem[o] or 0) / 1024)} KiB of server memory per authenticated connection")  # type: ignore[operator]
+                s["Scalability"] = CriterionScore(
+                    10 * r_mem[o], f"{fmt_num((mem[o] or 0) / 1024)} KiB of server memory per authenticated connection"
+                )  # type: ignore[operator]
             if cmds[o] is not None and fewest is not None:
-                s["Cost"] = CriterionScore(10 * (1 + fewest) / (1 + cmds[o]), f"{fmt_num(cmds[o])} Redis command{'' if cmds[o] == 1 else 's'} per authenticated handshake"  # type: ignore[operator]
-                                           + ("" if o == "sessions" else " (no store)"))
+                s["Cost"] = CriterionScore(
+                    10 * (1 + fewest) / (1 + cmds[o]),
+                    f"{fmt_num(cmds[o])} Redis command{'' if cmds[o] == 1 else 's'} per authenticated handshake"  # type: ignore[operator]
+                    + ("" if o == "sessions" else " (no store)"),
+                )
             scores[o] = s
         formulas = {
             "Security": "10 x (attacks the option's recommended setup blocked / attacks that applied to it): the attack battery, plus the revocation "
@@ -250,28 +280,76 @@ class AuthSpike(Spike):
                 rows.append(row)
             totals = []
             if variant == "recommended":
-                rows.append([f"{CROSS_TITLE} (revocation scenario)",
-                             *((f"**{c['outcome']}**: {c['evidence']}" if (c := self.cross_instance_replay(run, o)) else self._why_missing(run, "revocation", o)) for o in opts)])
+                rows.append(
+                    [
+                        f"{CROSS_TITLE} (revocation scenario)",
+                        *(
+                            (
+                                f"**{c['outcome']}**: {c['evidence']}"
+                                if (c := self.cross_instance_replay(run, o))
+                                else self._why_missing(run, "revocation", o)
+                            )
+                            for o in opts
+                        ),
+                    ]
+                )
                 totals = [f"{sec[0]} of {sec[1]}" if (sec := self._security(run, o)) else "not run" for o in opts]
             else:
                 for o in opts:
                     sr = run.ok("attacks", o)
-                    totals.append(f"{int(sr.median('attacks_blocked', variant=variant))} of {int(sr.median('attacks_applicable', variant=variant))}" if sr else "not run")
+                    totals.append(
+                        f"{int(sr.median('attacks_blocked', variant=variant))} of {int(sr.median('attacks_applicable', variant=variant))}"
+                        if sr
+                        else "not run"
+                    )
             rows.append(["**blocked**", *totals])
-            content.tables.append(Table(f"Security matrix, {what}", ["Attack", *(titles[o] for o in opts)], rows,
-                                        "Each cell is what the attack did against a running server, with its evidence; credentials in log lines are replaced by `<credential>`."
-                                        + (" The last attack comes from the revocation scenario (two instances, recommended settings only)." if variant == "recommended" else "")
-                                        + (" The weak variants exist to prove each attack is real: an attack that gets through somewhere here is one the recommended settings had to stop." if variant == "weak" else "")))
+            content.tables.append(
+                Table(
+                    f"Security matrix, {what}",
+                    ["Attack", *(titles[o] for o in opts)],
+                    rows,
+                    "Each cell is what the attack did against a running server, with its evidence; credentials in log lines are replaced by `<credential>`."
+                    + (
+                        " The last attack comes from the revocation scenario (two instances, recommended settings only)."
+                        if variant == "recommended"
+                        else ""
+                    )
+                    + (
+                        " The weak variants exist to prove each attack is real: an attack that gets through somewhere here is one the recommended settings had to stop."
+                        if variant == "weak"
+                        else ""
+                    ),
+                )
+            )
         self._cost(run, content, opts, titles)
         self._revocation_table(run, content, opts, titles)
         self._settings(run, content)
         self._browser_note(run, content, opts, titles)
-        content.tables.append(Table("Implementation size (complexity criterion)", ["Option", "Lines of POC code", "Third-party dependencies"],
-                                    [[titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"] for o in opts if o in run.complexity],
-                                    "`core.py` (token, limiter, replay, cookie logic) and `poc/server.py` (the shared HTTP/WebSocket server) count for every option."))
-        content.charts.append(Chart("attacks-blocked", "Attacks of the battery blocked, recommended vs weak settings", "bar", "attacks blocked",
-                                    {v: [(sr.median("attacks_blocked", variant=v) if (sr := run.ok("attacks", o)) else None) for o in opts] for v in _sc.VARIANTS},
-                                    [titles[o] for o in opts]))
+        content.tables.append(
+            Table(
+                "Implementation size (complexity criterion)",
+                ["Option", "Lines of POC code", "Third-party dependencies"],
+                [
+                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
+                    for o in opts
+                    if o in run.complexity
+                ],
+                "`core.py` (token, limiter, replay, cookie logic) and `poc/server.py` (the shared HTTP/WebSocket server) count for every option.",
+            )
+        )
+        content.charts.append(
+            Chart(
+                "attacks-blocked",
+                "Attacks of the battery blocked, recommended vs weak settings",
+                "bar",
+                "attacks blocked",
+                {
+                    v: [(sr.median("attacks_blocked", variant=v) if (sr := run.ok("attacks", o)) else None) for o in opts]
+                    for v in _sc.VARIANTS
+                },
+                [titles[o] for o in opts],
+            )
+        )
         content.findings = self._findings(run)
         content.notes.append(
             f"Criterion weights: {', '.join(f'{k} {v}%' for k, v in run.weights.items())}. Security is added to the seed's matrix because an "
@@ -288,75 +366,199 @@ class AuthSpike(Spike):
             ("handshake p99", lambda sr: _ms(_pct(sr.measurement("handshake_ms").samples, 99))),
             ("handshake samples", lambda sr: fmt_num(len(sr.measurement("handshake_ms").samples))),
             ("authenticated connections/s, median", lambda sr: fmt_num(sr.median("connections_per_s"))),
-            ("authenticated connections/s, range", lambda sr: "-".join(fmt_num(f(sr.measurement("connections_per_s").samples)) for f in (min, max))),
+            (
+                "authenticated connections/s, range",
+                lambda sr: "-".join(fmt_num(f(sr.measurement("connections_per_s").samples)) for f in (min, max)),
+            ),
             ("server CPU during the closed loop", lambda sr: f"{sr.median('closed_server_cpu'):.2f} cores"),
             ("client (harness) CPU during the closed loop", lambda sr: f"{sr.median('closed_client_cpu'):.2f} cores"),
             ("server memory per authenticated connection", lambda sr: f"{fmt_num(sr.median('memory_per_connection_bytes') / 1024)} KiB"),
             ("Redis commands per handshake", lambda sr: fmt_num(sr.median("store_commands_per_connection"))),
-            ("Redis memory and keys after the run", lambda sr: f"{fmt_num(sr.fact['redis_used_memory_bytes'] / 2**20)} MiB, {fmt_num(sr.fact['redis_keys'])} keys"
-             if sr.fact.get("redis_used_memory_bytes") else "no store"),
+            (
+                "Redis memory and keys after the run",
+                lambda sr: (
+                    f"{fmt_num(sr.fact['redis_used_memory_bytes'] / 2**20)} MiB, {fmt_num(sr.fact['redis_keys'])} keys"
+                    if sr.fact.get("redis_used_memory_bytes")
+                    else "no store"
+                ),
+            ),
         ):
             rows.append([label, *(fn(sr) if (sr := run.ok("cost", o)) else self._why_missing(run, "cost", o) for o in opts)])
         params = next((sr.params for sr in run.scenarios if sr.scenario == "cost"), None)
         if params:
-            content.tables.append(Table("Cost of authenticating (recommended settings)", ["Metric", *(titles[o] for o in opts)], rows,
-                                        f"{params['connections']} handshakes at {params['rate']}/s per repeat, latency from each one's intended start; "
-                                        f"{params['closed_connections']} back-to-back by {params['concurrency']} workers; {params['memory_connections']} held open for memory."))
+            content.tables.append(
+                Table(
+                    "Cost of authenticating (recommended settings)",
+                    ["Metric", *(titles[o] for o in opts)],
+                    rows,
+                    f"{params['connections']} handshakes at {params['rate']}/s per repeat, latency from each one's intended start; "
+                    f"{params['closed_connections']} back-to-back by {params['concurrency']} workers; {params['memory_connections']} held open for memory.",
+                )
+            )
             bound = [titles[o] for o in opts if (v := run.median("cost", o, "closed_client_cpu")) is not None and v >= CLIENT_BOUND_CORES]
             if bound:
-                content.notes.append(f"**Client-bound.** During the closed loop the harness's client used at least {CLIENT_BOUND_CORES} of a core for: {', '.join(bound)}. "
-                                     "Those connections-per-second figures are the client's limit, a floor for the server, and the Performance score compares floors.")
-            content.charts.append(Chart("handshake", "Authenticated handshake latency (open model)", "bar", "ms",
-                                        {titles[o]: [(_pct(xs, q) if (xs := self._handshakes(run, o)) else None) for q in (50, 90, 99)] for o in opts}, ["p50", "p90", "p99"]))
-            content.charts.append(Chart("connections-per-s", "Authenticated connections per second", "bar", "connections/s",
-                                        {titles[o]: [run.median("cost", o, "connections_per_s")] for o in opts}, ["closed loop"]))
+                content.notes.append(
+                    f"**Client-bound.** During the closed loop the harness's client used at least {CLIENT_BOUND_CORES} of a core for: {', '.join(bound)}. "
+                    "Those connections-per-second figures are the client's limit, a floor for the server, and the Performance score compares floors."
+                )
+            content.charts.append(
+                Chart(
+                    "handshake",
+                    "Authenticated handshake latency (open model)",
+                    "bar",
+                    "ms",
+                    {titles[o]: [(_pct(xs, q) if (xs := self._handshakes(run, o)) else None) for q in (50, 90, 99)] for o in opts},
+                    ["p50", "p90", "p99"],
+                )
+            )
+            content.charts.append(
+                Chart(
+                    "connections-per-s",
+                    "Authenticated connections per second",
+                    "bar",
+                    "connections/s",
+                    {titles[o]: [run.median("cost", o, "connections_per_s")] for o in opts},
+                    ["closed loop"],
+                )
+            )
 
     def _revocation_table(self, run: RunResult, content: ReportContent, opts: list[str], titles: dict[str, str]) -> None:
         rows = []
         for label, fn in (
-            ("live connection closed after logout", lambda sr: f"{fmt_num(sum(sr.measurement('closed_after_logout').samples))} of {len(sr.measurement('closed_after_logout').samples)} runs"),
-            ("time from logout to close, median", lambda sr: _ms(sr.median("revocation_ms")) if sr.median("revocation_ms") is not None else f"still open after {sr.fact['window_s']} s"),
-            ("close code", lambda sr: f"{sr.fact['close_code']}: {core.CLOSE_CODES.get(sr.fact['close_code'], '')}" if sr.fact.get("close_code") else "none"),
-            ("renewing client outlived its first token", lambda sr: (f"{'yes' if sr.fact['renewal']['open'] else 'no'}: {sr.fact['renewal']['renewals']} renewals over "
-                                                                     f"{sr.fact['renewal']['held_s']} s" + (f", closed {sr.fact['renewal']['close_code']}" if sr.fact['renewal']['close_code'] else ""))
-             if "renewal" in sr.fact else "n/a (no renewal)"),
+            (
+                "live connection closed after logout",
+                lambda sr: (
+                    f"{fmt_num(sum(sr.measurement('closed_after_logout').samples))} of {len(sr.measurement('closed_after_logout').samples)} runs"
+                ),
+            ),
+            (
+                "time from logout to close, median",
+                lambda sr: (
+                    _ms(sr.median("revocation_ms"))
+                    if sr.median("revocation_ms") is not None
+                    else f"still open after {sr.fact['window_s']} s"
+                ),
+            ),
+            (
+                "close code",
+                lambda sr: (
+                    f"{sr.fact['close_code']}: {core.CLOSE_CODES.get(sr.fact['close_code'], '')}" if sr.fact.get("close_code") else "none"
+                ),
+            ),
+            (
+                "renewing client outlived its first token",
+                lambda sr: (
+                    (
+                        f"{'yes' if sr.fact['renewal']['open'] else 'no'}: {sr.fact['renewal']['renewals']} renewals over "
+                        f"{sr.fact['renewal']['held_s']} s"
+                        + (f", closed {sr.fact['renewal']['close_code']}" if sr.fact["renewal"]["close_code"] else "")
+                    )
+                    if "renewal" in sr.fact
+                    else "n/a (no renewal)"
+                ),
+            ),
         ):
             rows.append([label, *(fn(sr) if (sr := run.ok("revocation", o)) else self._why_missing(run, "revocation", o) for o in opts)])
         params = next((sr.params for sr in run.scenarios if sr.scenario == "revocation"), None)
         if params:
-            content.tables.append(Table("Revocation: logout on instance A, live connection on instance B", ["Metric", *(titles[o] for o in opts)], rows,
-                                        f"Access tokens live {params['ttl_s']} s in this scenario; window {params['window_s']} s."))
+            content.tables.append(
+                Table(
+                    "Revocation: logout on instance A, live connection on instance B",
+                    ["Metric", *(titles[o] for o in opts)],
+                    rows,
+                    f"Access tokens live {params['ttl_s']} s in this scenario; window {params['window_s']} s.",
+                )
+            )
 
     def _settings(self, run: RunResult, content: ReportContent) -> None:
         """The settings of every option whose recommended server blocked every applicable attack, as configured and as observed."""
         clean = [o for o in run.options if (sec := self._security(run, o)) and sec[0] == sec[1]]
         if not clean:
-            content.notes.append("**No option's recommended settings blocked every attack in this run**, so no settings are recommended from it.")
+            content.notes.append(
+                "**No option's recommended settings blocked every attack in this run**, so no settings are recommended from it."
+            )
             return
         titles = {o.key: o.title for o in self.options}
         # Close codes seen anywhere in this run's recommended servers (every option shares the code table).
-        observed_codes = sorted({int(c) for o in run.options for r in self.results(run, o, "recommended").values() for c in re.findall(r"closed with (\d{4})", r["evidence"])}
-                                | {int(sr.fact["close_code"]) for o in run.options if (sr := run.ok("revocation", o)) and sr.fact.get("close_code")})
+        observed_codes = sorted(
+            {
+                int(c)
+                for o in run.options
+                for r in self.results(run, o, "recommended").values()
+                for c in re.findall(r"closed with (\d{4})", r["evidence"])
+            }
+            | {int(sr.fact["close_code"]) for o in run.options if (sr := run.ok("revocation", o)) and sr.fact.get("close_code")}
+        )
         rows = []
         for o in clean:
             res = self.results(run, o, "recommended")
             facts = run.ok("attacks", o).fact["recommended"]  # type: ignore[union-attr]
             for name, attrs in facts.get("set_cookie", {}).items():
-                flags = [f"SameSite={attrs['samesite']}", f"Path={attrs['path']}"] + (["HttpOnly"] if attrs["httponly"] else []) + (["Secure"] if attrs["secure"] else [])
+                flags = (
+                    [f"SameSite={attrs['samesite']}", f"Path={attrs['path']}"]
+                    + (["HttpOnly"] if attrs["httponly"] else [])
+                    + (["Secure"] if attrs["secure"] else [])
+                )
                 rows.append([titles[o], f"cookie `{name}`", "; ".join(flags), f"Set-Cookie as received; {res['cswsh']['evidence']}"])
             if "token_claims" in facts:
-                rows.append([titles[o], "JWT verification", f"algorithms={list(core.ALGORITHMS)}, audience={core.AUDIENCE}, issuer={core.ISSUER}, required claims "
-                             f"{', '.join(core.REQUIRED_CLAIMS)}", f"tampering: {res['tampering']['evidence']}"])
-            rows.append([titles[o], "Origin allow-list", "exact match on the app's own origins (POC: http://localhost:PORT, http://127.0.0.1:PORT); no wildcard",
-                         f"cross-site hijacking: {res['cswsh']['evidence']}"])
-            rows.append([titles[o], "failed-authentication limit", f"{core.FAILED_AUTH_LIMIT} per {core.FAILED_AUTH_WINDOW_S:g} s per client address, then HTTP 429 / close 4029",
-                         f"flood: {res['flood']['evidence']}"])
-            rows.append([titles[o], "message replay", "per-session sequence numbers, strictly increasing", next((c["evidence"] for c in res["replay"]["cases"] if c["case"] == "message re-sent"), "")])
-        rows.append(["every option", "token lifetimes", f"access token {core.ACCESS_TTL_S} s (refresh option), renewed over the connection; session / refresh token "
-                     f"{core.SESSION_TTL_S // 3600} h; first-message auth within {core.AUTH_TIMEOUT_S:g} s", "configuration constants in core.py (runs shorten them to observe expiry)"])
-        rows.append(["every option", "close codes", "; ".join(f"{c} {d}" for c, d in core.CLOSE_CODES.items()), f"observed in this run: {', '.join(map(str, observed_codes)) or 'none'}"])
-        content.tables.append(Table("Settings of the options whose recommended setup blocked every attack", ["Option", "Setting", "Value", "Evidence from this run"], rows,
-                                    "Values are the POC servers' configuration (spikes/s05_auth/core.py) or, for cookies, the Set-Cookie header the server actually sent."))
+                rows.append(
+                    [
+                        titles[o],
+                        "JWT verification",
+                        f"algorithms={list(core.ALGORITHMS)}, audience={core.AUDIENCE}, issuer={core.ISSUER}, required claims "
+                        f"{', '.join(core.REQUIRED_CLAIMS)}",
+                        f"tampering: {res['tampering']['evidence']}",
+                    ]
+                )
+            rows.append(
+                [
+                    titles[o],
+                    "Origin allow-list",
+                    "exact match on the app's own origins (POC: http://localhost:PORT, http://127.0.0.1:PORT); no wildcard",
+                    f"cross-site hijacking: {res['cswsh']['evidence']}",
+                ]
+            )
+            rows.append(
+                [
+                    titles[o],
+                    "failed-authentication limit",
+                    f"{core.FAILED_AUTH_LIMIT} per {core.FAILED_AUTH_WINDOW_S:g} s per client address, then HTTP 429 / close 4029",
+                    f"flood: {res['flood']['evidence']}",
+                ]
+            )
+            rows.append(
+                [
+                    titles[o],
+                    "message replay",
+                    "per-session sequence numbers, strictly increasing",
+                    next((c["evidence"] for c in res["replay"]["cases"] if c["case"] == "message re-sent"), ""),
+                ]
+            )
+        rows.append(
+            [
+                "every option",
+                "token lifetimes",
+                f"access token {core.ACCESS_TTL_S} s (refresh option), renewed over the connection; session / refresh token "
+                f"{core.SESSION_TTL_S // 3600} h; first-message auth within {core.AUTH_TIMEOUT_S:g} s",
+                "configuration constants in core.py (runs shorten them to observe expiry)",
+            ]
+        )
+        rows.append(
+            [
+                "every option",
+                "close codes",
+                "; ".join(f"{c} {d}" for c, d in core.CLOSE_CODES.items()),
+                f"observed in this run: {', '.join(map(str, observed_codes)) or 'none'}",
+            ]
+        )
+        content.tables.append(
+            Table(
+                "Settings of the options whose recommended setup blocked every attack",
+                ["Option", "Setting", "Value", "Evidence from this run"],
+                rows,
+                "Values are the POC servers' configuration (spikes/s05_auth/core.py) or, for cookies, the Set-Cookie header the server actually sent.",
+            )
+        )
 
     def _browser_note(self, run: RunResult, content: ReportContent, opts: list[str], titles: dict[str, str]) -> None:
         kept = []
@@ -365,11 +567,15 @@ class AuthSpike(Spike):
             b = sr.fact.get("recommended", {}).get("browser", {}) if sr else {}
             if "secure_cookie_kept" in b:
                 k = b["secure_cookie_kept"]
-                kept.append(f"{titles[o]}: localhost {'kept' if k['localhost'] else 'dropped'}, 127.0.0.1 {'kept' if k['127.0.0.1'] else 'dropped'}")
+                kept.append(
+                    f"{titles[o]}: localhost {'kept' if k['localhost'] else 'dropped'}, 127.0.0.1 {'kept' if k['127.0.0.1'] else 'dropped'}"
+                )
         if kept:
-            content.notes.append("**Secure cookies over plain http on loopback.** Chromium was asked to store each server's Secure cookie from a page served "
-                                 "over http (no TLS): " + "; ".join(kept) + ". Chromium treats loopback as a secure context, so the Secure flag stays on in "
-                                 "these tests without a certificate; in production the app is served over https anyway.")
+            content.notes.append(
+                "**Secure cookies over plain http on loopback.** Chromium was asked to store each server's Secure cookie from a page served "
+                "over http (no TLS): " + "; ".join(kept) + ". Chromium treats loopback as a secure context, so the Secure flag stays on in "
+                "these tests without a certificate; in production the app is served over https anyway."
+            )
 
     @staticmethod
     def _why_missing(run: RunResult, scen: str, option: str) -> str:
@@ -381,8 +587,16 @@ class AuthSpike(Spike):
         for o in run.options:
             for r in self.results(run, o, "recommended").values():
                 if r["outcome"] == "got-through":
-                    cases = [f"{c['case']}: {c['evidence']}" for c in r.get("cases", []) if c["outcome"] == "got-through"] or [r["evidence"]]
-                    out.append(Finding(o, False, f"with its recommended settings, {ATTACK_TITLES[r['attack']].split(' (')[0].lower()} got through ({'; '.join(cases)})."))
+                    cases = [f"{c['case']}: {c['evidence']}" for c in r.get("cases", []) if c["outcome"] == "got-through"] or [
+                        r["evidence"]
+                    ]
+                    out.append(
+                        Finding(
+                            o,
+                            False,
+                            f"with its recommended settings, {ATTACK_TITLES[r['attack']].split(' (')[0].lower()} got through ({'; '.join(cases)}).",
+                        )
+                    )
         return out
 
 

@@ -73,7 +73,15 @@ ATTACK_TITLES = {
 ATTACKS = tuple(ATTACK_TITLES)
 EVIL_ORIGIN = "http://evil.example"
 #: One loopback source address per attack (the limiter keys on the client address).
-SOURCE = {"victim": "127.0.0.1", "cswsh": "127.0.0.2", "csrf": "127.0.0.3", "replay": "127.0.0.4", "tampering": "127.0.0.5", "flood": "127.0.0.6", "leakage": "127.0.0.7"}
+SOURCE = {
+    "victim": "127.0.0.1",
+    "cswsh": "127.0.0.2",
+    "csrf": "127.0.0.3",
+    "replay": "127.0.0.4",
+    "tampering": "127.0.0.5",
+    "flood": "127.0.0.6",
+    "leakage": "127.0.0.7",
+}
 TOKEN_OPTIONS = ("jwt-param", "refresh")
 COOKIE_OPTIONS = ("cookie", "sessions")
 
@@ -138,7 +146,15 @@ def _session(ip: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0), force_close=True), cookie_jar=aiohttp.DummyCookieJar())
 
 
-async def login(t: Target, user: str = "alice", ip: str = SOURCE["victim"], *, form: bool = False, origin: str | None = None, password: str | None = None) -> Login:
+async def login(
+    t: Target,
+    user: str = "alice",
+    ip: str = SOURCE["victim"],
+    *,
+    form: bool = False,
+    origin: str | None = None,
+    password: str | None = None,
+) -> Login:
     """POST /login as JSON (a page's fetch) or as a form (a cross-site HTML form); the cookies come back parsed."""
     headers = {"Origin": origin} if origin else {}
     body = {"user": user, "password": t.password if password is None else password}
@@ -159,8 +175,17 @@ def presentation(t: Target, credential: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def open_ws(t: Target, *, ip: str = SOURCE["victim"], origin: str | None = None, cookie: str | None = None, query_token: str | None = None,
-                  protocols: tuple[str, ...] = (), first: dict[str, Any] | None = None, timeout: float = 5.0) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+async def open_ws(
+    t: Target,
+    *,
+    ip: str = SOURCE["victim"],
+    origin: str | None = None,
+    cookie: str | None = None,
+    query_token: str | None = None,
+    protocols: tuple[str, ...] = (),
+    first: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> AsyncIterator[tuple[dict[str, Any], Any]]:
     """Open a WebSocket and wait for the welcome; yield ``(info, ws)``: info has status, connected, close_code, user."""
     headers = {}
     if origin:
@@ -170,7 +195,9 @@ async def open_ws(t: Target, *, ip: str = SOURCE["victim"], origin: str | None =
     url = t.base + "/ws" + (f"?token={query_token}" if query_token else "")
     async with _session(ip) as s:
         try:
-            ws = await s.ws_connect(url, headers=headers, protocols=protocols, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+            ws = await s.ws_connect(
+                url, headers=headers, protocols=protocols, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=timeout)
+            )
         except aiohttp.WSServerHandshakeError as exc:
             yield {"status": exc.status, "connected": False, "close_code": None, "user": None}, None
             return
@@ -180,7 +207,7 @@ async def open_ws(t: Target, *, ip: str = SOURCE["victim"], origin: str | None =
                 await ws.send_json(first)
             try:
                 msg = await ws.receive(timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 info["evidence"] = f"no welcome within {timeout:g} s"
                 yield info, ws
                 return
@@ -225,14 +252,20 @@ def _summary(cases: list[dict[str, str]]) -> str:
 # -- the attacks --------------------------------------------------------------------------
 async def cswsh(t: Target, victim: Login) -> AttackResult:
     """A page on a foreign origin opens a WebSocket to the server; the browser attaches whatever cookies it would."""
-    sent = {n: a["value"] for n, a in victim.cookies.items() if browser_sends_cookie(a, cross_site=True) and a.get("path", "/") in ("/", "/ws")}
+    sent = {
+        n: a["value"] for n, a in victim.cookies.items() if browser_sends_cookie(a, cross_site=True) and a.get("path", "/") in ("/", "/ws")
+    }
     cookie = "; ".join(f"{n}={v}" for n, v in sent.items()) or None
     # A first-message client page would send its token now; the attacker's page has none to send.
     first = {"type": "hello"} if t.option in TOKEN_OPTIONS else None
     async with open_ws(t, ip=SOURCE["cswsh"], origin=EVIL_ORIGIN, cookie=cookie, first=first) as (info, _):
         pass
     which = f"browser attaches {', '.join(sent) or 'no cookie'} cross-site"
-    case = {"case": f"Origin {EVIL_ORIGIN}", "outcome": "got-through" if info["connected"] else "blocked", "evidence": f"{which}; {describe(info)}"}
+    case = {
+        "case": f"Origin {EVIL_ORIGIN}",
+        "outcome": "got-through" if info["connected"] else "blocked",
+        "evidence": f"{which}; {describe(info)}",
+    }
     return AttackResult("cswsh", case["outcome"], case["evidence"], [case])
 
 
@@ -241,8 +274,13 @@ async def csrf(t: Target, victim: Login) -> AttackResult:
     cases = []
     r = await login(t, "bob", SOURCE["csrf"], form=True, origin=EVIL_ORIGIN)
     planted = r.status < 300 and bool(r.cookies)
-    cases.append({"case": "form POST /login", "outcome": "got-through" if planted else "blocked",
-                  "evidence": f"HTTP {r.status}" + (f", Set-Cookie {', '.join(r.cookies)}" if r.cookies else ", no cookie set")})
+    cases.append(
+        {
+            "case": "form POST /login",
+            "outcome": "got-through" if planted else "blocked",
+            "evidence": f"HTTP {r.status}" + (f", Set-Cookie {', '.join(r.cookies)}" if r.cookies else ", no cookie set"),
+        }
+    )
     if t.option == "refresh":
         rc = victim.cookies.get(REFRESH_COOKIE_NAME, {})
         attach = bool(rc) and browser_sends_cookie(rc, cross_site=True)
@@ -251,8 +289,13 @@ async def csrf(t: Target, victim: Login) -> AttackResult:
             headers["Cookie"] = f"{REFRESH_COOKIE_NAME}={rc['value']}"
         async with _session(SOURCE["csrf"]) as s, s.post(t.base + "/refresh", data="x=1", headers=headers) as resp:
             status = resp.status
-        cases.append({"case": "form POST /refresh", "outcome": "got-through" if status < 300 else "blocked",
-                      "evidence": f"browser attaches {'the' if attach else 'no'} refresh cookie (SameSite={rc.get('samesite') or 'unset'}); HTTP {status}"})
+        cases.append(
+            {
+                "case": "form POST /refresh",
+                "outcome": "got-through" if status < 300 else "blocked",
+                "evidence": f"browser attaches {'the' if attach else 'no'} refresh cookie (SameSite={rc.get('samesite') or 'unset'}); HTTP {status}",
+            }
+        )
     return AttackResult("csrf", _verdict(cases), _summary(cases), cases)
 
 
@@ -272,7 +315,9 @@ async def leakage(t: Target) -> AttackResult:
     lines = t.access_log.read_text(encoding="utf-8", errors="replace").splitlines() if t.access_log.exists() else []
     hits = [ln for ln in lines if any(s and (s in ln or quote(s, safe="") in ln) for s in secrets)]
     if hits:
-        return AttackResult("leakage", "got-through", f"{len(hits)} access-log line(s) hold a credential, e.g. `{redact(hits[0], secrets)}`")
+        return AttackResult(
+            "leakage", "got-through", f"{len(hits)} access-log line(s) hold a credential, e.g. `{redact(hits[0], secrets)}`"
+        )
     return AttackResult("leakage", "blocked", f"none of {len(lines)} access-log lines holds the token, cookie or password")
 
 
@@ -285,7 +330,13 @@ async def replay(t: Target, early: Login, early_at: float) -> AttackResult:
     async with _session(ip) as s, s.post(t.base + "/logout", headers={"Cookie": cookie} if cookie else {}) as r:
         out_status = r.status
     info = await connect_once(t, v.credential, ip=ip)
-    cases.append({"case": "after logout", "outcome": "got-through" if info["connected"] else "blocked", "evidence": f"logout HTTP {out_status}; then {describe(info)}"})
+    cases.append(
+        {
+            "case": "after logout",
+            "outcome": "got-through" if info["connected"] else "blocked",
+            "evidence": f"logout HTTP {out_status}; then {describe(info)}",
+        }
+    )
     # A captured message sent twice on a live connection: the second must not be applied.
     fresh = await login(t, "alice", ip)
     pres = presentation(t, fresh.credential)
@@ -297,14 +348,25 @@ async def replay(t: Target, early: Login, early_at: float) -> AttackResult:
                 await ws.send_json(frame)
                 replies.append(json.loads((await ws.receive(timeout=5)).data))
             applied = replies[1].get("type") == "ack"
-            cases.append({"case": "message re-sent", "outcome": "got-through" if applied else "blocked",
-                          "evidence": f"first copy: {replies[0]['type']}; second copy: {replies[1]['type']}" + (f" ({replies[1].get('reason')})" if not applied else "")})
+            cases.append(
+                {
+                    "case": "message re-sent",
+                    "outcome": "got-through" if applied else "blocked",
+                    "evidence": f"first copy: {replies[0]['type']}; second copy: {replies[1]['type']}"
+                    + (f" ({replies[1].get('reason')})" if not applied else ""),
+                }
+            )
     wait = early_at + t.ttl_s + 1.2 - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
     info = await connect_once(t, early.credential, ip=ip)
-    cases.append({"case": "after expiry", "outcome": "got-through" if info["connected"] else "blocked",
-                  "evidence": f"{time.time() - early_at:.1f} s after issue, lifetime {t.ttl_s:g} s; {describe(info)}"})
+    cases.append(
+        {
+            "case": "after expiry",
+            "outcome": "got-through" if info["connected"] else "blocked",
+            "evidence": f"{time.time() - early_at:.1f} s after issue, lifetime {t.ttl_s:g} s; {describe(info)}",
+        }
+    )
     return AttackResult("replay", _verdict(cases), _summary(cases), cases)
 
 
@@ -354,7 +416,9 @@ async def flood(t: Target, attempts: int) -> AttackResult:
         info = await connect_once(t, "not-a-valid-credential", ip=ip)
         seen.append(info)
         if info["status"] == 429 or info["close_code"] == 4029:
-            return AttackResult("flood", "blocked", f"attempts 1-{i} refused with {describe(seen[0])}; attempt {i + 1} throttled: {describe(info)}")
+            return AttackResult(
+                "flood", "blocked", f"attempts 1-{i} refused with {describe(seen[0])}; attempt {i + 1} throttled: {describe(info)}"
+            )
     if any(s["connected"] for s in seen):
         return AttackResult("flood", "got-through", "a garbage credential was accepted")
     return AttackResult("flood", "got-through", f"all {attempts} failed attempts answered alike ({describe(seen[-1])}); never throttled")
@@ -392,14 +456,19 @@ async def xss_token_theft(t: Target, browser: Any) -> tuple[AttackResult, dict[s
     kept = {c["name"]: {"httpOnly": c["httpOnly"], "secure": c["secure"], "sameSite": c["sameSite"]} for c in cookies}
     facts: dict[str, Any] = {"page_connected": bool(connected.get("ok")), "close_code": connected.get("code"), "cookies_kept": kept}
     if t.option in COOKIE_OPTIONS or t.option == "refresh":
-        facts["secure_cookie_kept"] = {"localhost": any(c["secure"] for c in cookies), "127.0.0.1": await _secure_cookie_kept(t, browser, "127.0.0.1")}
+        facts["secure_cookie_kept"] = {
+            "localhost": any(c["secure"] for c in cookies),
+            "127.0.0.1": await _secure_cookie_kept(t, browser, "127.0.0.1"),
+        }
     found = sorted({where for where, value in stolen if any(c in value for c in creds)})
     looked = f"read localStorage ({sum(1 for w, _ in stolen if w.startswith('localStorage'))} keys), document.cookie, {sum(1 for w, _ in stolen if w.startswith('window.'))} string globals"
     if not creds:
         return AttackResult("xss", "not-applicable", f"the page held no credential ({looked})"), facts
     if found:
         return AttackResult("xss", "got-through", f"injected script {looked}: credential found in {', '.join(found)}"), facts
-    return AttackResult("xss", "blocked", f"injected script {looked}: no credential found; page connected: {'yes' if connected.get('ok') else 'no'}"), facts
+    return AttackResult(
+        "xss", "blocked", f"injected script {looked}: no credential found; page connected: {'yes' if connected.get('ok') else 'no'}"
+    ), facts
 
 
 async def _secure_cookie_kept(t: Target, browser: Any, host: str) -> bool:
@@ -419,7 +488,10 @@ async def run_battery(t: Target, browser: Any | None = None, flood_attempts: int
     early = await login(t, "alice")
     early_at = time.time()
     victim = await login(t, "alice")
-    facts: dict[str, Any] = {"login_status": victim.status, "set_cookie": {n: {k: v for k, v in a.items() if k != "value"} for n, a in victim.cookies.items()}}
+    facts: dict[str, Any] = {
+        "login_status": victim.status,
+        "set_cookie": {n: {k: v for k, v in a.items() if k != "value"} for n, a in victim.cookies.items()},
+    }
     if victim.token:
         claims = jwt.decode(victim.token, options={"verify_signature": False})
         facts["token_lifetime_s"] = claims["exp"] - claims["iat"]
@@ -430,5 +502,3 @@ async def run_battery(t: Target, browser: Any | None = None, flood_attempts: int
         results.append(res)
     results += [await leakage(t), await tampering(t, victim), await replay(t, early, early_at), await flood(t, flood_attempts)]
     return results, facts
-
-

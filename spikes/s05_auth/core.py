@@ -119,7 +119,11 @@ class TokenIssuer:
                 claims = jwt.decode(token, options={"verify_signature": False})
             else:
                 claims = jwt.decode(
-                    token, self.secret, algorithms=list(ALGORITHMS), audience=AUDIENCE, issuer=ISSUER,
+                    token,
+                    self.secret,
+                    algorithms=list(ALGORITHMS),
+                    audience=AUDIENCE,
+                    issuer=ISSUER,
                     options={"require": list(REQUIRED_CLAIMS)},
                 )
         except jwt.ExpiredSignatureError:

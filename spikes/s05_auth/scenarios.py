@@ -58,7 +58,14 @@ REVOCATION_PARAMS = {"ttl_s": 6, "window_s": 8.0}
 REVOCATION_QUICK = {"ttl_s": 2, "window_s": 3.0}
 
 #: Chromium flags: headless, quiet, no sandbox (containers run it as root).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 class Secrets:
@@ -85,12 +92,27 @@ def redis_for(option: str, workdir: Path) -> Iterator[RedisService | None]:
 
 
 @contextlib.contextmanager
-def poc_server(option: str, workdir: Path, sec: Secrets, *, weak: bool = False, ttl_s: float = 60, redis: RedisService | None = None,
-               name: str = "", pinned: bool = False) -> Iterator[tuple[ServerProcess, _at.Target]]:
+def poc_server(
+    option: str,
+    workdir: Path,
+    sec: Secrets,
+    *,
+    weak: bool = False,
+    ttl_s: float = 60,
+    redis: RedisService | None = None,
+    name: str = "",
+    pinned: bool = False,
+) -> Iterator[tuple[ServerProcess, _at.Target]]:
     """Start one option's POC server (recommended or weak) on a free port; yield it and the attack target."""
     label = f"{option}-{'weak' if weak else 'recommended'}{name}"
     access = workdir / f"access-{label}.log"
-    env = {"S05_JWT_SECRET": sec.jwt, "S05_PASSWORD": sec.password, "S05_TTL_S": str(ttl_s), "S05_WEAK": "1" if weak else "0", "S05_ACCESS_LOG": str(access)}
+    env = {
+        "S05_JWT_SECRET": sec.jwt,
+        "S05_PASSWORD": sec.password,
+        "S05_TTL_S": str(ttl_s),
+        "S05_WEAK": "1" if weak else "0",
+        "S05_ACCESS_LOG": str(access),
+    }
     if redis is not None:
         env["S05_REDIS_URL"] = redis.url
     plan = pin_plan() if pinned else None
@@ -120,7 +142,9 @@ def poc_server(option: str, workdir: Path, sec: Secrets, *, weak: bool = False, 
 
 
 @contextlib.contextmanager
-def poc_servers(option: str, workdir: Path, sec: Secrets, specs: list[dict[str, Any]], redis: RedisService | None = None) -> Iterator[list[_at.Target]]:
+def poc_servers(
+    option: str, workdir: Path, sec: Secrets, specs: list[dict[str, Any]], redis: RedisService | None = None
+) -> Iterator[list[_at.Target]]:
     """Several servers of one option started side by side (each start waits for its own readiness); their targets in ``specs`` order."""
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(specs)) as pool:
         futures = [pool.submit(stack.enter_context, poc_server(option, workdir, sec, redis=redis, **spec)) for spec in specs]
@@ -158,7 +182,9 @@ def run_attacks(ctx: ScenarioContext) -> ScenarioOutput:
                         out.facts[variant] = {"results": [r.to_dict() for r in results], **facts}
                         for r in results:
                             if r.outcome != "not-applicable":
-                                out.add("blocked", "attack", [1 if r.outcome == "blocked" else 0], "higher", attack=r.attack, variant=variant)
+                                out.add(
+                                    "blocked", "attack", [1 if r.outcome == "blocked" else 0], "higher", attack=r.attack, variant=variant
+                                )
                         applicable = [r for r in results if r.outcome != "not-applicable"]
                         out.add("attacks_blocked", "attacks", [sum(r.outcome == "blocked" for r in applicable)], "higher", variant=variant)
                         out.add("attacks_applicable", "attacks", [len(applicable)], None, variant=variant)
@@ -269,7 +295,12 @@ def run_cost(ctx: ScenarioContext) -> ScenarioOutput:
             ctx.advance(0.5)
             with ProcessSampler(server.pid, hz=10) as sampler:
                 cpu0, wall0 = time.process_time(), time.perf_counter()
-                out.add("connections_per_s", "connections/s", [await _closed_loop(t, creds, p["closed_connections"], p["concurrency"])], "higher")
+                out.add(
+                    "connections_per_s",
+                    "connections/s",
+                    [await _closed_loop(t, creds, p["closed_connections"], p["concurrency"])],
+                    "higher",
+                )
                 client_cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
             out.add("closed_server_cpu", "cores", [sampler.mean_cpu() / 100], None)
             out.add("closed_client_cpu", "cores", [client_cpu], None)
@@ -294,7 +325,7 @@ async def _wait_close(ws: aiohttp.ClientWebSocketResponse, window_s: float, t0: 
     while (left := window_s - (time.perf_counter() - t0)) > 0:
         try:
             msg = await ws.receive(timeout=left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if msg.type == aiohttp.WSMsgType.CLOSE:
             return (time.perf_counter() - t0) * 1000, int(msg.data)
@@ -322,10 +353,14 @@ def run_revocation(ctx: ScenarioContext) -> ScenarioOutput:
                     status = r.status
                 # At once: wait for B to close the live connection, and replay the logged-out credential on B (a new
                 # connection, while the token itself is still unexpired): does B know about the logout on A?
-                (ms, code), replay = await asyncio.gather(_wait_close(ws, p["window_s"], t0), _at.connect_once(b, v.credential, ip=_at.SOURCE["replay"]))
+                (ms, code), replay = await asyncio.gather(
+                    _wait_close(ws, p["window_s"], t0), _at.connect_once(b, v.credential, ip=_at.SOURCE["replay"])
+                )
                 await ws.close()
-                out.facts["replay_on_other_instance"] = {"outcome": "got-through" if replay["connected"] else "blocked",
-                                                         "evidence": f"logout on instance A, then on instance B: {_at.describe(replay)}"}
+                out.facts["replay_on_other_instance"] = {
+                    "outcome": "got-through" if replay["connected"] else "blocked",
+                    "evidence": f"logout on instance A, then on instance B: {_at.describe(replay)}",
+                }
                 out.add("replay_other_instance_blocked", "attack", [0 if replay["connected"] else 1], "higher")
                 out.facts["logout_status"] = status
                 out.facts["closed"] = ms is not None

@@ -27,42 +27,90 @@ _SERVER_NATIVE = ("poc/native_server.py", "poc/persist.py")
 _SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py")
 
 OPTIONS = (
-    Option("native", "Native WebSocket, 1 process", "Spike 1's `websockets` server (rooms in a dict of sets), one process, clients connect directly; "
-           "every chat message persisted to PostgreSQL in batches", _SERVER_NATIVE, ("websockets", "asyncpg")),
-    Option("native-redis", "Native WebSocket, 2 processes + Redis", "the same server as two processes behind nginx (round-robin over WebSocket "
-           "upgrades); a Redis channel per room carries each broadcast to the processes with members in it", _SERVER_NATIVE,
-           ("websockets", "asyncpg", "redis", "redis-server", "nginx")),
-    Option("socketio", "Socket.IO, 1 process", "Spike 1's python-socketio server on aiohttp (websocket transport), one process, clients connect "
-           "directly; every chat message persisted", _SERVER_SIO, ("python-socketio", "aiohttp", "asyncpg")),
-    Option("socketio-redis", "Socket.IO, 2 processes + Redis", "the same server as two processes behind nginx with python-socketio's "
-           "AsyncRedisManager (every emit published on one Redis channel); websocket transport only, so no sticky sessions", _SERVER_SIO,
-           ("python-socketio", "aiohttp", "asyncpg", "redis", "redis-server", "nginx")),
+    Option(
+        "native",
+        "Native WebSocket, 1 process",
+        "Spike 1's `websockets` server (rooms in a dict of sets), one process, clients connect directly; "
+        "every chat message persisted to PostgreSQL in batches",
+        _SERVER_NATIVE,
+        ("websockets", "asyncpg"),
+    ),
+    Option(
+        "native-redis",
+        "Native WebSocket, 2 processes + Redis",
+        "the same server as two processes behind nginx (round-robin over WebSocket "
+        "upgrades); a Redis channel per room carries each broadcast to the processes with members in it",
+        _SERVER_NATIVE,
+        ("websockets", "asyncpg", "redis", "redis-server", "nginx"),
+    ),
+    Option(
+        "socketio",
+        "Socket.IO, 1 process",
+        "Spike 1's python-socketio server on aiohttp (websocket transport), one process, clients connect "
+        "directly; every chat message persisted",
+        _SERVER_SIO,
+        ("python-socketio", "aiohttp", "asyncpg"),
+    ),
+    Option(
+        "socketio-redis",
+        "Socket.IO, 2 processes + Redis",
+        "the same server as two processes behind nginx with python-socketio's "
+        "AsyncRedisManager (every emit published on one Redis channel); websocket transport only, so no sticky sessions",
+        _SERVER_SIO,
+        ("python-socketio", "aiohttp", "asyncpg", "redis", "redis-server", "nginx"),
+    ),
 )
 
-_COMMON = ("Each repeat starts the option's whole stack fresh: PostgreSQL (the harness's, default settings, fsync on) with a chat table, for the "
-           "two-process options Redis and nginx in front of the two server processes. The load is the harness's open-model engine (one generator "
-           "process; latency from each message's intended send time, HDR histogram). A canary connection sends one extra timed echo on a fixed "
-           "schedule for latency over time. Every server process, nginx, Redis and PostgreSQL are sampled for CPU and RSS; nothing is pinned, so on "
-           "this machine all of them share its cores.")
+_COMMON = (
+    "Each repeat starts the option's whole stack fresh: PostgreSQL (the harness's, default settings, fsync on) with a chat table, for the "
+    "two-process options Redis and nginx in front of the two server processes. The load is the harness's open-model engine (one generator "
+    "process; latency from each message's intended send time, HDR histogram). A canary connection sends one extra timed echo on a fixed "
+    "schedule for latency over time. Every server process, nginx, Redis and PostgreSQL are sampled for CPU and RSS; nothing is pinned, so on "
+    "this machine all of them share its cores."
+)
 
 SCENARIOS = (
-    Scenario("many-idle", "Many idle connections",
-             "The seed's first case: many connections each sending one chat message a minute (an echo: persisted, answered to the sender only; "
-             "the native servers answer directly, python-socketio's Redis manager also publishes every emit, even one to a single client), "
-             "arriving over a ramp and held for minutes for a steady state. " + _COMMON,
-             _sc.run_many_idle, _sc.MANY_IDLE, _sc.MANY_IDLE_QUICK, max_repeats=1),
-    Scenario("few-busy", "Few busy connections, fan-out",
-             "The seed's second case: 50 connections in one room, each sending 100 chat messages a second; every message is persisted and "
-             "broadcast to the whole room (the sender included), so deliveries are 50x the messages in. " + _COMMON,
-             _sc.run_few_busy, _sc.FEW_BUSY, _sc.FEW_BUSY_QUICK),
-    Scenario("burst", "Connection burst",
-             "The seed's third case: 0 to 500 connections arriving at random within 10 seconds (the engine's burst schedule, a Poisson process), "
-             "then held, each sending a chat message a second (an echo, as in many-idle). Connect time runs from each connection's intended arrival. " + _COMMON,
-             _sc.run_burst, _sc.BURST, _sc.BURST_QUICK),
-    Scenario("generator-idle", "Load generator: idle connections in one process",
-             "The harness's generator alone, in one fresh process, opens N idle WebSocket connections to the native server (256 handshakes at a "
-             "time), holds them, and reports its own RSS growth per connection; the server's RSS growth is read at the same moment.",
-             _sc.run_generator_idle, _sc.GENERATOR, _sc.GENERATOR_QUICK, options=("native",), max_repeats=1),
+    Scenario(
+        "many-idle",
+        "Many idle connections",
+        "The seed's first case: many connections each sending one chat message a minute (an echo: persisted, answered to the sender only; "
+        "the native servers answer directly, python-socketio's Redis manager also publishes every emit, even one to a single client), "
+        "arriving over a ramp and held for minutes for a steady state. " + _COMMON,
+        _sc.run_many_idle,
+        _sc.MANY_IDLE,
+        _sc.MANY_IDLE_QUICK,
+        max_repeats=1,
+    ),
+    Scenario(
+        "few-busy",
+        "Few busy connections, fan-out",
+        "The seed's second case: 50 connections in one room, each sending 100 chat messages a second; every message is persisted and "
+        "broadcast to the whole room (the sender included), so deliveries are 50x the messages in. " + _COMMON,
+        _sc.run_few_busy,
+        _sc.FEW_BUSY,
+        _sc.FEW_BUSY_QUICK,
+    ),
+    Scenario(
+        "burst",
+        "Connection burst",
+        "The seed's third case: 0 to 500 connections arriving at random within 10 seconds (the engine's burst schedule, a Poisson process), "
+        "then held, each sending a chat message a second (an echo, as in many-idle). Connect time runs from each connection's intended arrival. "
+        + _COMMON,
+        _sc.run_burst,
+        _sc.BURST,
+        _sc.BURST_QUICK,
+    ),
+    Scenario(
+        "generator-idle",
+        "Load generator: idle connections in one process",
+        "The harness's generator alone, in one fresh process, opens N idle WebSocket connections to the native server (256 handshakes at a "
+        "time), holds them, and reports its own RSS growth per connection; the server's RSS growth is read at the same moment.",
+        _sc.run_generator_idle,
+        _sc.GENERATOR,
+        _sc.GENERATOR_QUICK,
+        options=("native",),
+        max_repeats=1,
+    ),
 )
 
 #: The scenarios that load the POC servers (the generator scenario measures the generator).
@@ -123,13 +171,21 @@ def saturation(sr: ScenarioResult, cores: int) -> tuple[bool, str]:
     if pg >= 0.85 * cores:
         causes.append(f"the database ({pg:.2f} cores)")
     elif missing > 0:
-        causes.append(f"persistence in the server ({fmt_num(missing)} chat messages not written when the server stopped, with PostgreSQL "
-                      f"at {pg:.2f} cores: the batch writer shares the server's saturated event loop)")
+        causes.append(
+            f"persistence in the server ({fmt_num(missing)} chat messages not written when the server stopped, with PostgreSQL "
+            f"at {pg:.2f} cores: the batch writer shares the server's saturated event loop)"
+        )
     machine = _med(sr, "machine_cpu_cores") or 0.0
     others = _med(sr, "other_processes_cpu_cores") or 0.0
     if machine >= 0.9 * cores:
-        causes.append(f"the machine's {cores} cores ({machine:.2f} busy over the run, {others:.2f} of them by processes outside this spike)")
-    why = "; ".join(causes) if causes else f"no measured component at its CPU limit (busiest server process {busiest:.2f} cores, machine {machine:.2f} of {cores})"
+        causes.append(
+            f"the machine's {cores} cores ({machine:.2f} busy over the run, {others:.2f} of them by processes outside this spike)"
+        )
+    why = (
+        "; ".join(causes)
+        if causes
+        else f"no measured component at its CPU limit (busiest server process {busiest:.2f} cores, machine {machine:.2f} of {cores})"
+    )
     return False, f"reached {'; '.join(short)}; saturated: {why}"
 
 
@@ -139,7 +195,6 @@ def _ms(x: float | None) -> str:
 
 def _kib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1024:.1f} KiB"
-
 
 
 class ScalabilitySpike(Spike):
@@ -169,12 +224,32 @@ class ScalabilitySpike(Spike):
         p = self.scenario(scenario).resolved_params(quick)
         n = p["connections"]
         if scenario == "many-idle":
-            return LocustPlan(scenario, n, n / p["ramp_s"], p["ramp_s"] + p["hold_s"], p["rate_per_min"] / 60, "echo", transport, p["payload_bytes"])
+            return LocustPlan(
+                scenario, n, n / p["ramp_s"], p["ramp_s"] + p["hold_s"], p["rate_per_min"] / 60, "echo", transport, p["payload_bytes"]
+            )
         if scenario == "few-busy":
-            return LocustPlan(scenario, n, float(n), 1 + p["duration_s"], p["rate"], "broadcast", transport, p["payload_bytes"],
-                              note="Each user starts sending once it has joined the room (the harness's engine starts all together).")
-        return LocustPlan(scenario, n, n / p["burst_s"], p["burst_s"] + p["hold_s"], p["rate"], "echo", transport, p["payload_bytes"],
-                          note="Locust spawns users at a constant rate; the harness's burst arrivals are random (Poisson) within the window.")
+            return LocustPlan(
+                scenario,
+                n,
+                float(n),
+                1 + p["duration_s"],
+                p["rate"],
+                "broadcast",
+                transport,
+                p["payload_bytes"],
+                note="Each user starts sending once it has joined the room (the harness's engine starts all together).",
+            )
+        return LocustPlan(
+            scenario,
+            n,
+            n / p["burst_s"],
+            p["burst_s"] + p["hold_s"],
+            p["rate"],
+            "echo",
+            transport,
+            p["payload_bytes"],
+            note="Locust spawns users at a constant rate; the harness's burst arrivals are random (Poisson) within the window.",
+        )
 
     # -- measured inputs ------------------------------------------------------------------------
     @staticmethod
@@ -193,11 +268,13 @@ class ScalabilitySpike(Spike):
             return None
         redis_cmds, pg_rows = _med(sr, "redis_commands") or 0.0, _med(sr, "pg_rows") or 0.0
         costs = _x.Costs(
-            connections=conns, memory_per_connection=mem,
+            connections=conns,
+            memory_per_connection=mem,
             server_cores=(_med(sr, "server_cpu_cores") or 0.0) + (_med(sr, "nginx_cpu_cores") or 0.0),
             redis_ops_per_s=_med(sr, "redis_ops_per_s") or 0.0,
             redis_cpu_per_op=(_med(sr, "redis_cpu_seconds") or 0.0) / redis_cmds if redis_cmds else 0.0,
-            pg_rows_per_s=_med(sr, "pg_rows_per_s") or 0.0, pg_xact_per_s=_med(sr, "pg_xact_per_s") or 0.0,
+            pg_rows_per_s=_med(sr, "pg_rows_per_s") or 0.0,
+            pg_xact_per_s=_med(sr, "pg_xact_per_s") or 0.0,
             pg_cpu_per_row=(_med(sr, "postgres_cpu_seconds") or 0.0) / pg_rows if pg_rows else 0.0,
             multi_process=(sr.fact.get("processes", 1) > 1),
         )
@@ -225,7 +302,9 @@ class ScalabilitySpike(Spike):
             c = self.costs(run, "many-idle", o)
             machines[o] = _x.project(c, 100_000, machine) if c else None
         cost_rel = relative_to_best({o: (p.server_cores + p.redis_cores + p.pg_cores) if p else None for o, p in machines.items()}, True)
-        comps = {o: sum(sr.fact.get("components", {}).values()) if (sr := run.ok("many-idle", o) or run.ok("burst", o)) else None for o in opts}
+        comps = {
+            o: sum(sr.fact.get("components", {}).values()) if (sr := run.ok("many-idle", o) or run.ok("burst", o)) else None for o in opts
+        }
         maint = relative_to_best(comps, True)
         cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
         scores: dict[str, dict[str, CriterionScore]] = {}
@@ -233,34 +312,44 @@ class ScalabilitySpike(Spike):
             s: dict[str, CriterionScore] = {}
             terms = [p99_busy[o], p99_burst[o]] + ([] if busy_bound else [deliv[o]])
             if None not in terms:
-                s["Performance"] = CriterionScore(10 * geomean(terms),  # type: ignore[arg-type]
-                                                  f"{fmt_num(_med(run.ok('few-busy', o), 'received_rate'))} deliveries/s"
-                                                  f"{' (not compared: the generator was client-bound in the busy room)' if busy_bound else ''} with p99 "
-                                                  f"{_ms(_med(run.ok('few-busy', o), 'latency_p99_ms'))} in the busy room; burst p99 "
-                                                  f"{_ms(_med(run.ok('burst', o), 'latency_p99_ms'))}")
+                s["Performance"] = CriterionScore(
+                    10 * geomean(terms),  # type: ignore[arg-type]
+                    f"{fmt_num(_med(run.ok('few-busy', o), 'received_rate'))} deliveries/s"
+                    f"{' (not compared: the generator was client-bound in the busy room)' if busy_bound else ''} with p99 "
+                    f"{_ms(_med(run.ok('few-busy', o), 'latency_p99_ms'))} in the busy room; burst p99 "
+                    f"{_ms(_med(run.ok('burst', o), 'latency_p99_ms'))}",
+                )
             if None not in (mem[o], conn_rel[o], cap_rel[o]):
                 cap = caps[o]
-                s["Scalability"] = CriterionScore(10 * geomean([mem[o], conn_rel[o], cap_rel[o]]),  # type: ignore[list-item]
-                                                  f"{_kib(_med(run.ok('many-idle', o), 'memory_per_connection_bytes'))} per connection held idle, burst connect "
-                                                  f"p99 {_ms(conn99[o])}, first hard limit at the busy room's traffic ~{fmt_num(cap)} connections")
+                s["Scalability"] = CriterionScore(
+                    10 * geomean([mem[o], conn_rel[o], cap_rel[o]]),  # type: ignore[list-item]
+                    f"{_kib(_med(run.ok('many-idle', o), 'memory_per_connection_bytes'))} per connection held idle, burst connect "
+                    f"p99 {_ms(conn99[o])}, first hard limit at the busy room's traffic ~{fmt_num(cap)} connections",
+                )
             if cost_rel[o] is not None:
                 p = machines[o]
-                s["Cost"] = CriterionScore(10 * cost_rel[o], f"{p.server_cores + p.redis_cores + p.pg_cores:.2f} cores (servers, nginx, Redis, PostgreSQL) "
-                                                              f"projected for 100k connections at the many-idle traffic")  # type: ignore[union-attr]
+                s["Cost"] = CriterionScore(
+                    10 * cost_rel[o],
+                    f"{p.server_cores + p.redis_cores + p.pg_cores:.2f} cores (servers, nginx, Redis, PostgreSQL) "
+                    f"projected for 100k connections at the many-idle traffic",
+                )  # type: ignore[union-attr]
             if maint[o] is not None:
                 sr = run.ok("many-idle", o) or run.ok("burst", o)
-                s["Maintenance"] = CriterionScore(10 * maint[o], f"{comps[o]} processes and services to run and monitor "
-                                                                 f"({', '.join(f'{v} {k}' for k, v in sr.fact.get('components', {}).items())})")  # type: ignore[union-attr]
+                s["Maintenance"] = CriterionScore(
+                    10 * maint[o],
+                    f"{comps[o]} processes and services to run and monitor "
+                    f"({', '.join(f'{v} {k}' for k, v in sr.fact.get('components', {}).items())})",
+                )  # type: ignore[union-attr]
             if o in cx:
                 s["Complexity"] = CriterionScore(*cx[o])
             scores[o] = s
         formulas = {
             "Performance": "10 x the geometric mean of (this option's deliveries/s in the few-busy room / the best), (lowest few-busy p99 latency / "
-                           "this option's) and (lowest burst p99 latency / this option's); when any option's few-busy run was client-bound, deliveries/s "
-                           "are left out for every option, since they measured the generator.",
+            "this option's) and (lowest burst p99 latency / this option's); when any option's few-busy run was client-bound, deliveries/s "
+            "are left out for every option, since they measured the generator.",
             "Scalability": "10 x the geometric mean of (lowest memory per connection in many-idle / this option's), (lowest burst connect-time p99 / "
-                           "this option's) and (this option's connections at its first hard limit, at the few-busy traffic per connection / the highest): "
-                           "a single process stops at one core, a scaled-out option at one Redis command thread or one database machine.",
+            "this option's) and (this option's connections at its first hard limit, at the few-busy traffic per connection / the highest): "
+            "a single process stops at one core, a scaled-out option at one Redis command thread or one database machine.",
             "Cost": "10 x (fewest cores projected for 100k connections at the many-idle traffic, servers + nginx + Redis + PostgreSQL / this option's).",
             "Maintenance": "10 x (fewest processes and services in the deployment / this option's): each is something to deploy, monitor and upgrade.",
             "Complexity": complexity.FORMULA,
@@ -295,16 +384,22 @@ class ScalabilitySpike(Spike):
             return "n/a" if v is None else v
 
         def num(name: str, f=lambda v: fmt_num(v), **tags: str):
-            return lambda sr: (None if (v := sr.median(name, **tags)) is None else f(v))
+            return lambda sr: None if (v := sr.median(name, **tags)) is None else f(v)
 
         # Targets, latency, loss, saturation.
         rows = []
         for s in ran:
             for label, fn in (
                 ("messages in/s at full load: target", lambda sr: fmt_num(targets(sr)["in"])),
-                ("messages sent / planned", lambda sr: f"{fmt_num(sr.median('sent'))} / {fmt_num(sr.median('sent') + sr.median('unsent'))}"),
+                (
+                    "messages sent / planned",
+                    lambda sr: f"{fmt_num(sr.median('sent'))} / {fmt_num(sr.median('sent') + sr.median('unsent'))}",
+                ),
                 ("messages in/s, mean over the run", num("achieved_rate")),
-                ("deliveries / expected", lambda sr: f"{fmt_num(sr.median('received'))} / {fmt_num(sr.median('received') + sr.median('lost'))}"),
+                (
+                    "deliveries / expected",
+                    lambda sr: f"{fmt_num(sr.median('received'))} / {fmt_num(sr.median('received') + sr.median('lost'))}",
+                ),
                 ("deliveries/s at full load: target", lambda sr: fmt_num(targets(sr)["deliveries"])),
                 ("deliveries/s, mean over the run", num("received_rate")),
                 ("latency p50 / p99 / p99.9", lambda sr: " / ".join(_ms(sr.median(f"latency_{p}_ms")) for p in ("p50", "p99", "p99.9"))),
@@ -313,24 +408,48 @@ class ScalabilitySpike(Spike):
                 ("verdict", lambda sr: saturation(sr, cores)[1]),
             ):
                 rows.append([_TITLES[s], label, *(cell(s, o, fn) for o in opts)])
-        content.tables.append(Table("Targets, what was reached, and where it saturated", ["Scenario", "Metric", *head], rows,
-                                    "Planned messages: what the open-model schedule called for (a connection sends from its arrival to the end; ramp and "
-                                    "burst arrivals make the mean rate over the run lower than the full-load target). Expected deliveries: each message sent, "
-                                    "times the room's members in few-busy. Latency from each message's intended send time to its delivery (coordinated omission corrected), all deliveries of the "
-                                    "run in one HDR histogram; medians over repeats. A verdict names every measured component at its limit: a server process "
-                                    "at >= 0.85 of its core, Redis at >= 0.85 of its thread, the generator flagged client-bound by the engine, or the whole "
-                                    "machine at >= 90 % of its cores."))
+        content.tables.append(
+            Table(
+                "Targets, what was reached, and where it saturated",
+                ["Scenario", "Metric", *head],
+                rows,
+                "Planned messages: what the open-model schedule called for (a connection sends from its arrival to the end; ramp and "
+                "burst arrivals make the mean rate over the run lower than the full-load target). Expected deliveries: each message sent, "
+                "times the room's members in few-busy. Latency from each message's intended send time to its delivery (coordinated omission corrected), all deliveries of the "
+                "run in one HDR histogram; medians over repeats. A verdict names every measured component at its limit: a server process "
+                "at >= 0.85 of its core, Redis at >= 0.85 of its thread, the generator flagged client-bound by the engine, or the whole "
+                "machine at >= 90 % of its cores.",
+            )
+        )
         # Memory.
         rows = []
         for s in ran:
             rows.append([_TITLES[s], "connections held (server side)", *(cell(s, o, num("server_connections")) for o in opts)])
-            rows.append([_TITLES[s], "memory per connection, all server processes", *(cell(s, o, num("memory_per_connection_bytes", _kib)) for o in opts)])
+            rows.append(
+                [
+                    _TITLES[s],
+                    "memory per connection, all server processes",
+                    *(cell(s, o, num("memory_per_connection_bytes", _kib)) for o in opts),
+                ]
+            )
             rows.append([_TITLES[s], "memory per connection, per process", *(cell(s, o, self._per_process) for o in opts)])
-            rows.append([_TITLES[s], "server RSS before the load", *(cell(s, o, num("server_rss_base_bytes", lambda v: fmt_num(v / 2**20, "MiB"))) for o in opts)])
-        content.tables.append(Table("Memory per connection", ["Scenario", "Metric", *head], rows,
-                                    "(median RSS of the server processes while they held >= 95 % of their peak connections - RSS before the load) / connections "
-                                    "held, connections counted as established TCP connections on each server's listening port (sampled with the RSS). In the busy scenarios the delta includes message "
-                                    "buffers, not only connection state."))
+            rows.append(
+                [
+                    _TITLES[s],
+                    "server RSS before the load",
+                    *(cell(s, o, num("server_rss_base_bytes", lambda v: fmt_num(v / 2**20, "MiB"))) for o in opts),
+                ]
+            )
+        content.tables.append(
+            Table(
+                "Memory per connection",
+                ["Scenario", "Metric", *head],
+                rows,
+                "(median RSS of the server processes while they held >= 95 % of their peak connections - RSS before the load) / connections "
+                "held, connections counted as established TCP connections on each server's listening port (sampled with the RSS). In the busy scenarios the delta includes message "
+                "buffers, not only connection state.",
+            )
+        )
         # CPU and services.
         rows = []
         for s in ran:
@@ -344,30 +463,64 @@ class ScalabilitySpike(Spike):
                 ("whole machine, cores busy", num("machine_cpu_cores", lambda v: f"{v:.2f} of {cores}")),
                 ("of which processes outside this spike", num("other_processes_cpu_cores", lambda v: f"{v:.2f}")),
                 ("server CPU per message in", lambda sr: self._per_msg(sr, "server_cpu_seconds", 1e6, "µs")),
-                ("Redis commands/s (per message in)", lambda sr: None if sr.median("redis_ops_per_s") is None else
-                 f"{fmt_num(sr.median('redis_ops_per_s'))} ({self._ratio(sr, 'redis_commands')})"),
-                ("Redis memory used / peak", lambda sr: None if sr.median("redis_used_memory_bytes") is None else
-                 f"{fmt_num(sr.median('redis_used_memory_bytes') / 2**20, 'MiB')} / {fmt_num(sr.median('redis_peak_memory_bytes') / 2**20, 'MiB')}"),
+                (
+                    "Redis commands/s (per message in)",
+                    lambda sr: (
+                        None
+                        if sr.median("redis_ops_per_s") is None
+                        else f"{fmt_num(sr.median('redis_ops_per_s'))} ({self._ratio(sr, 'redis_commands')})"
+                    ),
+                ),
+                (
+                    "Redis memory used / peak",
+                    lambda sr: (
+                        None
+                        if sr.median("redis_used_memory_bytes") is None
+                        else f"{fmt_num(sr.median('redis_used_memory_bytes') / 2**20, 'MiB')} / {fmt_num(sr.median('redis_peak_memory_bytes') / 2**20, 'MiB')}"
+                    ),
+                ),
                 ("PostgreSQL rows written (per message in)", lambda sr: f"{fmt_num(sr.median('pg_rows'))} ({self._ratio(sr, 'pg_rows')})"),
-                ("PostgreSQL rows/s, transactions/s", lambda sr: f"{fmt_num(sr.median('pg_rows_per_s'))}, {fmt_num(sr.median('pg_xact_per_s'))}"),
+                (
+                    "PostgreSQL rows/s, transactions/s",
+                    lambda sr: f"{fmt_num(sr.median('pg_rows_per_s'))}, {fmt_num(sr.median('pg_xact_per_s'))}",
+                ),
                 ("messages not in the database", num("pg_rows_missing")),
-                ("bytes on the wire out / in per second (clients)", lambda sr: f"{fmt_num(sr.median('bytes_out') / sr.median('load_wall_s') / 1024, 'KiB')} / "
-                 f"{fmt_num(sr.median('bytes_in') / sr.median('load_wall_s') / 1024, 'KiB')}"),
+                (
+                    "bytes on the wire out / in per second (clients)",
+                    lambda sr: (
+                        f"{fmt_num(sr.median('bytes_out') / sr.median('load_wall_s') / 1024, 'KiB')} / "
+                        f"{fmt_num(sr.median('bytes_in') / sr.median('load_wall_s') / 1024, 'KiB')}"
+                    ),
+                ),
             ):
                 rows.append([_TITLES[s], label, *(cell(s, o, fn) for o in opts)])
-        content.tables.append(Table("CPU, Redis, PostgreSQL and bandwidth", ["Scenario", "Metric", *head], rows,
-                                    "CPU in cores (1.00 = one core busy) averaged over the load, children included. Redis: INFO total_commands_processed; "
-                                    "PostgreSQL: exact rows in the chat table after the servers wrote their buffers, pg_stat_database xact_commit. Messages "
-                                    "in include the canary's. Bytes are the generator's, after the handshake, framing included."))
+        content.tables.append(
+            Table(
+                "CPU, Redis, PostgreSQL and bandwidth",
+                ["Scenario", "Metric", *head],
+                rows,
+                "CPU in cores (1.00 = one core busy) averaged over the load, children included. Redis: INFO total_commands_processed; "
+                "PostgreSQL: exact rows in the chat table after the servers wrote their buffers, pg_stat_database xact_commit. Messages "
+                "in include the canary's. Bytes are the generator's, after the handshake, framing included.",
+            )
+        )
         # Burst connects.
         if any(run.ok("burst", o) for o in opts):
             rows = []
             for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
-                rows.append([f"connect time {label}", *(cell("burst", o, lambda sr, q=q: _ms(self._quantile(sr, "connect_ms", q))) for o in opts)])
+                rows.append(
+                    [f"connect time {label}", *(cell("burst", o, lambda sr, q=q: _ms(self._quantile(sr, "connect_ms", q))) for o in opts)]
+                )
             rows.append(["failed connects (all repeats)", *(cell("burst", o, self._failed_cell) for o in opts)])
             b = next(run.ok("burst", o) for o in opts if run.ok("burst", o)).params
-            content.tables.append(Table("Burst: connect time distribution", ["Metric", *head], rows,
-                                        f"{b['connections']} connections arriving at random within {b['burst_s']:g} s; every connect of every repeat."))
+            content.tables.append(
+                Table(
+                    "Burst: connect time distribution",
+                    ["Metric", *head],
+                    rows,
+                    f"{b['connections']} connections arriving at random within {b['burst_s']:g} s; every connect of every repeat.",
+                )
+            )
         # Generator.
         gen = run.ok("generator-idle", "native")
         if gen:
@@ -377,12 +530,24 @@ class ScalabilitySpike(Spike):
                 ["generator process RSS with them open", fmt_num(gen.median("generator_rss_bytes") / 2**20, "MiB")],
                 ["generator memory per connection", _kib(gen.median("generator_memory_per_connection_bytes"))],
                 ["native server memory per connection", _kib(gen.median("server_memory_per_connection_bytes"))],
-                ["connect time p50 / p99", f"{_ms(self._quantile(gen, 'connect_ms', 0.5))} / {_ms(self._quantile(gen, 'connect_ms', 0.99))}"],
-                ["descriptor limit (generator / server)", f"{gen.fact.get('nofile', ['?'])[0]} / {gen.fact.get('server_nofile', ['?'])[0]}"],
+                [
+                    "connect time p50 / p99",
+                    f"{_ms(self._quantile(gen, 'connect_ms', 0.5))} / {_ms(self._quantile(gen, 'connect_ms', 0.99))}",
+                ],
+                [
+                    "descriptor limit (generator / server)",
+                    f"{gen.fact.get('nofile', ['?'])[0]} / {gen.fact.get('server_nofile', ['?'])[0]}",
+                ],
             ]
             under = gen.median("generator_rss_bytes") < 2**30
-            content.tables.append(Table("The load generator holding idle connections in one process", ["Metric", "Value"], rows,
-                                        f"One spawned generator process; its RSS is {'under' if under else 'over'} 1 GiB with {fmt_num(gen.median('generator_connected'))} connections open."))
+            content.tables.append(
+                Table(
+                    "The load generator holding idle connections in one process",
+                    ["Metric", "Value"],
+                    rows,
+                    f"One spawned generator process; its RSS is {'under' if under else 'over'} 1 GiB with {fmt_num(gen.median('generator_connected'))} connections open.",
+                )
+            )
         else:
             r = run.result("generator-idle", "native")
             if r is not None:
@@ -399,8 +564,10 @@ class ScalabilitySpike(Spike):
                         cells.append("not measured")
                         continue
                     p = _x.project(c, n, machine)
-                    text = (f"{p.machines} machines ({p.server_cores:.1f} cores, {fmt_num(p.server_memory_bytes / 2**30, 'GiB')}); "
-                            f"PG {fmt_num(p.pg_rows_per_s)} rows/s, {p.pg_cores:.2f} cores")
+                    text = (
+                        f"{p.machines} machines ({p.server_cores:.1f} cores, {fmt_num(p.server_memory_bytes / 2**30, 'GiB')}); "
+                        f"PG {fmt_num(p.pg_rows_per_s)} rows/s, {p.pg_cores:.2f} cores"
+                    )
                     if c.multi_process:
                         text += f"; Redis {fmt_num(p.redis_ops_per_s)} ops/s, {p.redis_cores:.2f} cores"
                     text += "" if p.feasible else f"; **over a limit**: {p.limit}"
@@ -411,14 +578,24 @@ class ScalabilitySpike(Spike):
             caps = []
             for o in opts:
                 c = self.costs(run, s, o)
-                caps.append("not measured" if c is None else ("no limit measured" if math.isinf(m := _x.max_connections(c, machine)) else f"~{fmt_num(m)}"))
+                caps.append(
+                    "not measured"
+                    if c is None
+                    else ("no limit measured" if math.isinf(m := _x.max_connections(c, machine)) else f"~{fmt_num(m)}")
+                )
             rows.append([_TITLES[s], "first hard limit", *caps])
-        content.tables.append(Table("Projection to 10k, 100k and 1M connections", ["Scenario", "Connections", *head], rows,
-                                    f"Formula: {_x.FORMULA}. Reference machine: the one measured ({machine.cores} cores, "
-                                    f"{fmt_num(machine.memory_bytes / 2**30, 'GiB')}), used to {machine.headroom:.0%}. Assumptions: each scenario's traffic "
-                                    "per connection and room size stay as measured; costs stay linear (contention beyond the measured load is not modelled); "
-                                    "a single-process option cannot use more than one core; one Redis serves at most one core's worth of commands; the "
-                                    "database is one machine like this one. Quick-profile costs include more fixed overhead per connection than full-scale ones."))
+        content.tables.append(
+            Table(
+                "Projection to 10k, 100k and 1M connections",
+                ["Scenario", "Connections", *head],
+                rows,
+                f"Formula: {_x.FORMULA}. Reference machine: the one measured ({machine.cores} cores, "
+                f"{fmt_num(machine.memory_bytes / 2**30, 'GiB')}), used to {machine.headroom:.0%}. Assumptions: each scenario's traffic "
+                "per connection and room size stay as measured; costs stay linear (contention beyond the measured load is not modelled); "
+                "a single-process option cannot use more than one core; one Redis serves at most one core's worth of commands; the "
+                "database is one machine like this one. Quick-profile costs include more fixed overhead per connection than full-scale ones.",
+            )
+        )
         # Charts: connections, memory, CPU and latency over time per scenario.
         for s in ran:
             for slug, title, ylabel, xname, yname, scale in (
@@ -437,23 +614,40 @@ class ScalabilitySpike(Spike):
                     except (KeyError, IndexError):
                         continue
                     series[titles[o]] = [(x, y * scale) for x, y in zip(xs, ys)]
-                content.charts.append(Chart(f"{s}-{slug}", f"{_TITLES[s]}: {title} over time", "line", ylabel, series, xlabel="seconds since the load started",
-                                            log_y=slug == "latency", caption="First repeat of each option." if slug != "latency" else
-                                            "A canary connection's echo, on a fixed schedule, measured from its intended send time; first repeat."))
+                content.charts.append(
+                    Chart(
+                        f"{s}-{slug}",
+                        f"{_TITLES[s]}: {title} over time",
+                        "line",
+                        ylabel,
+                        series,
+                        xlabel="seconds since the load started",
+                        log_y=slug == "latency",
+                        caption="First repeat of each option."
+                        if slug != "latency"
+                        else "A canary connection's echo, on a fixed schedule, measured from its intended send time; first repeat.",
+                    )
+                )
         if run.profile == "quick":
-            content.notes.append("**Quick profile**: every scenario is scaled down (fewer connections, shorter holds, and in many-idle one message a "
-                                 "second instead of a minute so that messages flow in a short run); the projection then carries more fixed overhead per "
-                                 "connection. Run the full profile for the seed's numbers.")
+            content.notes.append(
+                "**Quick profile**: every scenario is scaled down (fewer connections, shorter holds, and in many-idle one message a "
+                "second instead of a minute so that messages flow in a short run); the projection then carries more fixed overhead per "
+                "connection. Run the full profile for the seed's numbers."
+            )
         others = [(v, s, o) for s in LOAD_SCENARIOS for o in opts if (v := _med(run.ok(s, o), "other_processes_cpu_cores")) is not None]
         if others:
             worst = max(others)
-            content.notes.append(f"**Shared machine.** Processes outside this spike used up to {worst[0]:.2f} of the {cores} cores during a measurement "
-                                 f"({_TITLES[worst[1]].lower()}, {titles[worst[2]]}); the median over all steps was "
-                                 f"{statistics.median(v for v, _, _ in others):.2f}. Numbers taken while others ran are pessimistic.")
-        content.notes.append(f"The two-process options run two server processes because this machine has {cores} cores (one process per core); nginx "
-                             "proxies WebSocket upgrades round-robin, and the Socket.IO clients use the websocket transport only, so no sticky sessions "
-                             "are needed. Persistence is batched: each server buffers chat messages and writes them with COPY every 50 ms or 1,000 rows "
-                             "(one transaction per batch).")
+            content.notes.append(
+                f"**Shared machine.** Processes outside this spike used up to {worst[0]:.2f} of the {cores} cores during a measurement "
+                f"({_TITLES[worst[1]].lower()}, {titles[worst[2]]}); the median over all steps was "
+                f"{statistics.median(v for v, _, _ in others):.2f}. Numbers taken while others ran are pessimistic."
+            )
+        content.notes.append(
+            f"The two-process options run two server processes because this machine has {cores} cores (one process per core); nginx "
+            "proxies WebSocket upgrades round-robin, and the Socket.IO clients use the websocket transport only, so no sticky sessions "
+            "are needed. Persistence is batched: each server buffers chat messages and writes them with COPY every 50 ms or 1,000 rows "
+            "(one transaction per batch)."
+        )
         content.findings = self._findings(run)
         return content
 

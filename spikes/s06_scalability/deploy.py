@@ -126,7 +126,18 @@ class Deployment:
         self.servers = [
             ServerProcess(
                 f"{self.option} server {i}",
-                [sys.executable, str(POC_DIR / self.setup.script), "--port", "{port}", "--pg", self.pg.dsn, "--redis", redis_url, "--server-id", str(i)],
+                [
+                    sys.executable,
+                    str(POC_DIR / self.setup.script),
+                    "--port",
+                    "{port}",
+                    "--pg",
+                    self.pg.dsn,
+                    "--redis",
+                    redis_url,
+                    "--server-id",
+                    str(i),
+                ],
                 cwd=POC_DIR,
                 ready=LogReady(r"READY port=\d+"),
                 log_path=self.workdir / f"server-{i}.log",
@@ -136,9 +147,13 @@ class Deployment:
         ]
         self._parallel(self.servers)
         if self.processes > 1:
-            self.nginx = self._stack.enter_context(NginxService([s.port for s in self.servers], base_dir=self.workdir, log_path=self.workdir / "nginx.log"))
-        self.log(f"{self.option}: {self.processes} server process(es) {[s.port for s in self.servers]}, front {self.url}, postgres {self.pg.port}"
-                 + (f", redis {self.redis.port}" if self.redis else ""))
+            self.nginx = self._stack.enter_context(
+                NginxService([s.port for s in self.servers], base_dir=self.workdir, log_path=self.workdir / "nginx.log")
+            )
+        self.log(
+            f"{self.option}: {self.processes} server process(es) {[s.port for s in self.servers]}, front {self.url}, postgres {self.pg.port}"
+            + (f", redis {self.redis.port}" if self.redis else "")
+        )
 
     def _parallel(self, parts: list[Any]) -> None:
         """Start ``parts`` (services or servers) at once; each is stopped on exit, even if another failed to start."""
@@ -152,7 +167,9 @@ class Deployment:
         """Raise if a server process died during the scenario."""
         for s in self.servers:
             if not s.alive:
-                raise RuntimeError(f"{s.name} exited during the scenario (code {s.returncode}); last log lines: {' | '.join(s.last_log_lines(5))}")
+                raise RuntimeError(
+                    f"{s.name} exited during the scenario (code {s.returncode}); last log lines: {' | '.join(s.last_log_lines(5))}"
+                )
 
     def stop_servers(self) -> list[str]:
         """Stop the front and the server processes (they write their buffered rows); return their last log lines."""
@@ -185,7 +202,9 @@ class Deployment:
         """pg_stat_database's counters, the chat table's inserted tuples, and its exact row count."""
         assert self.pg is not None
         info = dict(self.pg.info())
-        out = self.pg.psql("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'chat_messages'; SELECT count(*) FROM chat_messages;").split()
+        out = self.pg.psql(
+            "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'chat_messages'; SELECT count(*) FROM chat_messages;"
+        ).split()
         info["table_tup_ins"] = int(out[0]) if out else 0
         info["rows"] = int(out[1]) if len(out) > 1 else 0
         return info

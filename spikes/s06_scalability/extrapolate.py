@@ -136,7 +136,9 @@ def project(costs: Costs, n: int, machine: Machine) -> Projection:
         limits.append(f"one Redis needs {redis_cores:.2f} cores")
     if pg_cores > machine.cores * machine.headroom:
         limits.append(f"PostgreSQL needs {pg_cores:.1f} cores")
-    return Projection(n, cores, memory, machines, redis_ops, redis_cores, pg_rows, costs.pg_xact_per_s * scale, pg_cores, not limits, "; ".join(limits))
+    return Projection(
+        n, cores, memory, machines, redis_ops, redis_cores, pg_rows, costs.pg_xact_per_s * scale, pg_cores, not limits, "; ".join(limits)
+    )
 
 
 def max_connections(costs: Costs, machine: Machine) -> float:

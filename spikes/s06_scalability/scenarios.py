@@ -31,8 +31,22 @@ from harness.probes import ProcessSampler, rss_bytes
 from spikes.s06_scalability.deploy import Deployment
 
 __all__ = [
-    "MANY_IDLE", "MANY_IDLE_QUICK", "FEW_BUSY", "FEW_BUSY_QUICK", "BURST", "BURST_QUICK", "GENERATOR", "GENERATOR_QUICK",
-    "run_many_idle", "run_few_busy", "run_burst", "run_generator_idle", "Canary", "timeline", "cpu_seconds", "loaded_window",
+    "MANY_IDLE",
+    "MANY_IDLE_QUICK",
+    "FEW_BUSY",
+    "FEW_BUSY_QUICK",
+    "BURST",
+    "BURST_QUICK",
+    "GENERATOR",
+    "GENERATOR_QUICK",
+    "run_many_idle",
+    "run_few_busy",
+    "run_burst",
+    "run_generator_idle",
+    "Canary",
+    "timeline",
+    "cpu_seconds",
+    "loaded_window",
 ]
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
@@ -171,7 +185,9 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         t0_ns = time.time_ns()
         canary = Canary(dep.url, dep.transport, canary_ms / 1000, spec.get("payload_bytes", 64)).start(t0_ns)
         try:
-            result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=0.5 if ctx.quick else 1.0, **spec))
+            result = run_load(
+                LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=0.5 if ctx.quick else 1.0, **spec)
+            )
         finally:
             canary.stop()
             for group in samplers.values():
@@ -188,7 +204,9 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         t_down = time.perf_counter()
     ctx.log(f"{ctx.option.key}: stack down in {time.perf_counter() - t_down:.2f} s")
     if result.connected == 0:
-        raise RuntimeError(f"no connection of {result.connections} could be opened: {'; '.join(result.errors[:3]) or result.failed_connects}")
+        raise RuntimeError(
+            f"no connection of {result.connections} could be opened: {'; '.join(result.errors[:3]) or result.failed_connects}"
+        )
     # -- what the engine measured (latency, connects, bytes, loss) ------------------------------
     result.add_to(out)
     ctx.advance(0.9)
@@ -223,7 +241,9 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         out.add(f"{name}_cpu_cores", "cores", [secs / wall if wall else 0.0], None)
     busiest = max((cpu_seconds(s.samples) for s in server), default=0.0)
     out.add("busiest_server_process_cores", "cores", [busiest / wall if wall else 0.0], None)
-    busy = (sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0)) - (sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0))
+    busy = (sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0)) - (
+        sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0)
+    )
     out.add("machine_cpu_cores", "cores", [busy / wall if wall else 0.0], None)
     mine = sum(cpu_seconds(s.samples) for s in samplers["spike"])
     out.add("other_processes_cpu_cores", "cores", [max(0.0, busy - mine) / wall if wall else 0.0], None)
@@ -261,38 +281,63 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         if name in samplers:
             t = timeline(samplers[name], hz, "cpu_percent")
             out.add(f"timeline_{name}_cpu_cores", "cores", [t.get(b, 0.0) / 100 for b in bins], None)
-    out.facts.update({
-        "components": components,
-        "processes": len(pids["server"]),
-        "url_kind": "nginx" if "nginx" in pids else "direct",
-        "canary_error": canary.error,
-        "server_notes": server_notes,
-        "generator_processes": spec.get("processes", 1),
-    })
+    out.facts.update(
+        {
+            "components": components,
+            "processes": len(pids["server"]),
+            "url_kind": "nginx" if "nginx" in pids else "direct",
+            "canary_error": canary.error,
+            "server_notes": server_notes,
+            "generator_processes": spec.get("processes", 1),
+        }
+    )
     return out
 
 
 def run_many_idle(ctx: ScenarioContext) -> ScenarioOutput:
     """Many connections, each sending a chat message now and then, held long enough for a steady state."""
     p = ctx.params
-    spec = dict(connections=p["connections"], rate=p["rate_per_min"] / 60, arrival="ramp", arrival_s=p["ramp_s"], duration_s=p["hold_s"],
-                payload_bytes=p["payload_bytes"], mode="echo", processes=1)
+    spec = dict(
+        connections=p["connections"],
+        rate=p["rate_per_min"] / 60,
+        arrival="ramp",
+        arrival_s=p["ramp_s"],
+        duration_s=p["hold_s"],
+        payload_bytes=p["payload_bytes"],
+        mode="echo",
+        processes=1,
+    )
     return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
 
 
 def run_few_busy(ctx: ScenarioContext) -> ScenarioOutput:
     """A few busy connections in one room: every message is persisted and broadcast to all of them."""
     p = ctx.params
-    spec = dict(connections=p["connections"], rate=p["rate"], duration_s=p["duration_s"], payload_bytes=p["payload_bytes"], mode="broadcast",
-                room="table-1", processes=1)
+    spec = dict(
+        connections=p["connections"],
+        rate=p["rate"],
+        duration_s=p["duration_s"],
+        payload_bytes=p["payload_bytes"],
+        mode="broadcast",
+        room="table-1",
+        processes=1,
+    )
     return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
 
 
 def run_burst(ctx: ScenarioContext) -> ScenarioOutput:
     """0 to N connections arriving at random within a window, then held, each sending chat messages."""
     p = ctx.params
-    spec = dict(connections=p["connections"], rate=p["rate"], arrival="burst", arrival_s=p["burst_s"], duration_s=p["hold_s"],
-                payload_bytes=p["payload_bytes"], mode="echo", processes=1)
+    spec = dict(
+        connections=p["connections"],
+        rate=p["rate"],
+        arrival="burst",
+        arrival_s=p["burst_s"],
+        duration_s=p["hold_s"],
+        payload_bytes=p["payload_bytes"],
+        mode="echo",
+        processes=1,
+    )
     return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p.get("hz", 5.0))
 
 
@@ -303,21 +348,34 @@ def run_generator_idle(ctx: ScenarioContext) -> ScenarioOutput:
     need = p["connections"] + 100
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < need:
-        raise NotRunnable(f"the descriptor hard limit is {hard}; {p['connections']} connections need about {need} in the generator and in the server: "
-                          "raise it (ulimit -Hn as root, or LimitNOFILE for a service)")
+        raise NotRunnable(
+            f"the descriptor hard limit is {hard}; {p['connections']} connections need about {need} in the generator and in the server: "
+            "raise it (ulimit -Hn as root, or LimitNOFILE for a service)"
+        )
     with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
         server_pid = dep.pids()["server"][0]
         server_limit = psutil.Process(server_pid).rlimit(psutil.RLIMIT_NOFILE)
         if server_limit[0] < need:
-            raise NotRunnable(f"the POC server may open {server_limit[0]} descriptors (hard limit {server_limit[1]}); {p['connections']} connections need "
-                              f"about {need}: raise the hard limit (ulimit -Hn, or LimitNOFILE for a service)")
+            raise NotRunnable(
+                f"the POC server may open {server_limit[0]} descriptors (hard limit {server_limit[1]}); {p['connections']} connections need "
+                f"about {need}: raise the hard limit (ulimit -Hn, or LimitNOFILE for a service)"
+            )
         base = rss_bytes(server_pid)
-        r = run_idle_generator(dep.url, dep.transport, p["connections"], hold_s=p["hold_s"], concurrency=p["concurrency"], connect_timeout_s=30.0,
-                               during_hold=lambda: rss_bytes(server_pid))
+        r = run_idle_generator(
+            dep.url,
+            dep.transport,
+            p["connections"],
+            hold_s=p["hold_s"],
+            concurrency=p["concurrency"],
+            connect_timeout_s=30.0,
+            during_hold=lambda: rss_bytes(server_pid),
+        )
         dep.check_alive()
     if r["nofile_soft"] < need:
-        raise NotRunnable(f"the generator process may open only {r['nofile_soft']} descriptors (hard limit {r['nofile_hard']}); {p['connections']} "
-                          f"connections need about {need}: raise the hard limit")
+        raise NotRunnable(
+            f"the generator process may open only {r['nofile_soft']} descriptors (hard limit {r['nofile_hard']}); {p['connections']} "
+            f"connections need about {need}: raise the hard limit"
+        )
     connected = r["connected"]
     out.add("generator_connected", "connections", [connected], "higher")
     out.add("generator_connect_failed", "connections", [r["connect_failed"]])

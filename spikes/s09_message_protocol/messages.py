@@ -113,8 +113,14 @@ class _World:
         token = self.rng.choice(self.tokens)
         token["x"] = _q(token["x"] + self.rng.uniform(-40, 40))
         token["y"] = _q(token["y"] + self.rng.uniform(-40, 40))
-        return {"type": "token_move", "tokenId": token["id"], "x": token["x"], "y": token["y"],
-                "userId": self.rng.choice(_PLAYERS), "seq": self.seq}
+        return {
+            "type": "token_move",
+            "tokenId": token["id"],
+            "x": token["x"],
+            "y": token["y"],
+            "userId": self.rng.choice(_PLAYERS),
+            "seq": self.seq,
+        }
 
     def chat(self) -> dict[str, Any]:
         text = _LINES[0] if self.seq == 0 else self._line()
@@ -133,8 +139,14 @@ class _World:
         for _ in range(200):  # a freehand line: small steps in a slowly turning direction
             x, y = x + rng.uniform(-2, 6), y + rng.uniform(-4, 4)
             points += [_q(x), _q(y)]
-        return {"type": "stroke", "strokeId": _uid(rng, "str_"), "userId": rng.choice(_PLAYERS),
-                "color": rng.choice(_COLORS), "width": rng.choice((1.5, 2.5, 4.0, 8.0)), "points": points}
+        return {
+            "type": "stroke",
+            "strokeId": _uid(rng, "str_"),
+            "userId": rng.choice(_PLAYERS),
+            "color": rng.choice(_COLORS),
+            "width": rng.choice((1.5, 2.5, 4.0, 8.0)),
+            "points": points,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         for token in self.rng.sample(self.tokens, 5):  # some damage between snapshots

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.plugin import NotRunnable, Chart, CriterionScore, Finding, Option, ReportContent, Scenario, ScenarioContext, ScenarioOutput, Scoring, Spike, Table
+from harness.plugin import (
+    Chart,
+    CriterionScore,
+    Finding,
+    NotRunnable,
+    Option,
+    ReportContent,
+    Scenario,
+    ScenarioContext,
+    ScenarioOutput,
+    Scoring,
+    Spike,
+    Table,
+)
 from harness.results import RunResult
 
 __all__ = ["FakeSpike"]
@@ -67,6 +80,19 @@ class FakeSpike(Spike):
         rows = [[o, str(run.ok("works", o).measurement("latency").median)] for o in run.options if run.ok("works", o)]
         return ReportContent(
             tables=[Table("Latency", ["Option", "Median ms"], rows)],
-            charts=[Chart("lat", "Latency", "bar", "ms", {o: [run.ok("works", o).measurement("latency").median] for o in run.options if run.ok("works", o)}, ["m1"])],
-            findings=[Finding(o, o == "a", f"latency is {run.ok('works', o).measurement('latency').median} ms") for o in run.options if run.ok("works", o)],
+            charts=[
+                Chart(
+                    "lat",
+                    "Latency",
+                    "bar",
+                    "ms",
+                    {o: [run.ok("works", o).measurement("latency").median] for o in run.options if run.ok("works", o)},
+                    ["m1"],
+                )
+            ],
+            findings=[
+                Finding(o, o == "a", f"latency is {run.ok('works', o).measurement('latency').median} ms")
+                for o in run.options
+                if run.ok("works", o)
+            ],
         )

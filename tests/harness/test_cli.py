@@ -64,7 +64,9 @@ def test_unwritable_out_is_one_line(tmp_path):
 
 
 def test_run_stores_renders_and_reports_failed_steps(tmp_path):
-    res = invoke("run", "42", "--scenario", "works", "--scenario", "crashes", "--scenario", "needs-tool", "--repeat", "1", "--out", str(tmp_path))
+    res = invoke(
+        "run", "42", "--scenario", "works", "--scenario", "crashes", "--scenario", "needs-tool", "--repeat", "1", "--out", str(tmp_path)
+    )
     assert res.exit_code == 3, res.output  # a step failed: results stored all the same
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1
     doc = (tmp_path / "spike-42-fake.md").read_text()

@@ -47,17 +47,42 @@ def test_cli_prints_and_writes(tmp_path):
 
 @pytest.mark.slow
 def test_master_and_two_workers_counts_add_up(tmp_path):
-    server = ServerProcess("s06 native", [sys.executable, str(POC), "--port", "{port}"], ready=LogReady(r"READY port=\d+"),
-                           log_path=tmp_path / "server.log", ready_timeout=20 * UNIT)
+    server = ServerProcess(
+        "s06 native",
+        [sys.executable, str(POC), "--port", "{port}"],
+        ready=LogReady(r"READY port=\d+"),
+        log_path=tmp_path / "server.log",
+        ready_timeout=20 * UNIT,
+    )
     plan = LocustPlan("test", users=12, spawn_rate=12, run_time_s=4, rate=5.0)
     bind = free_port()
     summary = tmp_path / "summary.json"
     wdir = tmp_path / "workers"
     with server:
-        master = subprocess.Popen(master_command(plan, f"ws://127.0.0.1:{server.port}", workers=2, bind_port=bind, summary=str(summary), locust=LOCUST, locustfile=str(LOCUSTFILE))
-                                  + ["--master-bind-host", "127.0.0.1"], cwd=tmp_path, stdout=open(tmp_path / "master.log", "wb"), stderr=subprocess.STDOUT)
-        workers = [subprocess.Popen(worker_command("127.0.0.1", master_port=bind, summary_dir=str(wdir), locust=LOCUST, locustfile=str(LOCUSTFILE)), cwd=tmp_path,
-                                    stdout=open(tmp_path / f"worker{i}.log", "wb"), stderr=subprocess.STDOUT) for i in range(2)]
+        master = subprocess.Popen(
+            master_command(
+                plan,
+                f"ws://127.0.0.1:{server.port}",
+                workers=2,
+                bind_port=bind,
+                summary=str(summary),
+                locust=LOCUST,
+                locustfile=str(LOCUSTFILE),
+            )
+            + ["--master-bind-host", "127.0.0.1"],
+            cwd=tmp_path,
+            stdout=open(tmp_path / "master.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        workers = [
+            subprocess.Popen(
+                worker_command("127.0.0.1", master_port=bind, summary_dir=str(wdir), locust=LOCUST, locustfile=str(LOCUSTFILE)),
+                cwd=tmp_path,
+                stdout=open(tmp_path / f"worker{i}.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(2)
+        ]
         try:
             master.wait(timeout=60 * UNIT)
             for w in workers:
@@ -88,8 +113,13 @@ def test_master_and_two_workers_counts_add_up(tmp_path):
 def test_idle_generator_reports_its_own_memory(tmp_path):
     from harness.load.idle import run_idle_generator
 
-    server = ServerProcess("s06 native", [sys.executable, str(POC), "--port", "{port}"], ready=LogReady(r"READY port=\d+"),
-                           log_path=tmp_path / "server.log", ready_timeout=20 * UNIT)
+    server = ServerProcess(
+        "s06 native",
+        [sys.executable, str(POC), "--port", "{port}"],
+        ready=LogReady(r"READY port=\d+"),
+        log_path=tmp_path / "server.log",
+        ready_timeout=20 * UNIT,
+    )
     calls = []
     with server:
         r = run_idle_generator(f"ws://127.0.0.1:{server.port}/", "ws", 200, hold_s=0.2, during_hold=lambda: calls.append(1) or "read")

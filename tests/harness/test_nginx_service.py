@@ -44,8 +44,16 @@ def _established(pid: int, port: int) -> int:
 
 def test_proxies_websocket_upgrades_round_robin(tmp_path):
     need("nginx")
-    servers = [ServerProcess(f"poc-{i}", [sys.executable, str(POC), "--port", "{port}"], ready=LogReady(r"READY port=\d+"),
-                             log_path=tmp_path / f"s{i}.log", ready_timeout=20 * UNIT) for i in range(2)]
+    servers = [
+        ServerProcess(
+            f"poc-{i}",
+            [sys.executable, str(POC), "--port", "{port}"],
+            ready=LogReady(r"READY port=\d+"),
+            log_path=tmp_path / f"s{i}.log",
+            ready_timeout=20 * UNIT,
+        )
+        for i in range(2)
+    ]
     for s in servers:
         s.start()
     try:

@@ -20,9 +20,7 @@ MB = 1024 * 1024
 BUSY = "import sys\nblob = b'x' * (40 * 1024 * 1024)\nprint('ready', flush=True)\nwhile True: pass\n"
 #: A parent that idles while its child is busy: only the tree shows the work.
 PARENT = (
-    "import subprocess, sys, time\n"
-    f"c = subprocess.Popen([sys.executable, '-c', {BUSY!r}], stdout=sys.stdout)\n"
-    "while True: time.sleep(1)\n"
+    f"import subprocess, sys, time\nc = subprocess.Popen([sys.executable, '-c', {BUSY!r}], stdout=sys.stdout)\nwhile True: time.sleep(1)\n"
 )
 
 

@@ -208,8 +208,14 @@ def test_an_exception_in_the_with_block_still_stops_the_server(tmp_path):
 def test_env_and_cwd_reach_the_server_and_log_probe_sees_only_this_start(tmp_path):
     code = "import os; print('port', os.environ['MY_PORT'], 'in', os.getcwd()); import time; time.sleep(60)"
     srv = ServerProcess(
-        "env", [sys.executable, "-c", code], env={"MY_PORT": "{port}"}, cwd=tmp_path,
-        ready=LogReady(r"^port \d+ in "), ready_timeout=10 * UNIT, log_path=tmp_path / "env.log", grace=UNIT,
+        "env",
+        [sys.executable, "-c", code],
+        env={"MY_PORT": "{port}"},
+        cwd=tmp_path,
+        ready=LogReady(r"^port \d+ in "),
+        ready_timeout=10 * UNIT,
+        log_path=tmp_path / "env.log",
+        grace=UNIT,
     )
     with srv:
         assert f"port {srv.port} in {tmp_path}" in srv.log_since_start()
@@ -229,8 +235,13 @@ def test_cpu_pinning(tmp_path):
     with forking_server(tmp_path) as srv:  # not pinned: inherits the harness's set
         assert os.sched_getaffinity(srv.pid) == os.sched_getaffinity(0)
     pinned = ServerProcess(
-        "pinned", [sys.executable, str(SERVERS / "forking.py"), "--port", "{port}"], ready=LogReady("listening"),
-        ready_timeout=10 * UNIT, log_path=tmp_path / "pinned.log", cpus=plan.server, grace=UNIT,
+        "pinned",
+        [sys.executable, str(SERVERS / "forking.py"), "--port", "{port}"],
+        ready=LogReady("listening"),
+        ready_timeout=10 * UNIT,
+        log_path=tmp_path / "pinned.log",
+        cpus=plan.server,
+        grace=UNIT,
     )
     with pinned:
         assert os.sched_getaffinity(pinned.pid) == set(plan.server)
@@ -262,7 +273,11 @@ def test_a_signalled_or_crashing_harness_leaves_no_server_behind(tmp_path, how):
     # reaches the group of the harness, never the servers' own groups.
     driver = subprocess.Popen(
         [sys.executable, str(SERVERS / "driver.py"), str(tmp_path / "driven.log"), "raise" if how == "exception" else "wait"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
     )
     watchdog = threading.Timer(30 * UNIT, driver.kill)  # a hung driver must fail the test, not hang it
     watchdog.start()

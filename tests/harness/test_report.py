@@ -13,9 +13,20 @@ from tests.harness.fakes import FakeSpike
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXED_MACHINE = {
-    "hostname": "golden", "cpu_model": "Test CPU", "cpu_count_logical": 2, "cpu_count_physical": 1, "cpu_mhz_max": None,
-    "memory_total_bytes": 2 * 2**30, "os": "Linux 6.0", "platform": "Linux", "python": "3.11.7", "python_implementation": "CPython",
-    "packages": {"realtime-spikes": "0.1.0"}, "load_avg_1m_at_start": 0.5, "commit": "0123456789abcdef", "dirty": False,
+    "hostname": "golden",
+    "cpu_model": "Test CPU",
+    "cpu_count_logical": 2,
+    "cpu_count_physical": 1,
+    "cpu_mhz_max": None,
+    "memory_total_bytes": 2 * 2**30,
+    "os": "Linux 6.0",
+    "platform": "Linux",
+    "python": "3.11.7",
+    "python_implementation": "CPython",
+    "packages": {"realtime-spikes": "0.1.0"},
+    "load_avg_1m_at_start": 0.5,
+    "commit": "0123456789abcdef",
+    "dirty": False,
 }
 
 
@@ -23,8 +34,14 @@ def _fixed_run(tmp_path: Path, **changes) -> RunResult:
     spike = FakeSpike()
     run = run_spike(RunPlan(spike, scenarios=["works", "crashes"], repeat=2, author="Golden Tester"), tmp_path / "scratch")
     data = run.to_dict()
-    data.update(run_id="golden-run", started_at="2026-11-25T10:00:00+00:00", finished_at="2026-11-25T10:06:00+00:00",
-                duration_s=360.0, machine=FIXED_MACHINE, harness={"measured_s": 350.0, "overhead_fraction": 0.0278})
+    data.update(
+        run_id="golden-run",
+        started_at="2026-11-25T10:00:00+00:00",
+        finished_at="2026-11-25T10:06:00+00:00",
+        duration_s=360.0,
+        machine=FIXED_MACHINE,
+        harness={"measured_s": 350.0, "overhead_fraction": 0.0278},
+    )
     for sr in data["scenarios"]:
         sr["durations_s"] = [1.0 for _ in sr["durations_s"]]
     data.update(changes)
@@ -48,8 +65,17 @@ def test_outcome_document_matches_golden(tmp_path):
 
 def test_document_follows_the_seed_template_in_order(tmp_path):
     text = render_spike(FakeSpike(), _fixed_run(tmp_path), tmp_path / "out").read_text()
-    heads = ["## Spike: 42 Fake Spike", "**Date:** 2026-11-25", "**Developer:** Golden Tester", "**Duration:**", "### Question",
-             "### Method", "### Results", "### Recommendation", "### Code/Artifacts"]
+    heads = [
+        "## Spike: 42 Fake Spike",
+        "**Date:** 2026-11-25",
+        "**Developer:** Golden Tester",
+        "**Duration:**",
+        "### Question",
+        "### Method",
+        "### Results",
+        "### Recommendation",
+        "### Code/Artifacts",
+    ]
     positions = [text.index(h) for h in heads]
     assert positions == sorted(positions)
     assert "| Criterion | Weight | Option A | Option B |" in text
@@ -66,8 +92,19 @@ def test_quick_and_stale_runs_say_so(tmp_path):
 
 
 def test_matrix_totals_are_weighted_sums(tmp_path):
-    m = decision_matrix(FakeSpike(), _fixed_run(tmp_path, parameters={"repeat": 2, "options": ["a", "b"], "scenarios": ["works"], "interrupted": False,
-                                                                       "weights": {"Performance": 50, "Complexity": 50}}))
+    m = decision_matrix(
+        FakeSpike(),
+        _fixed_run(
+            tmp_path,
+            parameters={
+                "repeat": 2,
+                "options": ["a", "b"],
+                "scenarios": ["works"],
+                "interrupted": False,
+                "weights": {"Performance": 50, "Complexity": 50},
+            },
+        ),
+    )
     assert m.criteria == ["Performance", "Complexity"]
     assert m.scores["a"]["Performance"] == 9.1  # 100 / 11 (median of 10, 11, 11, 12), one decimal
     assert m.totals["a"] == pytest.approx(100 / 11, abs=0.01)

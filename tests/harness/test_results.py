@@ -94,8 +94,17 @@ def test_latest_runs_picks_the_newest_per_spike(tmp_path):
     ("mutate", "message"),
     [
         (lambda d: {**d, "spike": {**d["spike"], "number": "nine"}}, "spike.number is 'nine'"),
-        (lambda d: {**d, "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "tags": "x"}]}]}, "tags must be an object"),
-        (lambda d: {**d, "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "repeats": [[]]}]}]}, "has no samples"),
+        (
+            lambda d: {**d, "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "tags": "x"}]}]},
+            "tags must be an object",
+        ),
+        (
+            lambda d: {
+                **d,
+                "scenarios": [{**d["scenarios"][0], "measurements": [{**d["scenarios"][0]["measurements"][0], "repeats": [[]]}]}],
+            },
+            "has no samples",
+        ),
     ],
 )
 def test_structurally_valid_but_unusable_files_are_rejected(stored, tmp_path, mutate, message):

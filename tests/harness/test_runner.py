@@ -19,9 +19,12 @@ def test_a_crashing_scenario_is_recorded_and_the_run_goes_on(tmp_path):
     run = run_spike(RunPlan(FakeSpike(), scenarios=["works", "crashes", "needs-tool"], repeat=2), tmp_path, echo=echoed.append)
     status = {(s.scenario, s.option): s.status for s in run.scenarios}
     assert status == {
-        ("works", "a"): "ok", ("works", "b"): "ok",
-        ("crashes", "a"): "failed", ("crashes", "b"): "failed",
-        ("needs-tool", "a"): "not_run", ("needs-tool", "b"): "not_run",
+        ("works", "a"): "ok",
+        ("works", "b"): "ok",
+        ("crashes", "a"): "failed",
+        ("crashes", "b"): "failed",
+        ("needs-tool", "a"): "not_run",
+        ("needs-tool", "b"): "not_run",
     }
     crashed = run.result("crashes", "a")
     assert "the server crashed mid-scenario" in crashed.reason

@@ -40,7 +40,15 @@ class Client:
     bytes_in: int = 0
     bytes_out: int = 0
 
-    def __init__(self, url: str, on_message: MessageHandler, on_close: CloseHandler, *, compression: bool = False, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        *,
+        compression: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         if compression and not self.supports_compression:
             raise ValueError(f"the {self.transport!r} client does not do permessage-deflate; use 'ws-websockets' for compression")
         self.url = url

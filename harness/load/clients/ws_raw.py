@@ -35,7 +35,15 @@ except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
 __all__ = [
-    "RawWebSocketClient", "build_frame", "FrameParser", "handshake_request", "accept_key", "EchoTemplate", "EchoPipeline", "PipelineTally", "ECHO_KEY",
+    "RawWebSocketClient",
+    "build_frame",
+    "FrameParser",
+    "handshake_request",
+    "accept_key",
+    "EchoTemplate",
+    "EchoPipeline",
+    "PipelineTally",
+    "ECHO_KEY",
 ]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -165,8 +173,9 @@ class RawWebSocketClient(Client, asyncio.Protocol):
         """Whether ``start_echo_pipeline`` speaks this adapter's protocol: not in a subclass that re-encodes messages."""
         return cls.send is RawWebSocketClient.send and cls._on_text is RawWebSocketClient._on_text
 
-    def start_echo_pipeline(self, conn_id: int, d: str, window: int, end_ns: int, latency: Any, service: Any, lag: Any,
-                            tally: PipelineTally | None = None) -> EchoPipeline:
+    def start_echo_pipeline(
+        self, conn_id: int, d: str, window: int, end_ns: int, latency: Any, service: Any, lag: Any, tally: PipelineTally | None = None
+    ) -> EchoPipeline:
         """Run closed-loop echo on this open connection with ``window`` requests outstanding until ``end_ns``.
 
         ``window`` 0: no closed loop; send with the pipeline's ``send_scheduled``.
@@ -214,7 +223,7 @@ class RawWebSocketClient(Client, asyncio.Protocol):
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._lost)  # the server answers close, then closes TCP
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             tr.abort()
         except asyncio.CancelledError:
             tr.abort()
@@ -264,7 +273,9 @@ class RawWebSocketClient(Client, asyncio.Protocol):
         self._open = False
         self.closed = True
         if self._handshake is not None and not self._handshake.done():
-            self._handshake.set_exception(ConnectError("connection closed during handshake" if exc is None else f"connection lost during handshake: {exc}"))
+            self._handshake.set_exception(
+                ConnectError("connection closed during handshake" if exc is None else f"connection lost during handshake: {exc}")
+            )
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         if was_open and not self._closing:
@@ -445,11 +456,35 @@ class EchoPipeline:
     the ones expected next.
     """
 
-    __slots__ = ("client", "template", "window", "end_ns", "latency", "service", "lag", "tally", "sent", "received",
-                 "bytes_in", "_expect", "_off", "_in_frame", "_batches")
+    __slots__ = (
+        "client",
+        "template",
+        "window",
+        "end_ns",
+        "latency",
+        "service",
+        "lag",
+        "tally",
+        "sent",
+        "received",
+        "bytes_in",
+        "_expect",
+        "_off",
+        "_in_frame",
+        "_batches",
+    )
 
-    def __init__(self, client: RawWebSocketClient, template: EchoTemplate, window: int, end_ns: int, latency: Any, service: Any, lag: Any,
-                 tally: PipelineTally | None = None) -> None:
+    def __init__(
+        self,
+        client: RawWebSocketClient,
+        template: EchoTemplate,
+        window: int,
+        end_ns: int,
+        latency: Any,
+        service: Any,
+        lag: Any,
+        tally: PipelineTally | None = None,
+    ) -> None:
         if window < 0:
             raise ValueError("window must be >= 0 (0: the caller schedules the sends)")
         self.client = client
@@ -574,7 +609,12 @@ class EchoPipeline:
             except ValueError:
                 return False
             head = self._batches[0]
-            ok = msg.get("op") == protocol.OP_ECHO and msg.get("c") == tpl.conn_id and msg.get("seq") == self.received and msg.get("t") == head[0]
+            ok = (
+                msg.get("op") == protocol.OP_ECHO
+                and msg.get("c") == tpl.conn_id
+                and msg.get("seq") == self.received
+                and msg.get("t") == head[0]
+            )
             if not ok:
                 return False
         self._off += tpl.reply_len

@@ -51,20 +51,63 @@ def locustfile_text() -> str:
 
 
 def _user_args(plan: LocustPlan) -> list[str]:
-    return ["--s06-transport", plan.transport, "--s06-mode", plan.mode, "--s06-rate", f"{plan.rate:g}", "--s06-payload", str(plan.payload_bytes),
-            "--s06-room", plan.room]
+    return [
+        "--s06-transport",
+        plan.transport,
+        "--s06-mode",
+        plan.mode,
+        "--s06-rate",
+        f"{plan.rate:g}",
+        "--s06-payload",
+        str(plan.payload_bytes),
+        "--s06-room",
+        plan.room,
+    ]
 
 
-def master_command(plan: LocustPlan, host: str, *, locustfile: str = "locustfile.py", workers: int = 2, bind_port: int = 5557,
-                   summary: str = "s06-summary.json", locust: tuple[str, ...] = ("locust",)) -> list[str]:
+def master_command(
+    plan: LocustPlan,
+    host: str,
+    *,
+    locustfile: str = "locustfile.py",
+    workers: int = 2,
+    bind_port: int = 5557,
+    summary: str = "s06-summary.json",
+    locust: tuple[str, ...] = ("locust",),
+) -> list[str]:
     """The master's argv: headless, waits for ``workers``, runs the plan, writes the merged summary."""
-    return [*locust, "-f", locustfile, "--master", "--headless", "--expect-workers", str(workers), "--master-bind-port", str(bind_port),
-            "-u", str(plan.users), "-r", f"{plan.spawn_rate:g}", "--s06-run-time", f"{math.ceil(plan.run_time_s)}", "--host", host,
-            *_user_args(plan), "--s06-summary", summary]
+    return [
+        *locust,
+        "-f",
+        locustfile,
+        "--master",
+        "--headless",
+        "--expect-workers",
+        str(workers),
+        "--master-bind-port",
+        str(bind_port),
+        "-u",
+        str(plan.users),
+        "-r",
+        f"{plan.spawn_rate:g}",
+        "--s06-run-time",
+        f"{math.ceil(plan.run_time_s)}",
+        "--host",
+        host,
+        *_user_args(plan),
+        "--s06-summary",
+        summary,
+    ]
 
 
-def worker_command(master_host: str = "127.0.0.1", *, locustfile: str = "locustfile.py", master_port: int = 5557, summary_dir: str = "",
-                   locust: tuple[str, ...] = ("locust",)) -> list[str]:
+def worker_command(
+    master_host: str = "127.0.0.1",
+    *,
+    locustfile: str = "locustfile.py",
+    master_port: int = 5557,
+    summary_dir: str = "",
+    locust: tuple[str, ...] = ("locust",),
+) -> list[str]:
     """A worker's argv (the user options come from the master)."""
     argv = [*locust, "-f", locustfile, "--worker", "--master-host", master_host, "--master-port", str(master_port)]
     return argv + (["--s06-worker-summary", summary_dir] if summary_dir else [])
@@ -76,7 +119,7 @@ def instructions(plan: LocustPlan, host: str, locustfile: str, workers: int = 2)
     w = shlex.join(worker_command("MASTER_IP", locustfile=locustfile))
     wl = shlex.join(worker_command("127.0.0.1", locustfile=locustfile))
     return f"""# Scenario {plan.scenario}: {plan.users} users, spawned at {plan.spawn_rate:g}/s, {plan.rate:g} {plan.mode} msg/s each, for {math.ceil(plan.run_time_s)} s.
-{('# ' + plan.note + chr(10)) if plan.note else ''}# Needs: pip install locust websocket-client hdrhistogram (the harness's venv has them).
+{("# " + plan.note + chr(10)) if plan.note else ""}# Needs: pip install locust websocket-client hdrhistogram (the harness's venv has them).
 # The server under test must be reachable from every worker at {host}.
 
 # 1. On the coordinating machine (the master; it sends no load itself):

@@ -38,20 +38,33 @@ from hdrh.histogram import HdrHistogram
 from locust import User, constant, events, task
 
 HDR_MAX_US = 60_000_000
-_state: dict[str, Any] = {"hdr": HdrHistogram(1, HDR_MAX_US, 3), "sent": 0, "received": 0, "connected": 0, "connect_failed": 0, "users": set()}
+_state: dict[str, Any] = {
+    "hdr": HdrHistogram(1, HDR_MAX_US, 3),
+    "sent": 0,
+    "received": 0,
+    "connected": 0,
+    "connect_failed": 0,
+    "users": set(),
+}
 _master: dict[str, Any] = {"hdr": HdrHistogram(1, HDR_MAX_US, 3), "workers": {}}
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    parser.add_argument("--s06-transport", choices=["ws", "socketio"], default="ws", help="native WebSocket or Socket.IO (websocket transport)")
+    parser.add_argument(
+        "--s06-transport", choices=["ws", "socketio"], default="ws", help="native WebSocket or Socket.IO (websocket transport)"
+    )
     parser.add_argument("--s06-mode", choices=["echo", "broadcast"], default="echo", help="echo to the sender, or broadcast to the room")
     parser.add_argument("--s06-rate", type=float, default=1.0, help="messages per second per user (0: idle)")
     parser.add_argument("--s06-room", default="table-1")
     parser.add_argument("--s06-payload", type=int, default=64, help="payload bytes per message")
-    parser.add_argument("--s06-run-time", type=float, default=0.0,
-                        help="master: stop after this many seconds, wait for every worker's final report, then quit (use instead of -t, "
-                             "whose quit leaves workers half a second to report)")
+    parser.add_argument(
+        "--s06-run-time",
+        type=float,
+        default=0.0,
+        help="master: stop after this many seconds, wait for every worker's final report, then quit (use instead of -t, "
+        "whose quit leaves workers half a second to report)",
+    )
     parser.add_argument("--s06-summary", default="", help="master: write the merged totals and percentiles to this JSON file")
     parser.add_argument("--s06-worker-summary", default="", help="worker: write its own totals to a JSON file in this directory")
 
@@ -103,13 +116,27 @@ class ChatUser(User):
             self.ws.settimeout(None)
         except Exception as exc:
             _state["connect_failed"] += 1
-            events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - t0) * 1000, response_length=0, exception=exc, context={})
+            events.request.fire(
+                request_type="WS",
+                name="connect",
+                response_time=(time.perf_counter() - t0) * 1000,
+                response_length=0,
+                exception=exc,
+                context={},
+            )
             self.ws = None
             self.stop(force=False)
             return
         _state["connected"] += 1
         _state["users"].add(self)
-        events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - t0) * 1000, response_length=0, exception=None, context={})
+        events.request.fire(
+            request_type="WS",
+            name="connect",
+            response_time=(time.perf_counter() - t0) * 1000,
+            response_length=0,
+            exception=None,
+            context={},
+        )
         self.receiver = gevent.spawn(self._receive)
         if self.mode == "broadcast":
             self._send({"op": "join", "room": self.room})
@@ -153,7 +180,9 @@ class ChatUser(User):
             latency_us = max(1, (now - int(msg["t"])) // 1000)
             _state["hdr"].record_value(min(latency_us, HDR_MAX_US))
             _state["received"] += 1
-            events.request.fire(request_type="WS", name=op, response_time=latency_us / 1000, response_length=len(text), exception=None, context={})
+            events.request.fire(
+                request_type="WS", name=op, response_time=latency_us / 1000, response_length=len(text), exception=None, context={}
+            )
 
     @task
     def send_on_schedule(self) -> None:
@@ -191,8 +220,13 @@ class ChatUser(User):
 
 def _snapshot(reset: bool) -> dict[str, Any]:
     hdr = _state["hdr"]
-    out = {"hdr": hdr.encode().decode() if hdr.get_total_count() else "", "sent": _state["sent"], "received": _state["received"],
-           "connected": _state["connected"], "connect_failed": _state["connect_failed"]}
+    out = {
+        "hdr": hdr.encode().decode() if hdr.get_total_count() else "",
+        "sent": _state["sent"],
+        "received": _state["received"],
+        "connected": _state["connected"],
+        "connect_failed": _state["connect_failed"],
+    }
     if reset:
         hdr.reset()
         for k in ("sent", "received", "connected", "connect_failed"):
@@ -231,6 +265,7 @@ def _started(environment: Any, **kw: Any) -> None:
     runner = environment.runner
     run_time = getattr(environment.parsed_options, "s06_run_time", 0.0)
     if type(runner).__name__ in ("MasterRunner", "LocalRunner") and run_time > 0:
+
         def finish() -> None:
             gevent.sleep(run_time)
             runner.stop()  # a master waits here until every worker has stopped, so their final reports are in
@@ -272,7 +307,10 @@ def _write_summary(environment: Any, path: str) -> None:
         "sent": sum(w["sent"] for w in _master["workers"].values()),
         "received": sum(w["received"] for w in _master["workers"].values()),
         "hdr_count": total,
-        "latency_ms": {p: (h.get_value_at_percentile(q) / 1000 if total else None) for p, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9), ("max", 100))},
+        "latency_ms": {
+            p: (h.get_value_at_percentile(q) / 1000 if total else None)
+            for p, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9), ("max", 100))
+        },
         "requests": requests,
         "failures": failures,
         "hdr": h.encode().decode() if total else "",

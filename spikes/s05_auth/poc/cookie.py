@@ -51,9 +51,12 @@ class CookieAuth:
         return Principal(claims["sub"], claims["sid"], claims.get("exp"), claims)
 
     def page_js(self) -> str:
-        return PAGE_CONNECT + """
+        return (
+            PAGE_CONNECT
+            + """
 async function loginAndConnect(user, password) {
   await post('/login', { user, password });
   return await open(wsBase);
 }
 """
+        )

@@ -60,9 +60,11 @@ class JwtParamAuth:
         return Principal(claims["sub"], claims["sid"], claims.get("exp"), claims)
 
     def page_js(self) -> str:
-        keep = ("localStorage.setItem('tt_token', token); window.ttToken = token;" if self.server.cfg.weak else "")
-        connect = ("open(`${wsBase}?token=${token}`)" if self.server.cfg.weak else f"open(wsBase, ['{SUBPROTOCOL}', token])")
-        return PAGE_CONNECT + f"""
+        keep = "localStorage.setItem('tt_token', token); window.ttToken = token;" if self.server.cfg.weak else ""
+        connect = "open(`${wsBase}?token=${token}`)" if self.server.cfg.weak else f"open(wsBase, ['{SUBPROTOCOL}', token])"
+        return (
+            PAGE_CONNECT
+            + f"""
 let token = null;  // module scope: not a property of window
 async function loginAndConnect(user, password) {{
   const r = await post('/login', {{ user, password }});
@@ -70,3 +72,4 @@ async function loginAndConnect(user, password) {{
   return await {connect};
 }}
 """
+        )

@@ -103,7 +103,9 @@ class RefreshAuth:
         weak = self.server.cfg.weak
         keep = "localStorage.setItem('tt_token', token); window.ttToken = token;" if weak else ""
         connect = "open(`${wsBase}?token=${token}`)" if weak else "open(wsBase, null, { type: 'auth', token })"
-        return PAGE_CONNECT + f"""
+        return (
+            PAGE_CONNECT
+            + f"""
 let token = null;  // module scope: not a property of window
 async function loginAndConnect(user, password) {{
   const r = await post('/login', {{ user, password }});
@@ -111,3 +113,4 @@ async function loginAndConnect(user, password) {{
   return await {connect};
 }}
 """
+        )

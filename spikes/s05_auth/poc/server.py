@@ -176,7 +176,7 @@ class AuthServer:
             if data.get("type") != "auth" or not isinstance(data.get("token"), str):
                 raise AuthError("no-credential")
             return await self.auth.principal(data["token"])
-        except (AuthError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, AuthError, ValueError) as exc:
             self.limiter.fail(ip)
             code = 4029 if self.limiter.blocked(ip) else 4000
             await ws.close(code=code, message=getattr(exc, "reason", "timeout").encode())

@@ -94,9 +94,12 @@ class SessionAuth:
         return Principal(user, credential, None, {})
 
     def page_js(self) -> str:
-        return PAGE_CONNECT + """
+        return (
+            PAGE_CONNECT
+            + """
 async function loginAndConnect(user, password) {
   await post('/login', { user, password });
   return await open(wsBase);
 }
 """
+        )

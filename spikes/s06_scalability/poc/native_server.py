@@ -53,7 +53,7 @@ class Server:
             if item.get("type") != "message":
                 continue
             channel = item["channel"].decode()
-            members = self.rooms.get(channel[len(_PREFIX):])
+            members = self.rooms.get(channel[len(_PREFIX) :])
             if members:
                 broadcast(members, item["data"].decode())
 

@@ -111,7 +111,11 @@ class ChatStore:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         if hung:
-            print(f"persist: {len(self.buffer)} rows lost: the database did not answer within {self.close_timeout_s:g} s", file=sys.stderr, flush=True)
+            print(
+                f"persist: {len(self.buffer)} rows lost: the database did not answer within {self.close_timeout_s:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
             self.failed += len(self.buffer)
             self.buffer = []
         else:

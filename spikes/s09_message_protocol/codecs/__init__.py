@@ -11,6 +11,4 @@ from .protobuf_codec import ProtobufCodec
 
 __all__ = ["Codec", "CODECS"]
 
-CODECS: dict[str, Codec] = {
-    c.key: c for c in (JsonCodec(), OrjsonCodec(), MsgpackCodec(), ProtobufCodec(), MsgspecCodec())
-}
+CODECS: dict[str, Codec] = {c.key: c for c in (JsonCodec(), OrjsonCodec(), MsgpackCodec(), ProtobufCodec(), MsgspecCodec())}

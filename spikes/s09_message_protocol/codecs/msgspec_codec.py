@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
@@ -59,7 +59,7 @@ class Snapshot(msgspec.Struct, array_like=True, tag=5):
     tokens: list[Token]
 
 
-Message = Union[Cursor, TokenMove, Chat, Stroke, Snapshot]  # tagged union: the tag picks the type
+Message = Cursor | TokenMove | Chat | Stroke | Snapshot  # tagged union: the tag picks the type
 _STRUCTS = {"cursor": Cursor, "token_move": TokenMove, "chat": Chat, "stroke": Stroke, "snapshot": Snapshot}
 _KINDS = {cls: kind for kind, cls in _STRUCTS.items()}
 

@@ -12,9 +12,9 @@ import pytest
 import uvloop
 
 from harness.load import LoadSpec, hold_idle, register, run_load
+from harness.load.__main__ import main as cli_main
 from harness.load.clients.ws_raw import EchoTemplate, RawWebSocketClient
 from harness.load.protocol import echo_message, encode_ws, make_payload
-from harness.load.__main__ import main as cli_main
 from tests.harness.load.servers import reference_server
 from tests.utils import UNIT
 
@@ -74,7 +74,9 @@ def test_socketio_adapters_echo_and_broadcast(transport):
     with reference_server("socketio") as (port, _):
         url = f"http://127.0.0.1:{port}"
         echo = run_load(_spec(port, url=url, transport=transport, connections=3, rate=20, duration_s=1.0, processes=2))
-        room = run_load(_spec(port, url=url, transport=transport, mode="broadcast", connections=3, rate=5, duration_s=0.5, grace_s=1 * UNIT))
+        room = run_load(
+            _spec(port, url=url, transport=transport, mode="broadcast", connections=3, rate=5, duration_s=0.5, grace_s=1 * UNIT)
+        )
     assert echo.connected == 3 and echo.sent > 0 and echo.sent == echo.received and echo.lost == 0 and echo.error_count == 0
     assert echo.bytes_out > echo.sent * 64 and echo.bytes_in > echo.received * 64
     # An event is '42["echo",{...}]' in one frame: the payload plus about 60 bytes of JSON, packet type and framing.

@@ -12,7 +12,16 @@ from harness.load.clients.ws_raw import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, Fra
 
 @pytest.mark.parametrize(
     ("length", "masked", "header"),
-    [(0, True, 6), (125, True, 6), (126, True, 8), (65535, True, 8), (65536, True, 14), (125, False, 2), (126, False, 4), (65536, False, 10)],
+    [
+        (0, True, 6),
+        (125, True, 6),
+        (126, True, 8),
+        (65535, True, 8),
+        (65536, True, 14),
+        (125, False, 2),
+        (126, False, 4),
+        (65536, False, 10),
+    ],
 )
 def test_frame_header_sizes_follow_rfc_6455(length, masked, header):
     assert protocol.ws_frame_header_size(length, masked) == header
@@ -48,8 +57,10 @@ def test_frame_parser_reassembles_split_and_fragmented_frames():
     parser = FrameParser()
     wire = (
         build_frame(b'{"a":1}', mask=False)
-        + bytes((OP_TEXT, 3)) + b"abc"  # first fragment, FIN clear
-        + bytes((0x80 | OP_CONT, 3)) + b"def"
+        + bytes((OP_TEXT, 3))
+        + b"abc"  # first fragment, FIN clear
+        + bytes((0x80 | OP_CONT, 3))
+        + b"def"
         + build_frame(b"hi", OP_PING, mask=False)
         + build_frame(b"y" * 300, mask=True)  # masked (servers should not, but may)
     )

@@ -93,7 +93,7 @@ def test_open_loop_schedule_does_not_drift():
     s = OpenLoopSchedule(end_ns=10**13)
     s.add(0, 0, interval)
     for _ in range(10_000):
-        (conn, k, t), = s.pop_due(s.next_due())
+        ((conn, k, t),) = s.pop_due(s.next_due())
         assert t == k * interval
 
 

@@ -41,9 +41,28 @@ def test_the_window_round_trips_and_old_specs_read_as_one():
 def _part(index: int, received: int, cpu_s: float) -> dict:
     empty = LatencyRecorder().encode()
     return {
-        "index": index, "latency": empty, "service": empty, "lag": empty, "clamped": 0, "sent": received, "received": received,
-        "unexpected": 0, "outstanding": 0, "unsent": 0, "connected": 1, "members": 0, "connect_ms": [1.0], "failed_connects": {},
-        "dropped": 0, "bytes_in": 0, "bytes_out": 0, "cpu_s": cpu_s, "wall_s": 1.0, "cpu": cpu_s, "window_s": 1.0, "errors": {},
+        "index": index,
+        "latency": empty,
+        "service": empty,
+        "lag": empty,
+        "clamped": 0,
+        "sent": received,
+        "received": received,
+        "unexpected": 0,
+        "outstanding": 0,
+        "unsent": 0,
+        "connected": 1,
+        "members": 0,
+        "connect_ms": [1.0],
+        "failed_connects": {},
+        "dropped": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "cpu_s": cpu_s,
+        "wall_s": 1.0,
+        "cpu": cpu_s,
+        "window_s": 1.0,
+        "errors": {},
     }
 
 
@@ -60,8 +79,9 @@ def test_generator_cpu_time_per_message_is_summed_over_processes():
 
 
 def _spec(port: int, **kw) -> LoadSpec:
-    base = dict(url=f"ws://127.0.0.1:{port}/", connect_timeout_s=5 * UNIT, grace_s=2 * UNIT, rate=math.inf, closed_loop=True,
-                duration_s=0.5)
+    base = dict(
+        url=f"ws://127.0.0.1:{port}/", connect_timeout_s=5 * UNIT, grace_s=2 * UNIT, rate=math.inf, closed_loop=True, duration_s=0.5
+    )
     base.update(kw)
     return LoadSpec(**base)
 

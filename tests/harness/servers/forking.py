@@ -11,9 +11,7 @@ import sys
 import time
 
 GRANDCHILD = (
-    "import signal, sys, time\n"
-    "if '--stubborn' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "while True: time.sleep(1)\n"
+    "import signal, sys, time\nif '--stubborn' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)\n"
 )
 
 

@@ -26,16 +26,30 @@ def _run(times_fastest: float, gen_window: int, echo_window: int, cpu: float = 0
     echo = [s for s in data["scenarios"] if s["scenario"] == "echo"]
     for s in echo:
         s["params"]["window"] = echo_window
-    rates = {s["option"]: next(m["repeats"][0][0] for m in s["measurements"]
-                               if m["name"] == "closed_received_rate" and m["tags"] == {"connections": "50"}) for s in echo}
+    rates = {
+        s["option"]: next(
+            m["repeats"][0][0] for m in s["measurements"] if m["name"] == "closed_received_rate" and m["tags"] == {"connections": "50"}
+        )
+        for s in echo
+    }
     fastest = max(rates, key=rates.__getitem__)
-    data["scenarios"].append({
-        "scenario": "generator", "option": "native", "status": "ok", "reason": None,
-        "params": {"connections": 50, "duration_s": 3.0, "window": gen_window},
-        "measurements": [_m("generator_received_rate", times_fastest * rates[fastest]), _m("generator_generator_cpu", cpu),
-                         _m("generator_generator_us_per_msg", us), _m("generator_server_cpu", 0.97)],
-        "facts": [{}], "durations_s": [3.0],
-    })
+    data["scenarios"].append(
+        {
+            "scenario": "generator",
+            "option": "native",
+            "status": "ok",
+            "reason": None,
+            "params": {"connections": 50, "duration_s": 3.0, "window": gen_window},
+            "measurements": [
+                _m("generator_received_rate", times_fastest * rates[fastest]),
+                _m("generator_generator_cpu", cpu),
+                _m("generator_generator_us_per_msg", us),
+                _m("generator_server_cpu", 0.97),
+            ],
+            "facts": [{}],
+            "durations_s": [3.0],
+        }
+    )
     return RunResult.from_dict(data), fastest
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from pathlib import Path
@@ -14,7 +13,6 @@ from harness.cli import app
 from harness.report.render import decision_matrix, render_spike
 from harness.results import RunResult, load
 from spikes.s01_websocket_impl import spike
-from tests.spikes.s01.conftest import require
 
 STORED = Path(__file__).parent / "data" / "quick-run.json"
 runner = CliRunner()
@@ -51,8 +49,13 @@ def test_a_missing_scenario_leaves_scores_incomplete_not_invented(stored_run):
 
 def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path):
     text = render_spike(spike, stored_run, tmp_path).read_text()
-    for table in ("Echo: throughput and latency by connections", "Features, probed against the running server", "Reconnection of each option's browser client (Chromium)",
-                  "Fan-out, memory and bundle size", "| Criterion | Weight | Native WebSocket (websockets) | Socket.IO (python-socketio) | SvelteKit (adapter-node + ws) |"):
+    for table in (
+        "Echo: throughput and latency by connections",
+        "Features, probed against the running server",
+        "Reconnection of each option's browser client (Chromium)",
+        "Fan-out, memory and bundle size",
+        "| Criterion | Weight | Native WebSocket (websockets) | Socket.IO (python-socketio) | SvelteKit (adapter-node + ws) |",
+    ):
         assert table in text
     assert "Chosen option: **" in text and "**Quick run.**" in text
     for link in re.findall(r"\]\((charts/[^)]+\.svg)\)", text):
@@ -60,7 +63,24 @@ def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path
 
 
 def test_a_small_real_run_end_to_end(tmp_path):
-    res = runner.invoke(app, ["run", "1", "--quick", "--scenario", "memory", "--scenario", "broadcast", "--option", "native", "--option", "socketio", "--out", str(tmp_path)])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "1",
+            "--quick",
+            "--scenario",
+            "memory",
+            "--scenario",
+            "broadcast",
+            "--option",
+            "native",
+            "--option",
+            "socketio",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 0, res.output
     run = load(next((tmp_path / "runs").glob("*.json")))
     for o in ("native", "socketio"):

@@ -68,8 +68,16 @@ def _scores_follow_the_stated_formulas(run: RunResult) -> None:
 def _the_document_shows_the_credit_the_matrix_and_a_derived_recommendation(run: RunResult, tmp_path) -> None:
     text = render_spike(spike, run, tmp_path).read_text()
     assert "CC BY 4.0" in text and "Joseph Gentle" in text
-    for title in ("Comparison matrix", "Replay of automerge-paper", "Replay of friendsforever", "Intent cases", "Session over the real server",
-                  "Offline editing, then reconnect", "CRDT replay: this spike's code against pycrdt directly", "Recommendation per kind of tabletop state"):
+    for title in (
+        "Comparison matrix",
+        "Replay of automerge-paper",
+        "Replay of friendsforever",
+        "Intent cases",
+        "Session over the real server",
+        "Offline editing, then reconnect",
+        "CRDT replay: this spike's code against pycrdt directly",
+        "Recommendation per kind of tabletop state",
+    ):
         assert title in text, title
     rows = {r[0]: r[1] for r in spike.recommendation_by_kind(run)}
     assert set(rows) == {"token positions", "strokes", "note text"}

@@ -65,9 +65,13 @@ def test_friendsforever_ends_exactly_at_end_content(friends, replay):
 
 @pytest.mark.parametrize("replay", [traces.replay_concurrent_crdt, traces.replay_concurrent_ot])
 def test_a_parent_that_is_not_earlier_is_a_clear_error(replay):
-    bad = {"numAgents": 2, "endContent": "ab", "txns": [
-        {"agent": 0, "parents": [1], "patches": [[0, 0, "a"]]},
-        {"agent": 1, "parents": [], "patches": [[0, 0, "b"]]},
-    ]}
+    bad = {
+        "numAgents": 2,
+        "endContent": "ab",
+        "txns": [
+            {"agent": 0, "parents": [1], "patches": [[0, 0, "a"]]},
+            {"agent": 1, "parents": [], "patches": [[0, 0, "b"]]},
+        ],
+    }
     with pytest.raises(traces.TraceError, match="parent 1 .* not earlier"):
         replay(bad)

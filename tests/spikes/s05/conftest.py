@@ -24,6 +24,7 @@ def require(tool: str) -> None:
     if tool == "playwright":
         try:
             import playwright.async_api  # noqa: F401
+
             return
         except ImportError:
             reason = "playwright (the Python package) is not installed"

@@ -126,6 +126,7 @@ def test_a_stateless_token_survives_logout(start):
 @pytest.mark.parametrize("option", ["cookie", "refresh"])
 def test_handshake_flood(start, option):
     rec, weak = both(start, option)
+
     async def both_at_once():
         return await asyncio.gather(attacks.flood(weak, 12), attacks.flood(rec, 12))
 
@@ -140,8 +141,11 @@ def test_refresh_closes_an_unrenewed_connection_with_4001_and_keeps_a_renewed_on
 
     async def go():
         idle, renewing = await attacks.login(t, "alice"), await attacks.login(t, "bob")
-        async with attacks.open_ws(t, **attacks.presentation(t, idle.credential)) as (i1, ws1), \
-                attacks.open_ws(t, **attacks.presentation(t, renewing.credential)) as (i2, ws2), aiohttp.ClientSession() as s:
+        async with (
+            attacks.open_ws(t, **attacks.presentation(t, idle.credential)) as (i1, ws1),
+            attacks.open_ws(t, **attacks.presentation(t, renewing.credential)) as (i2, ws2),
+            aiohttp.ClientSession() as s,
+        ):
             assert i1["connected"] and i2["connected"]
             cookie = renewing.cookies[REFRESH_COOKIE_NAME]["value"]
             for _ in range(5):  # renewals every ttl / 4, for 1.25 ttl in all: past the idle token's expiry
@@ -187,8 +191,11 @@ def test_logout_closes_only_that_sessions_connections(start):
 
     async def go():
         one, two = await attacks.login(t), await attacks.login(t)
-        async with attacks.open_ws(t, **attacks.presentation(t, one.credential)) as (i1, ws1), \
-                attacks.open_ws(t, **attacks.presentation(t, two.credential)) as (i2, ws2), aiohttp.ClientSession() as s:
+        async with (
+            attacks.open_ws(t, **attacks.presentation(t, one.credential)) as (i1, ws1),
+            attacks.open_ws(t, **attacks.presentation(t, two.credential)) as (i2, ws2),
+            aiohttp.ClientSession() as s,
+        ):
             assert i1["connected"] and i2["connected"] and i1["user"] == i2["user"] == "alice"
             async with s.post(t.base + "/logout", headers={"Cookie": f"{COOKIE_NAME}={one.credential}"}) as r:
                 assert r.status == 204
@@ -210,8 +217,12 @@ def test_xss_token_theft_in_chromium(start):
 
     from spikes.s05_auth.scenarios import launch_chromium
 
-    targets = {("jwt-param", False): start("jwt-param"), ("jwt-param", True): start("jwt-param", weak=True),
-               ("cookie", False): start("cookie"), ("cookie", True): start("cookie", weak=True)}
+    targets = {
+        ("jwt-param", False): start("jwt-param"),
+        ("jwt-param", True): start("jwt-param", weak=True),
+        ("cookie", False): start("cookie"),
+        ("cookie", True): start("cookie", weak=True),
+    }
 
     async def go():
         async with async_playwright() as pw:

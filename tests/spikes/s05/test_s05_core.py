@@ -25,7 +25,13 @@ def test_an_issued_token_verifies_with_its_claims():
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("alg none", "algorithm"), ("payload changed, old signature", "signature"), ("wrong audience", "audience"), ("wrong issuer", "issuer"), ("expired exp", "expired")],
+    [
+        ("alg none", "algorithm"),
+        ("payload changed, old signature", "signature"),
+        ("wrong audience", "audience"),
+        ("wrong issuer", "issuer"),
+        ("expired exp", "expired"),
+    ],
 )
 def test_the_recommended_verifier_refuses_each_forgery_for_its_own_reason(case, reason):
     issuer = TokenIssuer(SECRET)
@@ -51,7 +57,11 @@ def test_a_token_signed_with_another_key_or_for_another_use_is_refused():
 
 def test_a_token_missing_a_required_claim_is_refused():
     now = int(time.time())
-    token = jwt.encode({"iss": core.ISSUER, "aud": core.AUDIENCE, "sub": "a", "sid": "s", "use": "access", "iat": now, "exp": now + 60}, SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"iss": core.ISSUER, "aud": core.AUDIENCE, "sub": "a", "sid": "s", "use": "access", "iat": now, "exp": now + 60},
+        SECRET,
+        algorithm="HS256",
+    )
     with pytest.raises(AuthError, match="missing-jti"):
         TokenIssuer(SECRET).verify(token)
 

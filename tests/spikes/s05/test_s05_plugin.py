@@ -69,8 +69,14 @@ def test_a_missing_scenario_leaves_scores_incomplete_not_invented(stored_run):
 
 def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path):
     text = render_spike(spike, stored_run, tmp_path).read_text()
-    for heading in ("Security matrix, recommended settings", "Security matrix, deliberately weak settings", "Cost of authenticating (recommended settings)",
-                    "Revocation: logout on instance A, live connection on instance B", "| Criterion | Weight |", "| Security | 30% |"):
+    for heading in (
+        "Security matrix, recommended settings",
+        "Security matrix, deliberately weak settings",
+        "Cost of authenticating (recommended settings)",
+        "Revocation: logout on instance A, live connection on instance B",
+        "| Criterion | Weight |",
+        "| Security | 30% |",
+    ):
         assert heading in text
     assert "Chosen option: **" in text
     links = re.findall(r"\]\((charts/[^)]+\.svg)\)", text)
@@ -90,7 +96,9 @@ def test_a_small_real_run_end_to_end_keeps_its_secrets(tmp_path, monkeypatch):
             made.append(self)
 
     monkeypatch.setattr(scenarios, "Secrets", Recorded)
-    res = runner.invoke(app, ["run", "5", "--quick", "--scenario", "attacks", "--scenario", "revocation", "--option", "sessions", "--out", str(tmp_path)])
+    res = runner.invoke(
+        app, ["run", "5", "--quick", "--scenario", "attacks", "--scenario", "revocation", "--option", "sessions", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     run = load(next((tmp_path / "runs").glob("*.json")))
     for scen in ("attacks", "revocation"):
@@ -117,7 +125,9 @@ def test_the_cost_scenario_measures_handshakes_throughput_memory_and_redis(tmp_p
     from harness.plugin import ScenarioContext
 
     params = {"connections": 20, "rate": 50, "closed_connections": 20, "concurrency": 4, "memory_connections": 20, "logins": 4}
-    out = scenarios.run_cost(ScenarioContext(option=spike.option("sessions"), params=params, repeat=0, quick=True, workdir=tmp_path, log=lambda s: None))
+    out = scenarios.run_cost(
+        ScenarioContext(option=spike.option("sessions"), params=params, repeat=0, quick=True, workdir=tmp_path, log=lambda s: None)
+    )
     got = {m.name: m.samples for m in out.measurements}
     assert len(got["handshake_ms"]) == 20 and all(x > 0 for x in got["handshake_ms"])
     assert len(got["login_ms"]) == 4 and got["connections_per_s"][0] > 0

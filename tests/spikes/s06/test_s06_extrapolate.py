@@ -12,8 +12,16 @@ M = Machine(cores=2, memory_bytes=8 * 2**30, headroom=0.5)
 
 
 def test_linear_scaling_of_cores_memory_and_services():
-    c = Costs(connections=1000, memory_per_connection=10_000, server_cores=0.1, redis_ops_per_s=50, redis_cpu_per_op=1e-5,
-              pg_rows_per_s=20, pg_xact_per_s=4, pg_cpu_per_row=2e-4)
+    c = Costs(
+        connections=1000,
+        memory_per_connection=10_000,
+        server_cores=0.1,
+        redis_ops_per_s=50,
+        redis_cpu_per_op=1e-5,
+        pg_rows_per_s=20,
+        pg_xact_per_s=4,
+        pg_cpu_per_row=2e-4,
+    )
     p = project(c, 100_000, M)
     assert p.server_cores == pytest.approx(10.0)  # 0.1 cores per 1000 connections
     assert p.server_memory_bytes == pytest.approx(1e9)
@@ -37,8 +45,15 @@ def test_a_single_process_option_is_capped_at_one_core():
 
 
 def test_redis_and_the_database_cap_a_scaled_out_option():
-    c = Costs(connections=1000, memory_per_connection=1, server_cores=0.01, redis_ops_per_s=1000, redis_cpu_per_op=1e-5,
-              pg_rows_per_s=100, pg_cpu_per_row=1e-4)
+    c = Costs(
+        connections=1000,
+        memory_per_connection=1,
+        server_cores=0.01,
+        redis_ops_per_s=1000,
+        redis_cpu_per_op=1e-5,
+        pg_rows_per_s=100,
+        pg_cpu_per_row=1e-4,
+    )
     # Redis: 0.01 cores per 1000 connections -> 0.5 cores at 50k; PostgreSQL: 0.01 per 1000 -> 1 core (2 x 0.5) at 100k.
     assert max_connections(c, M) == pytest.approx(50_000)
     p = project(c, 1_000_000, M)
@@ -58,7 +73,9 @@ def test_nothing_measured_means_no_limit_and_bad_input_is_refused():
 def test_a_run_short_of_its_target_is_projected_at_the_target():
     from spikes.s06_scalability.extrapolate import at_target
 
-    measured = Costs(connections=50, memory_per_connection=1, server_cores=0.9, pg_rows_per_s=1000, pg_cpu_per_row=1e-6, multi_process=False)
+    measured = Costs(
+        connections=50, memory_per_connection=1, server_cores=0.9, pg_rows_per_s=1000, pg_cpu_per_row=1e-6, multi_process=False
+    )
     full = at_target(measured, delivered=1_000_000, expected=4_000_000, messages_in=100_000, wall_s=20)
     assert full.shortfall == 4 and full.server_cores == pytest.approx(3.6)  # each missing delivery costs what a delivered one did
     assert full.pg_rows_per_s == 5000 and full.pg_cpu_per_row == 1e-6  # one row per message in, at the measured cost per row

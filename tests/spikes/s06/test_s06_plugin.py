@@ -51,9 +51,15 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
     assert set(matrix.scores) == {"native", "socketio-redis"}
     assert matrix.scores["native"]["Maintenance"] is not None
     doc = render_spike(tiny, stored, tmp_path).read_text()
-    for title in ("Targets, what was reached, and where it saturated", "Memory per connection", "CPU, Redis, PostgreSQL and bandwidth",
-                  "Burst: connect time distribution", "The load generator holding idle connections in one process",
-                  "Projection to 10k, 100k and 1M connections", "**Quick profile**"):
+    for title in (
+        "Targets, what was reached, and where it saturated",
+        "Memory per connection",
+        "CPU, Redis, PostgreSQL and bandwidth",
+        "Burst: connect time distribution",
+        "The load generator holding idle connections in one process",
+        "Projection to 10k, 100k and 1M connections",
+        "**Quick profile**",
+    ):
         assert title in doc
     links = re.findall(r"\]\((charts/[^)]+\.svg)\)", doc)
     assert links and all((tmp_path / link).is_file() for link in links)

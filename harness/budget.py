@@ -1,0 +1,51 @@
+"""The seed's ten spikes and their run-time budgets, read from ``budgets.toml``.
+
+One table, kept in the repository next to this module, answers two questions
+for the CLI and the runner: which spikes the seed plans (so ``spike run 3``
+can say "planned, not implemented yet" instead of "unknown"), and how many
+minutes a run of each may take before it is reported as over budget.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+__all__ = ["BUDGETS_FILE", "PlannedSpike", "seed_spikes", "budget_minutes"]
+
+BUDGETS_FILE = Path(__file__).with_name("budgets.toml")
+
+
+@dataclass(frozen=True)
+class PlannedSpike:
+    """One spike of the seed: its number, slug, title and full-profile budget in minutes."""
+
+    number: int
+    slug: str
+    title: str
+    full_minutes: float
+
+
+@cache
+def _table() -> tuple[dict[int, PlannedSpike], float]:
+    data = tomllib.loads(BUDGETS_FILE.read_text(encoding="utf-8"))
+    spikes = {
+        int(n): PlannedSpike(int(n), str(row["slug"]), str(row["title"]), float(row["full_minutes"])) for n, row in data["spike"].items()
+    }
+    return dict(sorted(spikes.items())), float(data["quick"]["minutes"])
+
+
+def seed_spikes() -> dict[int, PlannedSpike]:
+    """The seed's spikes by number, implemented or not."""
+    return dict(_table()[0])
+
+
+def budget_minutes(number: int, quick: bool) -> float | None:
+    """The budget of one run of spike ``number`` in minutes, or ``None`` for a spike outside the seed."""
+    spikes, quick_minutes = _table()
+    if quick:
+        return quick_minutes
+    spike = spikes.get(number)
+    return spike.full_minutes if spike else None
