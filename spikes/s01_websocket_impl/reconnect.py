@@ -12,12 +12,13 @@ own page, which ships the native client). Then one fault:
   it carries (RST to both ends), as a dropped Wi-Fi or a load balancer would.
 
 Measured, on the page's ``performance.now()`` clock: the time from the server
-being back (restart) or from the cut (drop) until the client's next echo
-arrives; the outage the client saw (last echo before it saw the connection
-close to the first echo after); and the messages lost (sent through the
-client, never echoed), split into those in flight when the connection died
-and those the app sent while the client knew it was disconnected (a client
-that queues loses none of those).
+being back (restart) or from the cut (drop) until the first echo through a
+new connection arrives (after the client saw the old one close); the outage
+the client saw (last echo before it saw the connection close to the first
+echo after); and the messages lost (sent through the client, never echoed),
+split into those in flight when the connection died and those the app sent
+while the client knew it was disconnected (a client that queues loses none
+of those, once it has had until the timeout to deliver them).
 """
 
 from __future__ import annotations
@@ -82,6 +83,31 @@ _DRIVER_JS = """
   // Only Socket.IO's client reports a transport (it starts on HTTP long-polling and upgrades).
   rc.transport = () => (client.transport === undefined ? 'websocket' : client.transport);
   window.__rc = rc;
+}
+"""
+
+# Recovered: an echo arrived through a new connection, i.e. after the client saw the close that followed the fault
+# (a closed WebSocket or Socket.IO socket delivers nothing more) and after the server was back. An echo of a message
+# in flight when the fault struck can arrive just after t_fault; counting it ended the wait before the client had
+# reconnected, and what Socket.IO had buffered for the reconnect was then miscounted as lost while disconnected.
+_RECOVERED_JS = """
+({ fault, back }) => {
+  const rc = window.__rc;
+  const closed = rc.closes.find((t) => t >= fault);
+  if (closed === undefined) return false;
+  const from = Math.max(closed, back);
+  return rc.echoes.some((e) => e[1] > from);
+}
+"""
+
+# Drained: every message the app sent after the client saw the close (the ones a client must keep) has been echoed.
+_DRAINED_JS = """
+({ fault }) => {
+  const rc = window.__rc;
+  const closed = rc.closes.find((t) => t >= fault);
+  if (closed === undefined) return true;
+  const echoed = new Set(rc.echoes.map((e) => e[0]));
+  return rc.sent.every(([seq, t]) => t < closed || echoed.has(seq));
 }
 """
 
@@ -226,7 +252,9 @@ def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recover
     pivot = t_close if t_close != float("inf") else t_fault
     before = [t for t in echo_times if t <= pivot]
     after_pivot = [t for t in echo_times if t > pivot]
-    after_back = [t for t in echo_times if t > t_back]
+    # Recovery is the first echo through a new connection: after the server was back and after the client saw the close.
+    # An echo that was in flight when the fault struck can still arrive a few ms after t_fault; it proves nothing.
+    after_back = [t for t in echo_times if t > max(t_back, t_close if t_close != float("inf") else t_back)]
     return {
         "recovered": recovered,
         "recovery_ms": (min(after_back) - t_back) if recovered and after_back else None,
@@ -307,13 +335,19 @@ async def measure_reconnect(
             assert restart is not None
             await asyncio.to_thread(restart)
             t_back = await page.evaluate(now)
+        times = {"fault": t_fault, "back": t_back}
         try:
-            await page.wait_for_function("t => window.__rc.echoes.some(e => e[1] > t)", arg=t_back, timeout=timeout_s * 1000, polling=10)
+            await page.wait_for_function(_RECOVERED_JS, arg=times, timeout=timeout_s * 1000, polling=10)
             recovered = True
         except Exception:  # Playwright's TimeoutError: the client never came back
             recovered = False
         await asyncio.sleep(settle_s)
         await page.evaluate("() => window.__rc.stop()")
+        if recovered:
+            # What the client queued while disconnected is sent on the new connection; give it until the timeout to
+            # come back, so a slow flush is not miscounted as a loss (a client that drops it costs the full timeout).
+            with contextlib.suppress(Exception):
+                await page.wait_for_function(_DRAINED_JS, arg=times, timeout=timeout_s * 1000, polling=20)
         await asyncio.sleep(max(0.5, 10 * interval_ms / 1000))  # let the last echoes arrive
         raw = await page.evaluate("() => ({sent: __rc.sent, echoes: __rc.echoes, opens: __rc.opens, closes: __rc.closes})")
         await page.evaluate("() => window.__rc.close()")

@@ -161,3 +161,16 @@ def test_summary_splits_losses_at_the_moment_the_client_saw_the_close():
     assert out["outage_ms"] == pytest.approx(300.0)  # last echo before the fault at 1, first after at 301
     assert out["lost_seqs"] == [1, 2] and out["lost_in_flight"] == 2 and out["lost_while_disconnected"] == 0
     assert out["duplicates"] == 1 and out["reconnects"] == 1 and out["sent"] == 5
+
+
+def test_an_echo_that_was_in_flight_at_the_fault_is_not_the_recovery():
+    # seq 1's echo lands 10 ms after t_fault but before the client saw the close: the old connection, not a new one.
+    raw = {
+        "sent": [[0, 0.0], [1, 85.0], [2, 150.0], [3, 200.0]],
+        "echoes": [[0, 1.0], [1, 100.0], [2, 900.0], [3, 901.0]],
+        "opens": [0.0, 880.0],
+        "closes": [120.0],
+    }
+    out = reconnect._summarise(raw, t_fault=90.0, t_back=90.0, recovered=True)
+    assert out["recovery_ms"] == pytest.approx(810.0)  # 90 -> 900, the first echo after the close at 120
+    assert out["lost"] == 0 and out["reconnects"] == 1
