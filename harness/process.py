@@ -78,7 +78,7 @@ def free_port(host: str = LOOPBACK) -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
-            port = s.getsockname()[1]
+            port: int = s.getsockname()[1]
         with _handed_lock:
             if port in _handed_out:
                 continue
@@ -539,11 +539,13 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_note(f"start {self.name} on {self.host}:{self.port}: {subprocess.list2cmdline(argv)}")
         self._log_offset = self.log_path.stat().st_size
-        extra: dict[str, object] = {}
+        uid: int | None = None
+        gid: int | None = None
+        groups: list[int] | None = None
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
             # user= alone would keep root's group; drop it too.
-            extra.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+            uid, gid, groups = pw.pw_uid, pw.pw_gid, []
         _install_handlers()
         with open(self.log_path, "ab") as logf:
             self._popen = subprocess.Popen(
@@ -554,7 +556,9 @@ class ServerProcess:
                 cwd=self.cwd,
                 env=env,
                 start_new_session=True,
-                **extra,  # type: ignore[arg-type]
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         self._pgid = self._popen.pid  # a new session's leader is its group's leader
         self._known_descendants = {}

@@ -276,7 +276,8 @@ class _RedisPing:
 
     def __call__(self, server: ServerProcess) -> bool:
         try:
-            return _redis_command(server.host, server.port, "PING", timeout=0.5) == "PONG"
+            reply = _redis_command(server.host, server.port, "PING", timeout=0.5)
+            return isinstance(reply, str) and reply == "PONG"
         except (OSError, ServiceError):
             return False
 

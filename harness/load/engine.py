@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import multiprocessing as mp
 import multiprocessing.connection as mpc
@@ -39,12 +40,13 @@ import signal
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from harness.load import protocol
-from harness.load.clients import Client, adapter_path, describe_error, get_client_class, register
-from harness.load.clients.ws_raw import PipelineTally
+from harness.load.clients import Client, CloseHandler, MessageHandler, adapter_path, describe_error, get_client_class, register
+from harness.load.clients.ws_raw import EchoPipeline, PipelineTally, RawWebSocketClient
 from harness.load.histogram import LatencyRecorder, merge_encoded, percentiles_ms
 from harness.load.schedules import (
     OpenLoopSchedule,
@@ -54,7 +56,7 @@ from harness.load.schedules import (
     random_phases,
     split_round_robin,
 )
-from harness.load.spec import CLIENT_BOUND_CPU, CLIENT_BOUND_LAG_MS, LoadResult, LoadSpec
+from harness.load.spec import CLIENT_BOUND_CPU, CLIENT_BOUND_LAG_MS, GeneratorResult, LoadResult, LoadSpec
 from harness.load.system import raise_nofile_limit
 from harness.load.timer import PreciseTimer
 from harness.process import pin_current
@@ -104,7 +106,7 @@ class _Conn:
     def __init__(self, conn_id: int, pos: int, sender: bool) -> None:
         self.id = conn_id
         self.pos = pos  # index in this process's share
-        self.client: Client | None = None
+        self.client: Client  # set in _arrive right after this, before the connection is registered in conns
         self.outstanding: dict[int, int] = {}  # seq -> actual send time (ns)
         self.alive = False
         self.sender = sender
@@ -112,7 +114,7 @@ class _Conn:
         self.sent = 0
         self.joined: asyncio.Future[None] | None = None
         self.waiters: dict[int, asyncio.Future[int]] = {}  # closed loop: seq -> its reply's arrival (ns)
-        self.pipe: Any = None  # a client-driven echo pipeline (closed loop, back to back), if the adapter has one
+        self.pipe: EchoPipeline | None = None  # a client-driven echo pipeline (closed loop, back to back), if the adapter has one
 
     @property
     def in_flight(self) -> int:
@@ -157,10 +159,11 @@ class _Generator:
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, self.channel.poll, timeout):
             raise TimeoutError(f"no word from the parent process in {timeout:g} s")
-        return self.channel.recv()
+        msg: tuple[Any, ...] = self.channel.recv()
+        return msg
 
     # -- the run ----------------------------------------------------------------------------
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> GeneratorResult:
         self.timer = PreciseTimer()
         try:
             return await self._run()
@@ -171,7 +174,7 @@ class _Generator:
         assert self.timer is not None
         await self.timer.sleep_until(t_ns)
 
-    async def _run(self) -> dict[str, Any]:
+    async def _run(self) -> GeneratorResult:
         spec = self.spec
         self.channel.send(("ready",))
         _, start_ns = await self._recv(STARTUP_TIMEOUT_S * 2)
@@ -282,11 +285,11 @@ class _Generator:
         spec = self.spec
         client = conn.client
         # Echo on the raw client: frames built and replies checked in bulk by an EchoPipeline.
-        pipelined = not self.broadcast and getattr(client, "supports_echo_pipeline", lambda: False)()
+        piped = client if not self.broadcast and isinstance(client, RawWebSocketClient) and client.supports_echo_pipeline() else None
         if spec.closed_loop:
-            if self.interval is None and pipelined:
+            if self.interval is None and piped is not None:
                 # Back to back: driven from the client's data callback, no task or future per message.
-                conn.pipe = client.start_echo_pipeline(
+                conn.pipe = piped.start_echo_pipeline(
                     conn.id, self.payload, spec.window, end, self.latency, self.service, self.lag, self.tally
                 )
                 if not self._ticking and spec.window > 1:
@@ -298,9 +301,9 @@ class _Generator:
                 self._closed_loop_tasks.append(asyncio.create_task(self._closed_loop(conn, first, slot)))
             return
         assert self.schedule is not None and self.interval is not None
-        if pipelined:
+        if piped is not None:
             # Open model: the scheduler hands the pipeline every request due on this connection in one go, one write.
-            conn.pipe = client.start_echo_pipeline(conn.id, self.payload, 0, end, self.latency, self.service, self.lag, self.tally)
+            conn.pipe = piped.start_echo_pipeline(conn.id, self.payload, 0, end, self.latency, self.service, self.lag, self.tally)
         conn.planned = max(0, math.ceil((end - first_ns) / self.interval))
         self.schedule.add(conn.id, first_ns, self.interval)
         if self._wake is not None and not self._wake.done():
@@ -354,7 +357,7 @@ class _Generator:
             if due is None or due > now:
                 # Sleep until the next send, or until a new connection is scheduled.
                 wake = self._wake = loop.create_future()
-                entry = timer.call_at(schedule.end_ns if due is None else due, lambda wake=wake: _resolve(wake))
+                entry = timer.call_at(schedule.end_ns if due is None else due, functools.partial(_resolve, wake))
                 try:
                     await wake
                 finally:
@@ -385,6 +388,7 @@ class _Generator:
             self.sent += sent  # pipelined sends count in self.tally
             for conn_id, requests in grouped.items():
                 conn = conns[conn_id]
+                assert conn.pipe is not None  # grouped holds pipelined connections only
                 conn.sent += conn.pipe.send_scheduled(requests)
             if len(batch) == _BATCH:
                 await asyncio.sleep(0)  # let replies in: their timestamps must not wait for our sends
@@ -417,7 +421,7 @@ class _Generator:
             seq += step
             intended = closed_loop_next(intended, self.interval, reply_ns)
 
-    def _on_message(self, conn: _Conn):
+    def _on_message(self, conn: _Conn) -> MessageHandler:
         latency = self.latency.record
         service = self.service.record
         reply_op = self.reply_op
@@ -452,7 +456,7 @@ class _Generator:
 
         return on_message
 
-    def _on_close(self, conn: _Conn):
+    def _on_close(self, conn: _Conn) -> CloseHandler:
         def on_close(reason: str) -> None:
             if not conn.alive:
                 return
@@ -488,7 +492,7 @@ class _Generator:
         return sum(cl.bytes_in for cl in clients), sum(cl.bytes_out for cl in clients)
 
 
-def _cpu_clock():
+def _cpu_clock() -> Callable[[], float]:
     """A function returning this process's CPU seconds (user + system), threads included."""
     import psutil
 
@@ -507,7 +511,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 @contextlib.contextmanager
-def reporting_to(channel: mpc.Connection):
+def reporting_to(channel: mpc.Connection) -> Iterator[None]:
     """In a spawned generator process: send any failure's traceback to the parent as ``("error", text)``; close the channel."""
     try:
         yield
@@ -570,7 +574,7 @@ def _collect(procs: list[_Process], expect: str, timeout: float) -> dict[int, tu
         for pipe in mpc.wait(list(pending), remaining):
             p = pending.pop(pipe)
             try:
-                msg = pipe.recv()
+                msg = p.pipe.recv()
             except (EOFError, OSError):
                 p.proc.join(1)
                 p.fail(f"generator process {p.share.index} exited (code {p.proc.exitcode}) before sending {expect!r}")
@@ -645,7 +649,7 @@ def _broadcast_to(procs: list[_Process], msg: tuple[Any, ...]) -> None:
                 p.fail(f"generator process {p.share.index} is gone")
 
 
-def merge_results(spec: LoadSpec, parts: list[dict[str, Any]], process_errors: list[str], members: int, wall_s: float) -> LoadResult:
+def merge_results(spec: LoadSpec, parts: list[GeneratorResult], process_errors: list[str], members: int, wall_s: float) -> LoadResult:
     """One ``LoadResult`` from the per-process results (pure: no processes, no sockets)."""
     parts = sorted(parts, key=lambda r: r["index"])
     latency = merge_encoded(r["latency"] for r in parts)

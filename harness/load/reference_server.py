@@ -29,11 +29,15 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from harness.load import protocol
 from harness.load.clients.ws_raw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, build_frame
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
 
 __all__ = ["Stall", "serve_ws", "serve_socketio", "serve_raw_echo", "main"]
 
@@ -81,9 +85,9 @@ async def serve_ws(host: str, port: int, stall: Stall) -> None:
     """The whole protocol over ``websockets``."""
     from websockets.asyncio.server import broadcast, serve
 
-    rooms: dict[str, set] = defaultdict(set)
+    rooms: dict[str, set[ServerConnection]] = defaultdict(set)
 
-    async def handler(ws) -> None:
+    async def handler(ws: ServerConnection) -> None:
         joined: list[str] = []
         try:
             async for raw in ws:
@@ -123,19 +127,19 @@ async def serve_socketio(host: str, port: int, stall: Stall) -> None:
     sio.attach(app)
 
     @sio.on(protocol.OP_ECHO)
-    async def echo(sid, data):
+    async def echo(sid: str, data: Any) -> None:
         stall.tick()
         await sio.emit(protocol.OP_ECHO, data, to=sid)
 
     @sio.on(protocol.OP_JOIN)
-    async def join(sid, data):
+    async def join(sid: str, data: Any) -> None:
         stall.tick()
         room = str(data.get("room"))
         await sio.enter_room(sid, room)
         await sio.emit(protocol.OP_JOINED, {"room": room}, to=sid)
 
     @sio.on(protocol.OP_BROADCAST)
-    async def broadcast(sid, data):
+    async def broadcast(sid: str, data: Any) -> None:
         stall.tick()
         await sio.emit(protocol.OP_BROADCAST, data, room=data.get("room"))
 
@@ -143,7 +147,7 @@ async def serve_socketio(host: str, port: int, stall: Stall) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    _announce(site._server.sockets[0].getsockname()[1])  # noqa: SLF001 - aiohttp has no public accessor
+    _announce(runner.addresses[0][1])
     try:
         await _until_signalled()
     finally:
@@ -155,13 +159,13 @@ class _RawEchoProtocol(asyncio.Protocol):
 
     def __init__(self, stall: Stall) -> None:
         self.stall = stall
-        self.tr: asyncio.Transport | None = None
+        self.tr: asyncio.Transport  # set by connection_made, before any data arrives
         self.head = bytearray()
         self.open = False
         self.parser = FrameParser()
 
-    def connection_made(self, transport) -> None:
-        self.tr = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tr = cast(asyncio.Transport, transport)  # create_server gives stream transports
 
     def data_received(self, data: bytes) -> None:
         if not self.open:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from harness.load.clients import transports
 from harness.load.schedules import ARRIVALS
@@ -13,7 +13,7 @@ from harness.load.system import check_loopback_url
 if TYPE_CHECKING:
     from harness.plugin import ScenarioOutput
 
-__all__ = ["MODES", "LoadSpec", "LoadResult", "SAMPLE_UNITS", "CLIENT_BOUND_CPU", "CLIENT_BOUND_LAG_MS"]
+__all__ = ["MODES", "LoadSpec", "GeneratorResult", "LoadResult", "SAMPLE_UNITS", "CLIENT_BOUND_CPU", "CLIENT_BOUND_LAG_MS"]
 
 #: What each connection does: echo requests, or broadcasts to a room it joined.
 MODES = ("echo", "broadcast")
@@ -156,6 +156,38 @@ SAMPLE_UNITS: dict[str, tuple[str, str | None]] = {
 }
 
 
+class GeneratorResult(TypedDict):
+    """What one generator process sends back to the parent (pickled), merged into a ``LoadResult``.
+
+    Typed so that a misspelt key or a count of the wrong type is a type error
+    in ``merge_results``, not an ``Any`` that flows into the stored numbers.
+    """
+
+    index: int
+    pid: int
+    latency: str  # HDR histograms, encoded (histogram.encode)
+    service: str
+    lag: str
+    clamped: int
+    sent: int
+    received: int
+    unexpected: int
+    outstanding: int
+    unsent: int
+    connected: int
+    members: int
+    connect_ms: list[float]
+    failed_connects: dict[str, int]
+    dropped: int
+    bytes_in: int
+    bytes_out: int
+    cpu_s: float
+    wall_s: float
+    cpu: float
+    window_s: float
+    errors: dict[str, int]
+
+
 @dataclass
 class LoadResult:
     """Everything one load run measured, merged across generator processes.
@@ -209,8 +241,8 @@ class LoadResult:
             for key, value in values.items():
                 if value is not None:
                     out[f"{prefix}_{key}_ms"] = [float(value)]
-        if self.send_lag_ms.get("p99") is not None:
-            out["send_lag_p99_ms"] = [float(self.send_lag_ms["p99"])]
+        if (lag_p99 := self.send_lag_ms.get("p99")) is not None:
+            out["send_lag_p99_ms"] = [float(lag_p99)]
         if self.connect_ms:
             out["connect_ms"] = [float(x) for x in self.connect_ms]
         for name in (

@@ -41,7 +41,7 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_libc = None
+_libc: ctypes.CDLL | None = None
 if sys.platform.startswith("linux"):
     try:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -102,7 +102,7 @@ class PreciseTimer:
         if t_ns <= time.time_ns():
             return
         fut = self.loop.create_future()
-        entry = self.call_at(t_ns, lambda: fut.done() or fut.set_result(None))
+        entry = self.call_at(t_ns, lambda: _resolve(fut))
         try:
             await fut
         finally:
@@ -122,6 +122,7 @@ class PreciseTimer:
     def _arm(self, t_ns: int) -> None:
         self._armed = t_ns
         if self._fd >= 0:
+            assert _libc is not None  # a timerfd was opened through it
             t_ns = max(t_ns, 1)  # zero would disarm the timer
             spec = _Itimerspec(_Timespec(0, 0), _Timespec(t_ns // 1_000_000_000, t_ns % 1_000_000_000))
             _libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
@@ -135,6 +136,7 @@ class PreciseTimer:
     def _disarm(self) -> None:
         self._armed = None
         if self._fd >= 0:
+            assert _libc is not None  # a timerfd was opened through it
             _libc.timerfd_settime(self._fd, 0, ctypes.byref(_Itimerspec()), None)
 
     def _on_fire(self) -> None:
@@ -155,3 +157,8 @@ class PreciseTimer:
         for entry in due:
             if not entry.cancelled:
                 entry.callback()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

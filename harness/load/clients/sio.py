@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +20,7 @@ import aiohttp
 import socketio
 
 from harness.load import protocol
-from harness.load.clients import ConnectError, WireCountedClient
+from harness.load.clients import CloseHandler, ConnectError, MessageHandler, WireCountedClient
 
 __all__ = ["SocketIOClient", "CountingWSResponse", "split_url"]
 
@@ -60,7 +61,15 @@ class SocketIOClient(WireCountedClient):
 
     transport = "socketio"
 
-    def __init__(self, url: str, on_message, on_close, *, compression: bool = False, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        *,
+        compression: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(url, on_message, on_close, compression=compression, shared=shared)
         self._server_url, self._path = split_url(url)
         self._sio: socketio.AsyncClient | None = None
@@ -134,7 +143,7 @@ class SocketIOClient(WireCountedClient):
         if session is not None and not session.closed:
             await session.close()
 
-    def _handler(self, event: str):
+    def _handler(self, event: str) -> Callable[..., None]:
         on_message = self.on_message
 
         def handle(data: Any = None) -> None:

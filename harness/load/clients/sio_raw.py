@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from harness.load import protocol
-from harness.load.clients import ConnectError
+from harness.load.clients import CloseHandler, ConnectError, MessageHandler
 from harness.load.clients.ws_raw import RawWebSocketClient
 
 __all__ = ["RawSocketIOClient", "engineio_ws_url"]
@@ -43,7 +43,15 @@ class RawSocketIOClient(RawWebSocketClient):
 
     transport = "socketio-raw"
 
-    def __init__(self, url: str, on_message, on_close, *, compression: bool = False, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        *,
+        compression: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(engineio_ws_url(url), on_message, on_close, compression=compression, shared=shared)
         self._ready: asyncio.Future[None] | None = None
 

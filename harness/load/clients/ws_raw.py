@@ -21,13 +21,14 @@ import ssl
 import struct
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
 
 from harness.load import protocol
-from harness.load.clients import Client, ConnectError
+from harness.load.clients import Client, CloseHandler, ConnectError, MessageHandler
+from harness.load.histogram import LatencyRecorder
 
 try:  # the C masking routine websockets ships; the fallback is the same function in Python
     from websockets.speedups import apply_mask
@@ -151,7 +152,15 @@ class RawWebSocketClient(Client, asyncio.Protocol):
 
     transport = "ws"
 
-    def __init__(self, url: str, on_message, on_close, *, compression: bool = False, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        *,
+        compression: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(url, on_message, on_close, compression=compression, shared=shared)
         parts = urlsplit(url.replace("http://", "ws://", 1).replace("https://", "wss://", 1))
         self._secure = parts.scheme == "wss"
@@ -174,7 +183,15 @@ class RawWebSocketClient(Client, asyncio.Protocol):
         return cls.send is RawWebSocketClient.send and cls._on_text is RawWebSocketClient._on_text
 
     def start_echo_pipeline(
-        self, conn_id: int, d: str, window: int, end_ns: int, latency: Any, service: Any, lag: Any, tally: PipelineTally | None = None
+        self,
+        conn_id: int,
+        d: str,
+        window: int,
+        end_ns: int,
+        latency: LatencyRecorder,
+        service: LatencyRecorder,
+        lag: LatencyRecorder,
+        tally: PipelineTally | None = None,
     ) -> EchoPipeline:
         """Run closed-loop echo on this open connection with ``window`` requests outstanding until ``end_ns``.
 
@@ -204,10 +221,11 @@ class RawWebSocketClient(Client, asyncio.Protocol):
             raise
 
     def send(self, msg: dict[str, Any]) -> None:
-        if self._open:
+        tr = self._tr
+        if self._open and tr is not None:  # open implies a transport; the check is for the type checker
             frame = build_frame(protocol.encode_ws(msg))
             self.bytes_out += len(frame)
-            self._tr.write(frame)
+            tr.write(frame)
 
     async def close(self, timeout: float) -> None:
         tr = self._tr
@@ -232,8 +250,8 @@ class RawWebSocketClient(Client, asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tr = transport  # type: ignore[assignment]
-        transport.write(handshake_request(self._host, self._port, self._resource, self._key))  # type: ignore[attr-defined]
+        tr = self._tr = cast(asyncio.Transport, transport)  # create_connection gives a stream transport
+        tr.write(handshake_request(self._host, self._port, self._resource, self._key))
 
     def data_received(self, data: bytes) -> None:
         if not self._open:
@@ -261,7 +279,7 @@ class RawWebSocketClient(Client, asyncio.Protocol):
                 if pipe is None or opcode != OP_TEXT or not pipe.match(payload, now):
                     on_text(payload)
             elif opcode == OP_PING:
-                if not self._closing:
+                if not self._closing and self._tr is not None:
                     frame = build_frame(payload, OP_PONG)
                     self.bytes_out += len(frame)
                     self._tr.write(frame)
@@ -292,10 +310,11 @@ class RawWebSocketClient(Client, asyncio.Protocol):
 
     def _write_text(self, payload: bytes) -> None:
         """Send one text frame (if open), counting its bytes."""
-        if self._open:
+        tr = self._tr
+        if self._open and tr is not None:
             frame = build_frame(payload)
             self.bytes_out += len(frame)
-            self._tr.write(frame)
+            tr.write(frame)
 
     def _read_handshake(self, data: bytes) -> bytes:
         """Collect the HTTP response; on 101 with the right accept key, open and return the bytes after it."""
@@ -333,15 +352,17 @@ class RawWebSocketClient(Client, asyncio.Protocol):
 
     def _on_close_frame(self, payload: bytes) -> None:
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        tr = self._tr
+        assert tr is not None  # a frame arrived, so the connection was made
         if not self._closing:
             # The server started the closing handshake: answer it, then report the close.
             self._closing = True
             self._open = False
             frame = build_frame(payload[:2], OP_CLOSE)
             self.bytes_out += len(frame)
-            self._tr.write(frame)
+            tr.write(frame)
             self.on_close(f"closed by server (code {code})")
-        self._tr.close()
+        tr.close()
 
     def _fail(self, reason: str) -> None:
         if not self._closing:
@@ -480,9 +501,9 @@ class EchoPipeline:
         template: EchoTemplate,
         window: int,
         end_ns: int,
-        latency: Any,
-        service: Any,
-        lag: Any,
+        latency: LatencyRecorder,
+        service: LatencyRecorder,
+        lag: LatencyRecorder,
         tally: PipelineTally | None = None,
     ) -> None:
         if window < 0:
@@ -516,13 +537,14 @@ class EchoPipeline:
     def send_scheduled(self, requests: list[tuple[int, int]]) -> int:
         """Send the requests ``(seq, intended ns)`` (the next ``seq`` numbers, in order) in one write; return how many went."""
         client = self.client
-        if not client._open or not requests:
+        tr = client._tr
+        if not client._open or tr is None or not requests:
             return 0
         if requests[0][0] != self.sent:
             raise ValueError(f"request {requests[0][0]} sent out of turn: {self.sent} is next")
         frames, replies = self.template.batch_of(requests)
         sent_ns = time.time_ns()
-        client._tr.write(frames)
+        tr.write(frames)
         client.bytes_out += len(frames)
         self._expect += replies
         batches = self._batches
@@ -537,11 +559,12 @@ class EchoPipeline:
 
     def _send(self, count: int, t_ns: int) -> None:
         client = self.client
-        if not client._open:
+        tr = client._tr
+        if not client._open or tr is None:
             return
         frames, replies = self.template.batch(self.sent, count, t_ns)
         sent_ns = time.time_ns()
-        client._tr.write(frames)
+        tr.write(frames)
         client.bytes_out += len(frames)
         self._expect += replies
         self._batches.append([t_ns, sent_ns, count])

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness.load import protocol
-from harness.load.clients import ConnectError, WireCountedClient
+from harness.load.clients import CloseHandler, ConnectError, MessageHandler, WireCountedClient
 
 __all__ = ["WebsocketsClient", "CountingClientConnection"]
 
@@ -52,18 +52,26 @@ class WebsocketsClient(WireCountedClient):
     transport = "ws-websockets"
     supports_compression = True
 
-    def __init__(self, url: str, on_message, on_close, *, compression: bool = False, shared: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        *,
+        compression: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(url, on_message, on_close, compression=compression, shared=shared)
         self.url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         self._ws: CountingClientConnection | None = None
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._base_in = self._base_out = 0
         self._closing = False
 
     async def connect(self, timeout: float) -> None:
         try:
-            self._ws = await connect(
+            ws = await connect(
                 self.url,
                 compression="deflate" if self.compression else None,
                 open_timeout=timeout,
@@ -74,8 +82,10 @@ class WebsocketsClient(WireCountedClient):
             )
         except InvalidStatus as exc:
             raise ConnectError(f"handshake: HTTP {exc.response.status_code}") from exc
+        assert isinstance(ws, CountingClientConnection)  # create_connection= above
+        self._ws = ws
         # Bytes of the handshake are not message traffic.
-        self._base_in, self._base_out = self._ws.wire_in, self._ws.wire_out
+        self._base_in, self._base_out = ws.wire_in, ws.wire_out
         self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._writer())]
 
     def send(self, msg: dict[str, Any]) -> None:

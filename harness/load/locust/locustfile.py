@@ -149,6 +149,8 @@ class ChatUser(User):
             text = "42" + json.dumps([op, msg], separators=(",", ":"))
         else:
             text = json.dumps(msg, separators=(",", ":"))
+        if self.ws is None:  # closed while this greenlet slept: a failed send, not a silent drop
+            raise ConnectionError("not connected")
         self.ws.send(text)
 
     def _receive(self) -> None:
@@ -160,6 +162,8 @@ class ChatUser(User):
                 return
             if not text:
                 return
+            if isinstance(text, bytes):  # a binary frame: the protocol is text, decode it the same way
+                text = text.decode("utf-8", errors="replace")
             now = time.time_ns()
             if self.transport == "socketio":
                 if text == "2":  # engine.io ping
