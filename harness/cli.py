@@ -86,12 +86,23 @@ def _names(spikes: dict[int, Spike]) -> str:
 
 
 def resolve_spikes(which: str, spikes: dict[int, Spike]) -> list[Spike]:
-    """``all``, a number (``9``, ``09``), a slug, or ``sNN-slug``; exit 2 when unknown."""
+    """``all``, a number (``9``, ``09``), a slug, or ``sNN-slug``; exit 2 when unknown.
+
+    A spike the seed plans but no plugin implements yet gets its own answer
+    ("planned, not implemented yet"), so a user of ``spike run 3`` learns the
+    number is right and the work is missing, not that they mistyped.
+    """
+    from harness.budget import seed_spikes
+
     if which == "all":
         return list(spikes.values())
     for n, s in spikes.items():
         if which.lstrip("0") == str(n) or which in (s.slug, s.key):
             return [s]
+    for n, planned in seed_spikes().items():
+        if n not in spikes and (which.lstrip("0") == str(n) or which in (planned.slug, f"s{n:02d}-{planned.slug}")):
+            implemented = ", ".join(str(k) for k in sorted(spikes)) or "none"
+            raise _fail(EXIT_USAGE, f"spike {n} ({planned.title}) is planned, not implemented yet; implemented: {implemented}")
     raise _fail(EXIT_USAGE, f"unknown spike {which!r}; valid: all, {_names(spikes)}")
 
 
@@ -362,15 +373,27 @@ def doctor() -> None:
             ", ".join(needs.get(name, [])) or "none yet",
             "" if st["present"] else st["install"],
         )
+    # A requirement the machine module does not describe can be neither found nor installed: a broken plugin, said so.
+    undescribed = sorted(name for name in needs if name not in machine.EXTERNAL_TOOLS)
+    for name in undescribed:
+        table.add_row(name, "[red]?[/]", "", "", ", ".join(needs[name]), "not described in harness/machine.py EXTERNAL_TOOLS")
     console.print(table)
     blocked = sorted({sc for name in machine.EXTERNAL_TOOLS if machine.find_tool(name) is None for sc in needs.get(name, [])})
     if blocked:
         console.print(f"[yellow]would not run[/]: {', '.join(blocked)}")
-    else:
+    elif not undescribed:
         console.print("every registered scenario has what it needs")
+    if undescribed:
+        raise _fail(
+            EXIT_DATA,
+            "; ".join(
+                f"{', '.join(needs[n])} require(s) {n!r}, which harness/machine.py EXTERNAL_TOOLS does not describe" for n in undescribed
+            ),
+        )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}, add_help_option=False)
+@user_errors
 def load(ctx: typer.Context) -> None:
     """Drive any WebSocket or Socket.IO server on this machine and print latency, counts and bytes.
 
@@ -399,25 +422,42 @@ def locust_cmd(
     write: Annotated[Path | None, typer.Option("--write", help="Write the locustfile here (the commands then refer to it).")] = None,
 ) -> None:
     """Print the Locust master and worker commands for a spike's scenario (and write the locustfile with --write)."""
+    from urllib.parse import urlsplit
+
     from harness.load.locust import LOCUSTFILE, instructions, locustfile_text
 
     spikes = _spikes()
+    with_locust = ", ".join(f"{n} ({x.slug})" for n, x in spikes.items() if hasattr(x, "locust_plan")) or "none"
+    if which == "all":
+        raise _fail(EXIT_USAGE, f"spike locust takes one spike, not 'all'; spikes with Locust users: {with_locust}")
     (s,) = resolve_spikes(which, spikes)
     plan_fn = getattr(s, "locust_plan", None)
     if plan_fn is None:
-        raise _fail(
-            EXIT_USAGE,
-            f"spike {s.number} has no Locust users; spikes with them: "
-            + (", ".join(str(n) for n, x in spikes.items() if hasattr(x, "locust_plan")) or "none"),
-        )
+        raise _fail(EXIT_USAGE, f"spike {s.number} has no Locust users; spikes with them: {with_locust}")
     if transport not in ("ws", "socketio"):
         raise _fail(EXIT_USAGE, f"--transport {transport!r}: expected ws or socketio")
-    if not host.startswith(("ws://", "wss://", "http://", "https://")):
+    parts = urlsplit(host)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # a port out of range
+        port_ok = False
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname or not port_ok:
         raise _fail(EXIT_USAGE, f"--host {host!r}: expected a URL such as ws://10.0.0.5:8000")
+
+    def locust_form(key: str) -> bool:
+        try:
+            plan_fn(key, quick=quick, transport=transport)
+        except ValueError:
+            return False
+        return True
+
+    if scenario not in {sc.key for sc in s.scenarios}:
+        valid = ", ".join(sc.key for sc in s.scenarios if locust_form(sc.key)) or "none"
+        raise _fail(EXIT_USAGE, f"spike {s.number} has no scenario {scenario!r}; scenarios with Locust users: {valid}")
     try:
         plan = plan_fn(scenario, quick=quick, transport=transport)
-    except ValueError as exc:
-        raise _fail(EXIT_USAGE, str(exc)) from None
+    except ValueError as exc:  # the spike's own words: a scenario without a Locust form, or a plan it cannot make
+        raise _fail(EXIT_USAGE, f"spike {s.number}: {exc}") from None
     path = str(LOCUSTFILE)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)

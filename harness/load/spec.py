@@ -83,6 +83,9 @@ class LoadSpec:
             raise ValueError("rate must be >= 0 (0: idle connections)")
         if math.isinf(self.rate) and not self.closed_loop:
             raise ValueError("an infinite rate needs closed_loop=True (an open model needs a finite schedule)")
+        # NaN passes every comparison below, and infinity overflows the engine's nanosecond clock arithmetic.
+        if not all(math.isfinite(s) for s in (self.duration_s, self.arrival_s, self.grace_s, self.connect_timeout_s)):
+            raise ValueError("duration_s, arrival_s, grace_s and connect_timeout_s must be finite numbers of seconds")
         if self.duration_s < 0 or self.arrival_s < 0 or self.grace_s < 0 or self.connect_timeout_s <= 0:
             raise ValueError("durations must be >= 0 and connect_timeout_s > 0")
         if self.arrival not in ARRIVALS:
