@@ -333,7 +333,10 @@ def outcome(result: LoadResult) -> str | None:
     n = result.connections
     problems: list[str] = []
     if result.connected < n:
-        reasons = [f"{reason} at {addr}" + (f" (x{k})" if k > 1 else "") for reason, k in result.failed_connects.items()]
+        reasons = [
+            (reason if reason.startswith("generator process") else f"{reason} at {addr}") + (f" (x{k})" if k > 1 else "")
+            for reason, k in result.failed_connects.items()
+        ]
         pending = n - result.connected - result.connect_failed
         if pending > 0:
             reasons.append(f"{pending} still connecting when the run ended (a longer --duration or a faster server helps)")

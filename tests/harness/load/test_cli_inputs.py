@@ -174,7 +174,7 @@ def test_outcome_names_what_failed_in_a_finished_run():
             errors=[process],
         )
     )
-    assert line is not None and line.endswith(process)
+    assert line == f"0/3 connected: generator process failed (x3); {process}"
     assert outcome(_result(dropped=1, error_count=1, errors=["closed by the server (x1)"])) == "1 connection(s) dropped by the server"
     assert (
         outcome(_result(error_count=2, errors=["join: no 'joined' reply in 10 s (x2)"]))
