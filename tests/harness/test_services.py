@@ -10,18 +10,14 @@ import pytest
 
 from harness import machine, services
 from harness.services import PostgresService, RedisService, ServiceUnavailable, parse_redis_info
-from tests.utils import UNIT
+from tests.utils import UNIT, require_program
 
 pytestmark = pytest.mark.slow
 
 
 def need(tool: str) -> None:
     """Skip without the tool, except in CI, which installs it: there a missing tool fails."""
-    if machine.find_tool(tool) is None:
-        hint = machine.EXTERNAL_TOOLS[tool].install
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed in CI ({hint})")
-        pytest.skip(f"{tool} is not installed ({hint})")
+    require_program(tool)
 
 
 def gone(pid: int) -> bool:

@@ -7,7 +7,6 @@ so there a missing tool is a broken machine, not an optional extra.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from harness.process import LogReady, ServerProcess
 from spikes.s01_websocket_impl import build
-from tests.utils import UNIT
+from tests.utils import UNIT, missing_program
 
 __all__ = ["require", "RunningServer"]
 
@@ -33,9 +32,7 @@ def require(tool: str) -> None:
         else:
             build.require_tool(tool)
     except build.ToolMissing as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide it: {exc}")
-        pytest.skip(str(exc))
+        missing_program(str(exc))
 
 
 class RunningServer:

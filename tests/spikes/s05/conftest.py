@@ -8,33 +8,19 @@ so there a missing tool is a broken machine, not an optional extra.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness import machine
 from spikes.s05_auth import attacks, scenarios
+from tests.utils import require_program
 
 __all__ = ["require"]
 
 
 def require(tool: str) -> None:
     """Skip (or, under CI, fail) the test when ``tool`` (chromium, redis-server, playwright) is missing."""
-    if tool == "playwright":
-        try:
-            import playwright.async_api  # noqa: F401
-
-            return
-        except ImportError:
-            reason = "playwright (the Python package) is not installed"
-    elif machine.find_tool(tool) is not None:
-        return
-    else:
-        reason = f"{tool} is not installed (install: {machine.EXTERNAL_TOOLS[tool].install})"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide it: {reason}")
-    pytest.skip(reason)
+    require_program(tool)
 
 
 @pytest.fixture(scope="session")

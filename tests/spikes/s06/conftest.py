@@ -7,20 +7,11 @@ broken machine, not an optional extra.
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-from harness import machine
+from tests.utils import require_program
 
 __all__ = ["require"]
 
 
 def require(*tools: str) -> None:
     """Skip (or, under CI, fail) the test when one of ``tools`` is not installed."""
-    for tool in tools:
-        if machine.find_tool(tool) is None:
-            hint = machine.EXTERNAL_TOOLS[tool].install
-            if os.environ.get("CI"):
-                pytest.fail(f"CI must provide {tool} ({hint})")
-            pytest.skip(f"{tool} is not installed ({hint})")
+    require_program(*tools)
