@@ -152,7 +152,10 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder: runs are
 def list_cmd(out: Out = Path("results")) -> None:
     """Show the registered spikes: number, title, priority, hours, options, scenarios, last run."""
     spikes = _spikes()
-    runs = latest_runs(out / "runs")
+    bad: list[ResultsError] = []
+    runs = latest_runs(out / "runs", bad)
+    for exc in bad:  # one bad file is named and skipped, never fatal to the listing
+        err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
     table = Table(title="Registered spikes")
     for col in ("#", "Title", "Priority", "Planned h", "Options", "Scenarios", "Last run"):
         table.add_column(col)
@@ -272,7 +275,10 @@ def report(
     """Re-render documents and the index from stored runs, running nothing."""
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
-    runs = latest_runs(out / "runs")
+    bad: list[ResultsError] = []
+    runs = latest_runs(out / "runs", bad)
+    for exc in bad:  # one bad file is named and skipped; the good runs are rendered all the same
+        err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
     for s in chosen:
         run = runs.get(s.number)
         if run is None:

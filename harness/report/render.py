@@ -19,7 +19,7 @@ import jinja2
 
 from harness.plugin import Spike, source_hash
 from harness.report.charts import draw
-from harness.results import ResultsError, RunResult
+from harness.results import ResultsError, RunResult, ScoringError
 from harness.stats import fmt_num
 
 __all__ = ["Matrix", "decision_matrix", "repeat_winners", "render_spike", "render_index", "document_name"]
@@ -77,10 +77,31 @@ def _check_options(spike: Spike, run: RunResult) -> None:
         raise ResultsError(f"{run.path or run.run_id}: option(s) {', '.join(map(repr, unknown))} are not options of spike {spike.number}")
 
 
+#: What a spike's ``score()`` or ``report()`` raises when a stored run lacks, or mangles, a measurement or fact it reads.
+_DATA_ERRORS = (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, AttributeError)
+
+
+def _cannot(spike: Spike, run: RunResult, what: str, exc: Exception) -> ScoringError:
+    """One line naming the run file and the cause (the CLI exits 4), instead of a traceback from inside the spike."""
+    if isinstance(exc, KeyError) and exc.args and not (isinstance(exc.args[0], str) and " " in exc.args[0]):
+        cause = f"{exc.args[0]!r} is missing"
+    else:  # a KeyError that is already a sentence (ScenarioResult.measurement's), or any other error's own message
+        cause = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc) or "no detail"
+    cause = " ".join(cause.split())
+    cause = cause if len(cause) <= 300 else cause[:297] + "..."
+    return ScoringError(
+        f"{run.path or run.run_id}: cannot {what} spike {spike.number} (a measurement or fact it reads is missing or malformed): "
+        f"{cause} ({type(exc).__name__})"
+    )
+
+
 def decision_matrix(spike: Spike, run: RunResult) -> Matrix:
     """Score the run and weigh the scores with the run's weights."""
     _check_options(spike, run)
-    scoring = spike.score(run)
+    try:
+        scoring = spike.score(run)
+    except _DATA_ERRORS as exc:
+        raise _cannot(spike, run, "score", exc) from exc
     weights = run.weights or dict(spike.weights)
     options = [o for o in run.options if o in scoring.scores]
     titles = {o.key: o.title for o in spike.options}
@@ -132,7 +153,7 @@ def repeat_winners(spike: Spike, run: RunResult) -> list[str | None]:
     for k in range(n):
         try:
             winners.append(decision_matrix(spike, _repeat_view(run, k)).best)
-        except (ValueError, ZeroDivisionError, KeyError, IndexError, TypeError):  # a score needing more samples than one repeat has
+        except ScoringError:  # a score needing more samples than one repeat has
             winners.append(None)
     return winners
 
@@ -145,7 +166,10 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     """Write ``spike-NN-slug.md`` and its charts into ``out_dir``; return the document path."""
     out_dir = Path(out_dir)
     _check_options(spike, run)
-    content = spike.report(run)
+    try:
+        content = spike.report(run)
+    except _DATA_ERRORS as exc:
+        raise _cannot(spike, run, "render", exc) from exc
     matrix = decision_matrix(spike, run)
     chart_dir = out_dir / "charts"
     charts = []

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugin import source_hash
+from harness.plugin import Scoring, source_hash
 from harness.report.render import decision_matrix, render_index, render_spike, repeat_winners
-from harness.results import RunResult, save
+from harness.results import ResultsError, RunResult, ScoringError, save
 from harness.runner import RunPlan, run_spike
 from tests.harness.fakes import FakeSpike
 
@@ -144,3 +144,73 @@ def test_repeat_winners_need_two_repeats(tmp_path):
         for m in sr["measurements"]:
             m["repeats"] = m["repeats"][:1]
     assert repeat_winners(FakeSpike(), RunResult.from_dict(data)) == []
+
+
+# -- a stored run its spike cannot score or render: one line naming the file, never a traceback -------------------------------
+
+
+def _without_latency_of_a(tmp_path: Path) -> RunResult:
+    run = _fixed_run(tmp_path)
+    data = run.to_dict()
+    for sr in data["scenarios"]:
+        if sr["option"] == "a":
+            sr["measurements"] = []
+    broken = RunResult.from_dict(data)
+    broken.path = run.path
+    return broken
+
+
+def test_a_deleted_scored_measurement_is_a_one_line_results_error(tmp_path):
+    run = _without_latency_of_a(tmp_path)
+    with pytest.raises(ScoringError) as exc:
+        decision_matrix(FakeSpike(), run)
+    text = str(exc.value)
+    assert isinstance(exc.value, ResultsError) and "\n" not in text
+    assert text.startswith(f"{run.path}: cannot score spike 42")
+    assert "scenario 'works', option 'a' has no measurement 'latency' (KeyError)" in text
+    with pytest.raises(ScoringError, match=r": cannot render spike 42 .*has no measurement 'latency'"):
+        render_spike(FakeSpike(), run, tmp_path / "out2")
+
+
+class _Failing(FakeSpike):
+    """Raises the given error from score(), as a spike reading a field the stored run lacks would."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def score(self, run: RunResult) -> Scoring:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (KeyError("rejected_fraction"), "'rejected_fraction' is missing (KeyError)"),
+        (TypeError("unsupported operand type(s) for /: 'NoneType' and 'float'"), "for /: 'NoneType' and 'float' (TypeError)"),
+        (ValueError("max() arg is an empty sequence"), "max() arg is an empty sequence (ValueError)"),
+        (ZeroDivisionError("division by zero"), "division by zero (ZeroDivisionError)"),
+        (IndexError("list index out of range"), "list index out of range (IndexError)"),
+        (AttributeError("'NoneType' object has no attribute 'fact'"), "has no attribute 'fact' (AttributeError)"),
+        (ValueError("a\nlong\n message"), "a long message (ValueError)"),
+    ],
+)
+def test_every_data_error_from_a_spike_becomes_one_line(tmp_path, error, shown):
+    run = _fixed_run(tmp_path)
+    with pytest.raises(ScoringError) as exc:
+        decision_matrix(_Failing(error), run)
+    assert str(exc.value).endswith(shown) and "\n" not in str(exc.value) and str(run.path) in str(exc.value)
+
+
+def test_a_bug_that_is_not_about_the_data_is_not_disguised_as_one(tmp_path):
+    with pytest.raises(RuntimeError, match="a bug"):
+        decision_matrix(_Failing(RuntimeError("a bug")), _fixed_run(tmp_path))
+
+
+def test_a_repeat_that_cannot_be_scored_alone_has_no_winner(tmp_path):
+    data = _fixed_run(tmp_path).to_dict()
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "works" and sr["option"] == "a":
+            sr["measurements"][0]["repeats"][1] = [0.0, 0.0]  # pooled median 5 ms; repeat 2 alone 0 ms: 100 / 0
+    run = RunResult.from_dict(data)
+    assert decision_matrix(FakeSpike(), run).best == "a"
+    assert repeat_winners(FakeSpike(), run) == ["a", None]
