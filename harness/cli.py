@@ -3,13 +3,16 @@
 Exit status: 0 success; 1 ``compare`` found a regression; 2 a usage error (an
 unknown spike, option, scenario or criterion); 3 a run finished but some steps
 failed (their results are stored and shown); 4 a data or file error (malformed
-results, unwritable output folder, broken plugin); 130 interrupted by Ctrl-C
+results, unwritable output folder, broken plugin); 5 ``compare`` found a step
+or metric that the base measured missing, failed, not run or interrupted in the
+new run (also when regressions were found too); 130 interrupted by Ctrl-C
 (what was measured so far is stored).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -23,20 +26,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness import machine
-from harness.compare import compare_runs, machine_differences, pair_runs
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
 from harness.report.render import decision_matrix, render_index, render_spike
 from harness.results import ResultsError, latest_runs
 from harness.runner import RunInterrupted, RunPlan, run_spike
 from harness.stats import fmt_num
 
-__all__ = ["app", "main", "EXIT_OK", "EXIT_REGRESSION", "EXIT_USAGE", "EXIT_FAILED_STEPS", "EXIT_DATA", "EXIT_INTERRUPTED"]
+__all__ = ["app", "main", "EXIT_OK", "EXIT_REGRESSION", "EXIT_USAGE", "EXIT_FAILED_STEPS", "EXIT_DATA", "EXIT_MISSING", "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 EXIT_FAILED_STEPS = 3
 EXIT_DATA = 4
+EXIT_MISSING = 5
 EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
@@ -293,64 +296,81 @@ def report(
 @app.command()
 @user_errors
 def compare(
-    base: Annotated[Path, typer.Argument(help="Baseline: a results file, or a folder of them (newest run per spike).")],
-    new: Annotated[Path, typer.Argument(help="New: a results file, or a folder of them.")],
-    threshold: Annotated[float, typer.Option(help="A significant change this much worse (relative) is a regression: exit 1.")] = 0.10,
-    min_effect: Annotated[float, typer.Option(help="Smallest relative change that can be called significant.")] = 0.05,
-    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.05,
-    only_changed: Annotated[bool, typer.Option("--only-changed", help="Show only significant changes.")] = False,
+    base: Annotated[Path | None, typer.Argument(help="Baseline: a results file, or a folder of them (newest run per spike).")] = None,
+    new: Annotated[Path | None, typer.Argument(help="New: a results file, or a folder of them.")] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            "--history", help="Instead of BASE and NEW: find step changes over the stored runs in this folder (5 or more per spike)."
+        ),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="A significant change this much worse (relative, >= 0) is a regression: exit 1.")] = 0.10,
+    min_effect: Annotated[float, typer.Option(help="Smallest relative change (>= 0) that can be called a difference.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test over per-repeat medians, in (0, 1).")] = 0.05,
+    across_machines: Annotated[
+        bool, typer.Option("--across-machines", help="Give a verdict even when the runs come from different machines.")
+    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every row, not only the changed ones.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="text (80 columns), markdown (CI comments) or json (tools).")] = "text",
+    only_changed: Annotated[bool, typer.Option("--only-changed", hidden=True, help="The default; kept for old scripts.")] = False,
 ) -> None:
-    """Compare two runs metric by metric; exit 1 if a metric regressed past the threshold."""
-    pairs = pair_runs(base, new)
-    if not pairs:
-        console.print(f"no baseline: {base} has no earlier run of the spikes in {new}; nothing to compare")
+    """Compare two runs metric by metric, or find steps over the stored history (rules: harness/compare.py).
+
+    Exit 1 on a regression past the threshold (in the newest run, with --history);
+    5 when a step that ran ok in the base failed, did not run or is gone, or a
+    metric vanished; 0 otherwise, also when the runs come from different machines
+    (no verdict then, unless --across-machines) or the history is too short.
+    """
+    from harness import compare as cmp
+
+    if not (0 < alpha < 1):  # also false for nan
+        raise _fail(EXIT_USAGE, f"--alpha {alpha}: expected a number between 0 and 1 (exclusive), such as 0.05")
+    for name, value in (("--threshold", threshold), ("--min-effect", min_effect)):
+        if not (math.isfinite(value) and value >= 0):
+            raise _fail(EXIT_USAGE, f"{name} {value}: expected a finite relative change >= 0, such as 0.10 for 10%")
+    if fmt not in ("text", "markdown", "json"):
+        raise _fail(EXIT_USAGE, f"--format {fmt!r}: expected text, markdown or json")
+    if history is not None:
+        if base is not None or new is not None:
+            raise _fail(EXIT_USAGE, "give --history DIR, or BASE and NEW, not both")
+        if not history.is_dir():
+            raise _fail(EXIT_DATA, f"{history}: no such folder of results")
+        runs, bad = cmp.scan(history)
+        for e in bad:
+            err.print(f"[yellow]warning[/]: skipped {escape(str(e))}", soft_wrap=True)
+        if not runs:
+            typer.echo(f"no runs in {history}: history too short; no verdict")
+            return
+        hist = cmp.history(runs, alpha=alpha, min_effect=min_effect, threshold=threshold, across_machines=across_machines)
+        render_h = {"text": cmp.render_history_text, "markdown": cmp.render_history_markdown, "json": cmp.render_history_json}[fmt]
+        typer.echo(render_h(hist, show_all=show_all), nl=False)
+        regressions = sum(len(h.regressions) for h in hist)
+        if regressions:
+            err.print(f"[bold red]{regressions} step regression(s)[/] in the newest run past the {threshold:.0%} threshold")
+            raise typer.Exit(EXIT_REGRESSION)
         return
-    regressions = 0
-    for b, n in pairs:
-        rows = compare_runs(b, n, alpha=alpha, min_effect=min_effect, threshold=threshold)
-        table = Table(title=f"Spike {n.spike['number']}: {b.run_id} -> {n.run_id}")
-        for col in ("Scenario", "Option", "Metric", "Base", "New", "Change", "p", "Verdict"):
-            table.add_column(col)
-        shown = 0
-        for r in rows:
-            regressions += r.result.regression
-            if only_changed and not r.result.significant:
-                continue
-            shown += 1
-            style = "bold red" if r.result.regression else ("green" if r.result.verdict == "improved" else "")
-            change = "0%" if r.result.change == 0 else f"{r.result.change:+.1%}"
-            p = (
-                "exact"
-                if r.result.p_value is None and r.result.significant
-                else ("" if r.result.p_value is None else f"{r.result.p_value:.3g}")
-            )
-            metric = f"{r.name} [{r.tags}]" if r.tags else r.name
-            table.add_row(
-                r.scenario,
-                r.option,
-                escape(metric),
-                fmt_num(r.result.base, r.unit),
-                fmt_num(r.result.new, r.unit),
-                change,
-                p,
-                f"[{style}]{escape(r.result.verdict)}[/]" if style else escape(r.result.verdict),
-            )
-        console.print(table)
-        sig = sum(1 for r in rows if r.result.significant)
-        console.print(
-            f"{len(rows)} metrics compared, {sig} significant, {sum(r.result.regression for r in rows)} regression(s); {len(rows) - shown} hidden"
-        )
-        noisy = sum(1 for r in rows if r.spread > 0.10)
-        if noisy:
-            console.print(
-                f"[yellow]warning[/]: {noisy} metric(s) spread by more than 10% (interquartile range / median); the machine was noisy, so trust those verdicts less"
-            )
-        for d in machine_differences(b, n):
-            console.print(f"[yellow]warning[/]: the runs differ in {escape(d)}; differences may come from that")
-        if b.spike.get("source_hash") != n.spike.get("source_hash"):
-            console.print(f"note: the spike's code changed between the runs ({b.spike.get('source_hash')} -> {n.spike.get('source_hash')})")
+    if base is None or new is None:
+        raise _fail(EXIT_USAGE, "give BASE and NEW (two results files or two folders), or --history DIR")
+    bad_files: list[ResultsError] = []
+    pairs = cmp.pair_runs(base, new, bad_files)
+    for e in bad_files:
+        err.print(f"[yellow]warning[/]: skipped {escape(str(e))}", soft_wrap=True)
+    if not pairs:
+        typer.echo(f"no baseline: {base} has no earlier run of the spikes in {new}; nothing to compare")
+        return
+    done = [
+        cmp.compare_runs(b, n, alpha=alpha, min_effect=min_effect, threshold=threshold, across_machines=across_machines) for b, n in pairs
+    ]
+    render = {"text": cmp.render_text, "markdown": cmp.render_markdown, "json": cmp.render_json}[fmt]
+    typer.echo(render(done, show_all=show_all), nl=False)
+    regressions = sum(len(rc.regressions) for rc in done)
+    missing = sum(len(rc.problems) for rc in done)
     if regressions:
         err.print(f"[bold red]{regressions} regression(s)[/] past the {threshold:.0%} threshold")
+    if missing:
+        err.print(f"[bold red]{missing} step(s) or metric(s) missing[/] from the new run that the base measured")
+        raise typer.Exit(EXIT_MISSING)
+    if regressions:
         raise typer.Exit(EXIT_REGRESSION)
 
 

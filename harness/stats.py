@@ -1,10 +1,34 @@
-"""Summaries of raw samples, and the significance test behind ``spike compare``.
+"""Summaries of raw samples, and the significance rule behind ``spike compare``, ties and history.
 
-A difference is called significant only when two things hold, as pyperf and
-asv do: a statistical test over the raw samples rejects "same distribution"
-(two-sided Mann-Whitney U, which assumes nothing about the shape of latency
-distributions), and the change of the median is at least a minimum effect
-size. Otherwise the verdict says "not significant" in words.
+**The unit of evidence is the repeat.** Samples inside one repeat share the
+server process, the machine's state and the minute, so they are not
+independent: with 1,500 connection times per side any shift of the median
+looks "significant". Significance, ties and steps in the history are therefore
+computed over per-repeat summaries (the median of each repeat, which is the
+repeat's own figure when it holds one sample); the pooled samples are for
+distributions and percentiles only. The rule, in ``separate`` (used by
+``compare_repeats`` for ``spike compare`` and by ``tied`` for the decision layer):
+
+1. *Exact values.* When each side holds a single distinct value, and that value
+   was seen at least twice or is a whole number, the metric is exact (a size, a
+   count, a pass/fail): a change of at least ``min_effect`` counts without a
+   test. A lone whole number is taken as a count because the spikes record
+   counts and sizes once and repeat what is noisy; a lone fractional value may
+   be noise, so it falls to rule 3 (and is "too few repeats"). Caveat: a noisy
+   integer measured once per run (RSS bytes of a one-repeat scenario) is treated
+   as exact; repeat such a scenario to have it tested.
+2. *Small changes.* A relative change of the central value (the median of the
+   per-repeat medians) below ``min_effect`` is never called a difference.
+3. *The test.* A two-sided Mann-Whitney U test over the per-repeat medians; it
+   assumes nothing about the shape of the distribution. With n and m repeats
+   the smallest p it can give is 2 / C(n+m, n): 0.33 for 2 vs 2, 0.10 for 3 vs 3,
+   0.057 for 3 vs 4, 0.029 for 4 vs 4. When that cannot get below ``alpha`` the
+   test is not run and the result says "too few repeats"; if then every repeat
+   of one side lies beyond every repeat of the other (at least 2 repeats per
+   side) the sides are *apart*: a *likely* difference, never called significant
+   (under no change that happens with exactly the smallest p above, e.g. 1 in
+   10 for 3 vs 3). The stored history is what gives enough repeats for a real
+   test (``find_steps``).
 """
 
 from __future__ import annotations
@@ -13,8 +37,26 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Summary", "summarize", "Comparison", "compare_samples", "fmt_num", "geomean", "relative_to_best"]
+__all__ = [
+    "Summary",
+    "summarize",
+    "Separation",
+    "separate",
+    "tied",
+    "Comparison",
+    "compare_repeats",
+    "Step",
+    "find_steps",
+    "repeat_values",
+    "min_p_value",
+    "exact_value",
+    "relative_change",
+    "fmt_num",
+    "geomean",
+    "relative_to_best",
+]
 
 
 def relative_to_best(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
@@ -23,7 +65,7 @@ def relative_to_best(values: dict[str, float | None], lower_is_better: bool) -> 
     if not have:
         return {o: None for o in values}
     best = min(have.values()) if lower_is_better else max(have.values())
-    return {o: ((best / v) if lower_is_better else (v / best)) if o in have else None for o, v in values.items()}
+    return {o: ((best / have[o]) if lower_is_better else (have[o] / best)) if o in have else None for o in values}
 
 
 def geomean(xs: Sequence[float]) -> float:
@@ -65,67 +107,305 @@ def summarize(samples: Sequence[float]) -> Summary:
     return Summary(len(xs), statistics.median(xs), statistics.fmean(xs), sd, p25, p75, xs[0], xs[-1])
 
 
+Evidence = Literal["same", "below min effect", "exact", "significant", "not significant", "apart", "too few repeats"]
+
+
+def repeat_values(repeats: Sequence[Sequence[float]]) -> list[float]:
+    """The evidence of a metric: one figure per repeat (its median), empty repeats left out."""
+    return [float(statistics.median(r)) for r in repeats if len(r)]
+
+
+def min_p_value(n: int, m: int) -> float:
+    """The smallest two-sided p an exact Mann-Whitney U test can give with n against m values: 2 / C(n+m, n)."""
+    if n < 1 or m < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n + m, n))
+
+
+def relative_change(before: float, after: float) -> float:
+    """``after`` relative to ``before`` (+0.1 = 10% higher); +/-inf when ``before`` is 0 and ``after`` is not."""
+    if after == before:
+        return 0.0
+    if before == 0:
+        return math.copysign(math.inf, after)
+    return (after - before) / abs(before)
+
+
+def exact_value(samples: Sequence[float]) -> float | None:
+    """The value of a side that is exact (rule 1 of the module docstring: one distinct value, seen twice or whole), else None."""
+    distinct = set(samples)
+    if len(distinct) != 1:
+        return None
+    v = float(next(iter(distinct)))
+    return v if len(samples) >= 2 or v.is_integer() else None
+
+
+def _mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy import stats as sps  # here, not at the top: every load-generator process imports this module, and scipy costs ~0.8 s
+
+    return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Whether two sets of repeats of one metric differ, and on what evidence (see the module docstring)."""
+
+    a: float  # central value of side a: the median of its per-repeat medians
+    b: float
+    change: float  # b relative to a (relative_change)
+    n_a: int  # repeats holding samples
+    n_b: int
+    p_value: float | None  # None when no test was run
+    min_p: float  # the smallest p the test could give with these repeat counts
+    evidence: Evidence
+    alpha: float
+    min_effect: float
+
+    @property
+    def separated(self) -> bool:
+        """True when the sides differ: exact values, a significant test, or (with too few repeats) ranges apart."""
+        return self.evidence in ("exact", "significant", "apart")
+
+    @property
+    def why(self) -> str:
+        """The evidence in a few words, for tables and tie explanations."""
+        reps = f"{self.n_a} vs {self.n_b} repeats"
+        if self.evidence == "same":
+            return "no change"
+        if self.evidence == "below min effect":
+            return f"change below {self.min_effect:.0%}"
+        if self.evidence == "exact":
+            return "exact values"
+        if self.evidence in ("significant", "not significant"):
+            return f"p = {self.p_value:.2g}, {reps}"
+        if self.evidence == "apart":
+            return f"{reps} do not overlap; a test needs more (smallest p {self.min_p:.2g})"
+        return f"{reps}: smallest possible p {self.min_p:.2g}, not below {self.alpha:g}"
+
+
+def separate(
+    a_repeats: Sequence[Sequence[float]], b_repeats: Sequence[Sequence[float]], *, min_effect: float = 0.05, alpha: float = 0.05
+) -> Separation:
+    """Apply the per-repeat rule of the module docstring to two sets of repeats (``repeats[k]`` = samples of repeat k)."""
+    va, vb = repeat_values(a_repeats), repeat_values(b_repeats)
+    if not va or not vb:
+        raise ValueError("no samples")
+    a, b = float(statistics.median(va)), float(statistics.median(vb))
+    change = relative_change(a, b)
+    n, m = len(va), len(vb)
+    min_p = min_p_value(n, m)
+
+    def result(evidence: Evidence, p: float | None = None) -> Separation:
+        return Separation(a, b, change, n, m, p, min_p, evidence, alpha, min_effect)
+
+    ea = exact_value([s for r in a_repeats for s in r])
+    eb = exact_value([s for r in b_repeats for s in r])
+    if ea is not None and eb is not None:  # then a == ea and b == eb: every sample of a side is that value
+        return result("same" if change == 0 else "below min effect" if abs(change) < min_effect else "exact")
+    if change == 0:
+        return result("same")
+    if abs(change) < min_effect:
+        return result("below min effect")
+    if min_p >= alpha:
+        apart = n >= 2 and m >= 2 and (max(va) < min(vb) or max(vb) < min(va))
+        return result("apart" if apart else "too few repeats")
+    p = _mann_whitney_p(va, vb)
+    return result("significant" if p < alpha else "not significant", p)
+
+
+def tied(a_repeats: Sequence[Sequence[float]], b_repeats: Sequence[Sequence[float]], min_effect: float, *, alpha: float = 0.05) -> bool:
+    """True when two options' values of one metric are indistinguishable across repeats: a tie within noise.
+
+    For the decision layer (criteria -> scores): give it the per-repeat samples
+    of the metric for option A and for option B (``MeasurementRecord.repeats``,
+    never pooled samples) and the criterion's smallest difference that matters
+    as ``min_effect`` (relative: 0.05 = 5%). The options are *not* tied only when
+    their central values (median of per-repeat medians) differ by at least
+    ``min_effect`` and the repeats show it: exact values that differ, a
+    Mann-Whitney U test over the per-repeat medians below ``alpha``, or, when
+    there are too few repeats for the test to reach ``alpha`` (3 vs 3), per-repeat
+    ranges that do not overlap with at least 2 repeats per side. One repeat of a
+    noisy value against one repeat is always a tie: it shows no noise to beat.
+    Use ``separate`` for the evidence in words (``Separation.why``) to explain a tie.
+    """
+    return not separate(a_repeats, b_repeats, min_effect=min_effect, alpha=alpha).separated
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """The verdict on one metric between a base run and a new run."""
+    """The verdict on one metric between a base run and a new run, from their repeats."""
 
     base: float
     new: float
-    change: float  # relative change of the median, new/base - 1
+    change: float  # new relative to base
     p_value: float | None
-    significant: bool
-    regression: bool
-    verdict: str
+    n_base: int  # repeats
+    n_new: int
+    evidence: Evidence
+    significant: bool  # exact values or a test below alpha, and at least min_effect
+    likely: bool  # too few repeats for the test, ranges apart, and at least the threshold
+    worse: bool | None  # None for an informational metric or no change
+    regression: bool  # significant, worse, and at least the threshold: ``spike compare`` exits 1
+    verdict: str  # short label for a table column
+    why: str  # the evidence in a few words
+
+    @property
+    def likely_regression(self) -> bool:
+        return self.likely and bool(self.worse)
+
+    @property
+    def changed(self) -> bool:
+        """Shown by default in ``spike compare``: significant or likely."""
+        return self.significant or self.likely
 
 
-def compare_samples(
-    base: Sequence[float],
-    new: Sequence[float],
+def compare_repeats(
+    base_repeats: Sequence[Sequence[float]],
+    new_repeats: Sequence[Sequence[float]],
     better: str | None,
     *,
     alpha: float = 0.05,
     min_effect: float = 0.05,
     threshold: float = 0.10,
 ) -> Comparison:
-    """Compare two samples of one metric.
+    """Compare one metric between two runs by the per-repeat rule (module docstring).
 
-    ``min_effect``: smallest relative change of the median that can be called
-    significant. ``threshold``: a significant change in the worse direction at
-    least this large is a regression (``spike compare`` then exits 1).
-    Samples without any spread on both sides (byte sizes, counts) are exact:
-    any change of at least ``min_effect`` is significant without a test.
+    ``better`` is "lower", "higher" or None (informational: it can change, never
+    regress). A significant change in the worse direction of at least
+    ``threshold`` is a REGRESSION. A change that is only *apart* (too few repeats
+    for the test) and at least ``threshold`` is "likely worse/better": shown and
+    counted, but not a regression, since with 3 vs 3 repeats it happens 1 time in
+    10 with no change at all; the history (``find_steps``) decides those.
     """
-    b, n = statistics.median(base), statistics.median(new)
-    if b == n:
-        change = 0.0
-    elif b == 0:
-        change = math.copysign(math.inf, n)
+    s = separate(base_repeats, new_repeats, min_effect=min_effect, alpha=alpha)
+    worse: bool | None = None
+    if better in ("lower", "higher") and s.change != 0:
+        worse = (s.change > 0) if better == "lower" else (s.change < 0)
+    past = abs(s.change) >= threshold
+    significant = s.evidence in ("exact", "significant")
+    likely = s.evidence == "apart" and past
+    why = s.why
+    if significant:
+        if worse is None:
+            verdict = "changed"
+        elif not worse:
+            verdict = "improved"
+        else:
+            verdict = "REGRESSION" if past else f"worse <{threshold:.0%}"
+    elif likely:
+        verdict = "likely changed" if worse is None else ("likely worse" if worse else "likely better")
+    elif s.evidence == "apart":
+        verdict, why = "too few repeats", f"{why}; under the {threshold:.0%} threshold"
     else:
-        change = n / b - 1.0
-    exact = len(set(base)) == 1 and len(set(new)) == 1
-    p: float | None
-    if exact:
-        p = None
-        significant = b != n and abs(change) >= min_effect
-    elif len(base) < 3 or len(new) < 3:
-        return Comparison(b, n, change, None, False, False, f"not significant: too few samples ({len(base)} vs {len(new)}; need 3 each)")
-    else:
-        from scipy import stats as sps  # here, not at the top: every load-generator process imports this module, and scipy costs ~0.8 s
+        verdict = {
+            "same": "same",
+            "below min effect": f"within {min_effect:.0%}",
+            "not significant": "not significant",
+            "too few repeats": "too few repeats",
+        }[s.evidence]
+    regression = significant and bool(worse) and past
+    return Comparison(s.a, s.b, s.change, s.p_value, s.n_a, s.n_b, s.evidence, significant, likely, worse, regression, verdict, why)
 
-        p = float(sps.mannwhitneyu(base, new, alternative="two-sided").pvalue)
-        significant = p < alpha and abs(change) >= min_effect
-    if not significant:
-        why = "no change" if change == 0 else (f"change below {min_effect:.0%}" if abs(change) < min_effect else f"p = {p:.3g}")
-        return Comparison(b, n, change, p, False, False, f"not significant ({why})")
-    if better is None:
-        return Comparison(b, n, change, p, True, False, "changed (informational metric)")
-    worse = (change > 0) if better == "lower" else (change < 0)
-    regression = worse and abs(change) >= threshold
-    if worse:
-        verdict = "REGRESSION" if regression else f"worse, below the {threshold:.0%} threshold"
-    else:
-        verdict = "improved"
-    return Comparison(b, n, change, p, True, regression, verdict)
+
+@dataclass(frozen=True)
+class Step:
+    """A step change in a series of runs: the level moved at run ``index`` (the first run of the new level)."""
+
+    index: int
+    before: float  # median of the per-run figures before the step (within its segment)
+    after: float
+    change: float  # after relative to before
+    p_value: float | None  # None for exact values
+    evidence: Literal["exact", "significant"]
+
+
+def find_steps(
+    runs: Sequence[Sequence[Sequence[float]]], *, alpha: float = 0.05, min_effect: float = 0.05, wobble: float = 3.0, window: int = 5
+) -> list[Step]:
+    """Step changes in one metric over a series of runs, oldest first (``runs[i]`` = the repeats of run i).
+
+    Binary segmentation, in the spirit of asv's step detection: within a segment
+    of runs, try every split point, each against up to ``window`` runs on either
+    side of it (within the segment: a local comparison, so a step undone later,
+    or long ago, does not hide it); a split is a candidate when
+
+    * the level (median of the per-run figures, each run's figure being the
+      median of its per-repeat medians) moves by at least ``min_effect``;
+    * the evidence holds: both sides exact (module docstring, rule 1) with
+      different values, or a two-sided Mann-Whitney U test over the pooled
+      per-repeat medians of the runs on each side below ``alpha`` divided by the
+      number of split points tried (Bonferroni: scanning every split would
+      otherwise find steps in noise);
+    * the move is at least ``wobble`` times the largest run-to-run wobble on
+      either side: the largest deviation of a run's figure from its own side's
+      level. Repeats of one run share the run's machine state, so the test
+      above alone would take one unlucky run for a step (on a shared 2-core
+      machine whole runs move by 20%); with this rule every run after the step
+      lies beyond every run before it (within the window), by a margin that
+      grows with the noise. The price: a noisy metric needs a larger step to
+      be flagged.
+
+    The best candidate (smallest p, then largest move) is a step; both halves are
+    then searched again. Returns the steps in run order. A run without repeats
+    for the metric must be left out of ``runs`` by the caller.
+
+    What to expect (simulated: 3 repeats a run, runs moving uniformly by up to
+    +/-X% as a whole): with X = 5 no step of 10% or more in 150 histories of 5
+    to 12 runs; with X = 10 or 20, a step of 10% or more at the newest run in
+    1-3% of histories (noise that large defeats a 10% threshold; such a metric
+    needs more repeats, or a larger threshold). A 15% step at the newest run
+    is found 9 times in 10 when runs move by 3%; with runs moving by 10%, a 30%
+    step is found 6 times in 10 and a 50% step 9 times in 10.
+    """
+    values = [repeat_values(r) for r in runs]
+    samples = [[s for rep in r for s in rep] for r in runs]
+    levels = [float(statistics.median(v)) if v else math.nan for v in values]
+    steps: list[Step] = []
+
+    def segment(lo: int, hi: int) -> None:
+        if hi - lo < 2:
+            return
+        level = alpha / (hi - lo - 1)
+        best: tuple[float, float, int, Step] | None = None
+        for k in range(lo + 1, hi):
+            a, b = max(lo, k - window), min(hi, k + window)
+            before = float(statistics.median(levels[a:k]))
+            after = float(statistics.median(levels[k:b]))
+            ex_l = exact_value([s for r in samples[a:k] for s in r])
+            ex_r = exact_value([s for r in samples[k:b] for s in r])
+            if ex_l is not None and ex_r is not None:
+                change = relative_change(ex_l, ex_r)
+                if change == 0 or abs(change) < min_effect:
+                    continue
+                cand = Step(k, ex_l, ex_r, change, None, "exact")
+                key: tuple[float, float, int, Step] = (0.0, -abs(change), k, cand)
+            else:
+                change = relative_change(before, after)
+                if change == 0 or abs(change) < min_effect:
+                    continue
+                left = [v for r in values[a:k] for v in r]
+                right = [v for r in values[k:b] for v in r]
+                if min_p_value(len(left), len(right)) >= level:
+                    continue
+                noise = max([abs(x - before) for x in levels[a:k]] + [abs(x - after) for x in levels[k:b]])
+                if abs(after - before) < wobble * noise:
+                    continue
+                p = _mann_whitney_p(left, right)
+                if p >= level:
+                    continue
+                cand = Step(k, before, after, change, p, "significant")
+                key = (p, -abs(change), k, cand)
+            if best is None or key[:3] < best[:3]:
+                best = key
+        if best is None:
+            return
+        step = best[3]
+        steps.append(step)
+        segment(lo, step.index)
+        segment(step.index, hi)
+
+    segment(0, len(runs))
+    return sorted(steps, key=lambda s: s.index)
 
 
 def fmt_num(x: float, unit: str = "") -> str:
