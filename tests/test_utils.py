@@ -37,6 +37,7 @@ def test_a_present_program_lets_the_test_run(monkeypatch):
     require_program("redis-server", "nginx")  # returns: nothing to skip or fail
 
 
+@pytest.mark.slow  # two child pytest sessions
 def test_under_ci_any_skip_for_a_missing_program_is_a_failure(tmp_path):
     # A skip site that does not use require_program still cannot keep CI green: the hook in tests/conftest.py sees it.
     (tmp_path / "test_sites.py").write_text(

@@ -136,6 +136,7 @@ def test_load_refuses_a_remote_server_without_sending():
     assert "allow_remote" not in res.output and "usage:" not in res.output
 
 
+@pytest.mark.slow  # starts a real server
 def test_load_drives_a_real_server_and_prints_the_table(capfd):
     from tests.harness.load.servers import reference_server
 

@@ -62,6 +62,7 @@ def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path
         assert (tmp_path / link).is_file()
 
 
+@pytest.mark.slow  # a real run: POC servers and load
 def test_a_small_real_run_end_to_end(tmp_path):
     res = runner.invoke(
         app,
@@ -115,6 +116,7 @@ def test_sveltekit_missing_node_is_not_run_with_the_install_command(tmp_path, mo
     assert sr.status == "not_run" and "apt-get install" in sr.reason
 
 
+@pytest.mark.slow  # a real run: reference server and load
 def test_generator_headroom_runs_against_the_reference_echo_server(tmp_path):
     res = runner.invoke(app, ["run", "1", "--quick", "--scenario", "generator", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output

@@ -36,6 +36,7 @@ def test_a_prefix_replays_to_the_reference_text(paper, option):
     assert r.messages >= len(seq) and r.message_bytes > 0
 
 
+@pytest.mark.slow  # 259,778 edits: about two minutes on a busy 2-core machine
 def test_crdt_replays_the_whole_paper_to_its_end_content(paper):
     seq = traces.patches(paper)
     assert len(paper["txns"]) == 259_778

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
@@ -13,6 +14,7 @@ runner = CliRunner()
 OPTIONS = ("JSON (stdlib json)", "JSON (orjson)", "MessagePack (positional)", "Protocol Buffers", "MessagePack (msgspec schemas)")
 
 
+@pytest.mark.slow  # a whole run of Spike 9
 def test_quick_run_writes_the_outcome_document_and_matrix(tmp_path):
     res = runner.invoke(app, ["run", "9", "--quick", "--repeat", "1", "--out", str(tmp_path), "--author", "CI"])
     assert res.exit_code == 0, res.output
