@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,20 +314,50 @@ def discover(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
     return dict(sorted(spikes.items()))
 
 
-def source_hash(spike: Spike) -> str:
-    """A hash of the spike's source files, so results of edited code show as stale."""
+#: The harness package: its modules run inside every spike's measurements.
+HARNESS_DIR = Path(__file__).resolve().parent
+#: Files that can change what a run measures: code, protocol definitions, data and lock files.
+_HASHED_SUFFIXES = frozenset({".py", ".proto", ".js", ".mjs", ".cjs", ".ts", ".svelte", ".json", ".toml", ".lock", ".txt", ".html"})
+#: Folders never hashed: caches and installed dependencies (their lock files are hashed instead).
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", ".svelte-kit", ".pytest_cache"})
+#: Harness folders whose changes never make a measurement stale: the renderer reads stored runs, and
+#: ``spike report`` applies any change to it without running anything again.
+_HARNESS_NOT_HASHED = ("report",)
+
+
+def _hashed_files(root: Path, skip_top: Sequence[str] = ()) -> list[Path]:
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        rel_dir = Path(folder).relative_to(root)
+        # Prune in place so installed dependencies are never walked.
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS and not (rel_dir == Path(".") and d in skip_top)]
+        files.extend(Path(folder) / n for n in names if Path(n).suffix in _HASHED_SUFFIXES)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
+    """A hash of the code a run of ``spike`` executes, so results of edited code show as stale.
+
+    The rule: every source, data and lock file (``.py``, ``.js``, ``package-lock.json``, ``.toml``...)
+    of the spike's own package, plus the same files of the whole ``harness`` package except
+    ``harness/report/``. A spike's measurements run through harness modules (process, probes, load
+    engine, services, runner), so a change there must mark its stored runs stale too; hashing the
+    whole package rather than tracing imports is the simple rule that cannot miss a module.
+    The renderer is left out because documents are re-rendered from stored runs by ``spike report``.
+    Caches and installed dependencies (``__pycache__``, ``node_modules``) are skipped; the lock files
+    that pin those dependencies are hashed.
+    """
     h = hashlib.sha256()
-    root = Path(spike.package_dir)
-    for path in sorted(root.rglob("*")):
-        if (
-            path.is_file()
-            and path.suffix in {".py", ".proto", ".js", ".mjs", ".json", ".svelte", ".ts"}
-            and "__pycache__" not in path.parts
-            and "node_modules" not in path.parts
-        ):
-            h.update(path.relative_to(root).as_posix().encode())
+    roots = (
+        ("spike", Path(spike.package_dir), ()),
+        ("harness", Path(harness_dir or HARNESS_DIR), _HARNESS_NOT_HASHED),
+    )
+    for label, root, skip in roots:
+        for path in _hashed_files(root, skip):
+            h.update(f"{label}/{path.relative_to(root).as_posix()}".encode())
             h.update(b"\0")
             h.update(path.read_bytes())
+            h.update(b"\0")
     return h.hexdigest()[:16]
 
 

@@ -77,3 +77,34 @@ def test_quick_params_override_full_ones():
     sc = FakeSpike().scenario("works")
     assert sc.resolved_params(quick=False) == {"size": 100}
     assert sc.resolved_params(quick=True) == {"size": 1}
+
+
+def test_source_hash_covers_the_harness_modules_and_lock_files_but_not_the_renderer(tmp_path):
+    spike = FakeSpike()
+    shutil.copytree(spike.package_dir, tmp_path / "poc")
+    spike.package_dir = tmp_path / "poc"
+    harness = tmp_path / "harness"
+    (harness / "report").mkdir(parents=True)
+    (harness / "process.py").write_text("TIMEOUT = 1\n")
+    (harness / "report" / "render.py").write_text("TITLE = 'a'\n")
+    before = source_hash(spike, harness)
+    (harness / "report" / "render.py").write_text("TITLE = 'b'\n")  # re-applied by `spike report`, never stale
+    assert source_hash(spike, harness) == before
+    (harness / "process.py").write_text("TIMEOUT = 2\n")
+    after_harness = source_hash(spike, harness)
+    assert after_harness != before
+    (tmp_path / "poc" / "node").mkdir()
+    (tmp_path / "poc" / "node" / "package-lock.json").write_text('{"lockfileVersion": 3}\n')
+    with_lock = source_hash(spike, harness)
+    assert with_lock != after_harness
+    (tmp_path / "poc" / "node" / "node_modules").mkdir()
+    (tmp_path / "poc" / "node" / "node_modules" / "dep.js").write_text("installed, pinned by the lock file\n")
+    assert source_hash(spike, harness) == with_lock
+
+
+def test_the_real_harness_is_hashed_without_its_renderer():
+    from harness.plugin import _HARNESS_NOT_HASHED, HARNESS_DIR, _hashed_files
+
+    hashed = {p.relative_to(HARNESS_DIR).as_posix() for p in _hashed_files(HARNESS_DIR, _HARNESS_NOT_HASHED)}
+    assert {"runner.py", "process.py", "load/engine.py", "budgets.toml"} <= hashed
+    assert not any(p.startswith("report/") for p in hashed)
