@@ -5,8 +5,10 @@ unknown spike, option, scenario or criterion); 3 a run finished but some steps
 failed (their results are stored and shown); 4 a data or file error (malformed
 results, unwritable output folder, broken plugin); 5 ``compare`` found a step
 or metric that the base measured missing, failed, not run or interrupted in the
-new run (also when regressions were found too); 130 interrupted by Ctrl-C
-(what was measured so far is stored).
+new run (also when regressions were found too); 6 ``run``: a spike took longer
+than its budget in ``harness/budgets.toml`` (used only when no worse status
+applies, so the nightly job fails on it); 130 interrupted by Ctrl-C (what was
+measured so far is stored).
 """
 
 from __future__ import annotations
@@ -22,17 +24,37 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from harness import machine
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
-from harness.report.render import decision_matrix, render_index, render_spike
-from harness.results import ResultsError, latest_runs
-from harness.runner import RunInterrupted, RunPlan, run_spike
+from harness.report.render import PARTIAL_DIR, decision_matrix, document_run, document_runs, render_index, render_spike, runs_by_spike
+from harness.results import ResultsError, RunResult, scan_runs
+from harness.runner import (
+    OverallProgress,
+    RunInterrupted,
+    RunPlan,
+    committed_results_tree,
+    estimate_seconds,
+    run_spike,
+    source_state,
+)
 from harness.stats import fmt_num
 
-__all__ = ["app", "main", "EXIT_OK", "EXIT_REGRESSION", "EXIT_USAGE", "EXIT_FAILED_STEPS", "EXIT_DATA", "EXIT_MISSING", "EXIT_INTERRUPTED"]
+__all__ = [
+    "app",
+    "main",
+    "EXIT_OK",
+    "EXIT_REGRESSION",
+    "EXIT_USAGE",
+    "EXIT_FAILED_STEPS",
+    "EXIT_DATA",
+    "EXIT_MISSING",
+    "EXIT_OVER_BUDGET",
+    "EXIT_INTERRUPTED",
+]
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -40,6 +62,7 @@ EXIT_USAGE = 2
 EXIT_FAILED_STEPS = 3
 EXIT_DATA = 4
 EXIT_MISSING = 5
+EXIT_OVER_BUDGET = 6
 EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
@@ -129,46 +152,135 @@ def _check_out(out: Path) -> None:
         raise _fail(EXIT_DATA, f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
 
+class _CountOrEtaColumn(ProgressColumn):
+    """``M/N`` for the step bars; the estimated time left for the bar across spikes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = MofNCompleteColumn()
+
+    def render(self, task: Task) -> Text:
+        eta = task.fields.get("eta")
+        return Text(str(eta)) if eta is not None else self._count.render(task)
+
+
 def _progress_callbacks(
-    progress: Progress, overall: Any, step_task: list[Any]
+    progress: Progress, overall: Any, step_task: list[Any], across: tuple[OverallProgress, Any, int] | None = None
 ) -> tuple[Callable[[str, int, int], None], Callable[[float], None]]:
-    """The runner's step and advance callbacks, drawing one bar per step under an overall bar."""
+    """The runner's step and advance callbacks, drawing one bar per step under an overall bar.
+
+    ``across`` (the estimate across spikes, its task, this spike's index) also
+    moves the bar of ``spike run all`` and its ETA.
+    """
+    where = [0, 1]  # the running step's index, and the number of steps
+
+    def move_across(fraction: float) -> None:
+        if across is not None:
+            estimate, task, index = across
+            progress.update(task, completed=estimate.completed(index, fraction), eta=estimate.describe(index, fraction))
 
     def on_step(desc: str, index: int, total: int) -> None:
+        where[:] = [index, max(total, 1)]
         progress.update(overall, total=total, completed=index)
         if step_task[0] is not None:
             progress.update(step_task[0], completed=100)
         step_task[0] = progress.add_task(f"  {escape(desc)}", total=100)
+        move_across(index / where[1])
 
     def on_advance(fraction: float) -> None:
         if step_task[0] is not None:
             progress.update(step_task[0], completed=100 * fraction)
+        move_across((where[0] + fraction) / where[1])
 
     return on_step, on_advance
 
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder: runs are stored in OUT/runs, documents in OUT.")]
+RunOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Results folder: runs are stored in OUT/runs, documents in OUT. Default: results, or results/quick with --quick, "
+        "so a quick run never replaces the committed documents.",
+        show_default=False,
+    ),
+]
+AllowPartial = Annotated[
+    bool,
+    typer.Option(
+        "--allow-partial",
+        help="Let a quick, partial (--scenario/--option) or interrupted run replace the spike's full-profile document and index row; "
+        "without it, such a run's document goes to OUT/partial/.",
+    ),
+]
+#: Where ``spike run`` writes by default, and where ``--quick`` runs go when ``--out`` is not given.
+DEFAULT_OUT = Path("results")
+QUICK_OUT = Path("results") / "quick"
+
+
+def _stored_runs(out: Path) -> list[RunResult]:
+    """Every good run in OUT/runs, oldest first; each bad file is named on one warning line and skipped."""
+    runs, bad = scan_runs(out / "runs")
+    for exc in bad:
+        err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
+    return runs
+
+
+def _write_index(spikes: dict[int, Spike], runs: list[RunResult], out: Path, allow_partial: set[int]) -> Path:
+    grouped = runs_by_spike(runs)
+    return render_index(spikes, document_runs(grouped, allow_partial), out, {n: rs[-1] for n, rs in grouped.items()})
+
+
+def _render_run(spike: Spike, run: RunResult, runs: list[RunResult], out: Path, allow_partial: bool) -> tuple[Path, bool]:
+    """Render ``run``'s document: into OUT when it is the run the spike's document shows, else into OUT/partial.
+
+    Returns the document and whether it is the spike's main document.
+    """
+    chosen = document_run([r for r in runs if r.spike.get("number") == spike.number], allow_partial)
+    main = chosen is not None and chosen.run_id == run.run_id
+    return render_spike(spike, run, out if main else out / PARTIAL_DIR), main
+
+
+def _refuse_dirty(out: Path, allow_dirty: bool) -> None:
+    """Exit 2 when OUT is a committed results folder and its work tree has uncommitted changes (unless --allow-dirty)."""
+    root = committed_results_tree(out)
+    if root is None or allow_dirty:
+        return
+    state = source_state(root, ignore=out)
+    paths: list[str] = state["dirty_paths"]
+    if not paths:
+        return
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    raise _fail(
+        EXIT_USAGE,
+        f"{out} is committed in {root}, which has uncommitted changes ({shown}); commit or stash them so the documents "
+        "can be reproduced, or pass --allow-dirty (the documents then say so)",
+    )
 
 
 @app.command("list")
 @user_errors
-def list_cmd(out: Out = Path("results")) -> None:
-    """Show the registered spikes: number, title, priority, hours, options, scenarios, last run."""
+def list_cmd(out: Out = DEFAULT_OUT) -> None:
+    """Show the registered spikes: number, title, priority, hours, options, scenarios, and the run their document shows."""
     spikes = _spikes()
-    bad: list[ResultsError] = []
-    runs = latest_runs(out / "runs", bad)
-    for exc in bad:  # one bad file is named and skipped, never fatal to the listing
-        err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
+    grouped = runs_by_spike(_stored_runs(out))
+    shown = document_runs(grouped)
     table = Table(title="Registered spikes")
-    for col in ("#", "Title", "Priority", "Planned h", "Options", "Scenarios", "Last run"):
+    for col in ("#", "Title", "Priority", "Planned h", "Options", "Scenarios", "Document's run"):
         table.add_column(col)
     for n, s in spikes.items():
-        run = runs.get(n)
+        run = shown.get(n)
         last = "never"
         if run:
-            last = f"{run.started_at[:16].replace('T', ' ')} ({run.profile})"
+            last = f"{run.started_at[:16].replace('T', ' ')} ({run.profile}, {run.completion})"
             if run.spike.get("source_hash") != source_hash(s):
                 last += " [yellow]stale[/]"
+            if run.budget.get("over"):
+                last += " [red]over budget[/]"
+            newest = grouped[n][-1]
+            if newest.run_id != run.run_id:
+                last += f"\n[dim]newer: {newest.started_at[:16].replace('T', ' ')} ({newest.profile}, {newest.completion})[/]"
         table.add_row(
             str(n),
             f"{s.title}\n[dim]{s.slug}[/]",
@@ -187,12 +299,17 @@ def run(
     which: Annotated[str, typer.Argument(help="Spike number, slug, or 'all'.")],
     scenario: Annotated[list[str] | None, typer.Option("--scenario", "-s", help="Run only this scenario (repeatable).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Run only this option (repeatable).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Scaled-down profile for tests and smoke runs; the document says so.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="Scaled-down profile for tests and smoke runs; the document says so. Writes to results/quick/ unless --out."
+        ),
+    ] = False,
     repeat: Annotated[
         int | None,
         typer.Option("--repeat", "-r", min=1, help="Repeats per scenario and option (default: the spike's, usually 5; quick 3)."),
     ] = None,
-    out: Out = Path("results"),
+    out: RunOut = None,
     author: Annotated[str, typer.Option("--author", help="Name written as the document's Developer.")] = os.environ.get(
         "SPIKE_AUTHOR", "realtime-spikes harness"
     ),
@@ -200,8 +317,21 @@ def run(
         list[str] | None,
         typer.Option("--weight", "-w", help="Override a criterion weight for this run, e.g. Performance=40 (weights must add up to 100)."),
     ] = None,
+    allow_partial: AllowPartial = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Run into a committed results folder from a tree with uncommitted changes; the run records them and the documents say so.",
+        ),
+    ] = False,
 ) -> None:
-    """Run spikes, store raw results under OUT/runs, and render their documents."""
+    """Run spikes, store raw results under OUT/runs, and render their documents.
+
+    Exit status: 0 done; 2 usage error, or a committed results folder and uncommitted changes
+    (--allow-dirty overrides); 3 some steps failed; 6 a spike ran longer than its budget
+    (harness/budgets.toml) and no step failed; 130 interrupted (what was measured is stored).
+    """
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
     weights = _parse_weights(weight)
@@ -223,73 +353,117 @@ def run(
         unknown = [k for k in weights if k not in s.weights]
         if unknown:
             raise _fail(EXIT_USAGE, f"unknown criterion {', '.join(map(repr, unknown))}; valid: {', '.join(s.weights)}")
-        plan = RunPlan(s, scenario, option, quick, repeat, author, weights)
+        plan = RunPlan(s, scenario, option, quick, repeat, author, weights, allow_dirty=allow_dirty)
         if sum(plan.effective_weights.values()) != 100:
             raise _fail(EXIT_USAGE, f"weights add up to {sum(plan.effective_weights.values())}, not 100: {plan.effective_weights}")
         plans.append(plan)
+    if out is None:
+        out = QUICK_OUT if quick else DEFAULT_OUT
+    _refuse_dirty(out, allow_dirty)
     _check_out(out)
 
+    runs = _stored_runs(out)
+    estimate = OverallProgress([estimate_seconds(p, runs)[0] for p in plans]) if len(plans) > 1 else None
+    allowed = {p.spike.number for p in plans} if allow_partial else set()
     failed_steps = 0
-    for plan in plans:
+    over_budget: list[str] = []
+    for index, plan in enumerate(plans):
         s = plan.spike
         console.rule(f"Spike {s.number}: {s.title}{' (quick)' if quick else ''}")
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
+            TextColumn("{task.description}"), BarColumn(), _CountOrEtaColumn(), TimeElapsedColumn(), console=console, transient=False
         ) as progress:
+            across = None
+            if estimate is not None:
+                task = progress.add_task("all spikes", total=estimate.total or 1, eta=estimate.describe(index, 0.0))
+                progress.update(task, completed=estimate.completed(index, 0.0))
+                across = (estimate, task, index)
             overall = progress.add_task("all steps", total=None)
             step_task: list[Any] = [None]
-            on_step, on_advance = _progress_callbacks(progress, overall, step_task)
+            on_step, on_advance = _progress_callbacks(progress, overall, step_task, across)
 
             try:
                 result = run_spike(plan, out, on_step=on_step, on_advance=on_advance, echo=progress.console.print)
             except RunInterrupted as exc:
                 progress.stop()
-                err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}")
-                render_spike(s, exc.run, out)
-                render_index(spikes, latest_runs(out / "runs"), out)
+                runs.append(exc.run)
+                doc, main = _render_run(s, exc.run, runs, out, allow_partial)
+                err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}; document {doc}")
+                _write_index(spikes, runs, out, allowed)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             progress.update(overall, completed=progress.tasks[overall].total)
             if step_task[0] is not None:
                 progress.update(step_task[0], completed=100)
-        doc = render_spike(s, result, out)
-        bad = [sr for sr in result.scenarios if sr.status == "failed"]
+            if across is not None and estimate is not None:
+                left = estimate.describe(index + 1, 0.0) if index + 1 < len(plans) else "all spikes done"
+                progress.update(across[1], completed=estimate.completed(index + 1, 0.0), eta=left)
+        runs.append(result)
+        doc, main = _render_run(s, result, runs, out, allow_partial)
+        failed = [sr for sr in result.scenarios if sr.status == "failed"]
         not_run = [sr for sr in result.scenarios if sr.status == "not_run"]
-        failed_steps += len(bad)
+        failed_steps += len(failed)
         matrix = decision_matrix(s, result)
         best = matrix.best
         console.print(f"stored [bold]{result.path}[/] in {fmt_num(result.duration_s)} s; document [bold]{doc}[/]")
+        if not main:
+            console.print(
+                f"a {result.profile}, {result.completion} run does not replace the full-profile document in {out}; "
+                "--allow-partial lets it (`spike report --allow-partial` does it later)"
+            )
         if best:
             console.print(f"recommendation: [bold green]{escape(matrix.titles[best])}[/] ({matrix.totals[best]:.2f} / 10)")
         if not_run:
             console.print(f"[yellow]{len(not_run)} step(s) not run[/] (missing programs; see the document's Method)")
-        if bad:
-            console.print(f"[red]{len(bad)} step(s) failed[/] (reasons in the document and {out / 'runs'})")
-    render_index(spikes, latest_runs(out / "runs"), out)
+        if failed:
+            console.print(f"[red]{len(failed)} step(s) failed[/] (reasons in the document and {out / 'runs'})")
+        minutes = result.budget.get("minutes")
+        if result.budget.get("over") and minutes is not None:
+            over_budget.append(f"spike {s.number} took {result.duration_s / 60:.1f} min (budget {fmt_num(minutes)})")
+            console.print(
+                f"[red]over budget[/]: {result.duration_s / 60:.1f} min, budget {fmt_num(minutes)} min for the "
+                f"{result.profile} profile (harness/budgets.toml)"
+            )
+    _write_index(spikes, runs, out, allowed)
     if failed_steps:
         raise typer.Exit(EXIT_FAILED_STEPS)
+    if over_budget:
+        err.print(f"[red]over budget[/]: {'; '.join(over_budget)}", soft_wrap=True)
+        raise typer.Exit(EXIT_OVER_BUDGET)
 
 
 @app.command()
 @user_errors
 def report(
     which: Annotated[str, typer.Argument(help="Spike number, slug, or 'all'.")] = "all",
-    out: Out = Path("results"),
+    out: Out = DEFAULT_OUT,
+    allow_partial: AllowPartial = False,
 ) -> None:
-    """Re-render documents and the index from stored runs, running nothing."""
+    """Re-render documents and the index from stored runs, running nothing.
+
+    A spike's document shows its newest full-profile, complete run; a newer quick, partial or
+    interrupted run gets its document in OUT/partial/ instead, unless --allow-partial.
+    """
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
-    bad: list[ResultsError] = []
-    runs = latest_runs(out / "runs", bad)
-    for exc in bad:  # one bad file is named and skipped; the good runs are rendered all the same
-        err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
+    runs = _stored_runs(out)
+    grouped = runs_by_spike(runs)
+    allowed = {s.number for s in chosen} if allow_partial else set()
     for s in chosen:
-        run = runs.get(s.number)
+        mine = grouped.get(s.number, [])
+        run = document_run(mine, s.number in allowed)
         if run is None:
             console.print(f"spike {s.number}: no stored run in {out / 'runs'}; run `spike run {s.number}` first")
             continue
         doc = render_spike(s, run, out)
-        console.print(f"spike {s.number}: rendered {doc} from {run.path}")
-    index = render_index(spikes, runs, out)
+        console.print(f"spike {s.number}: rendered {doc} from {run.path} ({run.profile}, {run.completion})")
+        newest = mine[-1]
+        if newest.run_id != run.run_id:
+            other = render_spike(s, newest, out / PARTIAL_DIR)
+            console.print(
+                f"spike {s.number}: the newer {newest.profile}, {newest.completion} run {newest.run_id} is rendered to {other}, "
+                "not over the full-profile document (--allow-partial lets it)"
+            )
+    index = _write_index(spikes, runs, out, allowed)
     console.print(f"index: {index}")
 
 

@@ -2,26 +2,50 @@
 
 A failing scenario is recorded as failed, with its reason, and the run goes on;
 a scenario whose external program is missing is recorded as not run, with the
-install command. Ctrl-C stops the run, and what was measured so far is still
-stored (marked interrupted) before the interrupt is passed on.
+install command. Ctrl-C (or a crash of the harness itself) stops the run, and
+what was measured so far is still stored, marked interrupted, before the
+interrupt or the error is passed on.
+
+Every run records how complete it is (``complete``, ``partial`` when the user
+chose a subset of scenarios or options, ``interrupted``), the git state of the
+tree it was made from (``source``), and its wall time against the spike's
+budget (``harness/budgets.toml``). The estimate of how long a plan takes comes
+from the durations of stored runs, so ``spike run all`` can show an ETA.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import secrets
+import statistics
+import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from harness import budget as budgets
 from harness import complexity, machine
-from harness.plugin import NotRunnable, ScenarioContext, Spike, source_hash
+from harness.plugin import Measurement, NotRunnable, ScenarioContext, Spike, source_hash
 from harness.results import MeasurementRecord, RunResult, ScenarioResult, save
 
-__all__ = ["RunPlan", "RunInterrupted", "run_spike", "plan_steps"]
+__all__ = [
+    "RunPlan",
+    "RunInterrupted",
+    "run_spike",
+    "plan_steps",
+    "MAX_DIRTY_PATHS",
+    "source_state",
+    "committed_results_tree",
+    "estimate_seconds",
+    "OverallProgress",
+]
+
+#: At most this many uncommitted paths are stored with a run; the flag says whether there were any.
+MAX_DIRTY_PATHS = 50
 
 
 class RunInterrupted(Exception):
@@ -43,6 +67,7 @@ class RunPlan:
     repeat: int | None = None
     author: str = "realtime-spikes"
     weights: dict[str, int] = field(default_factory=dict)
+    allow_dirty: bool = False
 
     @property
     def repeats(self) -> int:
@@ -57,6 +82,13 @@ class RunPlan:
         return list(self.scenarios) if self.scenarios else [s.key for s in self.spike.scenarios]
 
     @property
+    def complete(self) -> bool:
+        """Whether the plan covers every scenario and option of the spike (else the run is ``partial``)."""
+        return set(self.scenario_keys) >= {s.key for s in self.spike.scenarios} and set(self.option_keys) >= {
+            o.key for o in self.spike.options
+        }
+
+    @property
     def effective_weights(self) -> dict[str, int]:
         w = dict(self.spike.weights)
         w.update(self.weights)
@@ -68,11 +100,86 @@ def plan_steps(plan: RunPlan) -> list[tuple[str, str]]:
     return [(s, o) for s in plan.scenario_keys for o in plan.option_keys if plan.spike.scenario(s).applies_to(o)]
 
 
+def _git(cwd: Path, *args: str) -> str | None:
+    """The output of one git command, or ``None`` when git is missing or ``cwd`` is not in a work tree."""
+    try:
+        done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path if path.is_dir() else path.parent
+
+
+def _work_tree(path: Path) -> Path | None:
+    top = _git(_existing(path), "rev-parse", "--show-toplevel")
+    return Path(top.strip()).resolve() if top and top.strip() else None
+
+
+def committed_results_tree(out_dir: Path) -> Path | None:
+    """The git work tree ``out_dir`` belongs to, when git tracks files under it (a committed results folder), else ``None``.
+
+    A run into such a folder replaces documents that reviewers read in the
+    repository, so ``spike run`` asks for a clean tree first; a scratch or
+    ignored folder (``results/quick/``, a temp dir) is never guarded.
+    """
+    root = _work_tree(out_dir)
+    if root is None:
+        return None
+    rel = Path(out_dir).resolve().relative_to(root).as_posix() if Path(out_dir).resolve() != root else "."
+    tracked = _git(root, "ls-files", "-z", "--", rel)
+    return root if tracked else None
+
+
+def source_state(code_dir: Path, ignore: Path | None = None) -> dict[str, Any]:
+    """The commit of the work tree holding ``code_dir``, and its uncommitted paths (modified, staged or untracked).
+
+    Paths under ``ignore`` (the results folder the run writes to) are left
+    out: they are the run's output, not its source, and the documents a
+    previous spike of the same ``spike run all`` rewrote must not count.
+    Outside a git work tree (an installed package) commit is ``None`` and the
+    tree is taken as clean, since there is nothing to compare with.
+    """
+    root = _work_tree(code_dir)
+    if root is None:
+        return {"commit": None, "dirty": False, "dirty_paths": []}
+    head = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all") or ""
+    skip: str | None = None
+    if ignore is not None:
+        target = Path(ignore).resolve()
+        if target == root or root in target.parents:
+            skip = target.relative_to(root).as_posix()
+    paths: list[str] = []
+    entries = status.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        if entry[0] in "RC":  # a rename or copy is followed by its source path
+            i += 1
+        path = entry[3:]
+        if skip is not None and (skip == "." or path == skip or path.startswith(skip.rstrip("/") + "/")):
+            continue
+        paths.append(path)
+    return {"commit": head.strip() if head else None, "dirty": bool(paths), "dirty_paths": sorted(paths)}
+
+
 def _missing_tools(requires: Sequence[str]) -> list[str]:
     return [name for name in requires if machine.find_tool(name) is None]
 
 
-def _merge(record: dict[tuple, MeasurementRecord], output_measurements: list, repeat: int) -> None:
+_MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _merge(record: dict[_MetricKey, MeasurementRecord], output_measurements: Sequence[Measurement], repeat: int) -> None:
     for m in output_measurements:
         key = (m.name, tuple(sorted(m.tags.items())))
         rec = record.get(key)
@@ -116,6 +223,7 @@ def run_spike(
 
     # Hash the code before running it: an edit during a long run must not be credited to this run.
     code_hash = source_hash(spike)
+    source = source_state(Path(spike.package_dir), ignore=Path(out_dir))
     meta = machine.collect(cwd=Path(spike.package_dir))
     complexity_by_option = {
         o.key: complexity.measure(spike.package_dir, spike.option(o.key)) for o in spike.options if o.key in plan.option_keys
@@ -124,67 +232,85 @@ def run_spike(
     results: list[ScenarioResult] = []
     measured_s = 0.0
     interrupted = False
+    crash: Exception | None = None
+    current: ScenarioResult | None = None
 
-    with tempfile.TemporaryDirectory(prefix=f"spike-{spike.number}-") as tmp:
-        for index, (scen_key, opt_key) in enumerate(steps):
-            scenario = spike.scenario(scen_key)
-            option = spike.option(opt_key)
-            params = scenario.resolved_params(plan.quick)
-            sr = ScenarioResult(scenario=scen_key, option=opt_key, status="ok", params=params)
-            results.append(sr)
-            if on_step:
-                on_step(f"{scenario.title} · {option.title}", index, len(steps))
-            missing = _missing_tools(scenario.requires)
-            if missing:
-                sr.status = "not_run"
-                sr.reason = "; ".join(f"{m} is not installed (install: {machine.EXTERNAL_TOOLS[m].install})" for m in missing)
-                echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
-                continue
-            records: dict[tuple, MeasurementRecord] = {}
-            repeats = min(plan.repeats, scenario.max_repeats or plan.repeats)
-            for r in range(repeats):
-                workdir = Path(tmp) / f"{scen_key}-{opt_key}-{r}"
-                workdir.mkdir()
-
-                def advance(fraction: float, _r: int = r, _n: int = repeats) -> None:
-                    if on_advance:
-                        on_advance((_r + max(0.0, min(1.0, fraction))) / _n)
-
-                ctx = ScenarioContext(
-                    option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance
-                )
-                t0 = time.perf_counter()
-                try:
-                    out = scenario.run(ctx)
-                except NotRunnable as exc:
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"spike-{spike.number}-") as tmp:
+            for index, (scen_key, opt_key) in enumerate(steps):
+                scenario = spike.scenario(scen_key)
+                option = spike.option(opt_key)
+                params = scenario.resolved_params(plan.quick)
+                sr = current = ScenarioResult(scenario=scen_key, option=opt_key, status="ok", params=params)
+                results.append(sr)
+                if on_step:
+                    on_step(f"{scenario.title} · {option.title}", index, len(steps))
+                missing = _missing_tools(scenario.requires)
+                if missing:
                     sr.status = "not_run"
-                    sr.reason = str(exc)
+                    sr.reason = "; ".join(f"{m} is not installed (install: {machine.EXTERNAL_TOOLS[m].install})" for m in missing)
                     echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
+                    current = None
+                    continue
+                records: dict[_MetricKey, MeasurementRecord] = {}
+                repeats = min(plan.repeats, scenario.max_repeats or plan.repeats)
+                for r in range(repeats):
+                    workdir = Path(tmp) / f"{scen_key}-{opt_key}-{r}"
+                    workdir.mkdir()
+
+                    def advance(fraction: float, _r: int = r, _n: int = repeats) -> None:
+                        if on_advance:
+                            on_advance((_r + max(0.0, min(1.0, fraction))) / _n)
+
+                    ctx = ScenarioContext(
+                        option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance
+                    )
+                    t0 = time.perf_counter()
+                    try:
+                        out = scenario.run(ctx)
+                    except NotRunnable as exc:
+                        sr.status = "not_run"
+                        sr.reason = str(exc)
+                        echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
+                        break
+                    except KeyboardInterrupt:
+                        sr.status = "interrupted"
+                        sr.reason = f"interrupted by the user during repeat {r + 1} of {repeats}"
+                        interrupted = True
+                        break
+                    except Exception as exc:  # isolate: one broken scenario must not sink the run
+                        sr.status = "failed"
+                        sr.reason = f"{type(exc).__name__}: {exc}"
+                        log(f"--- {scen_key}/{opt_key} repeat {r} failed\n{traceback.format_exc()}")
+                        echo(f"[red]failed[/]: {scenario.title} / {option.title}: {sr.reason} (traceback in {log_path})")
+                        break
+                    finally:
+                        dt = time.perf_counter() - t0
+                        measured_s += dt
+                        sr.durations_s.append(round(dt, 6))
+                    _merge(records, out.measurements, r)
+                    sr.facts.append(out.facts)
+                    advance(1.0)
+                sr.measurements = list(records.values())
+                current = None
+                if interrupted:
                     break
-                except KeyboardInterrupt:
-                    sr.status = "interrupted"
-                    sr.reason = f"interrupted by the user during repeat {r + 1} of {repeats}"
-                    interrupted = True
-                    break
-                except Exception as exc:  # isolate: one broken scenario must not sink the run
-                    sr.status = "failed"
-                    sr.reason = f"{type(exc).__name__}: {exc}"
-                    log(f"--- {scen_key}/{opt_key} repeat {r} failed\n{traceback.format_exc()}")
-                    echo(f"[red]failed[/]: {scenario.title} / {option.title}: {sr.reason} (traceback in {log_path})")
-                    break
-                finally:
-                    dt = time.perf_counter() - t0
-                    measured_s += dt
-                    sr.durations_s.append(round(dt, 6))
-                _merge(records, out.measurements, r)
-                sr.facts.append(out.facts)
-                advance(1.0)
-            sr.measurements = list(records.values())
-            if interrupted:
-                break
+    except KeyboardInterrupt:  # between scenarios (a progress callback, a tool check, cleaning up)
+        interrupted = True
+        if current is not None and current.status == "ok":
+            current.status = "interrupted"
+            current.reason = "interrupted by the user"
+    except Exception as exc:  # the harness itself broke: store what was measured, then let the error through
+        interrupted = True
+        crash = exc
+        log(f"--- the run stopped on an error in the harness\n{traceback.format_exc()}")
+        if current is not None and current.status == "ok":
+            current.status = "interrupted"
+            current.reason = f"the run stopped on an error in the harness: {type(exc).__name__}: {exc}"
 
     finished = _now()
     duration = time.perf_counter() - t_start
+    minutes = budgets.budget_minutes(spike.number, plan.quick)
     run = RunResult(
         run_id=run_id,
         spike={"number": spike.number, "slug": spike.slug, "title": spike.title, "source_hash": code_hash},
@@ -207,10 +333,91 @@ def run_spike(
             "measured_s": round(measured_s, 3),
             "overhead_fraction": round(max(0.0, duration - measured_s) / duration, 4) if duration else 0.0,
         },
+        completion="interrupted" if interrupted else ("complete" if plan.complete else "partial"),
+        source={
+            "commit": source["commit"],
+            "dirty": source["dirty"],
+            "dirty_paths": source["dirty_paths"][:MAX_DIRTY_PATHS],
+            "allow_dirty": plan.allow_dirty,
+        },
+        budget={"minutes": minutes, "over": minutes is not None and duration > minutes * 60},
     )
     save(run, runs_dir)
     if log_lines:
         log_path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
+    if crash is not None:
+        raise crash
     if interrupted:
         raise RunInterrupted(run)
     return run
+
+
+def estimate_seconds(plan: RunPlan, history: Iterable[RunResult]) -> tuple[float | None, str]:
+    """How long ``plan`` should take, in seconds, and where the figure comes from.
+
+    From the stored runs of the same spike and profile that completed (the
+    median of the newest three, so one slow night does not swing it), scaled
+    to the plan's share of the spike's steps and to its repeats; without such
+    a run, the spike's budget; without a budget, ``None``.
+    """
+    spike = plan.spike
+    profile = "quick" if plan.quick else "full"
+    every = plan_steps(RunPlan(spike, quick=plan.quick))
+    share = len(plan_steps(plan)) / len(every) if every else 1.0
+    durations = []
+    for run in history:
+        if run.spike.get("number") != spike.number or run.profile != profile or run.completion != "complete":
+            continue
+        stored_repeat = run.parameters.get("repeat")
+        scale = plan.repeats / stored_repeat if isinstance(stored_repeat, int) and stored_repeat > 0 else 1.0
+        durations.append(run.duration_s * scale)
+    if durations:
+        recent = durations[-3:]
+        return statistics.median(recent) * share, f"median of {len(recent)} earlier {profile} run(s)"
+    minutes = budgets.budget_minutes(spike.number, plan.quick)
+    if minutes is not None:
+        return minutes * 60 * share, "the budget (no earlier run)"
+    return None, "no earlier run and no budget"
+
+
+def _time_left(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute left"
+    minutes = round(seconds / 60)
+    return f"about {minutes} min left" if minutes < 90 else f"about {minutes // 60} h {minutes % 60:02d} min left"
+
+
+@dataclass
+class OverallProgress:
+    """Progress across the spikes of one ``spike run``, weighted by each spike's estimated seconds.
+
+    ``completed``/``remaining`` take the index of the running spike and the
+    fraction of its steps done; a spike with no estimate counts as zero and
+    is named in the text, so the ETA never pretends to know it.
+    """
+
+    estimates: list[float | None]
+
+    def _known(self, i: int) -> float:
+        return self.estimates[i] or 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self._known(i) for i in range(len(self.estimates)))
+
+    def completed(self, index: int, fraction: float) -> float:
+        done = sum(self._known(i) for i in range(min(index, len(self.estimates))))
+        if index < len(self.estimates):
+            done += self._known(index) * max(0.0, min(1.0, fraction))
+        return done
+
+    def remaining(self, index: int, fraction: float) -> float:
+        return max(0.0, self.total - self.completed(index, fraction))
+
+    def describe(self, index: int, fraction: float) -> str:
+        n = len(self.estimates)
+        text = f"spike {min(index + 1, n)} of {n}, {_time_left(self.remaining(index, fraction))}"
+        unknown = sum(1 for e in self.estimates[index:] if e is None)
+        if unknown:
+            text += f" plus {unknown} spike(s) with no estimate"
+        return text

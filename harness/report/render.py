@@ -4,13 +4,20 @@ Nothing here measures or decides by hand: tables, charts and findings come from
 the spike's ``report()``, scores from its ``score()``, the recommendation is
 the best weighted total of the decision matrix, and every one of those reads
 only the stored run.
+
+Which run a spike's document shows: the newest full-profile, complete run in
+the folder. A quick, partial or interrupted run never replaces it unless the
+user asks (``--allow-partial``); its own document goes to ``OUT/partial/``
+instead. Only when a folder holds no full, complete run of a spike does the
+newest run of any kind get the main document (it replaces nothing). Every
+document and index row name the run they come from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +29,61 @@ from harness.report.charts import draw
 from harness.results import ResultsError, RunResult, ScoringError
 from harness.stats import fmt_num
 
-__all__ = ["Matrix", "decision_matrix", "repeat_winners", "render_spike", "render_index", "document_name"]
+__all__ = [
+    "Matrix",
+    "decision_matrix",
+    "repeat_winners",
+    "render_spike",
+    "render_index",
+    "document_name",
+    "PARTIAL_DIR",
+    "is_full_run",
+    "document_run",
+    "runs_by_spike",
+    "document_runs",
+]
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: Subfolder of a results folder for documents of runs that may not replace the main one.
+PARTIAL_DIR = "partial"
+
+
+def is_full_run(run: RunResult) -> bool:
+    """A full-profile run that covered every scenario and option: the only kind that replaces a document by default."""
+    return run.profile == "full" and run.completion == "complete"
+
+
+def document_run(runs: Sequence[RunResult], allow_partial: bool = False) -> RunResult | None:
+    """The run a spike's main document shows, from that spike's runs oldest first.
+
+    The newest full, complete run; with ``allow_partial``, or when there is no
+    such run, the newest run of any kind.
+    """
+    if not runs:
+        return None
+    if allow_partial:
+        return runs[-1]
+    full = [r for r in runs if is_full_run(r)]
+    return full[-1] if full else runs[-1]
+
+
+def runs_by_spike(runs: Iterable[RunResult]) -> dict[int, list[RunResult]]:
+    """Runs grouped by spike number, keeping their order (oldest first)."""
+    out: dict[int, list[RunResult]] = {}
+    for run in runs:
+        out.setdefault(int(run.spike["number"]), []).append(run)
+    return out
+
+
+def document_runs(grouped: Mapping[int, Sequence[RunResult]], allow_partial: Iterable[int] = ()) -> dict[int, RunResult]:
+    """The run each spike's main document shows; spikes in ``allow_partial`` take their newest run of any kind."""
+    allowed = set(allow_partial)
+    out: dict[int, RunResult] = {}
+    for number, runs in grouped.items():
+        run = document_run(runs, number in allowed)
+        if run is not None:
+            out[number] = run
+    return out
 
 
 def _env() -> jinja2.Environment:
@@ -187,6 +246,19 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         files = [{"name": f, "path": _rel(Path(spike.package_dir) / f, out_dir), "loc": loc} for f, loc in cx.get("files", {}).items()]
         code.append({"title": opt.title, "files": files, "loc": cx.get("loc"), "deps": cx.get("dependencies", [])})
     not_ok = [sr for sr in run.scenarios if sr.status != "ok"]
+    ran_scenarios = list(run.parameters.get("scenarios", []))
+    left_out_scenarios = [s.key for s in spike.scenarios if s.key not in ran_scenarios]
+    left_out_options = [o.key for o in spike.options if o.key not in run.options]
+    command = f"spike run {spike.number}" + (" --quick" if run.profile == "quick" else "")
+    if left_out_scenarios:
+        command += "".join(f" --scenario {k}" for k in ran_scenarios)
+    if left_out_options:
+        command += "".join(f" --option {k}" for k in run.options)
+    default_repeat = spike.quick_repeat if run.profile == "quick" else spike.default_repeat
+    if run.parameters.get("repeat") not in (None, default_repeat):
+        command += f" --repeat {run.parameters['repeat']}"
+    budget_minutes = run.budget.get("minutes")
+    top_two = [t for t in (matrix.totals[o] for o in matrix.ranking[:2]) if t is not None]  # ranked totals are never None
     winners = repeat_winners(spike, run)
     scen_titles = {s.key: s for s in spike.scenarios}
     ctx: dict[str, Any] = {
@@ -207,8 +279,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "matrix": matrix,
         "best": matrix.best,
         "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
-        "close_call": len(matrix.ranking) > 1
-        and (matrix.totals[matrix.ranking[0]] - matrix.totals[matrix.ranking[1]]) < 0.05 * matrix.totals[matrix.ranking[0]],
+        "close_call": len(top_two) == 2 and (top_two[0] - top_two[1]) < 0.05 * top_two[0],
         "repeat_winners": [matrix.titles.get(w, w) if w else "incomplete" for w in winners],
         "repeat_wins": sum(1 for w in winners if w == matrix.best),
         "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
@@ -216,6 +287,15 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "not_ok": not_ok,
         "run_file": _rel(run.path, out_dir) if run.path else None,
         "overhead_pct": 100 * run.harness.get("overhead_fraction", 0.0),
+        "command": command,
+        "completion": run.completion,
+        "left_out_scenarios": left_out_scenarios,
+        "left_out_options": left_out_options,
+        "source": run.source,
+        "dirty_shown": run.source.get("dirty_paths", [])[:10],
+        "dirty_more": max(0, len(run.source.get("dirty_paths", [])) - 10),
+        "budget_minutes": budget_minutes,
+        "over_budget": bool(run.budget.get("over")),
     }
     text = _env().get_template("outcome.md.j2").render(**ctx)
     path = out_dir / document_name(spike.number, spike.slug)
@@ -224,8 +304,20 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     return path
 
 
-def render_index(spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out_dir: Path) -> Path:
-    """Write ``results/README.md``: every registered spike, its status and recommendation."""
+def _budget_text(run: RunResult) -> str:
+    minutes = run.budget.get("minutes")
+    return f"over budget ({run.duration_s / 60:.1f} of {fmt_num(minutes)} min)" if run.budget.get("over") and minutes is not None else ""
+
+
+def render_index(
+    spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out_dir: Path, newest: Mapping[int, RunResult] | None = None
+) -> Path:
+    """Write ``results/README.md``: every registered spike, its status and recommendation.
+
+    ``runs`` holds the run each spike's document shows (see :func:`document_runs`);
+    ``newest``, the newest stored run of each spike, so a row can say when a
+    newer quick, partial or interrupted run exists but was kept out.
+    """
     rows = []
     for number, spike in spikes.items():
         run = runs.get(number)
@@ -235,24 +327,45 @@ def render_index(spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out
             "status": "no run stored yet",
             "recommendation": "",
             "last_run": "",
+            "run_file": None,
             "profile": "",
+            "completion": "",
         }
         if run is not None:
             matrix = decision_matrix(spike, run)
             stale = run.spike.get("source_hash") != source_hash(spike)
             failed = sum(1 for s in run.scenarios if s.status != "ok")
-            status = "quick run only" if run.profile == "quick" else "measured"
+            if run.completion == "interrupted":
+                status = "interrupted run only"
+            elif run.completion == "partial":
+                status = "partial run only"
+            else:
+                status = "quick run only" if run.profile == "quick" else "measured"
+            if run.completion != "complete" and run.profile == "quick":
+                status += " (quick)"
             if failed:
                 status += f", {failed} step(s) not ok"
+            if _budget_text(run):
+                status += f", {_budget_text(run)}"
+            if run.source.get("dirty"):
+                status += ", run with local changes"
             if stale:
                 status += ", stale (code changed since)"
+            later = (newest or {}).get(number)
+            if later is not None and later.run_id != run.run_id:
+                status += (
+                    f"; a newer {later.profile}, {later.completion} run (`{later.run_id}`) is not shown: "
+                    f"`spike report {number} --allow-partial` shows it"
+                )
             best = matrix.best
             row.update(
                 doc=document_name(number, spike.slug),
                 status=status,
                 recommendation=f"{matrix.titles.get(best, best)} ({matrix.totals[best]:.2f} / 10)" if best else "none: incomplete scores",
                 last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
+                run_file=_rel(run.path, out_dir) if run.path else None,
                 profile=run.profile,
+                completion=run.completion,
             )
         rows.append(row)
     text = _env().get_template("index.md.j2").render(rows=rows)

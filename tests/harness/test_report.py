@@ -41,6 +41,8 @@ def _fixed_run(tmp_path: Path, **changes) -> RunResult:
         duration_s=360.0,
         machine=FIXED_MACHINE,
         harness={"measured_s": 350.0, "overhead_fraction": 0.0278},
+        source={"commit": "0123456789abcdef", "dirty": False, "dirty_paths": [], "allow_dirty": False},
+        budget={"minutes": None, "over": False},
     )
     for sr in data["scenarios"]:
         sr["durations_s"] = [1.0 for _ in sr["durations_s"]]
