@@ -141,6 +141,15 @@ def exact_value(samples: Sequence[float]) -> float | None:
 
 
 def _mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U p-value.
+
+    When the sides do not overlap at all the exact p is 2 / C(n+m, n) even with
+    ties inside a side (only one arrangement is that extreme each way); scipy
+    would switch to the normal approximation on ties, which is far off for
+    small samples (15 runs' values against 3: 0.009 instead of 0.0025).
+    """
+    if max(a) < min(b) or max(b) < min(a):
+        return min_p_value(len(a), len(b))
     from scipy import stats as sps  # here, not at the top: every load-generator process imports this module, and scipy costs ~0.8 s
 
     return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)

@@ -160,3 +160,10 @@ def test_relative_to_best_scales_each_option_to_the_best():
     assert relative_to_best({"a": 2.0, "b": 4.0, "c": None}, lower_is_better=True) == {"a": 1.0, "b": 0.5, "c": None}
     assert relative_to_best({"a": 2.0, "b": 4.0, "c": 0.0}, lower_is_better=False) == {"a": 0.5, "b": 1.0, "c": None}
     assert relative_to_best({"a": None}, lower_is_better=True) == {"a": None}
+
+
+def test_a_step_after_identical_runs_is_found_despite_the_ties():
+    # Twelve copies of one run, then the same run 50% slower: the tied values must not weaken the test.
+    run = [[0.23], [0.233], [0.224]]
+    steps = find_steps([run] * 12 + [[[x * 1.5 for x in r] for r in run]])
+    assert [(s.index, s.p_value) for s in steps] == [(12, pytest.approx(min_p_value(15, 3)))]  # 5 runs before it (the window)
