@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from harness.probes import ProcessSampler, mean_cpu, memory_per_connection, peak_rss, rss_bytes, steady_rss, summarize
@@ -41,29 +42,47 @@ def spawn():
         p.wait()
 
 
-def test_sampling_a_busy_process_sees_cpu_and_memory_at_5_hz_or_more(spawn):
+def _until(condition, timeout: float) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (a multiple of UNIT)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.1f} s"
+        time.sleep(0.02)
+
+
+def _cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def test_sampling_a_busy_process_sees_cpu_and_memory_and_never_outpaces_its_rate(spawn):
+    # Behaviour, not speed: a loaded machine may delay the sampling thread, so wait for a number of samples
+    # rather than for a time, and check only what load cannot break (never faster than asked; CPU adds up).
     busy = spawn(BUSY)
-    t0 = time.monotonic()
+    cpu_before = _cpu_seconds(busy.pid)
     with ProcessSampler(busy.pid, hz=10) as sampler:
-        time.sleep(1 * UNIT)
-    elapsed = time.monotonic() - t0
+        _until(lambda: len(sampler.samples) >= 6, 30 * UNIT)
+    cpu_after = _cpu_seconds(busy.pid)
     samples = sampler.samples
-    # Asked for 10 Hz; a loaded machine may delay the thread, so check a floor well under it.
-    assert len(samples) >= 3 * elapsed, f"{len(samples)} samples in {elapsed:.2f} s"
+    ts = [s["t"] for s in samples]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts) and ts[0] > 0
+    assert len(samples) <= 10 * ts[-1] + 1, f"{len(samples)} samples in {ts[-1]:.2f} s at 10 Hz"
     assert all(s["rss_bytes"] > 40 * MB for s in samples)
+    # cpu_percent is of one core over each interval: summed back to seconds, it is the CPU the process used
+    # while sampled, which psutil's own counters bound from outside. It spins, so that is more than nothing.
+    used = sum(s["cpu_percent"] / 100 * (t - t_prev) for s, t, t_prev in zip(samples, ts, [0.0, *ts[:-1]]))
+    assert 0 < used <= cpu_after - cpu_before + 0.02
+    assert used <= ts[-1] + 0.02  # one thread: at most one core
     assert mean_cpu(samples) > 0 and sampler.mean_cpu() == mean_cpu(samples)
-    assert max(s["cpu_percent"] for s in samples) > 10  # it spins: a good share of a core, even on a shared CI box
     assert sampler.peak_rss() == peak_rss(samples) > 40 * MB
     first = samples[0]
     assert first["num_threads"] >= 1 and first["num_fds"] >= 3 and first["num_processes"] == 1
-    ts = [s["t"] for s in samples]
-    assert ts == sorted(ts) and 0 < ts[0] <= 0.5 * UNIT
 
 
 def test_the_tree_counts_children_and_the_root_alone_does_not(spawn):
     parent = spawn(PARENT)
     with ProcessSampler(parent.pid, hz=20) as tree, ProcessSampler(parent.pid, hz=20, include_children=False) as root:
-        time.sleep(0.5 * UNIT)
+        _until(lambda: len(tree.samples) >= 4 and len(root.samples) >= 4, 30 * UNIT)
     assert tree.summary()["peak_processes"] == 2 and root.summary()["peak_processes"] == 1
     assert tree.mean_cpu() > root.mean_cpu()  # the parent sleeps; its child spins
     assert tree.peak_rss() > root.peak_rss() + 30 * MB

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import psutil
 import pytest
 import uvloop
 
@@ -88,14 +89,14 @@ def test_latency_from_the_intended_send_time_shows_a_stall_a_naive_measure_hides
     # The server blocks its event loop for 300 ms once, at its 40th message.
     with reference_server("ws", "--stall-after", "40", "--stall-ms", "300") as (port, _):
         closed = run_load(_spec(port, connections=1, rate=50, duration_s=3.0, closed_loop=True))
-    assert closed.received == closed.sent and closed.sent > 100
-    # The naive measure (from the actual send) sees one slow reply: the maximum, not the p99.
+    # Counts, not speed: a loaded machine may send fewer than the 150 scheduled, but the stall (at the 40th) must be passed.
+    assert closed.received == closed.sent and closed.sent > 45
+    # The naive measure (from the actual send) sees one slow reply: the stalled one.
     assert closed.service_ms["max"] >= 250
-    # (Relative, not absolute: on a loaded CI machine a stray slow reply is normal.)
-    # From the intended time, the messages that should have gone out during the stall waited too.
+    # From the intended time, the messages that should have gone out during the stall waited too. Load can only add
+    # to latency, so these floors hold on a busy machine; the comparison is relative, not a ceiling.
     assert closed.latency_ms["p99"] >= 200
     assert closed.latency_ms["p99"] > closed.service_ms["p99"]
-    assert closed.latency_ms["p90"] > closed.service_ms["p90"]
 
 
 def test_an_open_model_keeps_sending_through_a_stall():
@@ -106,16 +107,30 @@ def test_an_open_model_keeps_sending_through_a_stall():
     assert r.latency_ms["p90"] >= 50 and r.latency_ms["max"] >= 250
 
 
+def _kill_once_sending(proc, port: int, connections: int, timeout: float) -> None:
+    """Kill the server once every connection is up and it has read some messages: mid-run by what happened, not by a clock."""
+    server = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+
+    def established() -> int:
+        return sum(1 for c in server.net_connections(kind="tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+    while established() < connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    read_at_connect = server.io_counters().read_chars  # includes socket reads: the handshakes so far
+    while server.io_counters().read_chars < read_at_connect + 200 and time.monotonic() < deadline:  # a few echo frames
+        time.sleep(0.01)
+    proc.kill()
+
+
 def test_a_server_killed_mid_run_costs_errors_not_a_hang():
     with reference_server("ws") as (port, proc):
-        killer = threading.Timer(1.5 * UNIT, proc.kill)
+        killer = threading.Thread(target=_kill_once_sending, args=(proc, port, 4, 20 * UNIT), daemon=True)
         killer.start()
         t0 = time.monotonic()
-        try:
-            r = run_load(_spec(port, connections=4, rate=20, duration_s=3.0 * UNIT, processes=2, grace_s=1 * UNIT))
-        finally:
-            killer.cancel()
+        r = run_load(_spec(port, connections=4, rate=20, duration_s=3.0 * UNIT, processes=2, grace_s=1 * UNIT))
         elapsed = time.monotonic() - t0
+        killer.join(timeout=20 * UNIT)
     assert elapsed < 20 * UNIT
     assert r.connected == 4 and r.dropped == 4
     assert r.error_count >= 4 and any("connection lost" in e or "closed" in e for e in r.errors)

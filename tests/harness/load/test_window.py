@@ -92,7 +92,7 @@ def test_a_pipelined_run_accounts_for_every_request(server):
     with reference_server(server) as (port, _):
         r = run_load(_spec(port, connections=3, window=8, payload_bytes=100))
     assert r.connected == 3 and r.error_count == 0
-    assert r.sent > 3 * 8 and r.sent == r.received == r.expected
+    assert r.sent >= 3 * 8 and r.sent == r.received == r.expected  # each connection filled its window at least once
     assert r.lost == 0 and r.unexpected == 0
     assert r.generator_us_per_msg is not None and r.generator_us_per_msg > 0
     # Every request went out masked (4 bytes more than its unmasked echo); a closing handshake adds at most 8 bytes a connection.
@@ -107,7 +107,7 @@ def test_a_window_on_adapters_without_a_pipeline_keeps_that_many_in_flight(serve
         url = f"http://127.0.0.1:{port}" if server == "socketio" else f"ws://127.0.0.1:{port}/"
         r = run_load(_spec(port, url=url, transport=transport, connections=2, window=4))
     assert r.connected == 2 and r.error_count == 0
-    assert r.sent > 2 * 4 and r.sent == r.received and r.lost == 0 and r.unexpected == 0
+    assert r.sent >= 2 * 4 and r.sent == r.received and r.lost == 0 and r.unexpected == 0
 
 
 def test_the_command_line_takes_a_window():
