@@ -219,11 +219,16 @@ DEFAULT_OUT = Path("results")
 QUICK_OUT = Path("results") / "quick"
 
 
-def _stored_runs(out: Path) -> list[RunResult]:
-    """Every good run in OUT/runs, oldest first; each bad file is named on one warning line and skipped."""
-    runs, bad = scan_runs(out / "runs")
-    for exc in bad:
+def _stored_runs(out: Path, bad: list[ResultsError] | None = None) -> list[RunResult]:
+    """Every good run in OUT/runs, oldest first; each bad file is named on one warning line and skipped.
+
+    ``bad``, when given, collects the errors, for a command whose exit status should say a file was bad.
+    """
+    runs, errors = scan_runs(out / "runs")
+    for exc in errors:
         err.print(f"[yellow]warning[/]: skipped {escape(str(exc))}", soft_wrap=True)
+    if bad is not None:
+        bad.extend(errors)
     return runs
 
 
@@ -442,10 +447,13 @@ def report(
 
     A spike's document shows its newest full-profile, complete run; a newer quick, partial or
     interrupted run gets its document in OUT/partial/ instead, unless --allow-partial.
+    A results file that cannot be read is named, skipped, and makes the exit status 4 once
+    everything else is rendered, so a nightly job notices a corrupt stored run.
     """
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
-    runs = _stored_runs(out)
+    bad: list[ResultsError] = []
+    runs = _stored_runs(out, bad)
     grouped = runs_by_spike(runs)
     allowed = {s.number for s in chosen} if allow_partial else set()
     for s in chosen:
@@ -465,6 +473,8 @@ def report(
             )
     index = _write_index(spikes, runs, out, allowed)
     console.print(f"index: {index}")
+    if bad:
+        raise _fail(EXIT_DATA, f"{len(bad)} results file(s) in {out / 'runs'} could not be read and were skipped (named above)")
 
 
 @app.command()
@@ -509,7 +519,7 @@ def compare(
             raise _fail(EXIT_USAGE, "give --history DIR, or BASE and NEW, not both")
         if not history.is_dir():
             raise _fail(EXIT_DATA, f"{history}: no such folder of results")
-        runs, bad = cmp.scan(history)
+        runs, bad = scan_runs(history)
         for e in bad:
             err.print(f"[yellow]warning[/]: skipped {escape(str(e))}", soft_wrap=True)
         if not runs:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results import MeasurementRecord, ResultsError, RunResult, load
+from harness.results import MeasurementRecord, ResultsError, RunResult, load, scan_runs
 from harness.stats import Comparison, Step, compare_repeats, exact_value, find_steps, fmt_num, min_p_value
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "machine_kind",
     "machine_differences",
     "pair_runs",
-    "scan",
     "history",
     "completion",
     "short_id",
@@ -293,18 +292,6 @@ def compare_runs(
     return RunComparison(base, new, rows, problems, notes, withheld, threshold, alpha)
 
 
-def scan(folder: Path) -> tuple[list[RunResult], list[ResultsError]]:
-    """The good runs of a folder, oldest first, and an error per file that could not be loaded (reported, not fatal)."""
-    runs: list[RunResult] = []
-    errors: list[ResultsError] = []
-    for p in sorted(Path(folder).glob("*.json")):
-        try:
-            runs.append(load(p))
-        except ResultsError as exc:
-            errors.append(exc)
-    return sorted(runs, key=lambda r: r.started_at), errors
-
-
 def _latest(runs: list[RunResult]) -> dict[tuple[int, str], RunResult]:
     out: dict[tuple[int, str], RunResult] = {}
     for run in sorted(runs, key=lambda r: r.started_at):
@@ -331,8 +318,8 @@ def pair_runs(base: Path, new: Path, errors: list[ResultsError] | None = None) -
             raise ResultsError(f"{p}: no such file or folder")
     if base.is_file() != new.is_file():
         raise ResultsError("give two results files, or two folders of them")
-    new_runs, bad_new = scan(new)
-    base_runs, bad_base = scan(base)
+    new_runs, bad_new = scan_runs(new)
+    base_runs, bad_base = scan_runs(base)
     if errors is not None:
         errors.extend(bad_base + bad_new)
     new_latest = _latest(new_runs)

@@ -84,8 +84,8 @@ def test_malformed_results_file_is_one_warning_line_and_skipped(tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "broken.json").write_text('{"format_version": 1, "run_id": 3')
     res = invoke("report", "all", "--out", str(tmp_path))
-    assert res.exit_code == 0 and "Traceback" not in res.output
-    (line,) = [x for x in res.output.splitlines() if "broken.json" in x]
+    assert res.exit_code == 4 and "Traceback" not in res.output
+    (line,) = [x for x in res.output.splitlines() if "broken.json" in x and "warning" in x]
     assert line.startswith("warning: skipped") and "broken.json: not valid JSON" in line
 
 

@@ -339,8 +339,8 @@ def test_report_skips_a_bad_file_among_good_ones_with_one_warning_line(stored, f
     data["complexity"]["a"]["loc"] = "many"
     bad = _write(runs_dir / "zz-corrupt.json", data)
     res = _cli("report", "42", "--out", str(runs_dir.parent))
-    # Not fatal: the good run is rendered and the index written (the cli's report decides the exit status: 0 today).
-    assert res.exit_code == 0, res.output
+    # Not fatal: the good run is rendered and the index written; the exit status (4) says a file was bad.
+    assert res.exit_code == 4, res.output
     assert "Traceback" not in res.output
     (line,) = _lines_with(res.output, str(bad))
     assert line.startswith("warning: skipped") and 'complexity.a.loc is "many", expected an integer' in line
