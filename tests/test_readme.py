@@ -65,10 +65,18 @@ def _scaled(args: list[str], tmp_path: Path) -> list[str]:
             args = [*args, "--quick"]  # the full profile is a benchmark, not a test
         return [*args, "--repeat", "1"]
     if args[0] == "compare":
-        # Two runs of the same shape (whole spike, quick), wherever this version of the harness stores quick runs.
+        # The README's paths (results/runs/A.json, results/runs) stand for runs made here: the quick runs above,
+        # wherever this version of the harness stores them. Options and real paths are kept as written.
         runs = sorted((p for p in tmp_path.rglob("*.json") if p.parent.name == "runs" and "quick" in p.name), key=lambda p: p.name)
         assert len(runs) >= 2, f"the README's runs stored fewer than two quick runs: {runs}"
-        return ["compare", str(runs[0]), str(runs[1])]
+        files = iter(runs)
+        scaled = []
+        for a in args:
+            if a.startswith("-") or a == "compare" or Path(a).exists():
+                scaled.append(a)
+            else:
+                scaled.append(str(next(files)) if a.endswith(".json") else str(runs[0].parent))
+        return scaled
     return args
 
 
