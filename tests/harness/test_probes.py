@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -42,7 +43,7 @@ def spawn():
         p.wait()
 
 
-def _until(condition, timeout: float) -> None:
+def _until(condition: Callable[[], bool], timeout: float) -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds (a multiple of UNIT)."""
     deadline = time.monotonic() + timeout
     while not condition():

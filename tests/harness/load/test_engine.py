@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import threading
 import time
 
@@ -107,7 +108,7 @@ def test_an_open_model_keeps_sending_through_a_stall():
     assert r.latency_ms["p90"] >= 50 and r.latency_ms["max"] >= 250
 
 
-def _kill_once_sending(proc, port: int, connections: int, timeout: float) -> None:
+def _kill_once_sending(proc: subprocess.Popen[str], port: int, connections: int, timeout: float) -> None:
     """Kill the server once every connection is up and it has read some messages: mid-run by what happened, not by a clock."""
     server = psutil.Process(proc.pid)
     deadline = time.monotonic() + timeout
