@@ -30,7 +30,7 @@ from rich.text import Text
 
 from harness import machine
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
-from harness.report.render import PARTIAL_DIR, decision_matrix, document_run, document_runs, render_index, render_spike, runs_by_spike
+from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, render_index, render_spike, runs_by_spike
 from harness.results import ResultsError, RunResult, scan_runs
 from harness.runner import (
     OverallProgress,
@@ -407,16 +407,15 @@ def run(
         failed = [sr for sr in result.scenarios if sr.status == "failed"]
         not_run = [sr for sr in result.scenarios if sr.status == "not_run"]
         failed_steps += len(failed)
-        matrix = decision_matrix(s, result)
-        best = matrix.best
+        decision = decide(s, result)  # the winner, or a tie when the repeats cannot separate the best from a runner-up
         console.print(f"stored [bold]{result.path}[/] in {fmt_num(result.duration_s)} s; document [bold]{doc}[/]")
         if not main:
             console.print(
                 f"a {result.profile}, {result.completion} run does not replace the full-profile document in {out}; "
                 "--allow-partial lets it (`spike report --allow-partial` does it later)"
             )
-        if best:
-            console.print(f"recommendation: [bold green]{escape(matrix.titles[best])}[/] ({matrix.totals[best]:.2f} / 10)")
+        if decision.best:
+            console.print(f"recommendation: [bold {'yellow' if decision.tie else 'green'}]{escape(decision.label)}[/]")
         if not_run:
             console.print(f"[yellow]{len(not_run)} step(s) not run[/] (missing programs; see the document's Method)")
         if failed:

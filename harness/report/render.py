@@ -5,6 +5,13 @@ the spike's ``report()``, scores from its ``score()``, the recommendation is
 the best weighted total of the decision matrix, and every one of those reads
 only the stored run.
 
+A recommendation is a tie when the repeats cannot tell the best option from a
+runner-up (:func:`decide`): each option's weighted total is also computed on
+each repeat alone, and the per-repeat totals go through the same rule as
+``spike compare`` (``harness.stats.tied``: the repeat is the unit of evidence).
+The document, the index row and the ``spike run`` console line then say "tie"
+instead of naming a winner.
+
 Which run a spike's document shows: the newest full-profile, complete run in
 the folder. A quick, partial or interrupted run never replaces it unless the
 user asks (``--allow-partial``); its own document goes to ``OUT/partial/``
@@ -27,12 +34,16 @@ import jinja2
 from harness.plugin import Spike, source_hash
 from harness.report.charts import draw
 from harness.results import ResultsError, RunResult, ScoringError
-from harness.stats import fmt_num
+from harness.stats import Separation, fmt_num, separate, tied
 
 __all__ = [
     "Matrix",
     "decision_matrix",
     "repeat_winners",
+    "repeat_totals",
+    "Decision",
+    "decide",
+    "TOTAL_MIN_EFFECT",
     "render_spike",
     "render_index",
     "document_name",
@@ -199,22 +210,201 @@ def _repeat_view(run: RunResult, k: int) -> RunResult:
     return dataclasses.replace(run, scenarios=scenarios)
 
 
+#: The smallest difference between two weighted totals (0..10) that matters, relative to the best option's total.
+#: 5%: 0.4 of 8 points, about what one criterion weighted 20% moves when its score shifts by two points; a smaller
+#: lead is a tie whatever the repeats say (the rule's "small changes"), a larger one must also show in the repeats.
+TOTAL_MIN_EFFECT = 0.05
+
+
+def _repeat_count(run: RunResult) -> int:
+    return max((len(m.repeats) for sr in run.scenarios for m in sr.measurements), default=0)
+
+
+def _repeat_matrices(spike: Spike, run: RunResult) -> list[Matrix | None]:
+    """The decision matrix of each repeat alone (``None`` where a repeat cannot be scored alone); empty with fewer than 2 repeats."""
+    n = _repeat_count(run)
+    if n < 2:
+        return []
+    out: list[Matrix | None] = []
+    for k in range(n):
+        try:
+            out.append(decision_matrix(spike, _repeat_view(run, k)))
+        except ScoringError:  # a score needing more samples than one repeat has
+            out.append(None)
+    return out
+
+
+def _totals_of(matrices: Sequence[Matrix | None], options: Iterable[str]) -> dict[str, list[float | None]]:
+    return {o: [None if m is None else m.totals.get(o) for m in matrices] for o in options}
+
+
+def repeat_totals(spike: Spike, run: RunResult) -> dict[str, list[float | None]]:
+    """Each option's weighted total scored on each repeat alone (``None`` for a repeat whose scores are incomplete).
+
+    Empty with fewer than 2 repeats. These totals are the evidence behind a tie (:func:`decide`).
+    """
+    return _totals_of(_repeat_matrices(spike, run), run.options)
+
+
 def repeat_winners(spike: Spike, run: RunResult) -> list[str | None]:
     """The best option of the decision matrix scored on each repeat alone.
 
     Shows whether the recommendation is stable across repeats or rests on the
     pooled medians only. A repeat whose scores are incomplete gives ``None``.
     """
-    n = max((len(m.repeats) for sr in run.scenarios for m in sr.measurements), default=0)
-    if n < 2:
-        return []
-    winners: list[str | None] = []
-    for k in range(n):
-        try:
-            winners.append(decision_matrix(spike, _repeat_view(run, k)).best)
-        except ScoringError:  # a score needing more samples than one repeat has
-            winners.append(None)
-    return winners
+    return [None if m is None else m.best for m in _repeat_matrices(spike, run)]
+
+
+@dataclass
+class Decision:
+    """The recommendation: the pooled matrix, and whether the repeats separate its best option from the runners-up.
+
+    ``tied_with`` holds the runners-up whose per-repeat totals are tied with the
+    best's (:func:`harness.stats.tied`, min effect :data:`TOTAL_MIN_EFFECT`);
+    ``evidence`` explains, for each runner-up, why it is or is not tied.
+    Without a noise estimate (fewer than 2 repeats) nothing is tied and the
+    pooled ranking stands, marked as such.
+    """
+
+    matrix: Matrix
+    repeat_totals: dict[str, list[float | None]]
+    repeat_winners: list[str | None]
+    tied_with: list[str]
+    evidence: dict[str, str]
+    noise_estimate: bool
+
+    @property
+    def best(self) -> str | None:
+        return self.matrix.best
+
+    @property
+    def runner_up(self) -> str | None:
+        r = self.matrix.ranking
+        return r[1] if len(r) > 1 else None
+
+    @property
+    def tie(self) -> bool:
+        return bool(self.tied_with)
+
+    @property
+    def tied(self) -> list[str]:
+        """The options a tie is between, best pooled total first (just the best when not tied)."""
+        return [self.best, *self.tied_with] if self.best else []
+
+    @property
+    def margin(self) -> float | None:
+        """Points between the best pooled total and the next one."""
+        if self.best is None or self.runner_up is None:
+            return None
+        return self.matrix.totals[self.best] - self.matrix.totals[self.runner_up]  # type: ignore[operator]
+
+    @property
+    def label(self) -> str:
+        """One line for the index row and the ``spike run`` console: the winner, or "tie: A / B", with the totals."""
+        t = self.matrix.titles
+        if self.best is None:
+            return "none: incomplete scores"
+        if self.tie:
+            names = " / ".join(t.get(o, o) for o in self.tied)
+            return f"tie: {names} ({' / '.join(f'{self.matrix.totals[o]:.2f}' for o in self.tied)} of 10, within noise)"
+        note = "" if self.noise_estimate or self.runner_up is None else f"; {self.no_noise_why}"
+        return f"{t.get(self.best, self.best)} ({self.matrix.totals[self.best]:.2f} / 10{note})"
+
+    @property
+    def no_noise_why(self) -> str:
+        """Why there is no noise estimate (empty when there is one)."""
+        if self.noise_estimate:
+            return ""
+        if len(self.repeat_totals.get(self.best or "", [])) < 2:
+            return "one repeat: no noise estimate"
+        return f"{self.matrix.titles.get(self.best or '', self.best)} cannot be scored on two repeats alone: no noise estimate"
+
+    def tie_names(self, bold: bool = False) -> str:
+        """The tied options' titles, "A and B" or "A, B and C"."""
+        names = [self.matrix.titles.get(o, o) for o in self.tied]
+        return _and([f"**{n}**" if bold else n for n in names])
+
+    def tie_totals(self) -> str:
+        return _and([f"{self.matrix.totals[o]:.2f}" for o in self.tied])
+
+    def tie_evidence(self) -> str:
+        """Why each runner-up is tied with the best option, in words."""
+        if len(self.tied_with) == 1:
+            return self.evidence[self.tied_with[0]]
+        return "; ".join(f"{self.matrix.titles.get(o, o)}: {self.evidence[o]}" for o in self.tied_with)
+
+    def pooled_ranking(self) -> str:
+        """The ranking of the pooled matrix, "1. A 8.10, 2. B 7.90"."""
+        return ", ".join(f"{i}. {self.matrix.titles.get(o, o)} {self.matrix.totals[o]:.2f}" for i, o in enumerate(self.matrix.ranking, 1))
+
+    def repeat_totals_text(self) -> str:
+        """The per-repeat totals of the ranked options, e.g. "Option A 9.52, 8.70; Option B 4.88, 4.65"."""
+        parts = []
+        for o in self.matrix.ranking:
+            values = ", ".join("n/a" if v is None else f"{v:.2f}" for v in self.repeat_totals.get(o, []))
+            parts.append(f"{self.matrix.titles.get(o, o)} {values}")
+        return "; ".join(parts)
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def _evidence_words(best: str, other: str, titles: Mapping[str, str], sep: Separation, tie: bool) -> str:
+    """The per-repeat evidence between the best option and a runner-up, in words (``Separation.why``, made specific)."""
+    a, b = titles.get(best, best), titles.get(other, other)
+    reps = f"{sep.n_a} vs {sep.n_b} repeats"
+    if not tie:
+        if sep.evidence == "apart":
+            return (
+                f"separated: every repeat of {a} above every repeat of {b} "
+                f"({reps}: a likely difference; too few repeats for a significance test, whose smallest possible p is {sep.min_p:.2g})"
+            )
+        if sep.evidence == "exact":
+            return f"separated: every repeat gives {a} {sep.a:.2f} and {b} {sep.b:.2f}"
+        return f"separated: {a} above {b} over the repeats ({sep.why})"
+    if sep.change > 0 and sep.separated:
+        return f"the per-repeat totals put {b} above {a} ({sep.why}), the pooled totals {a} above {b}"
+    if sep.evidence == "too few repeats":
+        return f"their per-repeat totals overlap ({sep.why})"
+    if sep.evidence in ("below min effect", "same"):
+        return f"{b} is within {TOTAL_MIN_EFFECT:.0%} of {a} ({sep.why})"
+    return sep.why
+
+
+def decide(spike: Spike, run: RunResult) -> Decision:
+    """The decision matrix of the run, and which runners-up the per-repeat totals cannot tell from the best option.
+
+    Each option is scored on each repeat alone (every repeat's weighted total);
+    a runner-up is tied with the best when ``harness.stats.tied`` says so over
+    those totals, one value per repeat, with :data:`TOTAL_MIN_EFFECT`. A runner-up
+    that the per-repeat totals put *above* the best is tied too: the pooled and
+    per-repeat orders disagree. With a single repeat (or a best option that
+    cannot be scored on two repeats alone) there is no noise estimate: the
+    pooled ranking stands and says so.
+    """
+    matrix = decision_matrix(spike, run)
+    matrices = _repeat_matrices(spike, run)
+    totals = _totals_of(matrices, matrix.options)
+    winners = [None if m is None else m.best for m in matrices]
+    best = matrix.best
+    tied_with: list[str] = []
+    evidence: dict[str, str] = {}
+    best_values = [t for t in totals.get(best, []) if t is not None] if best else []
+    noise = len(best_values) >= 2
+    if best is not None and noise:
+        for other in matrix.ranking[1:]:
+            values = [t for t in totals.get(other, []) if t is not None]
+            if not values:
+                evidence[other] = f"{matrix.titles.get(other, other)} cannot be scored on one repeat alone: no noise estimate"
+                continue
+            a, b = [[t] for t in best_values], [[t] for t in values]
+            sep = separate(a, b, min_effect=TOTAL_MIN_EFFECT)  # the same rule as tied(), for its evidence in words
+            tie = tied(a, b, TOTAL_MIN_EFFECT) or sep.change > 0
+            evidence[other] = _evidence_words(best, other, matrix.titles, sep, tie)
+            if tie:
+                tied_with.append(other)
+    return Decision(matrix, totals, winners, tied_with, evidence, noise)
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -229,7 +419,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         content = spike.report(run)
     except _DATA_ERRORS as exc:
         raise _cannot(spike, run, "render", exc) from exc
-    matrix = decision_matrix(spike, run)
+    decision = decide(spike, run)
+    matrix = decision.matrix
     chart_dir = out_dir / "charts"
     charts = []
     for chart in content.charts:
@@ -259,7 +450,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         command += f" --repeat {run.parameters['repeat']}"
     budget_minutes = run.budget.get("minutes")
     top_two = [t for t in (matrix.totals[o] for o in matrix.ranking[:2]) if t is not None]  # ranked totals are never None
-    winners = repeat_winners(spike, run)
+    winners = decision.repeat_winners
     scen_titles = {s.key: s for s in spike.scenarios}
     ctx: dict[str, Any] = {
         "spike": spike,
@@ -277,9 +468,11 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "content": content,
         "charts": charts,
         "matrix": matrix,
+        "decision": decision,
         "best": matrix.best,
         "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
-        "close_call": len(top_two) == 2 and (top_two[0] - top_two[1]) < 0.05 * top_two[0],
+        "close_call": len(top_two) == 2 and (top_two[0] - top_two[1]) < TOTAL_MIN_EFFECT * top_two[0],
+        "min_effect_pct": f"{TOTAL_MIN_EFFECT:.0%}",
         "repeat_winners": [matrix.titles.get(w, w) if w else "incomplete" for w in winners],
         "repeat_wins": sum(1 for w in winners if w == matrix.best),
         "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
@@ -332,7 +525,7 @@ def render_index(
             "completion": "",
         }
         if run is not None:
-            matrix = decision_matrix(spike, run)
+            decision = decide(spike, run)  # a tie where the repeats cannot tell the best from a runner-up
             stale = run.spike.get("source_hash") != source_hash(spike)
             failed = sum(1 for s in run.scenarios if s.status != "ok")
             if run.completion == "interrupted":
@@ -357,11 +550,10 @@ def render_index(
                     f"; a newer {later.profile}, {later.completion} run (`{later.run_id}`) is not shown: "
                     f"`spike report {number} --allow-partial` shows it"
                 )
-            best = matrix.best
             row.update(
                 doc=document_name(number, spike.slug),
                 status=status,
-                recommendation=f"{matrix.titles.get(best, best)} ({matrix.totals[best]:.2f} / 10)" if best else "none: incomplete scores",
+                recommendation=decision.label,
                 last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
                 run_file=_rel(run.path, out_dir) if run.path else None,
                 profile=run.profile,

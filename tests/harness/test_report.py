@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.plugin import Scoring, source_hash
-from harness.report.render import decision_matrix, render_index, render_spike, repeat_winners
+from harness.report.render import TOTAL_MIN_EFFECT, decide, decision_matrix, render_index, render_spike, repeat_winners
 from harness.results import ResultsError, RunResult, ScoringError, save
 from harness.runner import RunPlan, run_spike
 from tests.harness.fakes import FakeSpike
@@ -216,3 +216,89 @@ def test_a_repeat_that_cannot_be_scored_alone_has_no_winner(tmp_path):
     run = RunResult.from_dict(data)
     assert decision_matrix(FakeSpike(), run).best == "a"
     assert repeat_winners(FakeSpike(), run) == ["a", None]
+
+
+# -- ties within noise: the per-repeat weighted totals decide whether the best option is separated from the runners-up --------
+
+
+def _with_latencies(tmp_path: Path, latencies: dict[str, list[list[float]]]) -> RunResult:
+    """The golden run with option -> per-repeat latency samples of the scored 'works' scenario replaced."""
+    data = _fixed_run(tmp_path).to_dict()
+    n = max(len(r) for r in latencies.values())
+    data["parameters"]["repeat"] = n
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "works" and sr["option"] in latencies:
+            sr["measurements"][0]["repeats"] = latencies[sr["option"]]
+            sr["facts"] = [sr["facts"][0]] * n
+            sr["durations_s"] = [1.0] * n
+    return RunResult.from_dict(data)
+
+
+def _recommendation(text: str) -> str:
+    return text[text.index("### Recommendation") : text.index("### Code/Artifacts")]
+
+
+def test_overlapping_repeat_totals_are_a_tie_in_the_document_and_the_index(tmp_path):
+    # Per-repeat totals (100 / latency): a 10.0, 8.0, 9.09; b 9.52, 7.41, 8.33. Pooled, a leads by 8% (9.09 vs 8.33),
+    # more than matters, but the repeats overlap: 3 vs 3 cannot reach p < 0.05 and the ranges are not apart.
+    run = _with_latencies(tmp_path, {"a": [[10.0], [12.5], [11.0]], "b": [[10.5], [13.5], [12.0]]})
+    decision = decide(FakeSpike(), run)
+    assert decision.best == "a" and decision.tie and decision.tied == ["a", "b"]
+    assert decision.repeat_totals == {"a": [10.0, 8.0, 9.09], "b": [9.52, 7.41, 8.33]}
+    text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
+    assert "Chosen option" not in text
+    assert "Tie within noise: **Option A** and **Option B** (totals 9.09 and 8.33; their per-repeat totals overlap (3 vs 3 repeats" in text
+    assert "Ranked by the pooled totals (every repeat scored together): 1. Option A 9.09, 2. Option B 8.33." in text
+    assert "weighted totals per repeat: Option A 10.00, 8.00, 9.09; Option B 9.52, 7.41, 8.33" in text
+    assert "by the per-repeat rule above, Option A and Option B are tied" in text
+    assert "does not rest on one lucky repeat" not in text
+    index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
+    assert "| tie: Option A / Option B (9.09 / 8.33 of 10, within noise) |" in index
+    assert "| Option A (" not in index
+
+
+def test_a_lead_below_the_smallest_difference_that_matters_is_a_tie_even_when_every_repeat_agrees(tmp_path):
+    # a beats b on every repeat, but by about 2% of the total: below TOTAL_MIN_EFFECT whatever the repeats say.
+    run = _with_latencies(tmp_path, {"a": [[10.0], [10.1], [10.2]], "b": [[10.3], [10.4], [10.5]]})
+    decision = decide(FakeSpike(), run)
+    assert decision.repeat_winners == ["a", "a", "a"] and decision.tie
+    assert decision.evidence["b"].startswith(f"Option B is within {TOTAL_MIN_EFFECT:.0%} of Option A (change below 5%)")
+
+
+def test_repeats_that_are_all_clearly_apart_name_a_winner_with_its_margin(tmp_path):
+    run = _with_latencies(tmp_path, {"a": [[10.0], [10.5], [11.0]], "b": [[20.0], [21.0], [22.0]]})
+    decision = decide(FakeSpike(), run)
+    assert not decision.tie and decision.tied == ["a"] and decision.margin == pytest.approx(9.52 - 4.76)
+    text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
+    assert "Tie within noise" not in text
+    assert (
+        "Chosen option: **Option A**, because it has the best weighted total in the decision matrix, 9.52 of 10 (next: Option B, 4.76)."
+        in text
+    )
+    assert (
+        "The margin is 4.76 points; separated: every repeat of Option A above every repeat of Option B (3 vs 3 repeats: a likely difference"
+        in text
+    )
+    assert "3 of 3 repeats agree with the pooled result: the choice does not rest on one lucky repeat" in text
+    index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
+    assert "| Option A (9.52 / 10) |" in index and "tie:" not in index
+
+
+def test_enough_repeats_for_the_test_separate_options_whose_ranges_touch(tmp_path):
+    # 5 vs 5 repeats: one overlapping pair, still p < 0.05 by Mann-Whitney over the per-repeat totals.
+    run = _with_latencies(tmp_path, {"a": [[10.0], [10.5], [11.0], [11.5], [14.0]], "b": [[13.0], [15.0], [15.5], [16.0], [16.5]]})
+    decision = decide(FakeSpike(), run)
+    assert not decision.tie
+    assert decision.evidence["b"].startswith("separated: Option A above Option B over the repeats (p = 0.0")
+
+
+def test_a_single_repeat_keeps_the_pooled_ranking_and_says_there_is_no_noise_estimate(tmp_path):
+    run = _with_latencies(tmp_path, {"a": [[10.0, 11.0]], "b": [[10.5, 11.5]]})
+    decision = decide(FakeSpike(), run)
+    assert not decision.tie and not decision.noise_estimate and decision.repeat_winners == []
+    text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
+    assert "Chosen option: **Option A**" in text and "Tie within noise" not in text
+    assert "One repeat: no noise estimate: the margin of 0.43 points comes from the pooled ranking alone" in text
+    assert "under 5% of the winner's total" in text  # the close call is still flagged without a noise estimate
+    index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
+    assert "| Option A (9.52 / 10; one repeat: no noise estimate) |" in index
