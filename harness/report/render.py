@@ -368,7 +368,12 @@ def _evidence_words(best: str, other: str, titles: Mapping[str, str], sep: Separ
     if sep.evidence == "too few repeats":
         return f"their per-repeat totals overlap ({sep.why})"
     if sep.evidence in ("below min effect", "same"):
-        return f"{b} is within {TOTAL_MIN_EFFECT:.0%} of {a} ({sep.why})"
+        return (
+            f"{b} is within {TOTAL_MIN_EFFECT:.0%} of {a}: the medians of their per-repeat totals, "
+            f"{sep.a:.2f} and {sep.b:.2f}, differ by {abs(sep.change):.1%}"
+        )
+    if sep.evidence == "not significant":
+        return f"their per-repeat totals do not differ significantly ({sep.why}; not below {sep.alpha:g})"
     return sep.why
 
 

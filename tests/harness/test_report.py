@@ -262,7 +262,9 @@ def test_a_lead_below_the_smallest_difference_that_matters_is_a_tie_even_when_ev
     run = _with_latencies(tmp_path, {"a": [[10.0], [10.1], [10.2]], "b": [[10.3], [10.4], [10.5]]})
     decision = decide(FakeSpike(), run)
     assert decision.repeat_winners == ["a", "a", "a"] and decision.tie
-    assert decision.evidence["b"].startswith(f"Option B is within {TOTAL_MIN_EFFECT:.0%} of Option A (change below 5%)")
+    assert decision.evidence["b"].startswith(
+        f"Option B is within {TOTAL_MIN_EFFECT:.0%} of Option A: the medians of their per-repeat totals, 9.90 and 9.62"
+    )
 
 
 def test_repeats_that_are_all_clearly_apart_name_a_winner_with_its_margin(tmp_path):
@@ -290,6 +292,15 @@ def test_enough_repeats_for_the_test_separate_options_whose_ranges_touch(tmp_pat
     decision = decide(FakeSpike(), run)
     assert not decision.tie
     assert decision.evidence["b"].startswith("separated: Option A above Option B over the repeats (p = 0.0")
+
+
+def test_enough_repeats_that_overlap_are_a_tie_by_the_test(tmp_path):
+    # 5 vs 5 repeats, medians 8% apart, but interleaved: Mann-Whitney over the per-repeat totals is far from 0.05.
+    run = _with_latencies(tmp_path, {"a": [[10.0], [12.5], [11.0], [10.5], [11.5]], "b": [[10.5], [13.5], [12.0], [11.0], [12.5]]})
+    decision = decide(FakeSpike(), run)
+    assert decision.tie
+    assert decision.evidence["b"].startswith("their per-repeat totals do not differ significantly (p = 0.")
+    assert decision.evidence["b"].endswith(", 5 vs 5 repeats; not below 0.05)")
 
 
 def test_a_single_repeat_keeps_the_pooled_ranking_and_says_there_is_no_noise_estimate(tmp_path):
