@@ -272,6 +272,7 @@ class Decision:
     tied_with: list[str]
     evidence: dict[str, str]
     noise_estimate: bool
+    more_repeats_could_separate: bool = False  # a tied runner-up differs by enough to matter; only the repeats do not settle it
 
     @property
     def best(self) -> str | None:
@@ -395,6 +396,7 @@ def decide(spike: Spike, run: RunResult) -> Decision:
     best = matrix.best
     tied_with: list[str] = []
     evidence: dict[str, str] = {}
+    more = False
     best_values = [t for t in totals.get(best, []) if t is not None] if best else []
     noise = len(best_values) >= 2
     if best is not None and noise:
@@ -409,7 +411,8 @@ def decide(spike: Spike, run: RunResult) -> Decision:
             evidence[other] = _evidence_words(best, other, matrix.titles, sep, tie)
             if tie:
                 tied_with.append(other)
-    return Decision(matrix, totals, winners, tied_with, evidence, noise)
+                more |= sep.evidence not in ("below min effect", "same")
+    return Decision(matrix, totals, winners, tied_with, evidence, noise, more)
 
 
 def _rel(target: Path, start: Path) -> str:

@@ -251,6 +251,7 @@ def test_overlapping_repeat_totals_are_a_tie_in_the_document_and_the_index(tmp_p
     assert "Ranked by the pooled totals (every repeat scored together): 1. Option A 9.09, 2. Option B 8.33." in text
     assert "weighted totals per repeat: Option A 10.00, 8.00, 9.09; Option B 9.52, 7.41, 8.33" in text
     assert "by the per-repeat rule above, Option A and Option B are tied" in text
+    assert "or rerun with more repeats (`--repeat`) to tell them apart" in text
     assert "does not rest on one lucky repeat" not in text
     index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
     assert "| tie: Option A / Option B (9.09 / 8.33 of 10, within noise) |" in index
@@ -261,7 +262,9 @@ def test_a_lead_below_the_smallest_difference_that_matters_is_a_tie_even_when_ev
     # a beats b on every repeat, but by about 2% of the total: below TOTAL_MIN_EFFECT whatever the repeats say.
     run = _with_latencies(tmp_path, {"a": [[10.0], [10.1], [10.2]], "b": [[10.3], [10.4], [10.5]]})
     decision = decide(FakeSpike(), run)
-    assert decision.repeat_winners == ["a", "a", "a"] and decision.tie
+    assert decision.repeat_winners == ["a", "a", "a"] and decision.tie and not decision.more_repeats_could_separate
+    text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
+    assert "Tie within noise: **Option A** and **Option B**" in text and "more repeats would not change this" in text
     assert decision.evidence["b"].startswith(
         f"Option B is within {TOTAL_MIN_EFFECT:.0%} of Option A: the medians of their per-repeat totals, 9.90 and 9.62"
     )
