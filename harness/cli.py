@@ -5,7 +5,8 @@ unknown spike, option, scenario or criterion); 3 a run finished but some steps
 failed (their results are stored and shown); 4 a data or file error (malformed
 results, unwritable output folder, broken plugin); 5 ``compare`` found a step
 or metric that the base measured missing, failed, not run or interrupted in the
-new run (also when regressions were found too); 6 ``run``: a spike took longer
+new run; ``compare`` exits with the first of 5, 1 and 4 (a results file in a
+folder it read was skipped as unreadable) that applies; 6 ``run``: a spike took longer
 than its budget in ``harness/budgets.toml`` (used only when no worse status
 applies, so the nightly job fails on it); 130 interrupted by Ctrl-C (what was
 measured so far is stored).
@@ -30,8 +31,8 @@ from rich.text import Text
 
 from harness import machine
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
-from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, render_index, render_spike, runs_by_spike
-from harness.results import ResultsError, RunResult, scan_runs
+from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, render_index, render_spike
+from harness.results import ResultsError, RunResult, runs_by_spike, scan_runs
 from harness.runner import (
     OverallProgress,
     RunInterrupted,
@@ -501,8 +502,15 @@ def compare(
 
     Exit 1 on a regression past the threshold (in the newest run, with --history);
     5 when a step that ran ok in the base failed, did not run or is gone, or a
-    metric vanished; 0 otherwise, also when the runs come from different machines
-    (no verdict then, unless --across-machines) or the history is too short.
+    metric vanished; 4 when a results file in a folder read was skipped as
+    unreadable (after the normal output); 0 otherwise, also when the runs come
+    from different machines (no verdict then, unless --across-machines) or the
+    history is too short. When several apply: 5, then 1, then 4. A missing step
+    and a regression are findings about the code among the runs that could be
+    read, and stand whatever the unreadable file holds; 4 says only that the
+    comparison may be incomplete (the skipped file may be the newest run or its
+    baseline), so it shows when nothing worse does: a corrupt run never leaves
+    the nightly green.
     """
     from harness import compare as cmp
 
@@ -521,16 +529,17 @@ def compare(
         runs, bad = scan_runs(history)
         for e in bad:
             err.print(f"[yellow]warning[/]: skipped {escape(str(e))}", soft_wrap=True)
+        regressions = 0
         if not runs:
             typer.echo(f"no runs in {history}: history too short; no verdict")
-            return
-        hist = cmp.history(runs, alpha=alpha, min_effect=min_effect, threshold=threshold, across_machines=across_machines)
-        render_h = {"text": cmp.render_history_text, "markdown": cmp.render_history_markdown, "json": cmp.render_history_json}[fmt]
-        typer.echo(render_h(hist, show_all=show_all), nl=False)
-        regressions = sum(len(h.regressions) for h in hist)
+        else:
+            hist = cmp.history(runs, alpha=alpha, min_effect=min_effect, threshold=threshold, across_machines=across_machines)
+            render_h = {"text": cmp.render_history_text, "markdown": cmp.render_history_markdown, "json": cmp.render_history_json}[fmt]
+            typer.echo(render_h(hist, show_all=show_all), nl=False)
+            regressions = sum(len(h.regressions) for h in hist)
         if regressions:
             err.print(f"[bold red]{regressions} step regression(s)[/] in the newest run past the {threshold:.0%} threshold")
-            raise typer.Exit(EXIT_REGRESSION)
+        _compare_exit(0, regressions, bad)
         return
     if base is None or new is None:
         raise _fail(EXIT_USAGE, "give BASE and NEW (two results files or two folders), or --history DIR")
@@ -540,6 +549,7 @@ def compare(
         err.print(f"[yellow]warning[/]: skipped {escape(str(e))}", soft_wrap=True)
     if not pairs:
         typer.echo(f"no baseline: {base} has no earlier run of the spikes in {new}; nothing to compare")
+        _compare_exit(0, 0, bad_files)
         return
     done = [
         cmp.compare_runs(b, n, alpha=alpha, min_effect=min_effect, threshold=threshold, across_machines=across_machines) for b, n in pairs
@@ -552,9 +562,18 @@ def compare(
         err.print(f"[bold red]{regressions} regression(s)[/] past the {threshold:.0%} threshold")
     if missing:
         err.print(f"[bold red]{missing} step(s) or metric(s) missing[/] from the new run that the base measured")
+    _compare_exit(missing, regressions, bad_files)
+
+
+def _compare_exit(missing: int, regressions: int, skipped: list[ResultsError]) -> None:
+    """Exit with the first status of ``compare`` that applies: 5 missing, 1 regression, 4 unreadable files skipped (docstring)."""
+    if missing:
         raise typer.Exit(EXIT_MISSING)
     if regressions:
         raise typer.Exit(EXIT_REGRESSION)
+    if skipped:
+        err.print(f"[bold red]{len(skipped)} results file(s) skipped as unreadable[/]: the comparison may be incomplete")
+        raise typer.Exit(EXIT_DATA)
 
 
 @app.command()

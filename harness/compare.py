@@ -14,12 +14,16 @@ run, interrupted or absent in the new run, or a metric measured in the base and
 absent from the new run, is a *problem*: one line each, and ``spike compare``
 exits 5 (``EXIT_MISSING``), also when regressions were found. One exception: a
 step absent from a *partial* new run (``--scenario``/``--option`` chose a
-subset) was not asked for, and is only counted. Steps that were not ok in the
-base are not compared (the base run's exit status reported them).
+subset) was not asked for, and is only counted. Another: when the profiles
+differ, a metric of the base absent from the new run is only counted, not a
+problem: the tags carry the scale (connections=500 in full, fewer in quick), so
+the metrics differ by design, and no verdict is given anyway. Steps that were
+not ok in the base are not compared (the base run's exit status reported them).
 
 Runs from different machines (CPU model, logical core count, OS and kernel:
 ``MACHINE_KEYS``) or different profiles give no regression verdict: the rows
-are shown, the summary says why, and the exit status ignores them, unless
+are shown, the summary says why, and the exit status ignores them (they are
+counted as ``regressions_withheld``, not ``regressions``), unless
 ``across_machines`` (``--across-machines``) asks for verdicts anyway (profiles
 are never judged across: quick and full runs measure different scales).
 
@@ -28,7 +32,12 @@ machine kind of the newest such run form a series; each metric of the newest
 run is searched for step changes over that series (``harness.stats.find_steps``).
 A step past the threshold, in the worse direction, starting at the newest run is
 a regression (exit 1). With fewer than ``MIN_HISTORY`` comparable runs there is
-no verdict: "history too short".
+no verdict: "history too short". The same holds per metric after an older step:
+the newest run is judged only when at least ``MIN_HISTORY`` runs (the newest
+included) lie since the last step before it, otherwise "history too short since
+the step at <run>". A metric whose repeats per run are too few for any test to
+show a step at the newest run (2 a run, against the 5 runs of the window:
+``harness.stats.newest_reach``) is listed as such, never passed in silence.
 """
 
 from __future__ import annotations
@@ -41,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results import MeasurementRecord, ResultsError, RunResult, load, scan_runs
-from harness.stats import Comparison, Step, compare_repeats, exact_value, find_steps, fmt_num, min_p_value
+from harness.results import MeasurementRecord, ResultsError, RunResult, load, runs_by_spike, scan_runs
+from harness.stats import Comparison, Reach, Step, compare_repeats, find_steps, fmt_num, newest_reach
 
 __all__ = [
     "MACHINE_KEYS",
@@ -57,7 +66,6 @@ __all__ = [
     "machine_differences",
     "pair_runs",
     "history",
-    "completion",
     "short_id",
     "render_text",
     "render_markdown",
@@ -73,14 +81,6 @@ MACHINE_KEYS = ("cpu_model", "cpu_count_logical", "os")
 MIN_HISTORY = 5
 WIDTH = 80
 Row = tuple[str, str, str, str, str]  # label, base, new, change, verdict: a row of the text tables
-
-
-def completion(run: RunResult) -> str:
-    """The run's completion (format 2: complete, partial, interrupted); a run without the field counts as complete."""
-    value = getattr(run, "completion", None)
-    if isinstance(value, str) and value:
-        return value
-    return "interrupted" if run.parameters.get("interrupted") else "complete"
 
 
 def machine_kind(run: RunResult) -> tuple[str, ...]:
@@ -169,12 +169,19 @@ class RunComparison:
         """Regressions that count for the exit status: none when the verdict is withheld."""
         return [] if self.withheld else [r for r in self.rows if r.result.regression]
 
+    @property
+    def regressions_withheld(self) -> list[MetricComparison]:
+        """Rows that would be regressions, had a verdict been given (different machines or profiles)."""
+        return [r for r in self.rows if r.result.regression] if self.withheld else []
+
     def counts(self) -> dict[str, int]:
+        """The summary counts; ``regressions`` are the judged ones (they set the exit status), ``regressions_withheld`` the others."""
         rows = [r.result for r in self.rows]
         return {
             "compared": len(rows),
             "significant": sum(c.significant for c in rows),
-            "regressions": sum(c.regression for c in rows),
+            "regressions": len(self.regressions),
+            "regressions_withheld": len(self.regressions_withheld),
             "improved": sum(c.verdict == "improved" for c in rows),
             "likely": sum(c.likely for c in rows),
             "likely_worse": sum(c.likely_regression for c in rows),
@@ -185,7 +192,7 @@ class RunComparison:
     def summary(self) -> list[str]:
         """The counts in three short lines: what was compared, what is decided, what is not."""
         c = self.counts()
-        withheld = " (no verdict)" if self.withheld and c["regressions"] else ""
+        withheld = f", {c['regressions_withheld']} withheld (no verdict)" if c["regressions_withheld"] else ""
         return [
             f"{c['compared']} metrics compared, {c['missing']} missing",
             f"{c['significant']} significant: {c['regressions']} regression(s){withheld}, {c['improved']} improved",
@@ -219,8 +226,10 @@ def compare_runs(
     rows: list[MetricComparison] = []
     problems: list[Problem] = []
     notes: list[str] = []
-    partial = completion(new) == "partial"
-    not_asked = added = not_ok_base = 0
+    partial = new.completion == "partial"
+    # Across profiles the scale is in the tags (connections=50 in quick, 500 in full): metrics differ by design, and no verdict is given.
+    profiles_differ = base.profile != new.profile
+    not_asked = added = not_ok_base = scale_absent = 0
     base_steps = {(sr.scenario, sr.option): sr for sr in base.scenarios}
     for sr_base in base.scenarios:
         if sr_base.status != "ok":
@@ -256,7 +265,10 @@ def compare_runs(
             tags = _tags(m_base.tags)
             m_new = new_metrics.get(key)
             if m_new is None:
-                problems.append(Problem(sr_base.scenario, sr_base.option, _label(m_base.name, tags), "metric absent", ""))
+                if profiles_differ:
+                    scale_absent += 1
+                else:
+                    problems.append(Problem(sr_base.scenario, sr_base.option, _label(m_base.name, tags), "metric absent", ""))
                 continue
             better = m_new.better if m_new.better is not None else m_base.better
             cmp = compare_repeats(m_base.repeats, m_new.repeats, better, alpha=alpha, min_effect=min_effect, threshold=threshold)
@@ -266,7 +278,7 @@ def compare_runs(
         if (sr_new.scenario, sr_new.option) not in base_steps and sr_new.status == "ok":
             added += len(sr_new.measurements)
     withheld = None
-    if base.profile != new.profile:
+    if profiles_differ:
         withheld = f"the runs have different profiles ({base.profile} -> {new.profile}): they measure different scales"
     diffs = machine_differences(base, new)
     kind_diffs = [d for d in diffs if d.split(":")[0] in MACHINE_KEYS]
@@ -287,16 +299,14 @@ def compare_runs(
         notes.append(f"{not_asked} step(s) of the base are not in the new run, a partial run (--scenario/--option chose a subset)")
     if not_ok_base:
         notes.append(f"{not_ok_base} step(s) did not run ok in the base: not compared")
+    if scale_absent:
+        notes.append(
+            f"{scale_absent} metric(s) of the base are not in the new run: not counted as missing, since the profiles differ "
+            "and the tags carry the scale"
+        )
     if added:
         notes.append(f"{added} metric(s) only in the new run: no baseline")
     return RunComparison(base, new, rows, problems, notes, withheld, threshold, alpha)
-
-
-def _latest(runs: list[RunResult]) -> dict[tuple[int, str], RunResult]:
-    out: dict[tuple[int, str], RunResult] = {}
-    for run in sorted(runs, key=lambda r: r.started_at):
-        out[(int(run.spike["number"]), run.profile)] = run
-    return out
 
 
 def pair_runs(base: Path, new: Path, errors: list[ResultsError] | None = None) -> list[tuple[RunResult, RunResult]]:
@@ -322,16 +332,16 @@ def pair_runs(base: Path, new: Path, errors: list[ResultsError] | None = None) -
     base_runs, bad_base = scan_runs(base)
     if errors is not None:
         errors.extend(bad_base + bad_new)
-    new_latest = _latest(new_runs)
+    base_by_spike = runs_by_spike(base_runs)
     pairs = []
-    for (number, profile), n in sorted(new_latest.items()):
-        candidates = [
-            r
-            for r in base_runs
-            if int(r.spike["number"]) == number and r.profile == profile and r.run_id != n.run_id and r.started_at <= n.started_at
-        ]
-        if candidates:
-            pairs.append((max(candidates, key=lambda r: r.started_at), n))
+    for number, spike_runs in sorted(runs_by_spike(new_runs).items()):
+        newest = {r.profile: r for r in spike_runs}  # oldest first: the newest run of each profile wins
+        for profile, n in sorted(newest.items()):
+            candidates = [
+                r for r in base_by_spike.get(number, []) if r.profile == profile and r.run_id != n.run_id and r.started_at <= n.started_at
+            ]
+            if candidates:
+                pairs.append((candidates[-1], n))  # oldest first: the newest earlier run
     return pairs
 
 
@@ -352,6 +362,7 @@ class HistoryStep:
     newest: bool  # the step starts at the newest run
     step: Step
     threshold: float
+    judged: bool = True  # False for a step at the newest run when the history since the step before it is too short
 
     @property
     def label(self) -> str:
@@ -369,18 +380,29 @@ class HistoryStep:
 
     @property
     def regression(self) -> bool:
-        """Worse, past the threshold, and starting at the newest run: ``spike compare --history`` exits 1."""
-        return self.newest and bool(self.worse) and self.past_threshold
+        """Worse, past the threshold, starting at the newest run, and judged: ``spike compare --history`` exits 1."""
+        return self.newest and self.judged and bool(self.worse) and self.past_threshold
 
     @property
     def verdict(self) -> str:
         if self.regression:
             return "REGRESSION"
+        if not self.judged:
+            return "no verdict"
         if self.worse is None:
             return "changed"
         if not self.worse:
             return "improved"
         return "worse" if self.past_threshold else f"worse <{self.threshold:.0%}"
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A metric whose newest run gets no verdict: fewer than ``MIN_HISTORY`` runs since an older step of it."""
+
+    label: str  # scenario/option metric [tags]
+    since: str  # run id of the older step
+    runs: int  # runs since that step, the newest included
 
 
 @dataclass
@@ -395,7 +417,8 @@ class History:
     steps: list[HistoryStep] = field(default_factory=list)
     metrics: int = 0  # metrics of the newest run searched
     short_series: int = 0  # metrics with fewer than MIN_HISTORY runs that measured them
-    blind: int = 0  # metrics whose newest run no test could flag: too few repeats per run
+    blind: list[tuple[str, Reach]] = field(default_factory=list)  # metrics whose repeats cannot show a step at the newest run
+    not_judged: list[NotJudged] = field(default_factory=list)  # metrics with too few runs since an older step
     threshold: float = 0.10
 
     @property
@@ -415,6 +438,32 @@ class History:
             f"{len(newest)} in the newest run, {len(self.regressions)} regression(s)"
         )
 
+    def notes(self) -> list[str]:
+        """What the summary does not decide: metrics not searched, not judged since an older step, or blind at the newest run."""
+        if self.too_short:
+            return []
+        out = []
+        if self.short_series:
+            out.append(f"{self.short_series} metric(s) in fewer than {MIN_HISTORY} of these runs: not searched")
+        since: dict[str, list[NotJudged]] = {}
+        for nj in self.not_judged:
+            since.setdefault(nj.since, []).append(nj)
+        for run_id, items in sorted(since.items()):
+            runs = sorted({nj.runs for nj in items})
+            count = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+            out.append(
+                f"history too short since the step at {run_id} ({count} run(s) from it to the newest, need {MIN_HISTORY}): "
+                f"no verdict on the newest run for {len(items)} metric(s)"
+            )
+        if self.blind:
+            shapes = sorted({(r.n_before, r.n_newest, r.min_p, r.level) for _, r in self.blind})
+            eg = "; ".join(f"{nb} values before against {nn}: smallest p {p:.2g}, need below {lv:.2g}" for nb, nn, p, lv in shapes[:2])
+            out.append(
+                f"{len(self.blind)} metric(s) have too few repeats per run to show a step at the newest run ({eg}); "
+                "no verdict on them: repeat their scenarios more"
+            )
+        return out
+
 
 def history(
     runs: Iterable[RunResult],
@@ -426,19 +475,15 @@ def history(
 ) -> list[History]:
     """Search each spike's comparable run series for step changes (module docstring), one ``History`` per spike.
 
-    Comparable: full profile, complete (``completion``), and the machine kind of
-    the spike's newest such run (any machine with ``across_machines``).
+    Comparable: full profile, complete, and the machine kind of the spike's
+    newest such run (any machine with ``across_machines``).
     """
-    by_spike: dict[int, list[RunResult]] = {}
-    for run in runs:
-        by_spike.setdefault(int(run.spike["number"]), []).append(run)
     out = []
-    for number, spike_runs in sorted(by_spike.items()):
-        spike_runs.sort(key=lambda r: r.started_at)
+    for number, spike_runs in sorted(runs_by_spike(sorted(runs, key=lambda r: r.started_at)).items()):
         left_out: dict[str, int] = {}
         usable = []
         for r in spike_runs:
-            why = "quick profile" if r.profile != "full" else (completion(r) if completion(r) != "complete" else "")
+            why = "quick profile" if r.profile != "full" else (r.completion if r.completion != "complete" else "")
             if why:
                 left_out[why] = left_out.get(why, 0) + 1
             else:
@@ -460,8 +505,8 @@ def history(
 
 
 def _search(h: History, *, alpha: float, min_effect: float) -> None:
+    """Find the steps of every metric of the newest run; judge the newest run only on ``MIN_HISTORY`` runs since the last older step."""
     newest = h.runs[-1]
-    level = alpha / max(1, len(h.runs) - 1)
     for sr in newest.scenarios:
         if sr.status != "ok":
             continue
@@ -483,14 +528,37 @@ def _search(h: History, *, alpha: float, min_effect: float) -> None:
                 h.short_series += 1
                 continue
             h.metrics += 1
-            last = [r for r in points[-1][1] if r]
-            before = sum(1 for _, reps in points[:-1] for r in reps if r)
-            if min_p_value(before, len(last)) >= level and exact_value([s for r in last for s in r]) is None:
-                h.blind += 1
-            for st in find_steps([reps for _, reps in points], alpha=alpha, min_effect=min_effect):
+            series = [reps for _, reps in points]
+            steps = find_steps(series, alpha=alpha, min_effect=min_effect)
+            # The newest run is judged on the runs since the last step before it: a verdict on fewer than
+            # MIN_HISTORY runs would rest on as little evidence as the "history too short" it replaces.
+            last = len(points) - 1
+            lo = max((st.index for st in steps if st.index < last), default=0)
+            label = f"{sr.scenario}/{sr.option} {_label(m.name, _tags(m.tags))}"
+            judged = len(points) - lo >= MIN_HISTORY
+            if not judged:
+                h.not_judged.append(NotJudged(label, points[lo][0].run_id, len(points) - lo))
+            else:
+                reach = newest_reach(series, lo=lo, alpha=alpha)
+                if reach.blind:
+                    h.blind.append((label, reach))
+            for st in steps:
                 run = points[st.index][0]
+                at_newest = run is newest
                 h.steps.append(
-                    HistoryStep(sr.scenario, sr.option, m.name, _tags(m.tags), m.unit, m.better, run.run_id, run is newest, st, h.threshold)
+                    HistoryStep(
+                        sr.scenario,
+                        sr.option,
+                        m.name,
+                        _tags(m.tags),
+                        m.unit,
+                        m.better,
+                        run.run_id,
+                        at_newest,
+                        st,
+                        h.threshold,
+                        judged=judged or not at_newest,
+                    )
                 )
 
 
@@ -661,11 +729,7 @@ def _history_head(h: History) -> list[str]:
     if h.left_out:
         head.append("  left out: " + ", ".join(f"{n} {why}" for why, n in sorted(h.left_out.items())))
     head.append(f"  {h.summary()}")
-    if not h.too_short:
-        if h.short_series:
-            head.append(f"  note: {h.short_series} metric(s) in fewer than {MIN_HISTORY} of these runs: not searched")
-        if h.blind:
-            head.append(f"  note: {h.blind} metric(s) have too few repeats per run to test the newest run")
+    head += [f"  note: {n}" for n in h.notes()]
     return head
 
 
@@ -678,7 +742,9 @@ def render_history_text(histories: list[History], *, show_all: bool = False) -> 
     """Plain text in 80 columns: per spike, the series and the summary, then the steps by the run they start at."""
     out: list[str] = []
     for h in histories:
-        out += _history_head(h)
+        for line in _history_head(h):
+            indent = " " * (len(line) - len(line.lstrip()))
+            out += textwrap.wrap(line.strip(), WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
         steps = _steps_shown(h, show_all)
         by_run: dict[str, list[HistoryStep]] = {}
         for s in sorted(steps, key=lambda s: (not s.newest, s.run_id), reverse=False):
@@ -693,6 +759,8 @@ def render_history_text(histories: list[History], *, show_all: bool = False) -> 
                 )
             newest = " (newest)" if run_steps[0].newest else ""
             out += ["", f"  steps at run {run_id}{newest}", *_table([("", cells)], ("metric", "before", "after", "change", "verdict"))]
+            if any(not s.judged for s in run_steps):
+                out.append(f"  no verdict = fewer than {MIN_HISTORY} runs since an older step of the metric (notes above)")
         hidden = len(h.steps) - len(steps)
         if hidden:
             out.append(f"  {hidden} older step(s) under the {h.threshold:.0%} threshold hidden; --all shows them")
@@ -746,7 +814,10 @@ def render_history_json(histories: list[History], *, show_all: bool = False) -> 
                 "too_short": h.too_short,
                 "metrics": h.metrics,
                 "short_series": h.short_series,
-                "blind": h.blind,
+                "blind": len(h.blind),
+                "blind_metrics": [label for label, _ in h.blind],
+                "not_judged": [{"metric": nj.label, "since": nj.since, "runs": nj.runs} for nj in h.not_judged],
+                "notes": h.notes(),
                 "regressions": len(h.regressions),
                 "steps": [
                     {

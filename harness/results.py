@@ -43,13 +43,14 @@ import math
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.budget import budget_minutes
+from harness.stats import repeat_values
 
 __all__ = [
     "FORMAT_VERSION",
@@ -66,6 +67,7 @@ __all__ = [
     "scan_runs",
     "iter_runs",
     "latest_runs",
+    "runs_by_spike",
 ]
 
 FORMAT_VERSION = 2
@@ -105,7 +107,8 @@ class MeasurementRecord:
         return statistics.median(self.samples)
 
     def repeat_medians(self) -> list[float]:
-        return [statistics.median(r) for r in self.repeats if r]
+        """One figure per repeat (its median), empty repeats left out: the unit of evidence of ``harness.stats``."""
+        return repeat_values(self.repeats)
 
 
 @dataclass
@@ -652,4 +655,12 @@ def latest_runs(runs_dir: Path, errors: list[ResultsError] | None = None) -> dic
     out: dict[int, RunResult] = {}
     for run in iter_runs(runs_dir, errors):
         out[int(run.spike["number"])] = run
+    return out
+
+
+def runs_by_spike(runs: Iterable[RunResult]) -> dict[int, list[RunResult]]:
+    """Runs grouped by spike number, keeping their order (oldest first when ``runs`` is, as ``scan_runs`` gives them)."""
+    out: dict[int, list[RunResult]] = {}
+    for run in runs:
+        out.setdefault(int(run.spike["number"]), []).append(run)
     return out

@@ -9,14 +9,13 @@ repeat's own figure when it holds one sample); the pooled samples are for
 distributions and percentiles only. The rule, in ``separate`` (used by
 ``compare_repeats`` for ``spike compare`` and by ``tied`` for the decision layer):
 
-1. *Exact values.* When each side holds a single distinct value, and that value
-   was seen at least twice or is a whole number, the metric is exact (a size, a
-   count, a pass/fail): a change of at least ``min_effect`` counts without a
-   test. A lone whole number is taken as a count because the spikes record
-   counts and sizes once and repeat what is noisy; a lone fractional value may
-   be noise, so it falls to rule 3 (and is "too few repeats"). Caveat: a noisy
-   integer measured once per run (RSS bytes of a one-repeat scenario) is treated
-   as exact; repeat such a scenario to have it tested.
+1. *Exact values.* A side is exact when it holds at least two values and all
+   of them are identical: a deterministic value (a size, a count, a pass/fail)
+   seen repeat after repeat. When both sides are exact, a change of at least
+   ``min_effect`` counts without a test. A single value is never exact, whole
+   or not: one RSS reading of a one-repeat scenario, or one count of lost
+   messages, shows no noise to beat, so one value on either side falls to
+   rule 3 and is "too few repeats".
 2. *Small changes.* A relative change of the central value (the median of the
    per-repeat medians) below ``min_effect`` is never called a difference.
 3. *The test.* A two-sided Mann-Whitney U test over the per-repeat medians; it
@@ -48,6 +47,10 @@ __all__ = [
     "Comparison",
     "compare_repeats",
     "Step",
+    "WINDOW",
+    "split_level",
+    "Reach",
+    "newest_reach",
     "find_steps",
     "repeat_values",
     "min_p_value",
@@ -132,12 +135,10 @@ def relative_change(before: float, after: float) -> float:
 
 
 def exact_value(samples: Sequence[float]) -> float | None:
-    """The value of a side that is exact (rule 1 of the module docstring: one distinct value, seen twice or whole), else None."""
-    distinct = set(samples)
-    if len(distinct) != 1:
+    """The value of a side that is exact (rule 1 of the module docstring: at least two values, all identical), else None."""
+    if len(samples) < 2 or len(set(samples)) != 1:
         return None
-    v = float(next(iter(distinct)))
-    return v if len(samples) >= 2 or v.is_integer() else None
+    return float(samples[0])
 
 
 def _mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
@@ -230,12 +231,13 @@ def tied(a_repeats: Sequence[Sequence[float]], b_repeats: Sequence[Sequence[floa
     never pooled samples) and the criterion's smallest difference that matters
     as ``min_effect`` (relative: 0.05 = 5%). The options are *not* tied only when
     their central values (median of per-repeat medians) differ by at least
-    ``min_effect`` and the repeats show it: exact values that differ, a
-    Mann-Whitney U test over the per-repeat medians below ``alpha``, or, when
-    there are too few repeats for the test to reach ``alpha`` (3 vs 3), per-repeat
-    ranges that do not overlap with at least 2 repeats per side. One repeat of a
-    noisy value against one repeat is always a tie: it shows no noise to beat.
-    Use ``separate`` for the evidence in words (``Separation.why``) to explain a tie.
+    ``min_effect`` and the repeats show it: exact values that differ (each
+    seen at least twice), a Mann-Whitney U test over the per-repeat medians
+    below ``alpha``, or, when there are too few repeats for the test to reach
+    ``alpha`` (3 vs 3), per-repeat ranges that do not overlap with at least 2
+    repeats per side. A single value against a single value is always a tie,
+    whole number or not: it shows no noise to beat. Use ``separate`` for the
+    evidence in words (``Separation.why``) to explain a tie.
     """
     return not separate(a_repeats, b_repeats, min_effect=min_effect, alpha=alpha).separated
 
@@ -328,8 +330,71 @@ class Step:
     evidence: Literal["exact", "significant"]
 
 
+#: Runs on either side of a split that ``find_steps`` compares.
+WINDOW = 5
+
+
+def split_level(n_runs: int, *, alpha: float = 0.05, window: int = WINDOW) -> float:
+    """The level each split of a segment of ``n_runs`` runs is tested at in ``find_steps``.
+
+    ``alpha`` over the number of split points tried (Bonferroni), but over at
+    most ``2 * window`` of them: each split is tested on ``window`` runs either
+    side, so only that many other splits share runs with it, and a step at the
+    newest run is judged on the same evidence in a series of 12 runs or 60.
+    Dividing by every split of a long series would make a recent step
+    impossible to find (from about 22 runs of 3 repeats a +50% step at the
+    newest run could no longer reach the level). The price: over a long
+    series a false step somewhere far back is likelier than ``alpha``; it
+    fails nothing, since only a step at the newest run is a regression.
+    """
+    return alpha / max(1, min(n_runs - 1, 2 * window))
+
+
+def _windows(k: int, lo: int, hi: int, window: int) -> tuple[int, int]:
+    """The runs a split at ``k`` of segment [lo, hi) is tested on: [a, k) against [k, b)."""
+    return max(lo, k - window), min(hi, k + window)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Whether a step at the newest run of a segment could be found at all, with these repeats."""
+
+    min_p: float  # the smallest p a test of that split can give (0 when both sides are exact: no test needed)
+    level: float  # what it must get below (``split_level``)
+    n_before: int  # per-repeat values on the left of the split (within the window)
+    n_newest: int  # per-repeat values of the newest run
+
+    @property
+    def blind(self) -> bool:
+        """True when no step at the newest run can be found: even the most extreme arrangement misses the level."""
+        return self.min_p >= self.level
+
+
+def newest_reach(runs: Sequence[Sequence[Sequence[float]]], *, lo: int = 0, alpha: float = 0.05, window: int = WINDOW) -> Reach:
+    """What ``find_steps`` needs to call the newest run of ``runs[lo:]`` a step, and whether these repeats can give it.
+
+    With 2 repeats a run, for example, the newest run's 2 values against the 10
+    of the 5 runs before it give at least p = 0.03, never below 0.05 / 10: a
+    step there goes unseen, and the caller must say so.
+    """
+    hi = len(runs)
+    k = hi - 1
+    if k <= lo:
+        raise ValueError("a segment needs at least two runs")
+    a, _ = _windows(k, lo, hi, window)
+    level = split_level(hi - lo, alpha=alpha, window=window)
+    left, right = [repeat_values(r) for r in runs[a:k]], repeat_values(runs[k])
+    n_left = sum(len(v) for v in left)
+    if (
+        exact_value([s for r in runs[a:k] for rep in r for s in rep]) is not None
+        and exact_value([s for rep in runs[k] for s in rep]) is not None
+    ):
+        return Reach(0.0, level, n_left, len(right))
+    return Reach(min_p_value(n_left, len(right)), level, n_left, len(right))
+
+
 def find_steps(
-    runs: Sequence[Sequence[Sequence[float]]], *, alpha: float = 0.05, min_effect: float = 0.05, wobble: float = 3.0, window: int = 5
+    runs: Sequence[Sequence[Sequence[float]]], *, alpha: float = 0.05, min_effect: float = 0.05, wobble: float = 3.0, window: int = WINDOW
 ) -> list[Step]:
     """Step changes in one metric over a series of runs, oldest first (``runs[i]`` = the repeats of run i).
 
@@ -342,9 +407,10 @@ def find_steps(
       median of its per-repeat medians) moves by at least ``min_effect``;
     * the evidence holds: both sides exact (module docstring, rule 1) with
       different values, or a two-sided Mann-Whitney U test over the pooled
-      per-repeat medians of the runs on each side below ``alpha`` divided by the
-      number of split points tried (Bonferroni: scanning every split would
-      otherwise find steps in noise);
+      per-repeat medians of the runs on each side below ``split_level``:
+      ``alpha`` divided by the number of split points tried, at most
+      ``2 * window`` (Bonferroni: scanning every split would otherwise find
+      steps in noise; the cap keeps a long series from hiding a recent step);
     * the move is at least ``wobble`` times the largest run-to-run wobble on
       either side: the largest deviation of a run's figure from its own side's
       level. Repeats of one run share the run's machine state, so the test
@@ -356,7 +422,9 @@ def find_steps(
 
     The best candidate (smallest p, then largest move) is a step; both halves are
     then searched again. Returns the steps in run order. A run without repeats
-    for the metric must be left out of ``runs`` by the caller.
+    for the metric must be left out of ``runs`` by the caller. Whether a step
+    at the newest run could be found at all with the repeats given:
+    ``newest_reach`` (with 2 repeats a run it cannot).
 
     What to expect (simulated: 3 repeats a run, runs moving uniformly by up to
     +/-X% as a whole): with X = 5 no step of 10% or more in 150 histories of 5
@@ -364,7 +432,10 @@ def find_steps(
     1-3% of histories (noise that large defeats a 10% threshold; such a metric
     needs more repeats, or a larger threshold). A 15% step at the newest run
     is found 9 times in 10 when runs move by 3%; with runs moving by 10%, a 30%
-    step is found 6 times in 10 and a 50% step 9 times in 10.
+    step is found 6 times in 10 and a 50% step 9 times in 10. Over 30 and 60
+    runs (the ``split_level`` cap): with X = 5 no step of 10% or more in 80
+    histories; with X = 10 or 20, one at the newest run in 80; a 50% step at
+    the newest run is found.
     """
     values = [repeat_values(r) for r in runs]
     samples = [[s for rep in r for s in rep] for r in runs]
@@ -374,10 +445,10 @@ def find_steps(
     def segment(lo: int, hi: int) -> None:
         if hi - lo < 2:
             return
-        level = alpha / (hi - lo - 1)
+        level = split_level(hi - lo, alpha=alpha, window=window)
         best: tuple[float, float, int, Step] | None = None
         for k in range(lo + 1, hi):
-            a, b = max(lo, k - window), min(hi, k + window)
+            a, b = _windows(k, lo, hi, window)
             before = float(statistics.median(levels[a:k]))
             after = float(statistics.median(levels[k:b]))
             ex_l = exact_value([s for r in samples[a:k] for s in r])

@@ -50,7 +50,6 @@ __all__ = [
     "PARTIAL_DIR",
     "is_full_run",
     "document_run",
-    "runs_by_spike",
     "document_runs",
 ]
 
@@ -76,14 +75,6 @@ def document_run(runs: Sequence[RunResult], allow_partial: bool = False) -> RunR
         return runs[-1]
     full = [r for r in runs if is_full_run(r)]
     return full[-1] if full else runs[-1]
-
-
-def runs_by_spike(runs: Iterable[RunResult]) -> dict[int, list[RunResult]]:
-    """Runs grouped by spike number, keeping their order (oldest first)."""
-    out: dict[int, list[RunResult]] = {}
-    for run in runs:
-        out.setdefault(int(run.spike["number"]), []).append(run)
-    return out
 
 
 def document_runs(grouped: Mapping[int, Sequence[RunResult]], allow_partial: Iterable[int] = ()) -> dict[int, RunResult]:

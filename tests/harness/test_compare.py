@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,13 @@ def make_run(
     machine: dict[str, Any] | None = None,
     completion: str = "complete",
     profile: str = "full",
+    tags: dict[str, str] | None = None,
 ) -> Path:
-    """Run number n of the fake spike: step works/a holds ``metrics`` (ms, lower is better), works/b a byte count."""
+    """Run number n of the fake spike (n hours into 2026): step works/a holds ``metrics`` (ms, lower is better), works/b a byte count."""
     d = copy.deepcopy(template)
-    d["run_id"] = f"20260101T{n:02d}0000Z-s42-fake-{profile}-{n:04d}"
-    d["started_at"] = d["finished_at"] = f"2026-01-01T{n:02d}:00:00+00:00"
+    t = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=n)
+    d["run_id"] = f"{t:%Y%m%dT%H%M%SZ}-s42-fake-{profile}-{n:04d}"
+    d["started_at"] = d["finished_at"] = t.isoformat()
     d["profile"] = profile
     if "completion" in d:
         d["completion"] = completion
@@ -58,7 +61,8 @@ def make_run(
     for sr in d["scenarios"]:
         if sr["option"] == "a":
             sr["measurements"] = [
-                {"name": name, "unit": "ms", "tags": {"size": "1"}, "better": "lower", "repeats": reps} for name, reps in metrics.items()
+                {"name": name, "unit": "ms", "tags": tags or {"size": "1"}, "better": "lower", "repeats": reps}
+                for name, reps in metrics.items()
             ]
         else:
             sr["measurements"] = [{"name": "bundle", "unit": "bytes", "tags": {}, "better": "lower", "repeats": [[843.0]]}]
@@ -143,19 +147,31 @@ def test_a_partial_new_run_is_not_missing_what_it_was_not_asked_for(template, tm
 
 
 def test_missing_wins_over_a_regression(template, tmp_path):
-    base = make_run(template, tmp_path, 1, {"latency": [[512.0]]})
-    new = make_run(template, tmp_path, 2, {"latency": [[600.0]]}, status={"works/b": "failed"})
+    base = make_run(template, tmp_path, 1, {"latency": [[512.0], [512.0]]})
+    new = make_run(template, tmp_path, 2, {"latency": [[600.0], [600.0]]}, status={"works/b": "failed"})
     res = invoke("compare", str(base), str(new))
     assert res.exit_code == 5 and "1 regression(s) past" in res.output and "MISSING works/b" in res.output
 
 
-def test_one_sample_each_is_too_few_unless_an_exact_count(template, tmp_path):
-    base = make_run(template, tmp_path, 1, {"latency": [[10.5]]})
-    new = make_run(template, tmp_path, 2, {"latency": [[12.5]]})
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ([[10.5]], [[12.5]]),  # a lone fraction
+        ([[10.0]], [[12.0]]),  # a lone whole number: RSS bytes of a one-repeat scenario, or a count of lost messages
+        ([[10.0], [10.0]], [[12.0]]),  # seen twice in the base, once in the new run
+    ],
+)
+def test_a_single_value_on_either_side_is_too_few_repeats(template, tmp_path, before, after):
+    base = make_run(template, tmp_path, 1, {"latency": before})
+    new = make_run(template, tmp_path, 2, {"latency": after})
     res = invoke("compare", str(base), str(new), "--all")
-    assert res.exit_code == 0 and "too few repeats" in res.output and "1 too few repeats" in res.output
-    counted = make_run(template, tmp_path, 3, {"latency": [[10.0]]})
-    more = make_run(template, tmp_path, 4, {"latency": [[12.0]]})
+    assert res.exit_code == 0, res.output
+    assert "1 too few repeats" in res.output and "REGRESSION" not in res.output
+
+
+def test_a_value_identical_in_every_repeat_is_exact(template, tmp_path):
+    counted = make_run(template, tmp_path, 3, {"latency": [[10.0], [10.0]]})
+    more = make_run(template, tmp_path, 4, {"latency": [[12.0], [12.0], [12.0]]})
     res = invoke("compare", str(counted), str(more))
     assert res.exit_code == 1 and "REGRESSION (exact)" in res.output
 
@@ -167,23 +183,43 @@ def test_a_machine_change_yields_no_verdict_unless_asked(template, tmp_path):
     )
     res = invoke("compare", str(base), str(new))
     assert res.exit_code == 0, res.output
-    assert "no regression verdict: the runs come from different machines" in res.output
-    assert "cpu_model: AMD" in res.output or "cpu_model:" in res.output
-    assert "--across-machines" in res.output and "1 regression(s) (no verdict)" in res.output
+    text = " ".join(res.output.split())  # long lines are wrapped at 80 columns
+    assert "no regression verdict: the runs come from different machines" in text
+    assert f"cpu_model: {template['machine']['cpu_model']} -> Other CPU" in text
+    assert f"cpu_count_logical: {template['machine']['cpu_count_logical']} -> 8" in text
+    assert "--across-machines" in text and "0 regression(s), 1 withheld (no verdict)" in text
+    js = invoke("compare", str(base), str(new), "--format", "json")
+    (c,) = json.loads(js.output[: js.output.rindex("}") + 1])["comparisons"]
+    assert js.exit_code == 0 and c["summary"]["regressions"] == 0 and c["summary"]["regressions_withheld"] == 1
     judged = invoke("compare", str(base), str(new), "--across-machines")
     assert judged.exit_code == 1 and "judged anyway" in judged.output
+    js = invoke("compare", str(base), str(new), "--across-machines", "--format", "json")
+    (c,) = json.loads(js.output[: js.output.rindex("}") + 1])["comparisons"]
+    assert c["summary"]["regressions"] == 1 and c["summary"]["regressions_withheld"] == 0
 
 
 def test_different_profiles_are_never_judged(template, tmp_path):
-    base = make_run(template, tmp_path, 1, {"latency": [[512.0]]})
-    new = make_run(template, tmp_path, 2, {"latency": [[600.0]]}, profile="quick")
+    base = make_run(template, tmp_path, 1, {"latency": [[512.0], [512.0]]})
+    new = make_run(template, tmp_path, 2, {"latency": [[600.0], [600.0]]}, profile="quick")
     res = invoke("compare", str(base), str(new), "--across-machines")
-    assert res.exit_code == 0 and "different profiles (full -> quick)" in res.output
+    assert res.exit_code == 0 and "different profiles (full -> quick)" in res.output and "1 withheld (no verdict)" in res.output
+
+
+def test_metrics_whose_tags_carry_the_scale_are_not_missing_across_profiles(template, tmp_path):
+    base = make_run(template, tmp_path, 1, {"latency": [[512.0], [512.0]]}, tags={"connections": "500"})
+    new = make_run(template, tmp_path, 2, {"latency": [[60.0], [60.0]]}, tags={"connections": "50"}, profile="quick")
+    res = invoke("compare", str(base), str(new))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "MISSING" not in text and "0 missing" in text
+    assert "1 metric(s) of the base are not in the new run: not counted as missing, since the profiles differ" in text
+    same_profile = make_run(template, tmp_path, 3, {"latency": [[60.0], [60.0]]}, tags={"connections": "50"})
+    assert invoke("compare", str(base), str(same_profile)).exit_code == 5  # within one profile it is missing
 
 
 def test_markdown_and_json_formats(template, tmp_path):
-    base = make_run(template, tmp_path, 1, {"latency": [[512.0]]})
-    new = make_run(template, tmp_path, 2, {"latency": [[600.0]]}, status={"works/b": "failed"})
+    base = make_run(template, tmp_path, 1, {"latency": [[512.0], [512.0]]})
+    new = make_run(template, tmp_path, 2, {"latency": [[600.0], [600.0]]}, status={"works/b": "failed"})
     md = invoke("compare", str(base), str(new), "--format", "markdown")
     assert md.exit_code == 5 and "| Scenario | Option | Metric |" in md.output and "- **missing**: works/b" in md.output
     js = invoke("compare", str(base), str(new), "--format", "json")
@@ -282,3 +318,81 @@ def test_compare_runs_reports_new_metrics_and_code_changes(template, tmp_path):
     rc = compare_runs(base, new)
     assert not rc.problems and rc.withheld is None
     assert "1 metric(s) only in the new run: no baseline" in rc.notes and any("code changed" in n for n in rc.notes)
+
+
+def _corrupt(folder: Path) -> None:
+    (folder / "20260101T230000Z-s42-fake-full-9999.json").write_text("{ not json")
+
+
+@pytest.mark.parametrize(
+    ("new_latency", "status", "code"),
+    [
+        ([[100.0], [100.0]], None, 4),  # nothing else wrong: the skipped file is the finding
+        ([[130.0], [130.0]], None, 1),  # a regression outranks it
+        ([[130.0], [130.0]], {"works/b": "failed"}, 5),  # and a missing step outranks both
+    ],
+)
+def test_an_unreadable_file_in_a_compared_folder_exits_4_unless_worse(template, tmp_path, new_latency, status, code):
+    make_run(template, tmp_path / "base", 1, {"latency": [[100.0], [100.0]]})
+    make_run(template, tmp_path / "new", 2, {"latency": new_latency}, status=status)
+    _corrupt(tmp_path / "new")
+    res = invoke("compare", str(tmp_path / "base"), str(tmp_path / "new"))
+    assert res.exit_code == code, res.output
+    assert "warning: skipped" in res.output and "9999.json: not valid JSON" in " ".join(res.output.split())
+    assert "Spike 42" in res.output  # the normal output is still printed
+    assert ("1 results file(s) skipped as unreadable" in res.output) == (code == 4)
+
+
+def test_an_unreadable_file_with_no_baseline_or_in_the_history_exits_4(template, tmp_path):
+    make_run(template, tmp_path / "new", 2, {"latency": [[100.0], [100.0]]})
+    (tmp_path / "base").mkdir()
+    _corrupt(tmp_path / "base")
+    res = invoke("compare", str(tmp_path / "base"), str(tmp_path / "new"))
+    assert res.exit_code == 4 and "no baseline" in res.output, res.output
+    _series(template, tmp_path / "runs", [100] * 6)
+    assert invoke("compare", "--history", str(tmp_path / "runs")).exit_code == 0
+    _corrupt(tmp_path / "runs")
+    res = invoke("compare", "--history", str(tmp_path / "runs"))
+    assert res.exit_code == 4 and "6 runs: 0 step(s)" in res.output, res.output
+    _series(template, tmp_path / "runs", [100] * 6 + [140])
+    assert invoke("compare", "--history", str(tmp_path / "runs")).exit_code == 1  # a regression outranks it
+
+
+@pytest.mark.parametrize("n_runs", [30, 60])
+def test_history_finds_a_step_at_the_newest_run_however_long_the_series(template, tmp_path, n_runs):
+    paths = _series(template, tmp_path / "runs", [100] * (n_runs - 1) + [150])
+    res = invoke("compare", "--history", str(tmp_path / "runs"))
+    assert res.exit_code == 1, res.output
+    assert f"steps at run {load(paths[-1]).run_id} (newest)" in res.output and "REGRESSION" in res.output
+    js = invoke("compare", "--history", str(tmp_path / "runs"), "--format", "json")
+    (h,) = json.loads(js.output[: js.output.rindex("}") + 1])["histories"]
+    assert h["regressions"] == 1 and h["blind_metrics"] == ["works/b bundle"]  # one value a run: said, not hidden
+
+
+def test_history_with_two_repeats_a_run_says_it_cannot_see_the_newest_run(template, tmp_path):
+    _series(template, tmp_path / "runs", [100] * 29 + [150], repeats=2)
+    res = invoke("compare", "--history", str(tmp_path / "runs"))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "2 metric(s) have too few repeats per run to show a step at the newest run" in text
+    assert "10 values before against 2: smallest p 0.03, need below 0.005" in text
+    js = invoke("compare", "--history", str(tmp_path / "runs"), "--format", "json")
+    (h,) = json.loads(js.output[: js.output.rindex("}") + 1])["histories"]
+    assert h["blind"] == 2 and h["blind_metrics"] == ["works/a latency [size=1]", "works/b bundle"]
+
+
+def test_the_newest_run_is_not_judged_on_fewer_than_5_runs_since_an_older_step(template, tmp_path):
+    # A step at run 7, then 3 runs at the new level and a newest run 30% worse: 4 runs since the step.
+    # (The first step is large so that the wobble rule lets both be found; see find_steps.)
+    paths = _series(template, tmp_path / "runs", [100] * 6 + [2000] * 3 + [2600])
+    res = invoke("compare", "--history", str(tmp_path / "runs"))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    step_run = load(paths[6]).run_id
+    assert f"history too short since the step at {step_run} (4 run(s) from it to the newest, need 5)" in text
+    assert "no verdict on the newest run for 1 metric(s)" in text and "REGRESSION" not in text
+    # One more run at the new level before the newest: 5 runs since the step, and the verdict is given.
+    more = tmp_path / "more"
+    paths = _series(template, more, [100] * 6 + [2000] * 4 + [2600])
+    res = invoke("compare", "--history", str(more))
+    assert res.exit_code == 1 and f"steps at run {load(paths[-1]).run_id} (newest)" in res.output, res.output

@@ -5,7 +5,20 @@ import random
 
 import pytest
 
-from harness.stats import compare_repeats, find_steps, fmt_num, geomean, min_p_value, relative_to_best, separate, summarize, tied
+from harness.stats import (
+    compare_repeats,
+    exact_value,
+    find_steps,
+    fmt_num,
+    geomean,
+    min_p_value,
+    newest_reach,
+    relative_to_best,
+    separate,
+    split_level,
+    summarize,
+    tied,
+)
 
 
 def _repeats(centers: list[float], n: int = 30, spread: float = 0.02, seed: int = 1) -> list[list[float]]:
@@ -67,13 +80,16 @@ def test_worse_but_under_threshold_is_not_a_regression():
 @pytest.mark.parametrize(
     ("base", "new", "evidence"),
     [
-        ([[512.0]], [[600.0]], "exact"),  # a lone whole number: a count or size
+        ([[512.0], [512.0]], [[600.0], [600.0], [600.0]], "exact"),  # a size seen repeat after repeat
         ([[1.5, 1.5]], [[2.5], [2.5]], "exact"),  # a fractional value seen twice without spread
-        ([[10.5]], [[12.5]], "too few repeats"),  # a lone fractional value may be noise
+        ([[512.0]], [[600.0]], "too few repeats"),  # a lone whole number may be noise too (RSS bytes of a 1-repeat scenario)
+        ([[0.0]], [[3.0]], "too few repeats"),  # one count of lost messages per side
+        ([[512.0], [512.0]], [[600.0]], "too few repeats"),  # one side a single value
+        ([[10.5]], [[12.5]], "too few repeats"),  # a lone fractional value
         ([[10.0, 11.0]], [[15.0, 16.0]], "too few repeats"),  # whole numbers, but with spread: one repeat each
     ],
 )
-def test_exact_values_need_no_test_and_one_noisy_sample_is_too_few(base, new, evidence):
+def test_exact_values_need_no_test_and_a_single_value_is_too_few(base, new, evidence):
     c = compare_repeats(base, new, "lower")
     assert c.evidence == evidence
     assert c.regression == (evidence == "exact")
@@ -95,7 +111,8 @@ def test_ties_use_the_same_per_repeat_rule():
     assert not tied(_repeats([100, 101, 99]), _repeats([120, 121, 119]), 0.05)  # 3 vs 3, apart
     assert tied(_repeats([100, 101, 99]), _repeats([120, 98, 119]), 0.05)  # 3 vs 3, overlapping
     assert tied([[10.2]], [[30.7]], 0.05)  # one noisy value each shows no noise to beat
-    assert not tied([[4.0]], [[5.0]], 0.05)  # exact counts that differ
+    assert tied([[4.0]], [[5.0]], 0.05)  # one whole number each: no more exact than one fraction
+    assert not tied([[4.0], [4.0]], [[5.0], [5.0]], 0.05)  # exact counts that differ, each seen twice
     assert tied(_repeats([100, 101, 99, 100, 100]), _repeats([103, 104, 102, 103, 103]), 0.05)  # below the smallest difference
     s = separate(_repeats([100, 101, 99]), _repeats([120, 98, 119]))
     assert not s.separated and "3 vs 3 repeats" in s.why
@@ -142,6 +159,38 @@ def test_one_unlucky_run_is_not_a_step_when_runs_wobble_that_much():
 def test_exact_counts_step_without_a_test():
     steps = find_steps([[[843.0]]] * 4 + [[[1200.0]]] * 2)
     assert len(steps) == 1 and steps[0].index == 4 and steps[0].evidence == "exact" and steps[0].p_value is None
+
+
+def test_exact_needs_two_identical_values():
+    assert exact_value([843.0, 843.0]) == 843.0 and exact_value([1.5, 1.5, 1.5]) == 1.5
+    assert exact_value([843.0]) is None and exact_value([0.0]) is None  # a single value, whole or not
+    assert exact_value([10.0, 11.0]) is None and exact_value([]) is None
+
+
+def test_a_single_count_at_the_newest_run_is_not_exact_and_is_reported_blind():
+    runs = [[[843.0]]] * 5 + [[[1200.0]]]
+    assert find_steps(runs) == []  # one value of the new level: no more than one noisy reading
+    reach = newest_reach(runs)
+    assert reach.blind and (reach.n_before, reach.n_newest) == (5, 1)
+    assert not newest_reach([[[843.0]]] * 5 + [[[1200.0], [1200.0]]]).blind  # seen twice: exact, no test needed
+
+
+@pytest.mark.parametrize("n_runs", [30, 60])
+def test_a_step_at_the_newest_run_is_found_however_long_the_history(n_runs):
+    # Dividing alpha by every split of the series made this impossible from about 22 runs of 3 repeats.
+    runs = _history([100] * (n_runs - 1) + [150])
+    steps = find_steps(runs)
+    assert [s.index for s in steps] == [n_runs - 1] and steps[0].change == pytest.approx(0.5, abs=0.08)
+    assert not newest_reach(runs).blind
+    assert split_level(n_runs) == pytest.approx(0.05 / 10)  # 2 * window splits at most
+
+
+def test_two_repeats_a_run_cannot_show_a_step_at_the_newest_run_and_say_so():
+    runs = _history([100] * 29 + [150], repeats=2)
+    reach = newest_reach(runs)
+    assert find_steps(runs) == [] and reach.blind  # never found: the caller must report it
+    assert (reach.n_before, reach.n_newest) == (10, 2) and reach.min_p == pytest.approx(min_p_value(10, 2)) and reach.level == 0.005
+    assert not newest_reach(_history([100] * 29 + [150])).blind  # 3 repeats a run can
 
 
 def test_summary_and_formatting():
