@@ -316,39 +316,50 @@ def discover(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
 
 #: The harness package: its modules run inside every spike's measurements.
 HARNESS_DIR = Path(__file__).resolve().parent
-#: Files that can change what a run measures: code, protocol definitions, data and lock files.
-_HASHED_SUFFIXES = frozenset({".py", ".proto", ".js", ".mjs", ".cjs", ".ts", ".svelte", ".json", ".toml", ".lock", ".txt", ".html"})
-#: Folders never hashed: caches and installed dependencies (their lock files are hashed instead).
-_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", ".svelte-kit", ".pytest_cache"})
-#: Harness folders whose changes never make a measurement stale: the renderer reads stored runs, and
-#: ``spike report`` applies any change to it without running anything again.
-_HARNESS_NOT_HASHED = ("report",)
+#: Folders never hashed, anywhere: caches, installed dependencies (their lock files are hashed instead) and build outputs.
+#: Folders and files whose name starts with a dot (``.svelte-kit``, ``.gitignore``) are skipped too.
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "build", "dist"})
+_SKIPPED_DIR_SUFFIXES = (".egg-info",)
+#: Parts of the harness that cannot change a measurement, relative to ``harness/``: the renderer and the
+#: command line (``spike report`` re-applies them to stored runs), ``compare`` (reads stored runs only),
+#: and the budget table (it judges a run's wall time, it does not change what is measured).
+_HARNESS_NOT_HASHED = frozenset({"report", "cli.py", "compare.py", "budget.py", "budgets.toml"})
 
 
-def _hashed_files(root: Path, skip_top: Sequence[str] = ()) -> list[Path]:
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name in _SKIPPED_DIRS or name.endswith(_SKIPPED_DIR_SUFFIXES)
+
+
+def _hashed_files(root: Path, skip_top: Iterable[str] = ()) -> list[Path]:
+    """Every file under ``root`` (any extension), minus caches, build outputs, dotfiles and the top-level names in ``skip_top``."""
+    skip = frozenset(skip_top)
     files: list[Path] = []
     for folder, dirs, names in os.walk(root):
-        rel_dir = Path(folder).relative_to(root)
+        top = Path(folder) == Path(root)
         # Prune in place so installed dependencies are never walked.
-        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS and not (rel_dir == Path(".") and d in skip_top)]
-        files.extend(Path(folder) / n for n in names if Path(n).suffix in _HASHED_SUFFIXES)
+        dirs[:] = [d for d in dirs if not _skipped(d) and not (top and d in skip)]
+        files.extend(Path(folder) / n for n in names if not n.startswith(".") and not (top and n in skip))
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
-    """A hash of the code a run of ``spike`` executes, so results of edited code show as stale.
+    """A hash of the code and data a run of ``spike`` executes, so results of edited code show as stale.
 
-    The rule: every source, data and lock file (``.py``, ``.js``, ``package-lock.json``, ``.toml``...)
-    of the spike's own package, plus the same files of the whole ``harness`` package except
-    ``harness/report/``. A spike's measurements run through harness modules (process, probes, load
-    engine, services, runner), so a change there must mark its stored runs stale too; hashing the
-    whole package rather than tracing imports is the simple rule that cannot miss a module.
-    The renderer is left out because documents are re-rendered from stored runs by ``spike report``.
-    Caches and installed dependencies (``__pycache__``, ``node_modules``) are skipped; the lock files
-    that pin those dependencies are hashed.
+    The rule: every file of the spike's own package, whatever its extension (code, ``.proto``,
+    lock files, replayed traces such as ``automerge-paper.json.gz``), plus every file of the
+    ``harness`` package that runs or measures, which is all of it except ``harness/report/``,
+    ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``. A spike's measurements run
+    through harness modules (runner, process, probes, load engine, services), so a change there
+    marks its stored runs stale too; hashing the package rather than tracing imports is the simple
+    rule that cannot miss a module. ``results.py`` stays in: it defines what a run stores.
+    The parts left out cannot change a measurement: the renderer and the CLI are re-applied to
+    stored runs by ``spike report``, ``compare`` only reads stored runs, and the budget table
+    judges a run's duration. Skipped everywhere: ``__pycache__``, ``node_modules`` (the lock
+    files that pin it are hashed), build outputs (``build``, ``dist``, ``*.egg-info``) and names
+    starting with a dot (``.svelte-kit``, ``.gitignore``).
     """
     h = hashlib.sha256()
-    roots = (
+    roots: tuple[tuple[str, Path, Iterable[str]], ...] = (
         ("spike", Path(spike.package_dir), ()),
         ("harness", Path(harness_dir or HARNESS_DIR), _HARNESS_NOT_HASHED),
     )

@@ -4,6 +4,7 @@ import importlib.metadata
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -79,32 +80,83 @@ def test_quick_params_override_full_ones():
     assert sc.resolved_params(quick=True) == {"size": 1}
 
 
-def test_source_hash_covers_the_harness_modules_and_lock_files_but_not_the_renderer(tmp_path):
+def _hash_setup(tmp_path):
     spike = FakeSpike()
     shutil.copytree(spike.package_dir, tmp_path / "poc")
     spike.package_dir = tmp_path / "poc"
     harness = tmp_path / "harness"
     (harness / "report").mkdir(parents=True)
-    (harness / "process.py").write_text("TIMEOUT = 1\n")
-    (harness / "report" / "render.py").write_text("TITLE = 'a'\n")
+    (harness / "load").mkdir()
+    for name in ("process.py", "results.py", "cli.py", "compare.py", "budget.py", "budgets.toml", "load/engine.py", "report/render.py"):
+        (harness / name).write_text(f"# {name}\n")
+    return spike, harness
+
+
+def test_source_hash_covers_every_file_of_the_spike_package_whatever_its_extension(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
     before = source_hash(spike, harness)
-    (harness / "report" / "render.py").write_text("TITLE = 'b'\n")  # re-applied by `spike report`, never stale
-    assert source_hash(spike, harness) == before
-    (harness / "process.py").write_text("TIMEOUT = 2\n")
-    after_harness = source_hash(spike, harness)
-    assert after_harness != before
+    (tmp_path / "poc" / "data").mkdir()
+    (tmp_path / "poc" / "data" / "trace.json.gz").write_bytes(b"\x1f\x8b replayed trace")  # like Spike 2's automerge-paper.json.gz
+    with_trace = source_hash(spike, harness)
+    assert with_trace != before
+    (tmp_path / "poc" / "data" / "trace.json.gz").write_bytes(b"\x1f\x8b another trace")
+    assert source_hash(spike, harness) != with_trace
     (tmp_path / "poc" / "node").mkdir()
     (tmp_path / "poc" / "node" / "package-lock.json").write_text('{"lockfileVersion": 3}\n')
     with_lock = source_hash(spike, harness)
-    assert with_lock != after_harness
-    (tmp_path / "poc" / "node" / "node_modules").mkdir()
-    (tmp_path / "poc" / "node" / "node_modules" / "dep.js").write_text("installed, pinned by the lock file\n")
-    assert source_hash(spike, harness) == with_lock
+    assert with_lock != with_trace
 
 
-def test_the_real_harness_is_hashed_without_its_renderer():
+@pytest.mark.parametrize(
+    "generated",
+    [
+        "node/node_modules/dep.js",  # installed, pinned by the lock file
+        "__pycache__/server.cpython-311.pyc",
+        "build/handler.js",
+        "dist/bundle.js",
+        "pkg.egg-info/PKG-INFO",
+        ".svelte-kit/output.js",
+        ".gitignore",
+        "node/.cache/x",
+    ],
+)
+def test_source_hash_skips_caches_build_outputs_and_dotfiles(tmp_path, generated):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    path = tmp_path / "poc" / generated
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("generated\n")
+    assert source_hash(spike, harness) == before
+
+
+@pytest.mark.parametrize("name", ["process.py", "results.py", "load/engine.py"])
+def test_source_hash_covers_the_harness_modules_that_run_or_measure(tmp_path, name):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    with (harness / name).open("a") as fh:
+        fh.write("TIMEOUT = 2\n")
+    assert source_hash(spike, harness) != before
+
+
+@pytest.mark.parametrize("name", ["report/render.py", "cli.py", "compare.py", "budget.py", "budgets.toml"])
+def test_source_hash_leaves_out_the_harness_parts_that_cannot_change_a_measurement(tmp_path, name):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    with (harness / name).open("a") as fh:
+        fh.write("# an edit: re-rendering, comparing or judging the time never changes what was measured\n")
+    assert source_hash(spike, harness) == before
+    (harness / "report" / "new_chart.py").write_text("# a new renderer module\n")
+    assert source_hash(spike, harness) == before
+
+
+def test_the_real_harness_and_spike_2_are_hashed_by_the_rule():
     from harness.plugin import _HARNESS_NOT_HASHED, HARNESS_DIR, _hashed_files
 
     hashed = {p.relative_to(HARNESS_DIR).as_posix() for p in _hashed_files(HARNESS_DIR, _HARNESS_NOT_HASHED)}
-    assert {"runner.py", "process.py", "load/engine.py", "budgets.toml"} <= hashed
+    assert {"runner.py", "process.py", "probes.py", "results.py", "load/engine.py"} <= hashed
     assert not any(p.startswith("report/") for p in hashed)
+    assert not {"cli.py", "compare.py", "budget.py", "budgets.toml"} & hashed
+    spikes = discover()
+    if 2 in spikes:
+        names = {p.name for p in _hashed_files(Path(spikes[2].package_dir))}
+        assert "automerge-paper.json.gz" in names  # the replayed trace: a new trace is a new measurement
