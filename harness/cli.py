@@ -3,7 +3,10 @@
 Exit status: 0 success; 1 ``compare`` found a regression; 2 a usage error (an
 unknown spike, option, scenario or criterion); 3 a run finished but some steps
 failed (their results are stored and shown); 4 a data or file error (malformed
-results, unwritable output folder, broken plugin); 5 ``compare`` found a step
+results, a stored run its spike cannot score or render, unwritable output folder,
+broken plugin), or the harness itself crashed during ``run`` (what was measured
+is stored, the traceback is in the run's ``runs/RUN.log``, and ``SPIKE_DEBUG=1``
+prints it too); 4 outranks 3 and 6; 5 ``compare`` found a step
 or metric that the base measured missing, failed, not run or interrupted in the
 new run; ``compare`` exits with the first of 5, 1 and 4 (a results file in a
 folder it read was skipped as unreadable) that applies; 6 ``run``: a spike took longer
@@ -18,6 +21,7 @@ import functools
 import math
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -35,6 +39,7 @@ from harness.report.render import PARTIAL_DIR, decide, document_run, document_ru
 from harness.results import ResultsError, RunResult, runs_by_spike, scan_runs
 from harness.runner import (
     OverallProgress,
+    RunCrashed,
     RunInterrupted,
     RunPlan,
     committed_results_tree,
@@ -248,6 +253,38 @@ def _render_run(spike: Spike, run: RunResult, runs: list[RunResult], out: Path, 
     return render_spike(spike, run, out if main else out / PARTIAL_DIR), main
 
 
+def _cannot_render(spike: Spike, run: RunResult, exc: ResultsError, problems: list[str]) -> None:
+    """One error line for a run that loads but that its spike cannot score or render; counted for exit 4 at the end.
+
+    Not fatal to the command: the other spikes' documents and the index (whose row
+    says "cannot score") are still written.
+    """
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    problems.append(f"spike {spike.number}: run {run.run_id} cannot be scored or rendered")
+
+
+def _try_render(spike: Spike, run: RunResult, folder: Path, problems: list[str]) -> Path | None:
+    """``render_spike``, or ``None`` (after :func:`_cannot_render`) when the spike cannot score or render the run."""
+    try:
+        return render_spike(spike, run, folder)
+    except ResultsError as exc:
+        _cannot_render(spike, run, exc, problems)
+        return None
+
+
+def _report_crash(spike: Spike, exc: RunCrashed, problems: list[str]) -> None:
+    """One line for a crash of the harness (its traceback is in the run's log file; ``SPIKE_DEBUG=1`` prints it too)."""
+    where = f"; traceback in {exc.log}" if exc.log else ""
+    err.print(
+        f"[bold red]error:[/] spike {spike.number}: the harness crashed ({escape(str(exc))}); "
+        f"what was measured is stored in {exc.run.path}{escape(where)}",
+        soft_wrap=True,
+    )
+    if os.environ.get("SPIKE_DEBUG", "") not in ("", "0"):
+        err.print("".join(traceback.format_exception(exc.error)), markup=False, highlight=False, soft_wrap=True)
+    problems.append(f"spike {spike.number}: the harness crashed")
+
+
 def _refuse_dirty(out: Path, allow_dirty: bool) -> None:
     """Exit 2 when OUT is a committed results folder and its work tree has uncommitted changes (unless --allow-dirty)."""
     root = committed_results_tree(out)
@@ -335,8 +372,10 @@ def run(
     """Run spikes, store raw results under OUT/runs, and render their documents.
 
     Exit status: 0 done; 2 usage error, or a committed results folder and uncommitted changes
-    (--allow-dirty overrides); 3 some steps failed; 6 a spike ran longer than its budget
-    (harness/budgets.toml) and no step failed; 130 interrupted (what was measured is stored).
+    (--allow-dirty overrides); 3 some steps failed; 4 a run its spike cannot score, or a crash of
+    the harness (the partial run is stored, the traceback in its .log file, printed too with
+    SPIKE_DEBUG=1; the other spikes still run); 6 a spike ran longer than its budget
+    (harness/budgets.toml) and nothing worse happened; 130 interrupted (what was measured is stored).
     """
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
@@ -373,6 +412,7 @@ def run(
     allowed = {p.spike.number for p in plans} if allow_partial else set()
     failed_steps = 0
     over_budget: list[str] = []
+    problems: list[str] = []  # crashes and runs that cannot be scored: exit 4 once every spike is done
     for index, plan in enumerate(plans):
         s = plan.spike
         console.rule(f"Spike {s.number}: {s.title}{' (quick)' if quick else ''}")
@@ -393,18 +433,41 @@ def run(
             except RunInterrupted as exc:
                 progress.stop()
                 runs.append(exc.run)
-                doc, main = _render_run(s, exc.run, runs, out, allow_partial)
-                err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}; document {doc}")
+                try:
+                    doc: Path | None = _render_run(s, exc.run, runs, out, allow_partial)[0]
+                except ResultsError as bad_run:
+                    _cannot_render(s, exc.run, bad_run, problems)
+                    doc = None
+                err.print(f"[yellow]interrupted[/]: partial results stored in {exc.run.path}; document {doc or 'none'}")
                 _write_index(spikes, runs, out, allowed)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
-            progress.update(overall, completed=progress.tasks[overall].total)
-            if step_task[0] is not None:
-                progress.update(step_task[0], completed=100)
-            if across is not None and estimate is not None:
-                left = estimate.describe(index + 1, 0.0) if index + 1 < len(plans) else "all spikes done"
-                progress.update(across[1], completed=estimate.completed(index + 1, 0.0), eta=left)
+            except RunCrashed as exc:  # a bug in the harness, not a regression: one line, exit 4, the other spikes still run
+                crashed: RunCrashed | None = exc
+            else:
+                crashed = None
+                progress.update(overall, completed=progress.tasks[overall].total)
+                if step_task[0] is not None:
+                    progress.update(step_task[0], completed=100)
+                if across is not None and estimate is not None:
+                    left = estimate.describe(index + 1, 0.0) if index + 1 < len(plans) else "all spikes done"
+                    progress.update(across[1], completed=estimate.completed(index + 1, 0.0), eta=left)
+        if crashed is not None:
+            runs.append(crashed.run)
+            _report_crash(s, crashed, problems)
+            try:
+                doc, main = _render_run(s, crashed.run, runs, out, allow_partial)
+                console.print(f"document of the interrupted run: [bold]{doc}[/]")
+            except ResultsError as bad_run:
+                _cannot_render(s, crashed.run, bad_run, problems)
+            continue
         runs.append(result)
-        doc, main = _render_run(s, result, runs, out, allow_partial)
+        try:
+            doc, main = _render_run(s, result, runs, out, allow_partial)
+        except ResultsError as exc:  # stored, but its spike cannot score or render it: named, and the other spikes go on
+            console.print(f"stored [bold]{result.path}[/] in {fmt_num(result.duration_s)} s; no document")
+            _cannot_render(s, result, exc, problems)
+            failed_steps += sum(1 for sr in result.scenarios if sr.status == "failed")
+            continue
         failed = [sr for sr in result.scenarios if sr.status == "failed"]
         not_run = [sr for sr in result.scenarios if sr.status == "not_run"]
         failed_steps += len(failed)
@@ -429,6 +492,8 @@ def run(
                 f"{result.profile} profile (harness/budgets.toml)"
             )
     _write_index(spikes, runs, out, allowed)
+    if problems:
+        raise _fail(EXIT_DATA, "; ".join(problems) + " (details above); the other documents and the index are written")
     if failed_steps:
         raise typer.Exit(EXIT_FAILED_STEPS)
     if over_budget:
@@ -447,12 +512,14 @@ def report(
 
     A spike's document shows its newest full-profile, complete run; a newer quick, partial or
     interrupted run gets its document in OUT/partial/ instead, unless --allow-partial.
-    A results file that cannot be read is named, skipped, and makes the exit status 4 once
+    A results file that cannot be read, or a run its spike cannot score or render, is named
+    on one line, skipped (the index row says "cannot score"), and makes the exit status 4 once
     everything else is rendered, so a nightly job notices a corrupt stored run.
     """
     spikes = _spikes()
     chosen = resolve_spikes(which, spikes)
     bad: list[ResultsError] = []
+    problems: list[str] = []
     runs = _stored_runs(out, bad)
     grouped = runs_by_spike(runs)
     allowed = {s.number for s in chosen} if allow_partial else set()
@@ -462,19 +529,20 @@ def report(
         if run is None:
             console.print(f"spike {s.number}: no stored run in {out / 'runs'}; run `spike run {s.number}` first")
             continue
-        doc = render_spike(s, run, out)
-        console.print(f"spike {s.number}: rendered {doc} from {run.path} ({run.profile}, {run.completion})")
+        doc = _try_render(s, run, out, problems)
+        if doc is not None:
+            console.print(f"spike {s.number}: rendered {doc} from {run.path} ({run.profile}, {run.completion})")
         newest = mine[-1]
-        if newest.run_id != run.run_id:
-            other = render_spike(s, newest, out / PARTIAL_DIR)
+        if newest.run_id != run.run_id and (other := _try_render(s, newest, out / PARTIAL_DIR, problems)) is not None:
             console.print(
                 f"spike {s.number}: the newer {newest.profile}, {newest.completion} run {newest.run_id} is rendered to {other}, "
                 "not over the full-profile document (--allow-partial lets it)"
             )
     index = _write_index(spikes, runs, out, allowed)
     console.print(f"index: {index}")
-    if bad:
-        raise _fail(EXIT_DATA, f"{len(bad)} results file(s) in {out / 'runs'} could not be read and were skipped (named above)")
+    if bad or problems:
+        unread = [f"{len(bad)} results file(s) in {out / 'runs'} could not be read and were skipped"] if bad else []
+        raise _fail(EXIT_DATA, "; ".join(unread + problems) + " (named above)")
 
 
 @app.command()

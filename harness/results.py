@@ -8,7 +8,9 @@ disk is left as it is), then checks every field that scoring and rendering
 read. A corrupt file therefore fails here, with one line naming the file and
 the field, and never later as a traceback in a spike's ``score``. ``scan_runs``
 reads a folder and returns the bad files as errors beside the good runs, so one
-broken file does not hide all the others.
+broken file does not hide all the others. The runner checks each step's output
+with the same rules (``check_measurement``, ``check_facts``) before it stores a
+run, so it never writes a file that ``load`` would refuse.
 
 Format history. To change the schema: bump ``FORMAT_VERSION``, add
 ``_upgrade_N_to_M`` to ``_UPGRADES``, commit a sample of the old format as
@@ -43,13 +45,13 @@ import math
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.budget import budget_minutes
+from harness.budget import table_minutes
 from harness.stats import repeat_values
 
 __all__ = [
@@ -65,8 +67,8 @@ __all__ = [
     "load",
     "upgrade",
     "scan_runs",
-    "iter_runs",
-    "latest_runs",
+    "check_measurement",
+    "check_facts",
     "runs_by_spike",
 ]
 
@@ -255,7 +257,7 @@ def _source_v1(machine: Any) -> dict[str, Any]:
 
 
 def _budget_v1(number: Any, profile: Any, duration_s: Any) -> dict[str, Any]:
-    minutes = budget_minutes(number, profile == "quick") if _is_int(number) else None
+    minutes = table_minutes(number, profile == "quick") if _is_int(number) else None
     over = minutes is not None and _is_num(duration_s) and duration_s > minutes * 60
     return {"minutes": minutes, "over": over}
 
@@ -338,11 +340,14 @@ class _Checker:
     def __init__(self, where: str) -> None:
         self.where = where
 
+    def _error(self, text: str) -> ResultsError:
+        return ResultsError(f"{self.where}: {text}" if self.where else text)
+
     def fail(self, path: str, value: Any, expected: str) -> NoReturn:
-        raise ResultsError(f"{self.where}: {path} is {_show(value)}, expected {expected}")
+        raise self._error(f"{path} is {_show(value)}, expected {expected}")
 
     def problem(self, path: str, what: str) -> NoReturn:
-        raise ResultsError(f"{self.where}: {path} {what}")
+        raise self._error(f"{path} {what}")
 
     def get(self, obj: dict[str, Any], key: str, path: str) -> Any:
         if key not in obj:
@@ -554,25 +559,50 @@ def _validate_scenario(c: _Checker, value: Any, at: str) -> None:
     for j, d in enumerate(c.lst(s["durations_s"], f"{at}.durations_s")):
         c.number(d, f"{at}.durations_s[{j}]", minimum=0)
     for j, m in enumerate(c.lst(s["measurements"], f"{at}.measurements")):
-        mat = f"{at}.measurements[{j}]"
-        c.obj(m, mat)
-        if set(m) != set(_MEASUREMENT_KEYS):
-            c.problem(mat, f"must have exactly {', '.join(_MEASUREMENT_KEYS)}")
-        c.text(m["name"], f"{mat}.name", nonempty=True)
-        c.text(m["unit"], f"{mat}.unit")
-        if not isinstance(m["tags"], dict) or not all(isinstance(v, str) for v in m["tags"].values()):
-            c.problem(f"{mat}.tags", "must be an object of strings")
-        if m["better"] not in BETTER:
-            c.fail(f"{mat}.better", m["better"], '"lower", "higher" or null')
-        repeats = c.lst(m["repeats"], f"{mat}.repeats")
-        if not all(isinstance(r, list) for r in repeats):
-            c.problem(f"{mat}.repeats", "must be a list of lists of numbers")
-        if not any(repeats):
-            c.problem(mat, f"({m['name']}) has no samples")
-        for r in repeats:
-            for v in r:
-                if not _is_num(v):
-                    c.problem(mat, f"({m['name']}) holds a non-finite or non-numeric sample {v!r}")
+        _validate_measurement(c, m, f"{at}.measurements[{j}]")
+
+
+def _validate_measurement(c: _Checker, value: Any, mat: str) -> None:
+    """Name, unit, string tags, direction, and at least one finite sample: what scoring and ``compare`` read."""
+    m = c.obj(value, mat)
+    if set(m) != set(_MEASUREMENT_KEYS):
+        c.problem(mat, f"must have exactly {', '.join(_MEASUREMENT_KEYS)}")
+    c.text(m["name"], f"{mat}.name", nonempty=True)
+    c.text(m["unit"], f"{mat}.unit")
+    if not isinstance(m["tags"], dict) or not all(isinstance(v, str) for v in m["tags"].values()):
+        c.problem(f"{mat}.tags", "must be an object of strings")
+    if m["better"] not in BETTER:
+        c.fail(f"{mat}.better", m["better"], '"lower", "higher" or null')
+    repeats = c.lst(m["repeats"], f"{mat}.repeats")
+    if not all(isinstance(r, list) for r in repeats):
+        c.problem(f"{mat}.repeats", "must be a list of lists of numbers")
+    if not any(repeats):
+        c.problem(mat, f"({m['name']}) has no samples")
+    for r in repeats:
+        for v in r:
+            if not _is_num(v):
+                c.problem(mat, f"({m['name']}) holds a non-finite or non-numeric sample {v!r}")
+
+
+def check_measurement(record: MeasurementRecord) -> None:
+    """Raise ``ResultsError`` when ``record`` would make its run unreadable: ``load``'s own rule for a measurement.
+
+    The runner calls it as a step finishes, so a spike that returns no samples,
+    a NaN, or a tag that is not a string gets that step marked failed, instead
+    of a stored file that ``load`` refuses forever (or a ``save`` that fails
+    after the whole run was measured). The message starts with "measurement".
+    """
+    _validate_measurement(_Checker(""), asdict(record), "measurement")
+
+
+def check_facts(facts: Any) -> None:
+    """Raise ``ResultsError`` when one repeat's facts could not be stored and loaded back: an object of JSON values, no NaN."""
+    c = _Checker("")
+    c.obj(facts, "facts")
+    try:
+        json.dumps(facts, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # a set, an object, NaN or infinity
+        c.problem("facts", f"hold a value a results file cannot store ({exc})")
 
 
 # -- files ---------------------------------------------------------------------------------------------------------------------
@@ -640,22 +670,6 @@ def scan_runs(runs_dir: Path) -> tuple[list[RunResult], list[ResultsError]]:
             errors.append(exc)
     runs.sort(key=lambda r: r.started_at)
     return runs, errors
-
-
-def iter_runs(runs_dir: Path, errors: list[ResultsError] | None = None) -> Iterator[RunResult]:
-    """The good runs stored in ``runs_dir``, oldest first; bad files are skipped and appended to ``errors`` if given."""
-    runs, bad = scan_runs(runs_dir)
-    if errors is not None:
-        errors.extend(bad)
-    return iter(runs)
-
-
-def latest_runs(runs_dir: Path, errors: list[ResultsError] | None = None) -> dict[int, RunResult]:
-    """The newest good run of each spike, by spike number; bad files are skipped and appended to ``errors`` if given."""
-    out: dict[int, RunResult] = {}
-    for run in iter_runs(runs_dir, errors):
-        out[int(run.spike["number"])] = run
-    return out
 
 
 def runs_by_spike(runs: Iterable[RunResult]) -> dict[int, list[RunResult]]:

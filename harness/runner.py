@@ -4,7 +4,16 @@ A failing scenario is recorded as failed, with its reason, and the run goes on;
 a scenario whose external program is missing is recorded as not run, with the
 install command. Ctrl-C (or a crash of the harness itself) stops the run, and
 what was measured so far is still stored, marked interrupted, before the
-interrupt or the error is passed on.
+interrupt (``RunInterrupted``) or the error (``RunCrashed``, its traceback in
+the run's log file) is passed on.
+
+A step's output is checked as the step finishes, with the rules ``load``
+applies to a stored file (``harness.results.check_measurement`` and
+``check_facts``): a measurement with no samples, a NaN, a tag that is not a
+string, or facts JSON cannot hold mark that step failed with the reason, and
+only the offending measurement or facts are dropped. So a run is never stored
+in a form that cannot be read back, and ``save`` never fails on a NaN after the
+whole run was measured.
 
 Every run records how complete it is (``complete``, ``partial`` when the user
 chose a subset of scenarios or options, ``interrupted``), the git state of the
@@ -27,14 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from harness import budget as budgets
 from harness import complexity, machine
 from harness.plugin import Measurement, NotRunnable, ScenarioContext, Spike, source_hash
-from harness.results import MeasurementRecord, RunResult, ScenarioResult, save
+from harness.results import MeasurementRecord, ResultsError, RunResult, ScenarioResult, check_facts, check_measurement, save
 
 __all__ = [
     "RunPlan",
     "RunInterrupted",
+    "RunCrashed",
     "run_spike",
     "plan_steps",
     "MAX_DIRTY_PATHS",
@@ -54,6 +66,21 @@ class RunInterrupted(Exception):
     def __init__(self, run: RunResult):
         super().__init__("interrupted")
         self.run = run
+
+
+class RunCrashed(Exception):
+    """The harness itself broke during a run (not a scenario: those are isolated as failed steps).
+
+    ``run`` is what was stored before the error (marked interrupted), ``error``
+    the exception (also the ``__cause__``), ``log`` the run's log file holding
+    its traceback.
+    """
+
+    def __init__(self, run: RunResult, error: BaseException, log: Path | None):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.run = run
+        self.error = error
+        self.log = log
 
 
 @dataclass
@@ -190,6 +217,33 @@ def _merge(record: dict[_MetricKey, MeasurementRecord], output_measurements: Seq
         rec.repeats.append(list(m.samples))
 
 
+def _check_output(sr: ScenarioResult) -> list[str]:
+    """Drop the measurements and facts of a finished step that could not be stored and loaded back; say why.
+
+    The same rules ``load`` applies (``check_measurement``, ``check_facts``), so
+    what the runner keeps is exactly what a results file may hold.
+    """
+    problems: list[str] = []
+    kept: list[MeasurementRecord] = []
+    for rec in sr.measurements:
+        try:
+            check_measurement(rec)
+        except ResultsError as exc:
+            problems.append(str(exc))
+        else:
+            kept.append(rec)
+    facts: list[dict[str, Any]] = []
+    for k, f in enumerate(sr.facts):
+        try:
+            check_facts(f)
+        except ResultsError as exc:
+            problems.append(f"repeat {k + 1}: {exc}")
+        else:
+            facts.append(f)
+    sr.measurements, sr.facts = kept, facts
+    return problems
+
+
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
 
@@ -268,6 +322,9 @@ def run_spike(
                     t0 = time.perf_counter()
                     try:
                         out = scenario.run(ctx)
+                        # Inside the try: an output the harness cannot take apart fails this step, not the run.
+                        _merge(records, out.measurements, r)
+                        sr.facts.append(out.facts)
                     except NotRunnable as exc:
                         sr.status = "not_run"
                         sr.reason = str(exc)
@@ -288,10 +345,17 @@ def run_spike(
                         dt = time.perf_counter() - t0
                         measured_s += dt
                         sr.durations_s.append(round(dt, 6))
-                    _merge(records, out.measurements, r)
-                    sr.facts.append(out.facts)
                     advance(1.0)
                 sr.measurements = list(records.values())
+                problems = _check_output(sr)
+                if problems:
+                    why = "output that cannot be stored (dropped): " + "; ".join(problems)
+                    if sr.status == "ok":
+                        sr.status, sr.reason = "failed", why
+                    else:
+                        sr.reason = f"{sr.reason}; also {why}"
+                    log(f"--- {scen_key}/{opt_key}: {why}")
+                    echo(f"[red]failed[/]: {scenario.title} / {option.title}: {escape(why)}")
                 current = None
                 if interrupted:
                     break
@@ -346,7 +410,7 @@ def run_spike(
     if log_lines:
         log_path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
     if crash is not None:
-        raise crash
+        raise RunCrashed(run, crash, log_path if log_lines else None) from crash
     if interrupted:
         raise RunInterrupted(run)
     return run

@@ -501,6 +501,16 @@ def _budget_text(run: RunResult) -> str:
     return f"over budget ({run.duration_s / 60:.1f} of {fmt_num(minutes)} min)" if run.budget.get("over") and minutes is not None else ""
 
 
+def _unscorable(spike: Spike, run: RunResult) -> str | None:
+    """Why ``spike`` cannot score ``run`` (the error without the file name, which the row links), or ``None`` when it can."""
+    try:
+        decision_matrix(spike, run)
+    except ResultsError as exc:
+        text, prefix = str(exc), f"{run.path or run.run_id}: "
+        return text[len(prefix) :] if text.startswith(prefix) else text
+    return None
+
+
 def render_index(
     spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out_dir: Path, newest: Mapping[int, RunResult] | None = None
 ) -> Path:
@@ -509,6 +519,9 @@ def render_index(
     ``runs`` holds the run each spike's document shows (see :func:`document_runs`);
     ``newest``, the newest stored run of each spike, so a row can say when a
     newer quick, partial or interrupted run exists but was kept out.
+    A run that loads but that its spike cannot score gets the status "cannot
+    score: REASON" and no document link; one such run never costs the index its
+    other rows.
     """
     rows = []
     for number, spike in spikes.items():
@@ -523,7 +536,17 @@ def render_index(
             "profile": "",
             "completion": "",
         }
-        if run is not None:
+        cannot = None if run is None else _unscorable(spike, run)
+        if run is not None and cannot is not None:
+            row.update(
+                status=cannot if cannot.startswith("cannot score") else f"cannot score: {cannot}",
+                recommendation="none: the run cannot be scored",
+                last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
+                run_file=_rel(run.path, out_dir) if run.path else None,
+                profile=run.profile,
+                completion=run.completion,
+            )
+        elif run is not None:
             decision = decide(spike, run)  # a tie where the repeats cannot tell the best from a runner-up
             stale = run.spike.get("source_hash") != source_hash(spike)
             failed = sum(1 for s in run.scenarios if s.status != "ok")

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import budget, cli, machine, plugin
-from harness.results import load
+from harness import runner as run_module
+from harness.results import RunResult, load
 from tests.harness.fakes import FakeSpike
 
 runner = CliRunner()
@@ -27,6 +28,17 @@ class OtherCalmSpike(CalmSpike):
     number = 43
     slug = "other"
     title = "Other Spike"
+
+
+class UnscorableSpike(CalmSpike):
+    """Measures fine, then cannot score its own run (a scoring bug, or a metric renamed in the scenario only)."""
+
+    number = 41
+    slug = "unscorable"
+    title = "Unscorable Spike"
+
+    def score(self, run: RunResult):  # type: ignore[no-untyped-def]
+        return super().score(run) if run.ok("works", "zzz") else run.ok("works", "a").measurement("renamed")  # KeyError
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +238,10 @@ def test_list_and_documents_show_a_run_stale_once_a_harness_module_changes(tmp_p
     shutil.copytree(plugin.HARNESS_DIR, harness_copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(plugin, "HARNESS_DIR", harness_copy)
     assert "stale" not in invoke("list", "--out", str(tmp_path)).output  # the same files, the same hash
+    for name in ("cli.py", "compare.py", "budgets.toml", "report/render.py"):  # cannot change a measurement
+        with (harness_copy / name).open("a") as fh:
+            fh.write("\n# an edit that only re-renders, compares or judges time\n")
+    assert "stale" not in invoke("list", "--out", str(tmp_path)).output
     with (harness_copy / "process.py").open("a") as fh:
         fh.write("\n# an edit to a module every spike runs through\n")
     assert "stale" in invoke("list", "--out", str(tmp_path)).output
@@ -256,3 +272,63 @@ def test_run_all_shows_an_overall_bar_with_an_eta_from_stored_durations(tmp_path
     assert seen[0] == "spike 1 of 2, about 15 min left"  # 10 min measured before + 5 min budget
     assert "spike 2 of 2, about 5 min left" in seen
     assert "all spikes" in res.output
+
+
+def _no_crash(res) -> None:  # type: ignore[no-untyped-def]
+    """CliRunner turns an uncaught exception into exit 1 with the exception kept: a crash, whatever the exit code."""
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+
+
+def test_a_run_its_spike_cannot_score_is_one_line_and_the_other_spikes_and_the_index_go_on(tmp_path, fake_registry):
+    fake_registry.clear()
+    fake_registry.update({41: UnscorableSpike(), 42: CalmSpike()})
+    out = tmp_path / "out"
+    res = invoke("run", "all", "--repeat", "1", "--out", str(out))
+    _no_crash(res)
+    assert res.exit_code == cli.EXIT_DATA == 4, res.output
+    (line,) = [line for line in res.output.splitlines() if "cannot score spike 41" in line]
+    assert line.startswith("error: ") and "has no measurement 'renamed'" in line
+    assert len(_runs(out)) == 2  # spike 41's run is stored, and spike 42 still ran after it
+    assert (out / "spike-42-fake.md").is_file() and not (out / "spike-41-unscorable.md").exists()
+    index = (out / "README.md").read_text()
+    row41 = next(r for r in index.splitlines() if r.startswith("| 41. "))
+    assert "cannot score spike 41" in row41 and "Unscorable Spike](" not in row41  # no link to a document that was not written
+    assert next(r for r in index.splitlines() if r.startswith("| 42. ")).count("Option ") == 1  # spike 42 has its recommendation
+    assert "spike 41: run " in res.output.splitlines()[-1]  # the closing line names what went wrong
+
+
+def test_a_crash_of_the_harness_is_one_line_exit_4_with_the_partial_run_stored(tmp_path, monkeypatch, fake_registry):
+    fake_registry[43] = OtherCalmSpike()
+    calls: list[int] = []
+    real = run_module._missing_tools
+
+    def breaks_on_the_second_step(requires):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("tool check broke")
+        return real(requires)
+
+    monkeypatch.setattr(run_module, "_missing_tools", breaks_on_the_second_step)
+    out = tmp_path / "out"
+    res = invoke("run", "all", "--repeat", "1", "--out", str(out))
+    _no_crash(res)  # before: the RuntimeError reached the CLI, exit 1, which the nightly reads as a regression
+    assert res.exit_code == cli.EXIT_DATA, res.output
+    crashed = next(load(p) for p in _runs(out) if load(p).spike["number"] == 42)
+    (line,) = [line for line in res.output.splitlines() if "RuntimeError" in line]
+    log = out / "runs" / f"{crashed.run_id}.log"
+    assert "RuntimeError: tool check broke" in line and str(crashed.path) in line and str(log) in line
+    assert crashed.completion == "interrupted" and crashed.result("works", "a").status == "ok"
+    assert "Traceback" in log.read_text()  # the traceback is kept, in the run's log file
+    assert any(load(p).spike["number"] == 43 for p in _runs(out))  # the next spike still ran
+    assert "interrupted run only" in (out / "README.md").read_text()
+
+
+def test_spike_debug_prints_the_traceback_of_a_crash(tmp_path, monkeypatch):
+    def broken(requires):  # type: ignore[no-untyped-def]
+        raise RuntimeError("tool check broke")
+
+    monkeypatch.setattr(run_module, "_missing_tools", broken)
+    monkeypatch.setenv("SPIKE_DEBUG", "1")
+    res = invoke("run", "42", "--repeat", "1", "--out", str(tmp_path))
+    assert res.exit_code == cli.EXIT_DATA and "Traceback" in res.output and "RuntimeError: tool check broke" in res.output

@@ -316,3 +316,23 @@ def test_a_single_repeat_keeps_the_pooled_ranking_and_says_there_is_no_noise_est
     assert "under 5% of the winner's total" in text  # the close call is still flagged without a noise estimate
     index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
     assert "| Option A (9.52 / 10; one repeat: no noise estimate) |" in index
+
+
+class _OtherFake(FakeSpike):
+    number = 43
+    slug = "other"
+    title = "Other Fake"
+
+
+def test_the_index_shows_a_run_that_cannot_be_scored_as_such_and_writes_the_other_rows(tmp_path):
+    broken = _without_latency_of_a(tmp_path)
+    fine = _fixed_run(tmp_path / "second")
+    index = render_index({42: FakeSpike(), 43: _OtherFake()}, {42: broken, 43: fine}, tmp_path / "out")
+    rows = index.read_text().splitlines()
+    row42 = next(r for r in rows if r.startswith("| 42. "))
+    assert "| cannot score spike 42 (a measurement or fact it reads is missing or malformed): " in row42
+    assert "has no measurement 'latency' (KeyError)" in row42 and "none: the run cannot be scored" in row42
+    assert "](spike-42-fake.md)" not in row42 and "(runs/golden-run.json) (full, partial)" in row42
+    assert str(tmp_path) not in row42  # the file is linked relatively, not printed in full
+    row43 = next(r for r in rows if r.startswith("| 43. "))
+    assert "[Other Fake](spike-43-other.md)" in row43 and "| partial run only, 2 step(s) not ok |" in row43 and "| Option A (" in row43

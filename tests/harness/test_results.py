@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import cli, results
-from harness.budget import budget_minutes
+from harness.budget import table_minutes
 from harness.plugin import discover
 from harness.report.render import decision_matrix
 from harness.results import FORMAT_VERSION, ResultsError, RunResult, load, save, scan_runs
@@ -90,14 +90,15 @@ def test_missing_file_is_a_results_error(tmp_path):
         load(tmp_path / "absent.json")
 
 
-def test_latest_runs_picks_the_newest_per_spike(tmp_path):
+def test_scan_runs_orders_runs_by_start_time_not_by_file_name(tmp_path):
     first = run_spike(RunPlan(FakeSpike(), scenarios=["works"], repeat=1), tmp_path)
     data = first.to_dict()
-    data["run_id"] = "zzz-later"
+    data["run_id"] = "000-named-first-started-later"
     data["started_at"] = "2999-01-01T00:00:00+00:00"
     later = RunResult.from_dict(data)
     save(later, tmp_path / "runs")
-    assert results.latest_runs(tmp_path / "runs")[42].run_id == "zzz-later"
+    runs, errors = scan_runs(tmp_path / "runs")
+    assert [r.run_id for r in runs] == [first.run_id, "000-named-first-started-later"] and errors == []
 
 
 @pytest.mark.parametrize(
@@ -273,7 +274,7 @@ def test_upgrade_1_to_2_fills_the_format_2_fields_as_agreed():
     assert up.completion == "interrupted" and up.budget == {"minutes": 3.0, "over": True}
     assert up.source["dirty"] is False and up.source["allow_dirty"] is False
     quick = RunResult.from_dict({**v1, "profile": "quick"})
-    assert quick.budget["minutes"] == pytest.approx(budget_minutes(9, True))
+    assert quick.budget["minutes"] == pytest.approx(table_minutes(9, True))
 
 
 def test_the_v2_sample_is_the_v1_sample_upgraded():
@@ -311,10 +312,13 @@ def test_scan_runs_returns_the_good_runs_and_an_error_per_bad_file(stored):
     good, errors = scan_runs(runs_dir)
     assert [r.run_id for r in good] == [run.run_id]
     assert sorted(str(e).split(":")[0] for e in errors) == [str(runs_dir / "broken.json"), str(runs_dir / "weights.json")]
-    seen: list[ResultsError] = []
-    assert list(results.latest_runs(runs_dir, seen)) == [42] and len(seen) == 2
-    assert [r.run_id for r in results.iter_runs(runs_dir)] == [run.run_id]
+    assert all(isinstance(e, ResultsError) for e in errors)
     assert scan_runs(runs_dir / "absent") == ([], [])
+
+
+def test_the_old_folder_readers_are_gone():
+    # scan_runs is the one way to read a folder; latest_runs and iter_runs had no caller left but tests.
+    assert not hasattr(results, "latest_runs") and not hasattr(results, "iter_runs")
 
 
 # -- through the CLI: exit 4, one line, no traceback ------------------------------------------------------------------------
@@ -331,6 +335,11 @@ def fake_registry(monkeypatch):
 
 def _lines_with(output: str, text: str) -> list[str]:
     return [line for line in output.splitlines() if text in line]
+
+
+def _no_crash(res) -> None:
+    """CliRunner never prints a traceback: an uncaught exception is exit 1 with the exception kept in ``res.exception``."""
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
 
 
 def test_report_skips_a_bad_file_among_good_ones_with_one_warning_line(stored, fake_registry):
@@ -366,9 +375,11 @@ def test_a_scored_measurement_deleted_is_one_line_exit_4(stored, fake_registry):
             sr["measurements"] = []
     _write(run.path, data)
     res = _cli("report", "42", "--out", str(runs_dir.parent))
-    assert res.exit_code == 4 and "Traceback" not in res.output
-    assert res.output.strip().count("\n") == 0
-    assert f"{run.path}: cannot render spike 42" in res.output and "has no measurement 'latency'" in res.output
+    _no_crash(res)
+    assert res.exit_code == 4, res.output
+    (line,) = _lines_with(res.output, "cannot render spike 42")  # one line naming the file and the cause
+    assert line.startswith(f"error: {run.path}: cannot render spike 42") and "has no measurement 'latency'" in line
+    assert "cannot score spike 42" in (runs_dir.parent / "README.md").read_text()  # the index is written, the row says why
 
 
 @pytest.mark.parametrize(
@@ -392,7 +403,8 @@ def test_a_corrupted_copy_of_a_real_run_is_one_line_exit_4(tmp_path, mutate, mes
     assert f"{bad}: {message}" in res.output
     # Among the stored runs, it is named on one warning line and skipped: no empty matrix rendered in its place.
     res = _cli("report", "9", "--out", str(tmp_path))
-    assert "Traceback" not in res.output
+    _no_crash(res)
+    assert res.exit_code == 4, res.output
     (line,) = _lines_with(res.output, str(bad))
     assert message in line
     assert not (tmp_path / "spike-09-message-protocol.md").exists()
@@ -406,7 +418,31 @@ def test_a_deleted_measurement_in_a_real_run_is_named_by_report(tmp_path):
     (tmp_path / "runs").mkdir()
     bad = _write(tmp_path / "runs" / "s09.json", data)
     res = _cli("report", "9", "--out", str(tmp_path))
-    assert res.exit_code == 4 and "Traceback" not in res.output
-    assert res.output.strip().count("\n") == 0
-    assert f"{bad}: cannot " in res.output and "spike 9" in res.output
-    assert "scenario 'type-safety', option 'json' has no measurement 'rejected_fraction'" in res.output
+    _no_crash(res)
+    assert res.exit_code == 4, res.output
+    (line,) = _lines_with(res.output, f"{bad}: cannot ")
+    assert "spike 9" in line and "scenario 'type-safety', option 'json' has no measurement 'rejected_fraction'" in line
+
+
+def test_a_run_that_cannot_be_scored_does_not_stop_report_all_or_the_index(tmp_path, monkeypatch):
+    # The reviewer's case: a real Spike 9 run that loads but cannot be scored, before a spike whose run is fine.
+    monkeypatch.setattr(cli, "_spikes", lambda: {9: discover()[9], 42: FakeSpike()})
+    data = json.loads((FORMATS / "v1.json").read_text())
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "type-safety" and sr["option"] == "json":
+            sr["measurements"] = [m for m in sr["measurements"] if m["name"] != "rejected_fraction"]
+    (tmp_path / "runs").mkdir()
+    bad = _write(tmp_path / "runs" / "s09.json", data)
+    good = run_spike(RunPlan(FakeSpike(), scenarios=["works"], repeat=1), tmp_path)
+    res = _cli("report", "all", "--out", str(tmp_path))
+    _no_crash(res)
+    assert res.exit_code == 4, res.output
+    (line,) = _lines_with(res.output, f"error: {bad}: cannot ")
+    assert (tmp_path / "spike-42-fake.md").is_file() and not (tmp_path / "spike-09-message-protocol.md").exists()
+    assert f"spike 42: rendered {tmp_path / 'spike-42-fake.md'}" in res.output.replace("\n", "")
+    rows = (tmp_path / "README.md").read_text().splitlines()
+    row9 = next(r for r in rows if r.startswith("| 9. "))
+    assert "cannot score spike 9" in row9 and "has no measurement 'rejected_fraction'" in row9
+    assert "(runs/s09.json)" in row9 and str(tmp_path) not in row9  # the row links the run, by a relative path
+    assert good.run_id in next(r for r in rows if r.startswith("| 42. "))
+    assert "spike 9: run " in res.output.splitlines()[-1] and "cannot be scored or rendered" in res.output.splitlines()[-1]

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import subprocess
 
 import pytest
 
 from harness import budget, machine
+from harness.plugin import Measurement, Scenario, ScenarioContext, ScenarioOutput
 from harness.results import load
 from harness.runner import (
     OverallProgress,
+    RunCrashed,
     RunInterrupted,
     RunPlan,
     committed_results_tree,
@@ -110,13 +114,119 @@ def test_a_crash_in_the_harness_stores_the_run_as_interrupted_and_is_raised(tmp_
         if index == 1:
             raise RuntimeError("progress bar broke")
 
-    with pytest.raises(RuntimeError, match="progress bar broke"):
+    with pytest.raises(RunCrashed, match="RuntimeError: progress bar broke") as exc:
         run_spike(RunPlan(CalmSpike(), repeat=1), tmp_path, on_step=on_step)
+    assert isinstance(exc.value.error, RuntimeError) and exc.value.__cause__ is exc.value.error
     (stored,) = (tmp_path / "runs").glob("*.json")
     crashed = load(stored)
+    assert exc.value.run.path == stored and exc.value.log == tmp_path / "runs" / f"{crashed.run_id}.log"
     assert crashed.completion == "interrupted" and crashed.result("works", "a").status == "ok"
     assert "progress bar broke" in crashed.result("works", "b").reason
-    assert "RuntimeError" in (tmp_path / "runs" / f"{crashed.run_id}.log").read_text()
+    log = exc.value.log.read_text()
+    assert "Traceback" in log and "RuntimeError: progress bar broke" in log
+
+
+# -- a step's output is checked as the step finishes: never a stored run that cannot be read back ------------------------
+
+
+def _empty_latency(ctx: ScenarioContext) -> ScenarioOutput:
+    out = ScenarioOutput()
+    out.add("latency", "ms", [])  # e.g. every message was lost
+    out.add("sent", "messages", [100.0], better=None)
+    out.facts["seen"] = 1
+    return out
+
+
+def _nan_latency(ctx: ScenarioContext) -> ScenarioOutput:
+    out = ScenarioOutput()
+    out.add("latency", "ms", [1.0, math.nan] if ctx.option.key == "a" else [2.0, 3.0])
+    out.add("sent", "messages", [100.0], better=None)
+    return out
+
+
+def _bad_facts_and_tags(ctx: ScenarioContext) -> ScenarioOutput:
+    out = ScenarioOutput()
+    out.add("latency", "ms", [1.0])
+    out.measurements.append(Measurement("batch_s", "s", [0.5], {"batch": 1}))  # type: ignore[dict-item]
+    out.facts["ratio"] = math.inf
+    return out
+
+
+class BadOutputSpike(CalmSpike):
+    scenarios = (
+        Scenario("empty", "Empty", "A metric with no samples.", _empty_latency),
+        Scenario("nan", "NaN", "A NaN sample in option a.", _nan_latency),
+        Scenario("odd", "Odd", "A tag that is not a string, and facts JSON cannot hold.", _bad_facts_and_tags),
+        FakeSpike.scenarios[0],
+    )
+
+
+def test_a_measurement_with_no_samples_fails_its_step_and_the_run_still_loads(tmp_path):
+    echoed: list[str] = []
+    run = run_spike(RunPlan(BadOutputSpike(), scenarios=["empty", "works"], repeat=2), tmp_path, echo=echoed.append)
+    back = load(run.path)  # before the check, load refused this file forever: "(latency) has no samples"
+    sr = back.result("empty", "a")
+    assert sr.status == "failed" and "measurement (latency) has no samples" in sr.reason
+    assert [m.name for m in sr.measurements] == ["sent"] and sr.measurement("sent").repeats == [[100.0], [100.0]]
+    assert sr.facts == [{"seen": 1}, {"seen": 1}]  # the step's valid output is kept
+    assert back.result("works", "a").status == "ok"  # the other steps are untouched
+    assert any("has no samples" in line for line in echoed)
+
+
+def test_a_nan_sample_fails_its_step_instead_of_making_save_raise_after_the_run(tmp_path):
+    run = run_spike(RunPlan(BadOutputSpike(), scenarios=["nan", "works"], repeat=1), tmp_path)
+    back = load(run.path)
+    bad, good = back.result("nan", "a"), back.result("nan", "b")
+    assert bad.status == "failed" and "measurement (latency) holds a non-finite or non-numeric sample nan" in bad.reason
+    assert [m.name for m in bad.measurements] == ["sent"]
+    assert good.status == "ok" and good.measurement("latency").repeats == [[2.0, 3.0]]
+    assert json.loads(run.path.read_text())["scenarios"][0]["status"] == "failed"
+
+
+def test_a_tag_that_is_not_a_string_and_facts_json_cannot_hold_fail_the_step(tmp_path):
+    run = run_spike(RunPlan(BadOutputSpike(), scenarios=["odd"], options=["a"], repeat=1), tmp_path)
+    sr = load(run.path).result("odd", "a")
+    assert sr.status == "failed" and "measurement.tags must be an object of strings" in sr.reason
+    assert "repeat 1: facts hold a value a results file cannot store" in sr.reason
+    assert [m.name for m in sr.measurements] == ["latency"] and sr.facts == []
+
+
+def test_an_output_the_harness_cannot_take_apart_fails_the_step_not_the_run(tmp_path):
+    def returns_none(ctx: ScenarioContext) -> ScenarioOutput:
+        return None  # type: ignore[return-value]
+
+    class NoneSpike(CalmSpike):
+        scenarios = (Scenario("none", "None", "Forgets to return its output.", returns_none), FakeSpike.scenarios[0])
+
+    run = run_spike(RunPlan(NoneSpike(), repeat=1), tmp_path)
+    assert run.completion == "complete" and run.result("works", "b").status == "ok"
+    assert run.result("none", "a").status == "failed" and "AttributeError" in run.result("none", "a").reason
+
+
+# -- budgets -----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_budgets(monkeypatch):
+    """The budget table as if every run were allowed a microsecond: any run is over it."""
+    monkeypatch.setattr(budget, "_table", lambda: ({}, 1e-8))
+
+
+def test_budgets_do_not_apply_in_the_test_suite(tmp_path, tiny_budgets):
+    # tests/conftest.py sets SPIKE_NO_BUDGET for every test: a slow machine must not turn a test red.
+    run = run_spike(RunPlan(CalmSpike(), quick=True, repeat=1), tmp_path)
+    assert run.budget == {"minutes": None, "over": False}
+    assert budget.table_minutes(42, True) == 1e-8  # the table is still read: only its enforcement is off
+
+
+def test_without_spike_no_budget_a_run_over_its_budget_is_marked_over(tmp_path, tiny_budgets, monkeypatch):
+    for value in (None, "", "0"):
+        if value is None:
+            monkeypatch.delenv(budget.NO_BUDGET_ENV)
+        else:
+            monkeypatch.setenv(budget.NO_BUDGET_ENV, value)
+        run = run_spike(RunPlan(CalmSpike(), quick=True, repeat=1), tmp_path)
+        assert run.budget == {"minutes": 1e-8, "over": True}, value
 
 
 def _stored_run(tmp_path, duration_s: float, **plan):
