@@ -502,9 +502,17 @@ def _budget_text(run: RunResult) -> str:
 
 
 def _unscorable(spike: Spike, run: RunResult) -> str | None:
-    """Why ``spike`` cannot score ``run`` (the error without the file name, which the row links), or ``None`` when it can."""
+    """Why ``spike`` cannot score or render ``run`` (the error without the file name, which the row links), or ``None``.
+
+    Rendering is checked too (``report()``, cheap: no I/O), so a row never links
+    a document that ``spike report`` could not write for this run.
+    """
     try:
         decision_matrix(spike, run)
+        try:
+            spike.report(run)
+        except _DATA_ERRORS as exc:
+            raise _cannot(spike, run, "render", exc) from exc
     except ResultsError as exc:
         text, prefix = str(exc), f"{run.path or run.run_id}: "
         return text[len(prefix) :] if text.startswith(prefix) else text
@@ -519,9 +527,9 @@ def render_index(
     ``runs`` holds the run each spike's document shows (see :func:`document_runs`);
     ``newest``, the newest stored run of each spike, so a row can say when a
     newer quick, partial or interrupted run exists but was kept out.
-    A run that loads but that its spike cannot score gets the status "cannot
-    score: REASON" and no document link; one such run never costs the index its
-    other rows.
+    A run that loads but that its spike cannot score or render gets the status
+    "cannot score: REASON" (or "cannot render spike N ...") and no document link;
+    one such run never costs the index its other rows.
     """
     rows = []
     for number, spike in spikes.items():
@@ -539,7 +547,7 @@ def render_index(
         cannot = None if run is None else _unscorable(spike, run)
         if run is not None and cannot is not None:
             row.update(
-                status=cannot if cannot.startswith("cannot score") else f"cannot score: {cannot}",
+                status=cannot if cannot.startswith(("cannot score", "cannot render")) else f"cannot score: {cannot}",
                 recommendation="none: the run cannot be scored",
                 last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
                 run_file=_rel(run.path, out_dir) if run.path else None,

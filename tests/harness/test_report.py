@@ -336,3 +336,17 @@ def test_the_index_shows_a_run_that_cannot_be_scored_as_such_and_writes_the_othe
     assert str(tmp_path) not in row42  # the file is linked relatively, not printed in full
     row43 = next(r for r in rows if r.startswith("| 43. "))
     assert "[Other Fake](spike-43-other.md)" in row43 and "| partial run only, 2 step(s) not ok |" in row43 and "| Option A (" in row43
+
+
+class _RenderFails(FakeSpike):
+    """Scores fine, but its report() reads a fact the stored run lacks."""
+
+    def report(self, run: RunResult):  # type: ignore[no-untyped-def]
+        return run.ok("works", "a").fact["never_stored"]
+
+
+def test_the_index_does_not_link_a_document_the_run_cannot_be_rendered_into(tmp_path):
+    run = _fixed_run(tmp_path)
+    row = next(r for r in render_index({42: _RenderFails()}, {42: run}, tmp_path / "out").read_text().splitlines() if r.startswith("| 42."))
+    assert "| cannot render spike 42 (a measurement or fact it reads is missing or malformed): 'never_stored' is missing" in row
+    assert "](spike-42-fake.md)" not in row
