@@ -548,7 +548,7 @@ def render_index(
         if run is not None and cannot is not None:
             row.update(
                 status=cannot if cannot.startswith(("cannot score", "cannot render")) else f"cannot score: {cannot}",
-                recommendation="none: the run cannot be scored",
+                recommendation="none (see the status)",
                 last_run=run.started_at.replace("T", " ").replace("+00:00", " UTC"),
                 run_file=_rel(run.path, out_dir) if run.path else None,
                 profile=run.profile,
