@@ -27,8 +27,9 @@ upgrade to WebSocket (a busy machine) the whole buffer goes in one HTTP
 long-polling POST. python-engineio refuses a payload of more than 16 packets
 (``engineio.payload.Payload.max_decode_packets``), logs "Too many packets in
 payload" and still answers 200, so the client never learns that the buffer
-(about 0.8 s of messages at 50 ms) was dropped: ``reconnect_transport`` is
-then ``polling`` and those messages count as lost while disconnected.
+(17 or more messages: an outage over about 0.8 s at one message per 50 ms)
+was dropped: ``reconnect_transport`` is then ``polling`` and those messages
+count as lost while disconnected.
 """
 
 from __future__ import annotations
