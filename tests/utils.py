@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["UNIT", "MS", "in_ci", "missing_program", "require_program", "MISSING_MARK"]
+__all__ = ["UNIT", "MS", "in_ci", "missing_program", "require_program", "MISSING_MARK", "as_from_a_terminal"]
 
 #: Every timeout in the tests is a multiple of this, in seconds. Set
 #: SPIKE_TEST_TIME_SCALE=3 on a slow machine instead of editing timeouts.
@@ -48,3 +48,16 @@ def require_program(*names: str) -> None:
                 missing_program(f"playwright (the Python package) {MISSING_MARK}")
         elif machine.find_tool(name) is None:
             missing_program(f"{name} {MISSING_MARK} (install: {machine.EXTERNAL_TOOLS[name].install})")
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT back to its default action.
+
+    A shell starts background jobs with SIGINT ignored (``cmd &`` in a script, as a CI
+    loop or ``nohup`` does), children inherit that, and Python then never raises
+    KeyboardInterrupt: the command under test would not even see the Ctrl-C the test
+    sends. A terminal's foreground job has the default action, which is what is tested.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.utils import UNIT
+from tests.utils import UNIT, as_from_a_terminal
 
 pytestmark = pytest.mark.slow  # a whole run of the command, with a real server
 
@@ -79,7 +79,16 @@ def test_ctrl_c_during_a_run_exits_130_stores_the_partial_run_and_leaves_no_proc
     argv = [sys.executable, "-c", CHILD, "run", "42", "--quick", "--repeat", "1", "--out", str(out), "--author", "ctrl-c test"]
     stdout_path = tmp_path / "stdout.txt"
     with stdout_path.open("w") as stdout_file:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=stdout_file, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=stdout_file,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=as_from_a_terminal,
+        )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
     reader.start()

@@ -30,7 +30,7 @@ from harness.process import (
     pin_plan,
     port_in_use,
 )
-from tests.utils import UNIT
+from tests.utils import UNIT, as_from_a_terminal
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,6 +278,7 @@ def test_a_signalled_or_crashing_harness_leaves_no_server_behind(tmp_path, how):
         text=True,
         cwd=ROOT,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
     watchdog = threading.Timer(30 * UNIT, driver.kill)  # a hung driver must fail the test, not hang it
     watchdog.start()
