@@ -478,8 +478,9 @@ def run(
                 f"a {result.profile}, {result.completion} run does not replace the full-profile document in {out}; "
                 "--allow-partial lets it (`spike report --allow-partial` does it later)"
             )
-        if decision.best:
-            console.print(f"recommendation: [bold {'yellow' if decision.tie else 'green'}]{escape(decision.label)}[/]")
+        if decision.best or decision.none_qualifies:
+            color = "yellow" if decision.tie or decision.none_qualifies else "green"
+            console.print(f"recommendation: [bold {color}]{escape(decision.label)}[/]")
         if not_run:
             console.print(f"[yellow]{len(not_run)} step(s) not run[/] (missing programs; see the document's Method)")
         if failed:

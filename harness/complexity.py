@@ -1,4 +1,7 @@
-"""The complexity criterion, measured from an option's POC code rather than judged."""
+"""What the Complexity criterion reads: lines of each option's POC code and its dependencies, counted at run time.
+
+The criterion itself (line-equivalents and their utility) is the decision layer's: ``harness.decide.model.complexity_part``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,7 @@ from typing import Any
 
 from harness.plugin import Option
 
-__all__ = ["count_lines", "measure", "score", "FORMULA", "DEPENDENCY_LINES"]
-
-#: A third-party dependency counts as this many lines: code you did not write but must upgrade, audit and ship.
-DEPENDENCY_LINES = 25
-FORMULA = (
-    f"cost = lines of POC code + {DEPENDENCY_LINES} x third-party dependencies (measured from the files linked under Code/Artifacts); "
-    "10 x (lowest cost / this option's cost)."
-)
+__all__ = ["count_lines", "measure"]
 
 _COMMENT_PREFIXES = {".py": ("#",), ".proto": ("//",), ".js": ("//",), ".mjs": ("//",), ".ts": ("//",), ".svelte": ("//", "<!--")}
 
@@ -67,17 +63,3 @@ def measure(package_dir: Path, option: Option) -> dict[str, Any]:
         "dependencies": list(option.dependencies),
         "dependency_count": len(option.dependencies),
     }
-
-
-def score(complexity: dict[str, dict[str, Any]]) -> dict[str, tuple[float, str]]:
-    """The complexity criterion for every option of a run: (0..10 score, the measured basis)."""
-    cost = {o: c["loc"] + DEPENDENCY_LINES * c["dependency_count"] for o, c in complexity.items()}
-    if not cost:
-        return {}
-    best = min(cost.values()) or 1
-    out = {}
-    for o, c in complexity.items():
-        n = c["dependency_count"]
-        basis = f"{c['loc']} lines of POC code, {n} third-party {'dependency' if n == 1 else 'dependencies'}"
-        out[o] = (10 * best / max(cost[o], 1), basis)
-    return out

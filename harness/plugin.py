@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from harness.decide.model import Criterion, Gate
     from harness.results import RunResult
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "ScenarioContext",
     "Measurement",
     "ScenarioOutput",
-    "CriterionScore",
-    "Scoring",
     "Table",
     "Chart",
     "Finding",
@@ -43,7 +42,6 @@ __all__ = [
     "NotRunnable",
     "discover",
     "source_hash",
-    "criterion_findings",
 ]
 
 log = logging.getLogger(__name__)
@@ -153,22 +151,6 @@ class ScenarioOutput:
         self.measurements.append(Measurement(name, unit, [float(s) for s in samples], dict(tags), better))
 
 
-@dataclass(frozen=True)
-class CriterionScore:
-    """A 0..10 score and the measured value it came from, in words."""
-
-    score: float
-    basis: str
-
-
-@dataclass
-class Scoring:
-    """Scores per option and criterion, and the formula used for each criterion."""
-
-    scores: dict[str, dict[str, CriterionScore]]
-    formulas: dict[str, str]
-
-
 @dataclass
 class Table:
     """A Markdown table in the Results section; every cell comes from stored data."""
@@ -220,9 +202,13 @@ class ReportContent:
 class Spike:
     """Base class of spike plugins: subclass it and fill in the class attributes.
 
-    A subclass implements :meth:`score` and :meth:`report`; both read only the
-    stored :class:`~harness.results.RunResult`, so ``spike report`` can
-    re-render a document without running anything.
+    A subclass declares its ``criteria`` and ``gates`` as data
+    (:mod:`harness.decide`): the harness scores them, never the spike. It
+    implements :meth:`report`, which reads only the stored
+    :class:`~harness.results.RunResult`, so ``spike report`` can re-render a
+    document without running anything. The Complexity criterion is the
+    harness's own; ``ships_anyway`` names the dependencies it does not count
+    (the app ships them whichever option wins).
     """
 
     number: int
@@ -234,14 +220,17 @@ class Spike:
     options: Sequence[Option] = ()
     scenarios: Sequence[Scenario] = ()
     weights: Mapping[str, int] = DEFAULT_WEIGHTS
+    #: What the options are judged on, and what they must pass (``harness.decide``).
+    criteria: Sequence[Criterion] = ()
+    gates: Sequence[Gate] = ()
+    ships_anyway: tuple[str, ...] = ()
+    #: The smallest lead, relative to the best weighted total, that is not a tie.
+    tie_margin: float = 0.05
     #: Repeats per scenario and option unless ``--repeat`` says otherwise.
     default_repeat: int = 5
     quick_repeat: int = 3
     #: The package directory, for code links, complexity and the source hash.
     package_dir: Path
-
-    def score(self, run: RunResult) -> Scoring:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def report(self, run: RunResult) -> ReportContent:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -274,6 +263,15 @@ class Spike:
             raise SpikeLoadError(f"spike {self.number}: declares no options or no scenarios")
         if sum(self.weights.values()) != 100:
             raise SpikeLoadError(f"spike {self.number}: criterion weights add up to {sum(self.weights.values())}, not 100")
+        names = [c.name for c in self.criteria]
+        if len(set(names)) != len(names):
+            raise SpikeLoadError(f"spike {self.number}: a criterion is declared twice")
+        undeclared = [c for c in self.weights if c not in names and c != "Complexity"]
+        if undeclared:
+            raise SpikeLoadError(f"spike {self.number}: weighted criteria with no declaration: {', '.join(undeclared)}")
+        unweighted = [c for c in names if c not in self.weights]
+        if unweighted:
+            raise SpikeLoadError(f"spike {self.number}: declared criteria with no weight: {', '.join(unweighted)}")
 
 
 class NotRunnable(Exception):
@@ -320,10 +318,10 @@ HARNESS_DIR = Path(__file__).resolve().parent
 #: Folders and files whose name starts with a dot (``.svelte-kit``, ``.gitignore``) are skipped too.
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "build", "dist"})
 _SKIPPED_DIR_SUFFIXES = (".egg-info",)
-#: Parts of the harness that cannot change a measurement, relative to ``harness/``: the renderer and the
-#: command line (``spike report`` re-applies them to stored runs), ``compare`` (reads stored runs only),
+#: Parts of the harness that cannot change a measurement, relative to ``harness/``: the renderer, the decision
+#: layer and the command line (``spike report`` re-applies them to stored runs), ``compare`` (reads stored runs only),
 #: and the budget table (it judges a run's wall time, it does not change what is measured).
-_HARNESS_NOT_HASHED = frozenset({"report", "cli.py", "compare.py", "budget.py", "budgets.toml"})
+_HARNESS_NOT_HASHED = frozenset({"report", "decide", "cli.py", "compare.py", "budget.py", "budgets.toml"})
 
 
 def _skipped(name: str) -> bool:
@@ -348,11 +346,11 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     The rule: every file of the spike's own package, whatever its extension (code, ``.proto``,
     lock files, replayed traces such as ``automerge-paper.json.gz``), plus every file of the
     ``harness`` package that runs or measures, which is all of it except ``harness/report/``,
-    ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``. A spike's measurements run
+    ``harness/decide/``, ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``. A spike's measurements run
     through harness modules (runner, process, probes, load engine, services), so a change there
     marks its stored runs stale too; hashing the package rather than tracing imports is the simple
     rule that cannot miss a module. ``results.py`` stays in: it defines what a run stores.
-    The parts left out cannot change a measurement: the renderer and the CLI are re-applied to
+    The parts left out cannot change a measurement: the renderer, the decision layer and the CLI are re-applied to
     stored runs by ``spike report``, ``compare`` only reads stored runs, and the budget table
     judges a run's duration. Skipped everywhere: ``__pycache__``, ``node_modules`` (the lock
     files that pin it are hashed), build outputs (``build``, ``dist``, ``*.egg-info``) and names
@@ -370,25 +368,3 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
             h.update(path.read_bytes())
             h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-def criterion_findings(scoring: Scoring, criteria: Sequence[str], good: float = 7.5, bad: float = 5.0) -> list[Finding]:
-    """Good/Bad points from scores: the best option and any at or above ``good``, the worst and any below ``bad``.
-
-    Each point cites the measured basis of its score, so no finding is written by hand.
-    """
-    out = []
-    for crit in criteria:
-        have = {o: s[crit] for o, s in scoring.scores.items() if crit in s}
-        if len(have) < 2:
-            continue
-        best = max(c.score for c in have.values())
-        worst = min(c.score for c in have.values())
-        for o, cs in have.items():
-            if cs.score == best or (cs.score >= good and cs.score != worst):
-                note = " (best)" if cs.score == best else ""
-                out.append(Finding(o, True, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
-            elif cs.score == worst or cs.score < bad:
-                note = " (worst)" if cs.score == worst else ""
-                out.append(Finding(o, False, f"{crit.lower()} scores {cs.score:.1f}{note}: {cs.basis}."))
-    return out

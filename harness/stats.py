@@ -57,23 +57,7 @@ __all__ = [
     "exact_value",
     "relative_change",
     "fmt_num",
-    "geomean",
-    "relative_to_best",
 ]
-
-
-def relative_to_best(values: dict[str, float | None], lower_is_better: bool) -> dict[str, float | None]:
-    """Each option's value as a fraction of the best one (1.0 for the best); None where nothing positive was measured."""
-    have = {o: v for o, v in values.items() if v is not None and v > 0}
-    if not have:
-        return {o: None for o in values}
-    best = min(have.values()) if lower_is_better else max(have.values())
-    return {o: ((best / have[o]) if lower_is_better else (have[o] / best)) if o in have else None for o in values}
-
-
-def geomean(xs: Sequence[float]) -> float:
-    """Geometric mean of positive numbers (ratios to the best option, in the spikes' scores)."""
-    return math.exp(sum(math.log(max(x, 1e-12)) for x in xs) / len(xs))
 
 
 @dataclass(frozen=True)

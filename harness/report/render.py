@@ -1,16 +1,11 @@
 """Render outcome documents and the index from stored runs, through Jinja2 templates.
 
-Nothing here measures or decides by hand: tables, charts and findings come from
-the spike's ``report()``, scores from its ``score()``, the recommendation is
-the best weighted total of the decision matrix, and every one of those reads
-only the stored run.
-
-A recommendation is a tie when the repeats cannot tell the best option from a
-runner-up (:func:`decide`): each option's weighted total is also computed on
-each repeat alone, and the per-repeat totals go through the same rule as
-``spike compare`` (``harness.stats.tied``: the repeat is the unit of evidence).
-The document, the index row and the ``spike run`` console line then say "tie"
-instead of naming a winner.
+Nothing here measures or decides by hand: tables and charts come from the
+spike's ``report()``; scores, gates, ties, sensitivity and the criterion
+findings from the harness's decision layer (:mod:`harness.decide`) applied to
+the spike's declared criteria; every one of those reads only the stored run.
+A tie or "none qualifies" is said the same way in the document, the index row
+and the ``spike run`` console line.
 
 Which run a spike's document shows: the newest full-profile, complete run in
 the folder. A quick, partial or interrupted run never replaces it unless the
@@ -22,28 +17,24 @@ document and index row name the run they come from.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from harness.plugin import Spike, source_hash
+from harness.decide import Decision, evaluate
+from harness.decide.engine import _and
+from harness.decide.model import DEPENDENCY_LINES
+from harness.plugin import Finding, Spike, Table, source_hash
 from harness.report.charts import draw
 from harness.results import ResultsError, RunResult, ScoringError
-from harness.stats import Separation, fmt_num, separate, tied
+from harness.stats import fmt_num
 
 __all__ = [
-    "Matrix",
-    "decision_matrix",
-    "repeat_winners",
-    "repeat_totals",
-    "Decision",
     "decide",
-    "TOTAL_MIN_EFFECT",
+    "findings",
     "render_spike",
     "render_index",
     "document_name",
@@ -106,31 +97,6 @@ def document_name(spike_number: int, slug: str) -> str:
     return f"spike-{spike_number:02d}-{slug}.md"
 
 
-@dataclass
-class Matrix:
-    """The seed's decision matrix filled from a run's scores."""
-
-    criteria: list[str]
-    weights: dict[str, int]
-    options: list[str]
-    titles: dict[str, str]
-    scores: dict[str, dict[str, float | None]]
-    bases: dict[str, dict[str, str]]
-    formulas: dict[str, str]
-    totals: dict[str, float | None]
-
-    @property
-    def ranking(self) -> list[str]:
-        """Options with a complete score, best weighted total first."""
-        ok = [o for o in self.options if self.totals[o] is not None]
-        return sorted(ok, key=lambda o: -self.totals[o])  # type: ignore[operator]
-
-    @property
-    def best(self) -> str | None:
-        r = self.ranking
-        return r[0] if r else None
-
-
 def _check_options(spike: Spike, run: RunResult) -> None:
     known = {o.key for o in spike.options}
     unknown = [o for o in run.options if o not in known]
@@ -156,254 +122,76 @@ def _cannot(spike: Spike, run: RunResult, what: str, exc: Exception) -> ScoringE
     )
 
 
-def decision_matrix(spike: Spike, run: RunResult) -> Matrix:
-    """Score the run and weigh the scores with the run's weights."""
+def decide(spike: Spike, run: RunResult) -> Decision:
+    """The run judged by the spike's declared criteria and gates (:func:`harness.decide.evaluate`).
+
+    A stored run that lacks or mangles a value a criterion reads is one line
+    naming the file (:class:`ScoringError`, exit 4), never a traceback.
+    """
     _check_options(spike, run)
     try:
-        scoring = spike.score(run)
+        return evaluate(spike, run)
     except _DATA_ERRORS as exc:
         raise _cannot(spike, run, "score", exc) from exc
-    weights = run.weights or dict(spike.weights)
-    options = [o for o in run.options if o in scoring.scores]
-    titles = {o.key: o.title for o in spike.options}
-    scores: dict[str, dict[str, float | None]] = {}
-    bases: dict[str, dict[str, str]] = {}
-    totals: dict[str, float | None] = {}
-    for opt in options:
-        scores[opt] = {}
-        bases[opt] = {}
-        total = 0.0
-        complete = True
-        for crit, w in weights.items():
-            cs = scoring.scores[opt].get(crit)
-            value = None if cs is None else cs.score
-            scores[opt][crit] = None if value is None else round(max(0.0, min(10.0, value)), 1)
-            bases[opt][crit] = "not measured" if cs is None else cs.basis
-            if value is None:
-                complete = False
-            else:
-                total += w * max(0.0, min(10.0, value)) / 100
-        totals[opt] = round(total, 2) if complete else None
-    return Matrix(list(weights), weights, options, titles, scores, bases, scoring.formulas, totals)
 
 
-def _repeat_view(run: RunResult, k: int) -> RunResult:
-    """The run as if only repeat ``k`` had been made (steps with fewer repeats keep their last one)."""
-    scenarios = []
-    for sr in run.scenarios:
-        ms = []
-        for m in sr.measurements:
-            if m.repeats:
-                ms.append(dataclasses.replace(m, repeats=[m.repeats[min(k, len(m.repeats) - 1)]]))
-        facts = [sr.facts[min(k, len(sr.facts) - 1)]] if sr.facts else []
-        durations = [sr.durations_s[min(k, len(sr.durations_s) - 1)]] if sr.durations_s else []
-        scenarios.append(dataclasses.replace(sr, measurements=ms, facts=facts, durations_s=durations))
-    return dataclasses.replace(run, scenarios=scenarios)
+def findings(decision: Decision, good: float = 7.5, bad: float = 5.0) -> list[Finding]:
+    """Good/Bad points from the decision: gate failures, then per criterion the best (and ties) and the worst.
 
+    Good: at least ``good`` (and not the worst, unless tied best). Bad: under ``bad``, or the worst
+    by a point or more while under ``good`` (a worst of 9.7 out of 10 is not a weakness).
 
-#: The smallest difference between two weighted totals (0..10) that matters, relative to the best option's total.
-#: 5%: 0.4 of 8 points, about what one criterion weighted 20% moves when its score shifts by two points; a smaller
-#: lead is a tie whatever the repeats say (the rule's "small changes"), a larger one must also show in the repeats.
-TOTAL_MIN_EFFECT = 0.05
-
-
-def _repeat_count(run: RunResult) -> int:
-    return max((len(m.repeats) for sr in run.scenarios for m in sr.measurements), default=0)
-
-
-def _repeat_matrices(spike: Spike, run: RunResult) -> list[Matrix | None]:
-    """The decision matrix of each repeat alone (``None`` where a repeat cannot be scored alone); empty with fewer than 2 repeats."""
-    n = _repeat_count(run)
-    if n < 2:
-        return []
-    out: list[Matrix | None] = []
-    for k in range(n):
-        try:
-            out.append(decision_matrix(spike, _repeat_view(run, k)))
-        except ScoringError:  # a score needing more samples than one repeat has
-            out.append(None)
+    Each point cites the measured basis of its score, so no finding is written by hand.
+    """
+    out = [Finding(o, False, f"it {g.text} ({g.gate.why}).") for o in decision.options for g in decision.failed_gates(o)]
+    for crit in decision.criteria:
+        if crit in decision.left_out:
+            continue
+        have = {o: decision.cells[o][crit] for o in decision.options if decision.cells[o][crit].score is not None}
+        if len(have) < 2:
+            continue
+        scores = {o: c.score or 0.0 for o, c in have.items()}
+        best, worst = max(scores.values()), min(scores.values())
+        for o, cell in have.items():
+            shown = f"{crit.lower()} scores {scores[o]:.1f}"
+            if scores[o] >= good and (cell.tied_best or scores[o] != worst):
+                tied = [decision.title(x) for x in have if x != o and have[x].tied_best]
+                note = (f" (tied best with {_and(tied)})" if tied else " (best)") if cell.tied_best else ""
+                out.append(Finding(o, True, f"{shown}{note}: {cell.basis}."))
+            elif scores[o] < bad or (scores[o] == worst and best - worst >= 1.0 and scores[o] < good):
+                note = " (worst)" if scores[o] == worst else ""
+                out.append(Finding(o, False, f"{shown}{note}: {cell.basis}."))
     return out
 
 
-def _totals_of(matrices: Sequence[Matrix | None], options: Iterable[str]) -> dict[str, list[float | None]]:
-    return {o: [None if m is None else m.totals.get(o) for m in matrices] for o in options}
-
-
-def repeat_totals(spike: Spike, run: RunResult) -> dict[str, list[float | None]]:
-    """Each option's weighted total scored on each repeat alone (``None`` for a repeat whose scores are incomplete).
-
-    Empty with fewer than 2 repeats. These totals are the evidence behind a tie (:func:`decide`).
-    """
-    return _totals_of(_repeat_matrices(spike, run), run.options)
-
-
-def repeat_winners(spike: Spike, run: RunResult) -> list[str | None]:
-    """The best option of the decision matrix scored on each repeat alone.
-
-    Shows whether the recommendation is stable across repeats or rests on the
-    pooled medians only. A repeat whose scores are incomplete gives ``None``.
-    """
-    return [None if m is None else m.best for m in _repeat_matrices(spike, run)]
-
-
-@dataclass
-class Decision:
-    """The recommendation: the pooled matrix, and whether the repeats separate its best option from the runners-up.
-
-    ``tied_with`` holds the runners-up whose per-repeat totals are tied with the
-    best's (:func:`harness.stats.tied`, min effect :data:`TOTAL_MIN_EFFECT`);
-    ``evidence`` explains, for each runner-up, why it is or is not tied.
-    Without a noise estimate (fewer than 2 repeats) nothing is tied and the
-    pooled ranking stands, marked as such.
-    """
-
-    matrix: Matrix
-    repeat_totals: dict[str, list[float | None]]
-    repeat_winners: list[str | None]
-    tied_with: list[str]
-    evidence: dict[str, str]
-    noise_estimate: bool
-    more_repeats_could_separate: bool = False  # a tied runner-up differs by enough to matter; only the repeats do not settle it
-
-    @property
-    def best(self) -> str | None:
-        return self.matrix.best
-
-    @property
-    def runner_up(self) -> str | None:
-        r = self.matrix.ranking
-        return r[1] if len(r) > 1 else None
-
-    @property
-    def tie(self) -> bool:
-        return bool(self.tied_with)
-
-    @property
-    def tied(self) -> list[str]:
-        """The options a tie is between, best pooled total first (just the best when not tied)."""
-        return [self.best, *self.tied_with] if self.best else []
-
-    @property
-    def margin(self) -> float | None:
-        """Points between the best pooled total and the next one."""
-        if self.best is None or self.runner_up is None:
-            return None
-        return self.matrix.totals[self.best] - self.matrix.totals[self.runner_up]  # type: ignore[operator]
-
-    @property
-    def label(self) -> str:
-        """One line for the index row and the ``spike run`` console: the winner, or "tie: A / B", with the totals."""
-        t = self.matrix.titles
-        if self.best is None:
-            return "none: incomplete scores"
-        if self.tie:
-            names = " / ".join(t.get(o, o) for o in self.tied)
-            return f"tie: {names} ({' / '.join(f'{self.matrix.totals[o]:.2f}' for o in self.tied)} of 10, within noise)"
-        note = "" if self.noise_estimate or self.runner_up is None else f"; {self.no_noise_why}"
-        return f"{t.get(self.best, self.best)} ({self.matrix.totals[self.best]:.2f} / 10{note})"
-
-    @property
-    def no_noise_why(self) -> str:
-        """Why there is no noise estimate (empty when there is one)."""
-        if self.noise_estimate:
-            return ""
-        if len(self.repeat_totals.get(self.best or "", [])) < 2:
-            return "one repeat: no noise estimate"
-        return f"{self.matrix.titles.get(self.best or '', self.best)} cannot be scored on two repeats alone: no noise estimate"
-
-    def tie_names(self, bold: bool = False) -> str:
-        """The tied options' titles, "A and B" or "A, B and C"."""
-        names = [self.matrix.titles.get(o, o) for o in self.tied]
-        return _and([f"**{n}**" if bold else n for n in names])
-
-    def tie_totals(self) -> str:
-        return _and([f"{self.matrix.totals[o]:.2f}" for o in self.tied])
-
-    def tie_evidence(self) -> str:
-        """Why each runner-up is tied with the best option, in words."""
-        if len(self.tied_with) == 1:
-            return self.evidence[self.tied_with[0]]
-        return "; ".join(f"{self.matrix.titles.get(o, o)}: {self.evidence[o]}" for o in self.tied_with)
-
-    def pooled_ranking(self) -> str:
-        """The ranking of the pooled matrix, "1. A 8.10, 2. B 7.90"."""
-        return ", ".join(f"{i}. {self.matrix.titles.get(o, o)} {self.matrix.totals[o]:.2f}" for i, o in enumerate(self.matrix.ranking, 1))
-
-    def repeat_totals_text(self) -> str:
-        """The per-repeat totals of the ranked options, e.g. "Option A 9.52, 8.70; Option B 4.88, 4.65"."""
-        parts = []
-        for o in self.matrix.ranking:
-            values = ", ".join("n/a" if v is None else f"{v:.2f}" for v in self.repeat_totals.get(o, []))
-            parts.append(f"{self.matrix.titles.get(o, o)} {values}")
-        return "; ".join(parts)
-
-
-def _and(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
-
-
-def _evidence_words(best: str, other: str, titles: Mapping[str, str], sep: Separation, tie: bool) -> str:
-    """The per-repeat evidence between the best option and a runner-up, in words (``Separation.why``, made specific)."""
-    a, b = titles.get(best, best), titles.get(other, other)
-    reps = f"{sep.n_a} vs {sep.n_b} repeats"
-    if not tie:
-        if sep.evidence == "apart":
-            return (
-                f"separated: every repeat of {a} above every repeat of {b} "
-                f"({reps}: a likely difference; too few repeats for a significance test, whose smallest possible p is {sep.min_p:.2g})"
-            )
-        if sep.evidence == "exact":
-            return f"separated: every repeat gives {a} {sep.a:.2f} and {b} {sep.b:.2f}"
-        return f"separated: {a} above {b} over the repeats ({sep.why})"
-    if sep.change > 0 and sep.separated:
-        return f"the per-repeat totals put {b} above {a} ({sep.why}), the pooled totals {a} above {b}"
-    if sep.evidence == "too few repeats":
-        return f"their per-repeat totals overlap ({sep.why})"
-    if sep.evidence in ("below min effect", "same"):
-        return (
-            f"{b} is within {TOTAL_MIN_EFFECT:.0%} of {a}: the medians of their per-repeat totals, "
-            f"{sep.a:.2f} and {sep.b:.2f}, differ by {abs(sep.change):.1%}"
+def _complexity_table(spike: Spike, run: RunResult) -> Table:
+    """The harness's table behind the Complexity criterion: lines, and the dependencies counted and not counted."""
+    anyway = set(spike.ships_anyway)
+    rows = []
+    for o in spike.options:
+        cx = run.complexity.get(o.key)
+        if o.key not in run.options or not cx:
+            continue
+        deps = list(cx.get("dependencies", []))
+        counted = [d for d in deps if d not in anyway]
+        rows.append(
+            [
+                o.title,
+                str(cx.get("loc")),
+                ", ".join(counted) or "none",
+                ", ".join(d for d in deps if d in anyway) or "none",
+                fmt_num(float(cx.get("loc", 0)) + DEPENDENCY_LINES * len(counted)),
+            ]
         )
-    if sep.evidence == "not significant":
-        return f"their per-repeat totals do not differ significantly ({sep.why}; not below {sep.alpha:g})"
-    return sep.why
-
-
-def decide(spike: Spike, run: RunResult) -> Decision:
-    """The decision matrix of the run, and which runners-up the per-repeat totals cannot tell from the best option.
-
-    Each option is scored on each repeat alone (every repeat's weighted total);
-    a runner-up is tied with the best when ``harness.stats.tied`` says so over
-    those totals, one value per repeat, with :data:`TOTAL_MIN_EFFECT`. A runner-up
-    that the per-repeat totals put *above* the best is tied too: the pooled and
-    per-repeat orders disagree. With a single repeat (or a best option that
-    cannot be scored on two repeats alone) there is no noise estimate: the
-    pooled ranking stands and says so.
-    """
-    matrix = decision_matrix(spike, run)
-    matrices = _repeat_matrices(spike, run)
-    totals = _totals_of(matrices, matrix.options)
-    winners = [None if m is None else m.best for m in matrices]
-    best = matrix.best
-    tied_with: list[str] = []
-    evidence: dict[str, str] = {}
-    more = False
-    best_values = [t for t in totals.get(best, []) if t is not None] if best else []
-    noise = len(best_values) >= 2
-    if best is not None and noise:
-        for other in matrix.ranking[1:]:
-            values = [t for t in totals.get(other, []) if t is not None]
-            if not values:
-                evidence[other] = f"{matrix.titles.get(other, other)} cannot be scored on one repeat alone: no noise estimate"
-                continue
-            a, b = [[t] for t in best_values], [[t] for t in values]
-            sep = separate(a, b, min_effect=TOTAL_MIN_EFFECT)  # the same rule as tied(), for its evidence in words
-            tie = tied(a, b, TOTAL_MIN_EFFECT) or sep.change > 0
-            evidence[other] = _evidence_words(best, other, matrix.titles, sep, tie)
-            if tie:
-                tied_with.append(other)
-                more |= sep.evidence not in ("below min effect", "same")
-    return Decision(matrix, totals, winners, tied_with, evidence, noise, more)
+    note = f"Line-equivalents = lines of POC code + {DEPENDENCY_LINES} per dependency counted (the Complexity criterion)."
+    if anyway:
+        note += f" Not counted: what the app ships whichever option wins ({', '.join(sorted(anyway))})."
+    return Table(
+        "Implementation size (Complexity criterion)",
+        ["Option", "Lines of POC code", "Dependencies counted", "Not counted", "Line-equivalents"],
+        rows,
+        note,
+    )
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -419,7 +207,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     except _DATA_ERRORS as exc:
         raise _cannot(spike, run, "render", exc) from exc
     decision = decide(spike, run)
-    matrix = decision.matrix
+    content.tables.append(_complexity_table(spike, run))
     chart_dir = out_dir / "charts"
     charts = []
     for chart in content.charts:
@@ -448,8 +236,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     if run.parameters.get("repeat") not in (None, default_repeat):
         command += f" --repeat {run.parameters['repeat']}"
     budget_minutes = run.budget.get("minutes")
-    top_two = [t for t in (matrix.totals[o] for o in matrix.ranking[:2]) if t is not None]  # ranked totals are never None
     winners = decision.repeat_winners
+    points = findings(decision) + list(content.findings)
     scen_titles = {s.key: s for s in spike.scenarios}
     ctx: dict[str, Any] = {
         "spike": spike,
@@ -466,15 +254,13 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "memory_gib": run.machine.get("memory_total_bytes", 0) / 2**30,
         "content": content,
         "charts": charts,
-        "matrix": matrix,
-        "decision": decision,
-        "best": matrix.best,
-        "runner_up": matrix.ranking[1] if len(matrix.ranking) > 1 else None,
-        "close_call": len(top_two) == 2 and (top_two[0] - top_two[1]) < TOTAL_MIN_EFFECT * top_two[0],
-        "min_effect_pct": f"{TOTAL_MIN_EFFECT:.0%}",
-        "repeat_winners": [matrix.titles.get(w, w) if w else "incomplete" for w in winners],
-        "repeat_wins": sum(1 for w in winners if w == matrix.best),
-        "findings": {o: [f for f in content.findings if f.option == o] for o in matrix.options},
+        "d": decision,
+        "best": decision.best,
+        "runner_up": decision.runner_up,
+        "min_effect_pct": f"{decision.tie_margin:.0%}",
+        "repeat_winners": [decision.title(w) if w else "incomplete" for w in winners],
+        "repeat_wins": sum(1 for w in winners if w == decision.best),
+        "findings": {o: [f for f in points if f.option == o] for o in decision.options},
         "code": code,
         "not_ok": not_ok,
         "run_file": _rel(run.path, out_dir) if run.path else None,
@@ -508,7 +294,7 @@ def _unscorable(spike: Spike, run: RunResult) -> str | None:
     a document that ``spike report`` could not write for this run.
     """
     try:
-        decision_matrix(spike, run)
+        decide(spike, run)
         try:
             spike.report(run)
         except _DATA_ERRORS as exc:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness import complexity
+from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
 from harness.load.spec import CLIENT_BOUND_CPU
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num, geomean, relative_to_best
+from harness.stats import fmt_num
 from spikes.s01_websocket_impl import scenarios as _sc
 
 __all__ = ["WebSocketImplSpike", "spike"]
@@ -144,6 +144,147 @@ def _kib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1024:.1f} KiB"
 
 
+#: A reconnection that never happened counts as this many milliseconds (past every utility's "unacceptable").
+NEVER_MS = 60_000.0
+
+
+def _lost_across_reconnects(run: RunResult, option: str) -> float:
+    sr = run.ok("reconnect", option)
+    if sr is None:
+        raise NotMeasured("the reconnect step did not run")
+    return float(sum(sum(m.samples) for m in sr.find("lost")))
+
+
+def _recovery(mode: str):
+    def value(run: RunResult, option: str) -> float:
+        sr = run.ok("reconnect", option)
+        if sr is None:
+            raise NotMeasured("the reconnect step did not run")
+        ok = sr.measurement("recovered", mode=mode).samples
+        if not ok or not all(ok):
+            return NEVER_MS
+        return sr.measurement("recovery_ms", mode=mode).median
+
+    return value
+
+
+def _features(run: RunResult, option: str) -> float:
+    present, probed = run.median("features", option, "features_present"), run.median("features", option, "features_probed")
+    if present is None or not probed:
+        raise NotMeasured("the features step did not run")
+    return present / probed
+
+
+def _recovery_text(v: float) -> str:
+    return "never, in some run" if v >= NEVER_MS else _ms(v)
+
+
+_FRAME = Utility(16, 100, "16 ms is one 60 fps frame; past 100 ms a dragged token visibly lags the pointer", log=True)
+_BACK = Utility(1000, 10_000, "a player whose connection blips should be back before they notice; 10 s feels like a crash", log=True)
+
+GATES = (
+    Gate(
+        "no message lost across a reconnect",
+        "data loss",
+        Derived(
+            _lost_across_reconnects,
+            "messages sent through the browser client and never echoed, over every server restart and connection cut",
+        ),
+        "messages",
+        "a chat line or a move sent while the connection blips must arrive once it is back",
+        at_most=0,
+    ),
+)
+
+CRITERIA = (
+    Criterion(
+        "Performance",
+        (
+            Part(
+                "closed-loop echo throughput at the most connections",
+                Metric("echo", "closed_received_rate", {"connections": Largest()}),
+                "echoes/s",
+                Utility(50_000, 2_000, "20 moves/s from each of 2,500 players is 50,000 echoes/s; 2,000/s is 100 players", log=True),
+                min_diff=5_000,
+            ),
+            Part(
+                "open-model echo p99 at the most connections",
+                Metric("echo", "open_latency_p99_ms", {"connections": Largest()}),
+                "ms",
+                _FRAME,
+                min_diff=2,
+            ),
+        ),
+        "what one server process relays, and how its tail latency holds at a fixed rate",
+    ),
+    Criterion(
+        "Maintenance",
+        (
+            Part(
+                "features present",
+                Derived(
+                    _features,
+                    "features present / probed (`features`: rooms, acknowledgements, binary, fallback, reconnect, backpressure)",
+                    exact=True,
+                ),
+                "of the features",
+                Utility(1.0, 0.0, "each missing feature is code the team writes and maintains itself"),
+                min_diff=0.17,
+                weight=3,
+                fmt=lambda v: f"{v:.0%}",
+            ),
+            Part(
+                "back after a server restart",
+                Derived(
+                    _recovery("restart"),
+                    "median ms from the server being back to the next echo, in Chromium; never recovering counts as 60 s",
+                ),
+                "ms",
+                _BACK,
+                min_diff=500,
+                fmt=_recovery_text,
+            ),
+            Part(
+                "back after a dropped connection",
+                Derived(_recovery("drop"), "median ms from the cut to the next echo, in Chromium; never recovering counts as 60 s"),
+                "ms",
+                _BACK,
+                min_diff=500,
+                fmt=_recovery_text,
+            ),
+        ),
+        "what the team builds and debugs itself: missing features, and reconnection",
+    ),
+    Criterion(
+        "Scalability",
+        (
+            Part(
+                "memory per idle connection",
+                Metric("memory", "memory_per_connection_bytes"),
+                "B",
+                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
+                min_diff=2048,
+                fmt=lambda v: _kib(v),
+            ),
+            Part("broadcast p99 in one room", Metric("broadcast", "latency_p99_ms"), "ms", _FRAME, min_diff=2),
+        ),
+        "what each extra player costs in memory, and how a room's fan-out holds its tail",
+    ),
+    Criterion(
+        "Cost",
+        (
+            Part(
+                "gzipped JavaScript per page load",
+                Metric("bundle", "bundle_gzip_bytes", exact=True),
+                "B",
+                Utility(10_000, 200_000, "bytes every player downloads: 10 KB is 50 ms on a 1.6 Mbit/s mobile link, 200 KB is a second"),
+                min_diff=5_000,
+            ),
+        ),
+    ),
+)
+
+
 class WebSocketImplSpike(Spike):
     """Native WebSocket vs Socket.IO vs SvelteKit with ws, for the tabletop's real-time layer."""
 
@@ -158,6 +299,11 @@ class WebSocketImplSpike(Spike):
     )
     options = OPTIONS
     scenarios = SCENARIOS
+    criteria = CRITERIA
+    gates = GATES
+    #: The seed asks for "SvelteKit's native approach": the app is a SvelteKit app, so the framework ships whichever transport
+    #: wins; ``ws`` and the transports' own libraries are counted.
+    ships_anyway = ("@sveltejs/kit", "@sveltejs/adapter-node", "@sveltejs/vite-plugin-svelte", "svelte", "vite")
     default_repeat = 3
     quick_repeat = 1
     package_dir = Path(__file__).parent
@@ -174,88 +320,6 @@ class WebSocketImplSpike(Spike):
 
     def _p99(self, run: RunResult, o: str, n: str) -> float | None:
         return _m(run.ok("echo", o), "open_latency_p99_ms", connections=n)
-
-    def score(self, run: RunResult) -> Scoring:
-        opts = run.options
-        counts = self._counts(run)
-        perf_parts: dict[str, list[float]] = {o: [] for o in opts}
-        complete = {o: bool(counts) for o in opts}
-        skipped = [n for n in counts if any(self._bound(run, o, n, "closed") for o in opts)]
-        for n in counts:
-            # A client-bound throughput is the generator's limit, not the server's: that count's throughput is not compared.
-            terms = [relative_to_best({o: self._p99(run, o, n) for o in opts}, True)]
-            if n not in skipped:
-                terms.insert(0, relative_to_best({o: self._throughput(run, o, n) for o in opts}, False))
-            for rel in terms:
-                for o in opts:
-                    if rel[o] is None:
-                        complete[o] = False
-                    else:
-                        perf_parts[o].append(rel[o])
-        mem = relative_to_best({o: _m(run.ok("memory", o), "memory_per_connection_bytes") for o in opts}, True)
-        fan = relative_to_best({o: _m(run.ok("broadcast", o), "latency_p99_ms") for o in opts}, True)
-        gz = relative_to_best({o: _m(run.ok("bundle", o), "bundle_gzip_bytes") for o in opts}, True)
-        rec = {o: [_m(run.ok("reconnect", o), "recovery_ms", mode=m) for m in ("restart", "drop")] for o in opts}
-        rec_rel = {m: relative_to_best({o: rec[o][i] for o in opts}, True) for i, m in enumerate(("restart", "drop"))}
-        # A run that never reconnected scores 0 for that run: scale by the fraction of runs that recovered.
-        for m in ("restart", "drop"):
-            for o in opts:
-                sr = run.ok("reconnect", o)
-                if sr is None:
-                    continue
-                ok = sr.measurement("recovered", mode=m).samples
-                frac = sum(ok) / len(ok) if ok else 0.0
-                rec_rel[m][o] = (rec_rel[m][o] or 0.0) * frac
-        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
-        scores: dict[str, dict[str, CriterionScore]] = {}
-        for o in opts:
-            s: dict[str, CriterionScore] = {}
-            if complete[o] and perf_parts[o]:
-                top = counts[-1]
-                s["Performance"] = CriterionScore(
-                    10 * geomean(perf_parts[o]),
-                    f"{fmt_num(self._throughput(run, o, top) or 0)} echoes/s{' (client-bound: a floor)' if self._bound(run, o, top, 'closed') else ''} "
-                    f"and p99 {_ms(self._p99(run, o, top))} at {top} connections"
-                    + (f"; throughput not compared at {', '.join(skipped)} connections (client-bound)" if skipped else ""),
-                )
-            if o in cx:
-                s["Complexity"] = CriterionScore(*cx[o])
-            feats = run.ok("features", o)
-            if feats:
-                present, probed = _m(feats, "features_present"), _m(feats, "features_probed")
-                parts = [present / probed if probed else 0.0]
-                basis = f"{int(present)} of {int(probed)} features present"
-                recs = [rec_rel[m][o] for m in ("restart", "drop")]
-                if run.ok("reconnect", o) and all(r is not None for r in recs):
-                    parts.append(geomean(recs) if all(recs) else 0.0)  # type: ignore[arg-type]
-                    basis += f"; back {_ms(rec[o][0])} after a restart, {_ms(rec[o][1])} after a drop"
-                    s["Maintenance"] = CriterionScore(10 * (0.6 * parts[0] + 0.4 * parts[1]), basis)
-                else:
-                    s["Maintenance"] = CriterionScore(10 * parts[0], basis + " (the reconnection step did not run)")
-            if mem[o] is not None and fan[o] is not None:
-                s["Scalability"] = CriterionScore(
-                    10 * geomean([mem[o], fan[o]]),  # type: ignore[list-item]
-                    f"{_kib(_m(run.ok('memory', o), 'memory_per_connection_bytes'))} per idle connection; "
-                    f"broadcast p99 {_ms(_m(run.ok('broadcast', o), 'latency_p99_ms'))} in a room of {run.ok('broadcast', o).params['room_size']}",
-                )
-            if gz[o] is not None:
-                s["Cost"] = CriterionScore(
-                    10 * gz[o], f"{fmt_num(_m(run.ok('bundle', o), 'bundle_gzip_bytes'))} B of gzipped JavaScript per page load"
-                )  # type: ignore[arg-type]
-            scores[o] = s
-        formulas = {
-            "Performance": "10 x the geometric mean, over the connection counts, of (this option's closed-loop echo throughput / the best) and "
-            "(the lowest open-model p99 latency / this option's); at a count where any option's closed-loop run was client-bound, throughput "
-            "is left out for every option, since it measured the generator.",
-            "Complexity": complexity.FORMULA,
-            "Maintenance": "10 x (0.6 x the fraction of probed features present + 0.4 x the geometric mean of (fastest recovery / this option's) "
-            "after a server restart and after a dropped connection, a run that never reconnected counting as 0); features only when the "
-            "reconnection step did not run.",
-            "Scalability": "10 x the geometric mean of (lowest memory per idle connection / this option's) and (lowest broadcast fan-out "
-            "p99 latency / this option's): what each extra player costs in memory, and how a room's fan-out holds its tail.",
-            "Cost": "10 x (smallest gzipped browser bundle / this option's): bytes every player downloads, and parse time on weak devices.",
-        }
-        return Scoring(scores, formulas)
 
     # -- the document's Results ------------------------------------------------------
     def report(self, run: RunResult) -> ReportContent:
@@ -444,17 +508,6 @@ class WebSocketImplSpike(Spike):
         note = self._headroom_note(run)
         if note:
             content.notes.append(note)
-        content.tables.append(
-            Table(
-                "Implementation size (complexity criterion)",
-                ["Option", "Lines of POC code", "Third-party dependencies"],
-                [
-                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
-                    for o in opts
-                    if o in run.complexity
-                ],
-            )
-        )
         content.notes.append(
             "The load generator is the harness's own (`harness/load`), in a separate process; Socket.IO is driven with its raw-protocol client because "
             "python-socketio's client costs as much CPU as the server. "
@@ -582,7 +635,7 @@ class WebSocketImplSpike(Spike):
 
     def _findings(self, run: RunResult) -> list[Finding]:
         """Good/Bad points per option, each citing the measured value behind a score."""
-        out = criterion_findings(self.score(run), ("Performance", "Scalability", "Maintenance", "Cost", "Complexity"))
+        out = []
         for o in run.options:
             sr = run.ok("features", o)
             if sr:

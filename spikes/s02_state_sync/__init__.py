@@ -13,10 +13,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from harness import complexity
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult
-from harness.stats import fmt_num, geomean
+from harness.stats import fmt_num
 from spikes.s02_state_sync import scenarios as _sc
 from spikes.s02_state_sync.traces import CREDIT
 
@@ -114,31 +114,6 @@ SCENARIOS = (
 )
 
 
-def _ratio(values: dict[str, float | None], higher: bool = False) -> dict[str, float | None]:
-    """best / this (or this / best when higher is better), None where unmeasured."""
-    have = {o: v for o, v in values.items() if v is not None}
-    if not have:
-        return {o: None for o in values}
-    best = max(have.values()) if higher else min(have.values())
-    out: dict[str, float | None] = {}
-    for o, v in values.items():
-        if v is None:
-            out[o] = None
-        elif higher:
-            out[o] = v / best if best else 1.0
-        else:
-            out[o] = best / v if v else 1.0
-    return out
-
-
-def _geo(parts: list[dict[str, float | None]], opts: list[str]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for o in opts:
-        vals = [p[o] for p in parts]
-        out[o] = None if any(v is None for v in vals) else 10 * geomean([max(v, 1e-9) for v in vals])  # type: ignore[arg-type]
-    return out
-
-
 def _fmt_s(x: float | None) -> str:
     if x is None:
         return "not run"
@@ -155,6 +130,149 @@ def _fmt_b(x: float | None) -> str:
     return f"{fmt_num(x)} B"
 
 
+def _checks_fraction(run: RunResult, option: str) -> float:
+    """Correctness checks passed / made: trace end states, replicas equal, sessions and offline merges converged."""
+    passed, total = StateSyncSpike.checks(run, option)
+    if not total:
+        raise NotMeasured("no correctness check ran")
+    return passed / total
+
+
+def _cases_kept(run: RunResult, option: str) -> float:
+    """Fraction of the intent cases in which no intent was lost and no edits interleaved."""
+    sr = run.ok("intent", option)
+    if sr is None:
+        raise NotMeasured("the intent step did not run")
+    cases = [m.tags["case"] for m in sr.find("case_lost")]
+    if not cases:
+        raise NotMeasured("the intent step stored no case")
+    kept = sum(
+        1 for c in cases if sr.measurement("case_lost", case=c).median == 0 and sr.measurement("case_interleaved", case=c).median == 0
+    )
+    return kept / len(cases)
+
+
+LARGEST = {"clients": Largest()}
+
+GATES = (
+    Gate(
+        "no intent lost in live sessions",
+        "data loss",
+        Metric("session", "lost_intents", LARGEST, stat="sum"),
+        "intents",
+        "a lost intent is a player's move, stroke or note edit that vanishes for everyone; drawings and notes must not lose them",
+        at_most=0,
+    ),
+    Gate(
+        "no intent lost in the random concurrent workload",
+        "data loss",
+        Metric("intent", "workload_lost_fraction", stat="max"),
+        "",
+        "the same, under a seeded random mix of concurrent edits of every kind",
+        at_most=0,
+        fmt=lambda v: f"{v:.1%} of intents",
+    ),
+    Gate(
+        "every correctness check passes",
+        "data loss",
+        Derived(
+            _checks_fraction,
+            "correctness checks passed / made (trace end states equal endContent, replicas equal, sessions and offline merges converged)",
+        ),
+        "of checks",
+        "replicas that disagree lose edits silently",
+        at_least=1.0,
+        fmt=lambda v: f"{v:.0%} of checks passed",
+    ),
+)
+
+CRITERIA = (
+    Criterion(
+        "Performance",
+        (
+            Part(
+                "replaying automerge-paper",
+                Metric("trace-replay", "prefix_ops_per_s"),
+                "edits/s",
+                Utility(
+                    10_000, 500, "loading a document replays its history: 50,000 edits take 5 s at 10,000 edits/s, 100 s at 500", log=True
+                ),
+                min_diff=1000,
+            ),
+            Part(
+                "convergence of the largest session",
+                Metric("session", "convergence_s", LARGEST),
+                "s",
+                Utility(
+                    0.1, 2.0, "a move should reach every screen within a tenth of a second; past 2 s players act on stale state", log=True
+                ),
+                min_diff=0.05,
+                fmt=_fmt_s,
+            ),
+        ),
+        "how fast edits apply and reach everyone",
+    ),
+    Criterion(
+        "Maintenance",
+        (
+            Part(
+                "conflict cases kept whole",
+                Derived(_cases_kept, "intent cases with no intent lost and no interleaving / cases (`intent`)", exact=True),
+                "of the cases",
+                Utility(1.0, 0.0, "each case lost is a conflict players will see and the team must work around by hand"),
+                min_diff=0.2,
+                fmt=lambda v: f"{v:.0%}",
+            ),
+        ),
+        "what a team must work around: the conflict cases the strategy gets wrong",
+    ),
+    Criterion(
+        "Scalability",
+        (
+            Part(
+                "bytes per client per second, largest session",
+                Metric("session", "bytes_per_client_per_s", LARGEST),
+                "B/s",
+                Utility(2_000, 100_000, "downstream per player: 2 kB/s is nothing on mobile, 100 kB/s is 360 MB an hour", log=True),
+                min_diff=500,
+                fmt=lambda v: f"{_fmt_b(v)}/s",
+            ),
+            Part(
+                "server CPU, largest session",
+                Metric("session", "server_cpu_percent", LARGEST),
+                "% of a core",
+                Utility(10, 100, "one core for one table is where a single server process stops", log=True),
+                min_diff=5,
+                fmt=lambda v: f"{fmt_num(v)} % of a core",
+            ),
+        ),
+        "what each more player costs the network and the server",
+    ),
+    Criterion(
+        "Cost",
+        (
+            Part(
+                "server memory growth, largest session",
+                Metric("session", "server_rss_growth_bytes", LARGEST),
+                "B",
+                Utility(1e6, 100e6, "per table: 100 tables on a server hold 100 MB at 1 MB, 10 GB at 100 MB", log=True),
+                min_diff=0.5e6,
+                fmt=_fmt_b,
+            ),
+            Part(
+                "bytes to merge after the offline period",
+                Metric("offline", "merge_bytes", exact=True),
+                "B",
+                Utility(4_000, 1_000_000, "what a player coming back online downloads before the table is live again", log=True),
+                min_diff=1000,
+                fmt=_fmt_b,
+            ),
+        ),
+        "memory paid for per table, and bandwidth per reconnection",
+    ),
+)
+
+
 class StateSyncSpike(Spike):
     """OT vs CRDT vs Last-Write-Wins for the tabletop's shared state."""
 
@@ -169,6 +287,8 @@ class StateSyncSpike(Spike):
     )
     options = OPTIONS
     scenarios = SCENARIOS
+    criteria = CRITERIA
+    gates = GATES
     package_dir = Path(__file__).parent
     default_repeat = 2
     quick_repeat = 1
@@ -181,7 +301,8 @@ class StateSyncSpike(Spike):
         ]
         return str(max(sizes)) if sizes else None
 
-    def _checks(self, run: RunResult, o: str) -> tuple[int, int]:
+    @staticmethod
+    def checks(run: RunResult, o: str) -> tuple[int, int]:
         """Correctness checks passed and made: trace end states, replicas equal, sessions and offline merges converged."""
         passed = total = 0
         for scen, names in (
@@ -198,59 +319,6 @@ class StateSyncSpike(Spike):
                     total += len(m.samples)
                     passed += sum(1 for s in m.samples if s == 1.0)
         return passed, total
-
-    def score(self, run: RunResult) -> Scoring:
-        opts = run.options
-        big = self._largest(run)
-        replay = {o: run.median("trace-replay", o, "prefix_ops_per_s") for o in opts}
-        conv = {o: run.median("session", o, "convergence_s", clients=big) if big else None for o in opts}
-        bw = {o: run.median("session", o, "bytes_per_client_per_s", clients=big) if big else None for o in opts}
-        cpu = {o: run.median("session", o, "server_cpu_percent", clients=big) if big else None for o in opts}
-        rss = {o: run.median("session", o, "server_rss_growth_bytes", clients=big) if big else None for o in opts}
-        merge = {o: run.median("offline", o, "merge_bytes") for o in opts}
-        prefix = next((fmt_num(sr.params.get("lww_edits", 0)) for sr in run.scenarios if sr.scenario == "trace-replay"), "?")
-        perf = _geo([_ratio(replay, higher=True), _ratio(conv)], opts)
-        scal = _geo([_ratio(bw), _ratio(cpu)], opts)
-        cost = _geo([_ratio(rss), _ratio(merge)], opts)
-        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
-        scores: dict[str, dict[str, CriterionScore]] = {}
-        for o in opts:
-            s: dict[str, CriterionScore] = {}
-            if perf[o] is not None:
-                s["Performance"] = CriterionScore(
-                    perf[o],
-                    f"{fmt_num(replay[o])} edits/s replaying the first {prefix} edits of automerge-paper; session of {big} clients converges in {_fmt_s(conv[o])}",
-                )  # type: ignore[arg-type]
-            if o in cx:
-                s["Complexity"] = CriterionScore(*cx[o])
-            passed, total = self._checks(run, o)
-            kept = run.median("intent", o, "workload_lost_fraction")
-            if total and kept is not None:
-                s["Maintenance"] = CriterionScore(
-                    10 * (passed / total) * (1 - kept),
-                    f"{passed} of {total} correctness checks passed; {fmt_num(100 * kept)} % of intents lost in the random concurrent workload",
-                )
-            if scal[o] is not None:
-                s["Scalability"] = CriterionScore(
-                    scal[o], f"{_fmt_b(bw[o])}/s per client and {fmt_num(cpu[o])} % server CPU with {big} clients"
-                )  # type: ignore[arg-type]
-            if cost[o] is not None:
-                s["Cost"] = CriterionScore(
-                    cost[o], f"server RSS growth {_fmt_b(rss[o])} with {big} clients; {_fmt_b(merge[o])} to merge after the offline period"
-                )  # type: ignore[arg-type]
-            scores[o] = s
-        formulas = {
-            "Performance": "10 x the geometric mean of (this option's edits per second / the fastest's, replaying the same first edits of "
-            "automerge-paper) and (fastest convergence time of the largest session / this option's).",
-            "Complexity": complexity.FORMULA,
-            "Maintenance": "10 x (correctness checks passed / made: trace end states equal endContent, replicas equal, every session and offline "
-            "merge converged) x (1 - median fraction of intents lost in the random concurrent workload): what a team must work around.",
-            "Scalability": "10 x the geometric mean of (lowest bytes per client per second / this option's) and (lowest server CPU / this option's), "
-            "both in the largest session.",
-            "Cost": "10 x the geometric mean of (lowest server RSS growth, peak minus idle, in the largest session / this option's) and (fewest "
-            "bytes exchanged by the offline merge / this option's).",
-        }
-        return Scoring(scores, formulas)
 
     # -- the document ---------------------------------------------------------------------
     def recommendation_by_kind(self, run: RunResult) -> list[list[str]]:
@@ -309,7 +377,7 @@ class StateSyncSpike(Spike):
         rows = []
         conv_row = ["Convergence guarantee (measured)"]
         for o in opts:
-            passed, total = self._checks(run, o)
+            passed, total = self.checks(run, o)
             conv_row.append(f"{passed} of {total} checks converged/exact" if total else "not run")
         rows.append(conv_row)
         rows.append(["Intent: same-place typing", *(self._case_text(run, o, "same-place typing") for o in opts)])
@@ -537,22 +605,10 @@ class StateSyncSpike(Spike):
                 log_y=True,
             )
         )
-        content.tables.append(
-            Table(
-                "Implementation size (complexity criterion)",
-                ["Option", "Lines of POC code", "Third-party dependencies"],
-                [
-                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
-                    for o in opts
-                    if o in run.complexity
-                ],
-            )
-        )
-        content.findings = criterion_findings(self.score(run), ("Performance", "Maintenance", "Scalability", "Cost", "Complexity"))
-        content.findings += self._intent_findings(run)
+        content.findings = self._intent_findings(run)
         content.notes.append(f"Data: {CREDIT}")
         content.notes.append(
-            "Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these tables by the formulas under the matrix."
+            "Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these measurements by the utilities under the matrix."
         )
         return content
 

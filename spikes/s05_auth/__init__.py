@@ -11,14 +11,13 @@ settings and findings.
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 from typing import Any
 
-from harness import complexity
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num, relative_to_best
+from harness.stats import fmt_num
 from spikes.s05_auth import core
 from spikes.s05_auth import scenarios as _sc
 from spikes.s05_auth.attacks import ATTACK_TITLES, ATTACKS
@@ -123,6 +122,150 @@ def _ms(x: float | None) -> str:
     return "n/a" if x is None else fmt_num(x, "ms")
 
 
+def _security(run: RunResult, option: str) -> tuple[int, int, list[str]]:
+    sec = AuthSpike().security(run, option)
+    if sec is None:
+        raise NotMeasured("the attack battery did not run")
+    return sec
+
+
+#: A live connection still open when the revocation scenario's window ends: shown as such, scored as unacceptable.
+STILL_OPEN_MS = 1e9
+
+
+def _revocation_ms(run: RunResult, option: str) -> float:
+    """Milliseconds from logout on instance A to the close of the live connection on instance B (``STILL_OPEN_MS`` if it stayed open)."""
+    sr = run.ok("revocation", option)
+    if sr is None:
+        raise NotMeasured("the revocation step did not run")
+    closed = sr.measurement("closed_after_logout").samples
+    ms = sr.median("revocation_ms")
+    if closed and all(closed) and ms is not None:
+        return ms
+    return STILL_OPEN_MS
+
+
+def _revocation_text(v: float) -> str:
+    if v >= STILL_OPEN_MS:
+        return "still open when the observation window ended"
+    return f"{fmt_num(v / 1000)} s" if v >= 1000 else f"{fmt_num(v)} ms"
+
+
+GATES = (
+    Gate(
+        "no attack through",
+        "security",
+        Derived(
+            lambda run, o: float(len(_security(run, o)[2])),
+            "attacks of the battery that got through the option's recommended setup, plus the revocation scenario's replay of a "
+            "logged-out credential on the other instance",
+            exact=True,
+        ),
+        "attacks",
+        "an attack class that gets through with the recommended settings is a hole the app ships",
+        at_most=0,
+        fmt=lambda v: f"{fmt_num(v)} attack{'' if v == 1 else 's'} through",
+    ),
+)
+
+CRITERIA = (
+    Criterion(
+        "Security",
+        (
+            Part(
+                "attacks blocked",
+                Derived(
+                    lambda run, o: (lambda sec: sec[0] / sec[1] if sec[1] else 1.0)(_security(run, o)),
+                    "attacks blocked / attacks that applied to the option, with its recommended settings (battery + cross-instance replay)",
+                    exact=True,
+                ),
+                "of the attacks",
+                Utility(1.0, 0.5, "every attack class blocked is the bar; half of them through is no better than no hardening"),
+                min_diff=0.1,
+                fmt=lambda v: f"{v:.0%}",
+            ),
+        ),
+        "what an attacker gets through",
+    ),
+    Criterion(
+        "Performance",
+        (
+            Part(
+                "handshake median",
+                Metric("cost", "handshake_ms"),
+                "ms",
+                Utility(5, 100, "authentication runs on every join and every reconnect: 100 ms of it is felt", log=True),
+                min_diff=0.5,
+            ),
+            Part(
+                "authenticated connections per second",
+                Metric("cost", "connections_per_s"),
+                "connections/s",
+                Utility(
+                    1000,
+                    50,
+                    "a server restart reconnects every player at once: 10,000 players are back in 10 s at 1,000/s, 200 s at 50/s",
+                    log=True,
+                ),
+                min_diff=100,
+            ),
+        ),
+        "what authenticating costs each connection, and a reconnect storm",
+    ),
+    Criterion(
+        "Maintenance",
+        (
+            Part(
+                "logout reaches a live connection on another instance",
+                Derived(
+                    _revocation_ms,
+                    "ms from logout on instance A to the close of the user's live connection on instance B; the observation window if it stayed open",
+                ),
+                "ms",
+                Utility(
+                    1000,
+                    8000,
+                    "a banned or logged-out player must lose the table within a second; 8 s is the scenario's observation window, past it the connection may live as long as its token",
+                ),
+                min_diff=250,
+                fmt=lambda v: f"{fmt_num(v / 1000)} s" if v >= 1000 else f"{fmt_num(v)} ms",
+            ),
+        ),
+        "operating it: ending a user's session everywhere",
+    ),
+    Criterion(
+        "Scalability",
+        (
+            Part(
+                "server memory per authenticated connection",
+                Metric("cost", "memory_per_connection_bytes"),
+                "B",
+                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
+                min_diff=2048,
+                fmt=lambda v: f"{fmt_num(v / 1024)} KiB",
+            ),
+        ),
+    ),
+    Criterion(
+        "Cost",
+        (
+            Part(
+                "shared-store commands per handshake",
+                Metric("cost", "store_commands_per_connection"),
+                "commands",
+                Utility(
+                    0,
+                    10,
+                    "each is a Redis round trip that must be run and paid for; at 10 per handshake the store is the bottleneck of a reconnect storm",
+                ),
+                min_diff=1,
+                fmt=lambda v: f"{fmt_num(v)} command{'' if v == 1 else 's'}",
+            ),
+        ),
+    ),
+)
+
+
 class AuthSpike(Spike):
     """JWT in params vs cookies vs refreshed tokens vs Redis sessions, attacked and measured."""
 
@@ -139,6 +282,8 @@ class AuthSpike(Spike):
     options = OPTIONS
     scenarios = SCENARIOS
     weights = WEIGHTS
+    criteria = CRITERIA
+    gates = GATES
     default_repeat = 3
     quick_repeat = 1
     package_dir = Path(__file__).parent
@@ -161,7 +306,7 @@ class AuthSpike(Spike):
             return None
         return next((r for r in seen if r["outcome"] == "got-through"), seen[-1])
 
-    def _security(self, run: RunResult, o: str) -> tuple[int, int, list[str]] | None:
+    def security(self, run: RunResult, o: str) -> tuple[int, int, list[str]] | None:
         """Attacks blocked and applicable for the recommended setup: the battery plus the cross-instance replay; None without the battery."""
         res = self.results(run, o, "recommended")
         if not res:
@@ -194,77 +339,6 @@ class AuthSpike(Spike):
         ms = sr.median("revocation_ms")
         return ms, (sum(closed) / len(closed) if closed else 0.0), sr
 
-    # -- scoring ---------------------------------------------------------------------
-    def score(self, run: RunResult) -> Scoring:
-        opts = run.options
-        med = {o: (statistics.median(xs) if (xs := self._handshakes(run, o)) else None) for o in opts}
-        cps = {o: run.median("cost", o, "connections_per_s") for o in opts}
-        mem = {o: run.median("cost", o, "memory_per_connection_bytes") for o in opts}
-        cmds = {o: run.median("cost", o, "store_commands_per_connection") for o in opts}
-        r_med, r_cps, r_mem = relative_to_best(med, True), relative_to_best(cps, False), relative_to_best(mem, True)
-        have_cmds = [c for c in cmds.values() if c is not None]
-        fewest = min(have_cmds) if have_cmds else None
-        revo = {o: self._revocation(run, o) for o in opts}
-        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
-        scores: dict[str, dict[str, CriterionScore]] = {}
-        for o in opts:
-            s: dict[str, CriterionScore] = {}
-            sec = self._security(run, o)
-            if sec:
-                blocked, total, through = sec
-                s["Security"] = CriterionScore(
-                    10 * blocked / total if total else 0.0,
-                    f"blocked {blocked} of {total} attacks with its recommended settings"
-                    + (f"; got through: {', '.join(through)}" if through else ""),
-                )
-            if r_med[o] is not None and r_cps[o] is not None:
-                xs = self._handshakes(run, o)
-                s["Performance"] = CriterionScore(
-                    10 * (r_med[o] * r_cps[o]) ** 0.5,  # type: ignore[operator]
-                    f"handshake median {_ms(med[o])}, p99 {_ms(_pct(xs, 99))}; {fmt_num(cps[o] or 0)} authenticated connections/s",
-                )
-            if o in cx:
-                s["Complexity"] = CriterionScore(*cx[o])
-            ms, frac, sr = revo[o]
-            if sr is not None:
-                code = sr.fact.get("close_code")
-                window_ms = 1000 * float(sr.fact.get("window_s", 0))
-                if ms is not None and window_ms:
-                    why = core.CLOSE_CODES.get(code, "").split(" (")[0] if code else ""
-                    s["Maintenance"] = CriterionScore(
-                        10 * frac * max(0.0, 1 - ms / window_ms),
-                        f"a live connection on another instance closed {_ms(ms)} after logout "
-                        f"(code {code}{': ' + why if why else ''}) in {frac:.0%} of runs",
-                    )
-                else:
-                    s["Maintenance"] = CriterionScore(
-                        0.0, f"a live connection on another instance was still open {sr.fact.get('window_s')} s after logout"
-                    )
-            if r_mem[o] is not None:
-                s["Scalability"] = CriterionScore(
-                    10 * r_mem[o], f"{fmt_num((mem[o] or 0) / 1024)} KiB of server memory per authenticated connection"
-                )  # type: ignore[operator]
-            if cmds[o] is not None and fewest is not None:
-                s["Cost"] = CriterionScore(
-                    10 * (1 + fewest) / (1 + cmds[o]),
-                    f"{fmt_num(cmds[o])} Redis command{'' if cmds[o] == 1 else 's'} per authenticated handshake"  # type: ignore[operator]
-                    + ("" if o == "sessions" else " (no store)"),
-                )
-            scores[o] = s
-        formulas = {
-            "Security": "10 x (attacks the option's recommended setup blocked / attacks that applied to it): the attack battery, plus the revocation "
-            "scenario's replay of a logged-out credential on the other instance.",
-            "Performance": "10 x the geometric mean of (lowest median handshake latency, open model / this option's) and (this option's authenticated "
-            "connections per second / the most).",
-            "Complexity": complexity.FORMULA,
-            "Maintenance": "operating it: ending a user's session everywhere. 10 x the fraction of runs where the live connection on instance B was closed "
-            "after logout on instance A x (1 - median time to the close / the observation window); 0 when it stayed open through the window.",
-            "Scalability": "10 x (lowest server memory per authenticated connection / this option's).",
-            "Cost": "10 x (1 + fewest shared-store commands per authenticated handshake) / (1 + this option's): the Redis load each connection adds, "
-            "which must be run and paid for; options without a store send none.",
-        }
-        return Scoring(scores, formulas)
-
     # -- the document ------------------------------------------------------------------
     def report(self, run: RunResult) -> ReportContent:
         opts = run.options
@@ -293,7 +367,7 @@ class AuthSpike(Spike):
                         ),
                     ]
                 )
-                totals = [f"{sec[0]} of {sec[1]}" if (sec := self._security(run, o)) else "not run" for o in opts]
+                totals = [f"{sec[0]} of {sec[1]}" if (sec := self.security(run, o)) else "not run" for o in opts]
             else:
                 for o in opts:
                     sr = run.ok("attacks", o)
@@ -325,18 +399,6 @@ class AuthSpike(Spike):
         self._revocation_table(run, content, opts, titles)
         self._settings(run, content)
         self._browser_note(run, content, opts, titles)
-        content.tables.append(
-            Table(
-                "Implementation size (complexity criterion)",
-                ["Option", "Lines of POC code", "Third-party dependencies"],
-                [
-                    [titles[o], str(run.complexity[o]["loc"]), ", ".join(run.complexity[o]["dependencies"]) or "none"]
-                    for o in opts
-                    if o in run.complexity
-                ],
-                "`core.py` (token, limiter, replay, cookie logic) and `poc/server.py` (the shared HTTP/WebSocket server) count for every option.",
-            )
-        )
         content.charts.append(
             Chart(
                 "attacks-blocked",
@@ -472,7 +534,7 @@ class AuthSpike(Spike):
 
     def _settings(self, run: RunResult, content: ReportContent) -> None:
         """The settings of every option whose recommended server blocked every applicable attack, as configured and as observed."""
-        clean = [o for o in run.options if (sec := self._security(run, o)) and sec[0] == sec[1]]
+        clean = [o for o in run.options if (sec := self.security(run, o)) and sec[0] == sec[1]]
         if not clean:
             content.notes.append(
                 "**No option's recommended settings blocked every attack in this run**, so no settings are recommended from it."
@@ -583,7 +645,7 @@ class AuthSpike(Spike):
         return "not in this run" if sr is None else sr.status.replace("_", " ")
 
     def _findings(self, run: RunResult) -> list[Finding]:
-        out = criterion_findings(self.score(run), ("Security", "Performance", "Maintenance", "Cost", "Scalability", "Complexity"))
+        out = []
         for o in run.options:
             for r in self.results(run, o, "recommended").values():
                 if r["outcome"] == "got-through":

@@ -13,11 +13,11 @@ import math
 import statistics
 from pathlib import Path
 
-from harness import complexity
+from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
 from harness.load.locust import LocustPlan
-from harness.plugin import Chart, CriterionScore, Finding, Option, ReportContent, Scenario, Scoring, Spike, Table, criterion_findings
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult, ScenarioResult
-from harness.stats import fmt_num, geomean, relative_to_best
+from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import scenarios as _sc
 
@@ -197,6 +197,142 @@ def _kib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1024:.1f} KiB"
 
 
+#: The connection count the seed asks the app to reach, and the gate's target.
+TARGET = 100_000
+
+
+def _costs(run: RunResult, scenario: str, option: str) -> _x.Costs:
+    c = ScalabilitySpike.costs(run, scenario, option)
+    if c is None:
+        raise NotMeasured(f"{scenario} did not run or stored no connection count")
+    return c
+
+
+def _capacity(scenario: str):
+    def value(run: RunResult, option: str) -> float:
+        cap = _x.max_connections(_costs(run, scenario, option), ScalabilitySpike.machine(run))
+        return min(cap, 1e12)
+
+    return value
+
+
+def _cores_at_target(run: RunResult, option: str) -> float:
+    p = _x.project(_costs(run, "many-idle", option), TARGET, ScalabilitySpike.machine(run))
+    return p.server_cores + p.redis_cores + p.pg_cores
+
+
+def _components(run: RunResult, option: str) -> float:
+    sr = run.ok("many-idle", option) or run.ok("burst", option)
+    if sr is None or not sr.fact.get("components"):
+        raise NotMeasured("no load scenario recorded its deployment")
+    return float(sum(sr.fact["components"].values()))
+
+
+def _conns(v: float) -> str:
+    return "no limit measured" if v >= 1e12 else f"{fmt_num(v)} connections"
+
+
+GATES = (
+    Gate(
+        f"feasible at {fmt_num(TARGET)} connections",
+        "scale",
+        Derived(
+            _capacity("many-idle"),
+            "connections the option holds at the many-idle traffic before its first hard limit (one process's core or memory, one Redis "
+            "command thread, one database machine), projected from the measured per-connection costs",
+        ),
+        "connections",
+        f"the seed's target is {fmt_num(TARGET)} connections; an option that cannot reach it by adding machines must be replaced later",
+        at_least=TARGET,
+        fmt=_conns,
+    ),
+    Gate(
+        "the busy room holds its latency",
+        "scale",
+        Metric("few-busy", "latency_p99_ms"),
+        "ms",
+        "a chat line or a move that arrives a second late is out of date; a p99 past 1 s means the room's traffic overloads the deployment",
+        at_most=1000,
+        fmt=lambda v: f"p99 {fmt_num(v, 'ms')}",
+    ),
+)
+
+_LATENCY = Utility(50, 1000, "50 ms feels immediate at a table; past 1 s players act on stale state", log=True)
+
+CRITERIA = (
+    Criterion(
+        "Performance",
+        (
+            Part("busy-room p99", Metric("few-busy", "latency_p99_ms"), "ms", _LATENCY, min_diff=10),
+            Part("burst p99", Metric("burst", "latency_p99_ms"), "ms", _LATENCY, min_diff=10),
+        ),
+        "message latency under the seed's busy room and under a burst of arrivals",
+    ),
+    Criterion(
+        "Scalability",
+        (
+            Part(
+                "memory per idle connection",
+                Metric("many-idle", "memory_per_connection_bytes"),
+                "B",
+                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
+                min_diff=2048,
+                fmt=lambda v: f"{fmt_num(v / 1024)} KiB",
+            ),
+            Part(
+                "burst connect p99",
+                Metric("burst", "connect_ms", stat="p99"),
+                "ms",
+                Utility(50, 1000, "players arriving together (a session start) should be in within a moment; a second is felt", log=True),
+                min_diff=10,
+            ),
+            Part(
+                "first hard limit at the busy room's traffic",
+                Derived(
+                    _capacity("few-busy"),
+                    "connections before the first hard limit at the few-busy traffic per connection, projected from its measured costs",
+                ),
+                "connections",
+                Utility(TARGET, 1000, f"the seed's target is {fmt_num(TARGET)}; 1,000 busy connections is a few dozen tables", log=True),
+                min_diff=100,
+                fmt=_conns,
+            ),
+        ),
+        "what each more connection costs, how arrivals are absorbed, where the deployment stops",
+    ),
+    Criterion(
+        "Cost",
+        (
+            Part(
+                f"cores for {fmt_num(TARGET)} connections",
+                Derived(
+                    _cores_at_target,
+                    f"cores projected for {fmt_num(TARGET)} connections at the many-idle traffic: servers and nginx + Redis + PostgreSQL "
+                    "(the projection under the tables)",
+                ),
+                "cores",
+                Utility(4, 64, "4 cores is one small machine; 64 is a rack's worth to run and pay for", log=True),
+                min_diff=0.5,
+                fmt=lambda v: f"{v:.2f} cores",
+            ),
+        ),
+    ),
+    Criterion(
+        "Maintenance",
+        (
+            Part(
+                "processes and services to run",
+                Derived(_components, "server processes and services (PostgreSQL, Redis, nginx) in the deployment", exact=True),
+                "components",
+                Utility(2, 10, "each is something to deploy, monitor and upgrade; 2 is a server and its database"),
+                min_diff=1,
+                fmt=lambda v: f"{fmt_num(v)}",
+            ),
+        ),
+    ),
+)
+
+
 class ScalabilitySpike(Spike):
     """One process vs several behind Redis, native WebSocket vs Socket.IO, under the seed's three load shapes."""
 
@@ -212,6 +348,8 @@ class ScalabilitySpike(Spike):
     )
     options = OPTIONS
     scenarios = SCENARIOS
+    criteria = CRITERIA
+    gates = GATES
     default_repeat = 2
     quick_repeat = 1
     package_dir = Path(__file__).parent
@@ -282,79 +420,6 @@ class ScalabilitySpike(Spike):
         if received and lost:
             costs = _x.at_target(costs, received, received + lost, _med(sr, "messages_in") or 0.0, _med(sr, "load_wall_s") or 0.0)
         return costs
-
-    # -- scores ---------------------------------------------------------------------------------
-    def score(self, run: RunResult) -> Scoring:
-        opts = run.options
-        machine = self.machine(run)
-        deliv = relative_to_best({o: _med(run.ok("few-busy", o), "received_rate") for o in opts}, False)
-        # A client-bound delivery rate is the generator's limit, not the server's: then no option's is compared.
-        busy_bound = any(_client_bound(sr) for o in opts if (sr := run.ok("few-busy", o)))
-        p99_busy = relative_to_best({o: _med(run.ok("few-busy", o), "latency_p99_ms") for o in opts}, True)
-        p99_burst = relative_to_best({o: _med(run.ok("burst", o), "latency_p99_ms") for o in opts}, True)
-        mem = relative_to_best({o: _med(run.ok("many-idle", o), "memory_per_connection_bytes") for o in opts}, True)
-        conn99 = {o: self._connect_p99(run.ok("burst", o)) for o in opts}
-        conn_rel = relative_to_best(conn99, True)
-        caps = {o: (lambda c: _x.max_connections(c, machine) if c else None)(self.costs(run, "few-busy", o)) for o in opts}
-        cap_rel = relative_to_best({o: (min(v, 1e12) if v is not None else None) for o, v in caps.items()}, False)
-        machines = {}
-        for o in opts:
-            c = self.costs(run, "many-idle", o)
-            machines[o] = _x.project(c, 100_000, machine) if c else None
-        cost_rel = relative_to_best({o: (p.server_cores + p.redis_cores + p.pg_cores) if p else None for o, p in machines.items()}, True)
-        comps = {
-            o: sum(sr.fact.get("components", {}).values()) if (sr := run.ok("many-idle", o) or run.ok("burst", o)) else None for o in opts
-        }
-        maint = relative_to_best(comps, True)
-        cx = complexity.score({o: run.complexity[o] for o in opts if o in run.complexity})
-        scores: dict[str, dict[str, CriterionScore]] = {}
-        for o in opts:
-            s: dict[str, CriterionScore] = {}
-            terms = [p99_busy[o], p99_burst[o]] + ([] if busy_bound else [deliv[o]])
-            if None not in terms:
-                s["Performance"] = CriterionScore(
-                    10 * geomean(terms),  # type: ignore[arg-type]
-                    f"{fmt_num(_med(run.ok('few-busy', o), 'received_rate'))} deliveries/s"
-                    f"{' (not compared: the generator was client-bound in the busy room)' if busy_bound else ''} with p99 "
-                    f"{_ms(_med(run.ok('few-busy', o), 'latency_p99_ms'))} in the busy room; burst p99 "
-                    f"{_ms(_med(run.ok('burst', o), 'latency_p99_ms'))}",
-                )
-            if None not in (mem[o], conn_rel[o], cap_rel[o]):
-                cap = caps[o]
-                s["Scalability"] = CriterionScore(
-                    10 * geomean([mem[o], conn_rel[o], cap_rel[o]]),  # type: ignore[list-item]
-                    f"{_kib(_med(run.ok('many-idle', o), 'memory_per_connection_bytes'))} per connection held idle, burst connect "
-                    f"p99 {_ms(conn99[o])}, first hard limit at the busy room's traffic ~{fmt_num(cap)} connections",
-                )
-            if cost_rel[o] is not None:
-                p = machines[o]
-                s["Cost"] = CriterionScore(
-                    10 * cost_rel[o],
-                    f"{p.server_cores + p.redis_cores + p.pg_cores:.2f} cores (servers, nginx, Redis, PostgreSQL) "
-                    f"projected for 100k connections at the many-idle traffic",
-                )  # type: ignore[union-attr]
-            if maint[o] is not None:
-                sr = run.ok("many-idle", o) or run.ok("burst", o)
-                s["Maintenance"] = CriterionScore(
-                    10 * maint[o],
-                    f"{comps[o]} processes and services to run and monitor "
-                    f"({', '.join(f'{v} {k}' for k, v in sr.fact.get('components', {}).items())})",
-                )  # type: ignore[union-attr]
-            if o in cx:
-                s["Complexity"] = CriterionScore(*cx[o])
-            scores[o] = s
-        formulas = {
-            "Performance": "10 x the geometric mean of (this option's deliveries/s in the few-busy room / the best), (lowest few-busy p99 latency / "
-            "this option's) and (lowest burst p99 latency / this option's); when any option's few-busy run was client-bound, deliveries/s "
-            "are left out for every option, since they measured the generator.",
-            "Scalability": "10 x the geometric mean of (lowest memory per connection in many-idle / this option's), (lowest burst connect-time p99 / "
-            "this option's) and (this option's connections at its first hard limit, at the few-busy traffic per connection / the highest): "
-            "a single process stops at one core, a scaled-out option at one Redis command thread or one database machine.",
-            "Cost": "10 x (fewest cores projected for 100k connections at the many-idle traffic, servers + nginx + Redis + PostgreSQL / this option's).",
-            "Maintenance": "10 x (fewest processes and services in the deployment / this option's): each is something to deploy, monitor and upgrade.",
-            "Complexity": complexity.FORMULA,
-        }
-        return Scoring(scores, formulas)
 
     @staticmethod
     def _connect_p99(sr: ScenarioResult | None) -> float | None:
@@ -687,7 +752,7 @@ class ScalabilitySpike(Spike):
         return fmt_num(n) + (f" ({'; '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
 
     def _findings(self, run: RunResult) -> list[Finding]:
-        out = criterion_findings(self.score(run), ("Performance", "Scalability", "Cost", "Maintenance", "Complexity"))
+        out = []
         cores = int(run.machine.get("cpu_count_logical") or 1)
         for o in run.options:
             for s in LOAD_SCENARIOS:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.decide import Criterion, Metric, Part, Utility
 from harness.plugin import (
     Chart,
-    CriterionScore,
     Finding,
     NotRunnable,
     Option,
@@ -14,7 +14,6 @@ from harness.plugin import (
     Scenario,
     ScenarioContext,
     ScenarioOutput,
-    Scoring,
     Spike,
     Table,
 )
@@ -23,6 +22,9 @@ from harness.results import RunResult
 __all__ = ["FakeSpike"]
 
 CALLS: list[str] = []
+
+LATENCY = Utility(10, 20, "a fake requirement: 10 ms is good enough, 20 ms unacceptable")
+CRITERIA = ("Performance", "Maintenance", "Scalability", "Cost")
 
 
 def _ok(ctx: ScenarioContext) -> ScenarioOutput:
@@ -64,17 +66,8 @@ class FakeSpike(Spike):
         Scenario("cannot", "Cannot run", "Finds out at run time that it cannot run.", _not_runnable),
     )
     package_dir = Path(__file__).parent / "fake_poc"
-
-    def score(self, run: RunResult) -> Scoring:
-        scores = {}
-        for o in run.options:
-            sr = run.ok("works", o)
-            if sr is None:
-                scores[o] = {}
-                continue
-            lat = sr.measurement("latency").median
-            scores[o] = {c: CriterionScore(100 / lat, f"{lat} ms") for c in self.weights}
-        return Scoring(scores, {c: "100 / latency" for c in self.weights})
+    #: Every seed criterion but Complexity (the harness's own) reads the median latency: 10 at 10 ms, 0 at 20 ms.
+    criteria = tuple(Criterion(c, (Part("latency", Metric("works", "latency"), "ms", LATENCY, min_diff=0.5),)) for c in CRITERIA)
 
     def report(self, run: RunResult) -> ReportContent:
         rows = [[o, str(run.ok("works", o).measurement("latency").median)] for o in run.options if run.ok("works", o)]

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from harness import budget, cli, machine, plugin
 from harness import runner as run_module
-from harness.results import RunResult, load
-from tests.harness.fakes import FakeSpike
+from harness.decide import Criterion, Derived, Part
+from harness.results import load
+from tests.harness.fakes import LATENCY, FakeSpike
 
 runner = CliRunner()
 
@@ -37,8 +38,21 @@ class UnscorableSpike(CalmSpike):
     slug = "unscorable"
     title = "Unscorable Spike"
 
-    def score(self, run: RunResult):  # type: ignore[no-untyped-def]
-        return super().score(run) if run.ok("works", "zzz") else run.ok("works", "a").measurement("renamed")  # KeyError
+    criteria = (
+        Criterion(
+            "Performance",
+            (
+                Part(
+                    "renamed",
+                    Derived(lambda run, o: run.ok("works", "a").measurement("renamed").median, "a renamed metric"),
+                    "ms",
+                    LATENCY,
+                    1,
+                ),
+            ),
+        ),
+        *(c for c in CalmSpike.criteria if c.name != "Performance"),
+    )
 
 
 @pytest.fixture(autouse=True)

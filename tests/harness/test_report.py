@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugin import Scoring, source_hash
-from harness.report.render import TOTAL_MIN_EFFECT, decide, decision_matrix, render_index, render_spike, repeat_winners
+from harness.decide import Criterion, Derived, Part
+from harness.plugin import source_hash
+from harness.report.render import decide, render_index, render_spike
 from harness.results import ResultsError, RunResult, ScoringError, save
 from harness.runner import RunPlan, run_spike
-from tests.harness.fakes import FakeSpike
+from tests.harness.fakes import LATENCY, FakeSpike
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXED_MACHINE = {
@@ -83,6 +84,8 @@ def test_document_follows_the_seed_template_in_order(tmp_path):
     assert "| Criterion | Weight | Option A | Option B |" in text
     assert "Chosen option: **Option A**" in text  # lower fake latency: higher score
     assert "Good, because latency is 11.0 ms" in text and "Bad, because latency is 21.0 ms" in text
+    assert "Good, because performance scores 9.0 (best): latency 11 ms." in text  # 10 at 10 ms, 0 at 20 ms: 20 - 11
+    assert "Bad, because performance scores 0.0 (worst): latency 21 ms." in text
     assert "| crashes | a | failed | RuntimeError: the server crashed mid-scenario |" in text
     assert "Quick run" not in text and "Stale" not in text
 
@@ -93,24 +96,22 @@ def test_quick_and_stale_runs_say_so(tmp_path):
     assert "**Quick run.**" in text and "**Stale.**" in text and f"{source_hash(FakeSpike())} now" in text
 
 
-def test_matrix_totals_are_weighted_sums(tmp_path):
-    m = decision_matrix(
-        FakeSpike(),
-        _fixed_run(
-            tmp_path,
-            parameters={
-                "repeat": 2,
-                "options": ["a", "b"],
-                "scenarios": ["works"],
-                "interrupted": False,
-                "weights": {"Performance": 50, "Complexity": 50},
-            },
-        ),
-    )
-    assert m.criteria == ["Performance", "Complexity"]
-    assert m.scores["a"]["Performance"] == 9.1  # 100 / 11 (median of 10, 11, 11, 12), one decimal
-    assert m.totals["a"] == pytest.approx(100 / 11, abs=0.01)
-    assert m.best == "a" and m.ranking == ["a", "b"]
+def test_matrix_totals_are_weighted_sums_of_utility_scores(tmp_path):
+    params = {
+        "repeat": 2,
+        "options": ["a", "b"],
+        "scenarios": ["works"],
+        "interrupted": False,
+        "weights": {"Performance": 50, "Complexity": 50},
+    }
+    d = decide(FakeSpike(), _fixed_run(tmp_path, parameters=params))
+    assert d.criteria == ["Performance", "Complexity"]
+    # Median latency of a over its per-repeat medians (10.5, 11.5) is 11 ms: 10 at 10 ms, 0 at 20 ms, linear: 9.0.
+    assert d.score("a", "Performance") == 9.0 and d.score("b", "Performance") == 0.0
+    # Complexity: the fake POC's lines (+ 25 for b's one dependency) are under 150 line-equivalents: 10.
+    assert d.score("a", "Complexity") == 10.0 and d.score("b", "Complexity") == 10.0
+    assert d.totals["a"] == pytest.approx(9.5) and d.totals["b"] == pytest.approx(5.0)
+    assert d.best == "a" and d.ranking == ["a", "b"]
 
 
 def test_index_lists_every_spike(tmp_path):
@@ -122,9 +123,9 @@ def test_index_lists_every_spike(tmp_path):
     assert "no run stored yet" in empty
 
 
-def test_repeat_winners_show_a_winner_that_flips_between_repeats(tmp_path):
+def test_a_runner_up_that_wins_a_repeat_makes_a_tie(tmp_path):
     run = _fixed_run(tmp_path)
-    assert repeat_winners(FakeSpike(), run) == ["a", "a"]
+    assert decide(FakeSpike(), run).repeat_winners == ["a", "a"]
     # Option b much faster than a in the second repeat only: the repeats disagree,
     # and the document must not claim a stable choice.
     data = run.to_dict()
@@ -134,10 +135,13 @@ def test_repeat_winners_show_a_winner_that_flips_between_repeats(tmp_path):
                 if sr["option"] == "b":
                     m["repeats"][1] = [1.0, 1.0]
     flipped = RunResult.from_dict(data)
-    assert repeat_winners(FakeSpike(), flipped) == ["a", "b"]
+    d = decide(FakeSpike(), flipped)
+    # b's median over its two repeats (20.5 and 1 ms) is 10.75 ms: b is ahead pooled, a wins repeat 1.
+    assert d.repeat_winners == ["a", "b"] and d.tie and d.tied == ["b", "a"]
+    assert d.evidence["a"] == "Option A has the best total in repeat 1: the winner does not hold across repeats"
     text = render_spike(FakeSpike(), flipped, tmp_path / "out2").read_text()
-    assert "the best option was, repeat by repeat: Option A; Option B" in text
-    assert "does not rest on one lucky repeat" not in text
+    assert "the best qualifying option was, repeat by repeat: Option A; Option B" in text and "Tie within noise" in text
+    assert "does not rest on one lucky repeat" not in text and "Chosen option" not in text
 
 
 def test_repeat_winners_need_two_repeats(tmp_path):
@@ -145,7 +149,7 @@ def test_repeat_winners_need_two_repeats(tmp_path):
     for sr in data["scenarios"]:
         for m in sr["measurements"]:
             m["repeats"] = m["repeats"][:1]
-    assert repeat_winners(FakeSpike(), RunResult.from_dict(data)) == []
+    assert decide(FakeSpike(), RunResult.from_dict(data)).repeat_winners == []
 
 
 # -- a stored run its spike cannot score or render: one line naming the file, never a traceback -------------------------------
@@ -163,9 +167,10 @@ def _without_latency_of_a(tmp_path: Path) -> RunResult:
 
 
 def test_a_deleted_scored_measurement_is_a_one_line_results_error(tmp_path):
+    # The step ran ok but its file lacks what a criterion reads: a malformed file or a renamed metric, not "not measured".
     run = _without_latency_of_a(tmp_path)
     with pytest.raises(ScoringError) as exc:
-        decision_matrix(FakeSpike(), run)
+        decide(FakeSpike(), run)
     text = str(exc.value)
     assert isinstance(exc.value, ResultsError) and "\n" not in text
     assert text.startswith(f"{run.path}: cannot score spike 42")
@@ -174,14 +179,31 @@ def test_a_deleted_scored_measurement_is_a_one_line_results_error(tmp_path):
         render_spike(FakeSpike(), run, tmp_path / "out2")
 
 
+def test_a_step_that_failed_is_not_measured_and_left_out_for_every_option(tmp_path):
+    data = _fixed_run(tmp_path).to_dict()
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "works" and sr["option"] == "a":
+            sr.update(status="failed", reason="RuntimeError: the server crashed", measurements=[], facts=[], durations_s=[1.0])
+    run = RunResult.from_dict(data)
+    d = decide(FakeSpike(), run)
+    assert set(d.left_out) == {"Performance", "Maintenance", "Scalability", "Cost"}
+    assert d.left_out["Performance"] == "not measured for Option A: latency: works failed: RuntimeError: the server crashed"
+    assert d.used == {"Complexity": 100.0}  # renormalised over what was measured for every option
+    assert d.totals == {"a": 10.0, "b": 10.0}
+    text = render_spike(FakeSpike(), run, tmp_path / "out2").read_text()
+    assert "| Performance | 30% (left out) | not measured | (0.0) |" in text
+    assert "Left out for every option, because not measured for some: Performance (not measured for Option A: latency: works failed" in text
+    assert "| Complexity | 20% (100%) |" in text
+
+
 class _Failing(FakeSpike):
-    """Raises the given error from score(), as a spike reading a field the stored run lacks would."""
+    """A criterion whose value raises the given error, as a value reading a field the stored run lacks would."""
 
     def __init__(self, error: Exception) -> None:
-        self.error = error
+        def boom(run: RunResult, option: str) -> float:
+            raise error
 
-    def score(self, run: RunResult) -> Scoring:
-        raise self.error
+        self.criteria = (Criterion("Performance", (Part("boom", Derived(boom, "raises"), "ms", LATENCY, 1),)), *FakeSpike.criteria[1:])
 
 
 @pytest.mark.parametrize(
@@ -199,23 +221,14 @@ class _Failing(FakeSpike):
 def test_every_data_error_from_a_spike_becomes_one_line(tmp_path, error, shown):
     run = _fixed_run(tmp_path)
     with pytest.raises(ScoringError) as exc:
-        decision_matrix(_Failing(error), run)
+        decide(_Failing(error), run)
     assert str(exc.value).endswith(shown) and "\n" not in str(exc.value) and str(run.path) in str(exc.value)
+    assert isinstance(exc.value, ResultsError) and str(exc.value).startswith(f"{run.path}: cannot score spike 42")
 
 
 def test_a_bug_that_is_not_about_the_data_is_not_disguised_as_one(tmp_path):
     with pytest.raises(RuntimeError, match="a bug"):
-        decision_matrix(_Failing(RuntimeError("a bug")), _fixed_run(tmp_path))
-
-
-def test_a_repeat_that_cannot_be_scored_alone_has_no_winner(tmp_path):
-    data = _fixed_run(tmp_path).to_dict()
-    for sr in data["scenarios"]:
-        if sr["scenario"] == "works" and sr["option"] == "a":
-            sr["measurements"][0]["repeats"][1] = [0.0, 0.0]  # pooled median 5 ms; repeat 2 alone 0 ms: 100 / 0
-    run = RunResult.from_dict(data)
-    assert decision_matrix(FakeSpike(), run).best == "a"
-    assert repeat_winners(FakeSpike(), run) == ["a", None]
+        decide(_Failing(RuntimeError("a bug")), _fixed_run(tmp_path))
 
 
 # -- ties within noise: the per-repeat weighted totals decide whether the best option is separated from the runners-up --------
@@ -239,54 +252,53 @@ def _recommendation(text: str) -> str:
 
 
 def test_overlapping_repeat_totals_are_a_tie_in_the_document_and_the_index(tmp_path):
-    # Per-repeat totals (100 / latency): a 10.0, 8.0, 9.09; b 9.52, 7.41, 8.33. Pooled, a leads by 8% (9.09 vs 8.33),
-    # more than matters, but the repeats overlap: 3 vs 3 cannot reach p < 0.05 and the ranges are not apart.
+    # Four criteria (80%) read the latency, 10 at 10 ms and 0 at 20 ms; Complexity (20%) is 10 for both.
+    # Per-repeat totals: a 10.0, 8.0, 9.2; b 9.6, 7.2, 8.4. Their medians are 9% apart, more than matters, but the
+    # repeats overlap: 3 vs 3 cannot reach p < 0.05 and the ranges are not apart.
     run = _with_latencies(tmp_path, {"a": [[10.0], [12.5], [11.0]], "b": [[10.5], [13.5], [12.0]]})
     decision = decide(FakeSpike(), run)
     assert decision.best == "a" and decision.tie and decision.tied == ["a", "b"]
-    assert decision.repeat_totals == {"a": [10.0, 8.0, 9.09], "b": [9.52, 7.41, 8.33]}
+    assert {o: [round(t, 2) for t in v] for o, v in decision.repeat_totals.items()} == {"a": [10.0, 8.0, 9.2], "b": [9.6, 7.2, 8.4]}
     text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
     assert "Chosen option" not in text
-    assert "Tie within noise: **Option A** and **Option B** (totals 9.09 and 8.33; their per-repeat totals overlap (3 vs 3 repeats" in text
-    assert "Ranked by the pooled totals (every repeat scored together): 1. Option A 9.09, 2. Option B 8.33." in text
-    assert "weighted totals per repeat: Option A 10.00, 8.00, 9.09; Option B 9.52, 7.41, 8.33" in text
+    assert "Tie within noise: **Option A** and **Option B** (totals 9.20 and 8.40; their per-repeat totals overlap (3 vs 3 repeats" in text
+    assert "Ranked by total (median value of each criterion over the repeats): 1. Option A 9.20, 2. Option B 8.40." in text
+    assert "weighted totals per repeat: Option A 10.00, 8.00, 9.20; Option B 9.60, 7.20, 8.40" in text
     assert "by the per-repeat rule above, Option A and Option B are tied" in text
     assert "or rerun with more repeats (`--repeat`) to tell them apart" in text
     assert "does not rest on one lucky repeat" not in text
     index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
-    assert "| tie: Option A / Option B (9.09 / 8.33 of 10, within noise) |" in index
+    assert "| tie: Option A / Option B (9.20 / 8.40 of 10, within noise) |" in index
     assert "| Option A (" not in index
 
 
 def test_a_lead_below_the_smallest_difference_that_matters_is_a_tie_even_when_every_repeat_agrees(tmp_path):
-    # a beats b on every repeat, but by about 2% of the total: below TOTAL_MIN_EFFECT whatever the repeats say.
+    # a beats b on every repeat, but by about 2% of the total: below the tie margin (5%) whatever the repeats say.
     run = _with_latencies(tmp_path, {"a": [[10.0], [10.1], [10.2]], "b": [[10.3], [10.4], [10.5]]})
     decision = decide(FakeSpike(), run)
     assert decision.repeat_winners == ["a", "a", "a"] and decision.tie and not decision.more_repeats_could_separate
     text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
     assert "Tie within noise: **Option A** and **Option B**" in text and "more repeats would not change this" in text
-    assert decision.evidence["b"].startswith(
-        f"Option B is within {TOTAL_MIN_EFFECT:.0%} of Option A: the medians of their per-repeat totals, 9.90 and 9.62"
-    )
+    assert decision.evidence["b"].startswith("Option B is within 5% of Option A: the medians of their per-repeat totals, 9.92 and 9.68")
 
 
 def test_repeats_that_are_all_clearly_apart_name_a_winner_with_its_margin(tmp_path):
     run = _with_latencies(tmp_path, {"a": [[10.0], [10.5], [11.0]], "b": [[20.0], [21.0], [22.0]]})
     decision = decide(FakeSpike(), run)
-    assert not decision.tie and decision.tied == ["a"] and decision.margin == pytest.approx(9.52 - 4.76)
+    assert not decision.tie and decision.tied == ["a"] and decision.margin == pytest.approx(9.6 - 2.0)
     text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
     assert "Tie within noise" not in text
     assert (
-        "Chosen option: **Option A**, because it has the best weighted total in the decision matrix, 9.52 of 10 (next: Option B, 4.76)."
+        "Chosen option: **Option A**, because it passes every gate and has the best weighted total, 9.60 of 10 (next: Option B, 2.00)."
         in text
     )
     assert (
-        "The margin is 4.76 points; separated: every repeat of Option A above every repeat of Option B (3 vs 3 repeats: a likely difference"
+        "The margin is 7.60 points; separated: every repeat of Option A above every repeat of Option B (3 vs 3 repeats; a likely difference"
         in text
     )
-    assert "3 of 3 repeats agree with the pooled result: the choice does not rest on one lucky repeat" in text
+    assert "3 of 3 repeats agree: the choice does not rest on one lucky repeat" in text
     index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
-    assert "| Option A (9.52 / 10) |" in index and "tie:" not in index
+    assert "| Option A (9.60 / 10) |" in index and "tie:" not in index
 
 
 def test_enough_repeats_for_the_test_separate_options_whose_ranges_touch(tmp_path):
@@ -298,24 +310,25 @@ def test_enough_repeats_for_the_test_separate_options_whose_ranges_touch(tmp_pat
 
 
 def test_enough_repeats_that_overlap_are_a_tie_by_the_test(tmp_path):
-    # 5 vs 5 repeats, medians 8% apart, but interleaved: Mann-Whitney over the per-repeat totals is far from 0.05.
+    # 5 vs 5 repeats, medians 9% apart, a ahead in every repeat, but interleaved: Mann-Whitney over the per-repeat totals is far from 0.05.
     run = _with_latencies(tmp_path, {"a": [[10.0], [12.5], [11.0], [10.5], [11.5]], "b": [[10.5], [13.5], [12.0], [11.0], [12.5]]})
     decision = decide(FakeSpike(), run)
-    assert decision.tie
+    assert decision.tie and decision.repeat_winners == ["a"] * 5
     assert decision.evidence["b"].startswith("their per-repeat totals do not differ significantly (p = 0.")
-    assert decision.evidence["b"].endswith(", 5 vs 5 repeats; not below 0.05)")
+    assert decision.evidence["b"].endswith(", 5 vs 5 repeats)")
 
 
-def test_a_single_repeat_keeps_the_pooled_ranking_and_says_there_is_no_noise_estimate(tmp_path):
-    run = _with_latencies(tmp_path, {"a": [[10.0, 11.0]], "b": [[10.5, 11.5]]})
-    decision = decide(FakeSpike(), run)
-    assert not decision.tie and not decision.noise_estimate and decision.repeat_winners == []
+def test_a_single_repeat_with_a_small_lead_is_a_tie_and_a_large_one_says_there_is_no_noise_estimate(tmp_path):
+    close = decide(FakeSpike(), _with_latencies(tmp_path, {"a": [[10.0, 11.0]], "b": [[10.5, 11.5]]}))
+    assert close.tie and not close.noise_estimate and close.repeat_winners == []
+    assert close.evidence["b"] == "the totals differ by 0.40, under 5% of the best"  # 9.60 vs 9.20
+    run = _with_latencies(tmp_path / "far", {"a": [[10.0, 11.0]], "b": [[14.0, 15.0]]})  # 9.60 vs 6.40
+    far = decide(FakeSpike(), run)
+    assert not far.tie and not far.noise_estimate
     text = _recommendation(render_spike(FakeSpike(), run, tmp_path / "out").read_text())
-    assert "Chosen option: **Option A**" in text and "Tie within noise" not in text
-    assert "One repeat: no noise estimate: the margin of 0.43 points comes from the pooled ranking alone" in text
-    assert "under 5% of the winner's total" in text  # the close call is still flagged without a noise estimate
+    assert "Chosen option: **Option A**" in text and "The margin is 3.20 points; one repeat: no noise estimate." in text
     index = render_index({42: FakeSpike()}, {42: run}, tmp_path / "out").read_text()
-    assert "| Option A (9.52 / 10; one repeat: no noise estimate) |" in index
+    assert "| Option A (9.60 / 10; one repeat: no noise estimate) |" in index
 
 
 class _OtherFake(FakeSpike):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from harness import cli, results
 from harness.budget import table_minutes
 from harness.plugin import discover
-from harness.report.render import decision_matrix
+from harness.report.render import decide
 from harness.results import FORMAT_VERSION, ResultsError, RunResult, load, save, scan_runs
 from harness.runner import RunPlan, run_spike
 from tests.harness.fakes import FakeSpike
@@ -254,8 +254,8 @@ def test_every_format_sample_loads_upgrades_and_scores(sample):
     assert run.upgraded_from == (None if version == FORMAT_VERSION else version)
     assert run.to_dict()["format_version"] == FORMAT_VERSION and "upgraded_from" not in run.to_dict()
     # The upgraded record is one the current code can score: the spike finds everything it reads.
-    matrix = decision_matrix(discover()[run.spike["number"]], run)
-    assert matrix.best is not None and all(t is not None for t in matrix.totals.values())
+    decision = decide(discover()[run.spike["number"]], run)
+    assert decision.options and not decision.left_out and all(t is not None for t in decision.totals.values())
 
 
 def test_upgrade_1_to_2_fills_the_format_2_fields_as_agreed():

@@ -10,10 +10,8 @@ from harness.stats import (
     exact_value,
     find_steps,
     fmt_num,
-    geomean,
     min_p_value,
     newest_reach,
-    relative_to_best,
     separate,
     split_level,
     summarize,
@@ -202,13 +200,6 @@ def test_summary_and_formatting():
         summarize([])
     with pytest.raises(ValueError):
         separate([[]], [[1.0]])
-    assert geomean([1.0, 4.0]) == pytest.approx(2.0)
-
-
-def test_relative_to_best_scales_each_option_to_the_best():
-    assert relative_to_best({"a": 2.0, "b": 4.0, "c": None}, lower_is_better=True) == {"a": 1.0, "b": 0.5, "c": None}
-    assert relative_to_best({"a": 2.0, "b": 4.0, "c": 0.0}, lower_is_better=False) == {"a": 0.5, "b": 1.0, "c": None}
-    assert relative_to_best({"a": None}, lower_is_better=True) == {"a": None}
 
 
 def test_a_step_after_identical_runs_is_found_despite_the_ties():

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.report.render import decision_matrix, render_spike
+from harness.report.render import decide, render_spike
 from harness.results import RunResult, load
 from spikes.s01_websocket_impl import spike
+from tests.spikes import handcheck as h
 
 STORED = Path(__file__).parent / "data" / "quick-run.json"
 runner = CliRunner()
@@ -23,28 +24,51 @@ def stored_run() -> RunResult:
     return load(STORED)
 
 
-def test_scores_come_from_the_stored_measurements(stored_run):
-    scores = spike.score(stored_run).scores
-    # Cost: the smallest gzipped bundle scores 10, the others in proportion.
-    gz = {o: stored_run.ok("bundle", o).measurement("bundle_gzip_bytes").median for o in stored_run.options}
-    best = min(gz, key=gz.get)
-    assert scores[best]["Cost"].score == pytest.approx(10)
-    for o in stored_run.options:
-        assert scores[o]["Cost"].score == pytest.approx(10 * gz[best] / gz[o])
-        assert f"{gz[o]:,.0f} B" in scores[o]["Cost"].basis
-    # Maintenance counts the probed features.
-    feats = stored_run.ok("features", "socketio").fact["features"]
-    present = sum(1 for f in feats.values() if f["value"])
-    assert scores["socketio"]["Maintenance"].basis.startswith(f"{present} of {len(feats)} features present")
+def test_criteria_match_hand_computed_values_from_the_stored_run(stored_run):
+    data = h.load_json(STORED)
+    d = decide(spike, stored_run)
+    for o in ("native", "socketio", "sveltekit"):
+        n = h.largest(data, "echo", o, "closed_received_rate", "connections")
+        perf = (
+            h.logu(h.value(data, "echo", o, "closed_received_rate", connections=n), 50_000, 2_000)
+            + h.logu(h.value(data, "echo", o, "open_latency_p99_ms", connections=n), 16, 100)
+        ) / 2
+        feats = h.value(data, "features", o, "features_present") / h.value(data, "features", o, "features_probed")
+        back = [h.logu(h.value(data, "reconnect", o, "recovery_ms", mode=m), 1000, 10_000) for m in ("restart", "drop")]
+        maint = (3 * h.lin(feats, 1.0, 0.0) + sum(back)) / 5
+        scal = (
+            h.logu(h.value(data, "memory", o, "memory_per_connection_bytes"), 10 * 1024, 100 * 1024)
+            + h.logu(h.value(data, "broadcast", o, "latency_p99_ms"), 16, 100)
+        ) / 2
+        cost = h.lin(h.value(data, "bundle", o, "bundle_gzip_bytes"), 10_000, 200_000)
+        cx = h.complexity(data, o, spike.ships_anyway)
+        expected = {"Performance": perf, "Maintenance": maint, "Scalability": scal, "Cost": cost, "Complexity": cx}
+        for crit, v in expected.items():
+            assert d.cells[o][crit].score == pytest.approx(v), (o, crit)
+        assert d.totals[o] == pytest.approx(sum(spike.weights[c] * v for c, v in expected.items()) / 100)
+        assert d.gates[o][0].status == "pass" and d.gates[o][0].value == 0  # no message lost across reconnects
+    # SvelteKit's framework is what the app ships anyway: only ws is counted beyond its lines.
+    assert h.complexity(data, "sveltekit", spike.ships_anyway) == h.logu(153 + 25, 150, 1500)
 
 
-def test_a_missing_scenario_leaves_scores_incomplete_not_invented(stored_run):
+def test_a_lost_message_across_a_reconnect_fails_the_gate(stored_run):
+    data = stored_run.to_dict()
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "reconnect" and sr["option"] == "socketio":
+            next(m for m in sr["measurements"] if m["name"] == "lost" and m["tags"]["mode"] == "restart")["repeats"] = [[3.0]]
+    d = decide(spike, RunResult.from_dict(data))
+    assert "socketio" in d.blocked and d.gate_cell("socketio") == "fails: no message lost across a reconnect, 3 messages"
+
+
+def test_a_missing_scenario_is_not_measured_and_left_out_not_invented(stored_run):
     data = stored_run.to_dict()
     data["scenarios"] = [s for s in data["scenarios"] if not (s["scenario"] == "bundle" and s["option"] == "sveltekit")]
-    partial = RunResult.from_dict(data)
-    matrix = decision_matrix(spike, partial)
-    assert matrix.scores["sveltekit"]["Cost"] is None and matrix.totals["sveltekit"] is None
-    assert "sveltekit" not in matrix.ranking
+    d = decide(spike, RunResult.from_dict(data))
+    assert d.cells["sveltekit"]["Cost"].score is None and "Cost" in d.left_out and "Cost" not in d.used
+    assert d.left_out["Cost"].startswith(
+        "not measured for SvelteKit (adapter-node + ws): gzipped JavaScript per page load: bundle did not run"
+    )
+    assert sum(d.used.values()) == pytest.approx(100)
 
 
 def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path):

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.report.render import decision_matrix, render_spike
+from harness.report.render import decide, render_spike
 from harness.results import RunResult, load
 from spikes.s05_auth import WEIGHTS, scenarios, spike
+from tests.spikes import handcheck as h
 from tests.spikes.s05.conftest import require
 
 STORED = Path(__file__).parent / "data" / "quick-run.json"
@@ -29,30 +30,47 @@ def test_weights_add_up_and_include_security():
     spike.validate()
 
 
-def test_security_and_cost_scores_come_from_the_stored_measurements(stored_run):
-    scores = spike.score(stored_run).scores
+def test_criteria_and_the_gate_match_hand_computed_values_from_the_stored_run(stored_run):
+    data = h.load_json(STORED)
+    d = decide(spike, stored_run)
     for o in stored_run.options:
         res = spike.results(stored_run, o, "recommended")
         outcomes = [r["outcome"] for r in res.values() if r["outcome"] != "not-applicable"]
         outcomes += [f["replay_on_other_instance"]["outcome"] for f in stored_run.ok("revocation", o).facts[:1]]
         blocked = outcomes.count("blocked")
-        assert scores[o]["Security"].score == pytest.approx(10 * blocked / len(outcomes))
-        assert scores[o]["Security"].basis.startswith(f"blocked {blocked} of {len(outcomes)} attacks")
-    cmds = {o: stored_run.median("cost", o, "store_commands_per_connection") for o in stored_run.options}
-    for o in stored_run.options:
-        assert scores[o]["Cost"].score == pytest.approx(10 * (1 + min(cmds.values())) / (1 + cmds[o]))
+        closed = h.repeats(data, "revocation", o, "closed_after_logout")
+        revoke = h.value(data, "revocation", o, "revocation_ms") if all(x for r in closed for x in r) else None
+        expected = {
+            "Security": h.lin(blocked / len(outcomes), 1.0, 0.5),
+            "Performance": (
+                h.logu(h.value(data, "cost", o, "handshake_ms"), 5, 100) + h.logu(h.value(data, "cost", o, "connections_per_s"), 1000, 50)
+            )
+            / 2,
+            "Maintenance": 0.0 if revoke is None else h.lin(revoke, 1000, 8000),
+            "Scalability": h.logu(h.value(data, "cost", o, "memory_per_connection_bytes"), 10 * 1024, 100 * 1024),
+            "Cost": h.lin(h.value(data, "cost", o, "store_commands_per_connection"), 0, 10),
+            "Complexity": h.complexity(data, o),
+        }
+        for crit, v in expected.items():
+            assert d.cells[o][crit].score == pytest.approx(v), (o, crit)
+        assert d.gates[o][0].status == ("pass" if blocked == len(outcomes) else "fail")
+    # The seed's weights are shown beside the spike's own (Security weighs 0 there).
+    assert [s.label for s in d.sensitivities] == ["this spike's weights", "the seed's weights"]
+    assert "Security" not in d.sensitivities[1].weights
 
 
 def test_an_attack_getting_through_lowers_security_and_drops_the_option_from_the_settings(stored_run, tmp_path):
     data = stored_run.to_dict()
     sr = next(s for s in data["scenarios"] if s["scenario"] == "attacks" and s["option"] == "sessions")
-    before = spike.score(stored_run).scores["sessions"]["Security"].score
+    before = decide(spike, stored_run).cells["sessions"]["Security"].score
     facts = copy.deepcopy(sr["facts"])
     flood = next(r for r in facts[-1]["recommended"]["results"] if r["attack"] == "flood")
     flood["outcome"] = "got-through"
     sr["facts"] = facts
     changed = RunResult.from_dict(data)
-    assert spike.score(changed).scores["sessions"]["Security"].score < before
+    after = decide(spike, changed)
+    assert after.cells["sessions"]["Security"].score < before and "sessions" in after.blocked
+    assert after.gate_cell("sessions").startswith("fails: no attack through, 1 attack through")
     content = spike.report(changed)
     tables = [t for t in content.tables if t.title.startswith("Settings of the options")]
     assert not any(row[0] == "Session management (Redis)" for t in tables for row in t.rows)
@@ -60,11 +78,11 @@ def test_an_attack_getting_through_lowers_security_and_drops_the_option_from_the
         assert any("No option's recommended settings blocked every attack" in n for n in content.notes)
 
 
-def test_a_missing_scenario_leaves_scores_incomplete_not_invented(stored_run):
+def test_a_missing_scenario_is_not_measured_and_left_out_not_invented(stored_run):
     data = stored_run.to_dict()
     data["scenarios"] = [s for s in data["scenarios"] if not (s["scenario"] == "revocation" and s["option"] == "cookie")]
-    matrix = decision_matrix(spike, RunResult.from_dict(data))
-    assert matrix.scores["cookie"]["Maintenance"] is None and matrix.totals["cookie"] is None
+    d = decide(spike, RunResult.from_dict(data))
+    assert d.cells["cookie"]["Maintenance"].score is None and "Maintenance" in d.left_out and "Maintenance" not in d.used
 
 
 def test_document_renders_every_section_from_the_stored_run(stored_run, tmp_path):

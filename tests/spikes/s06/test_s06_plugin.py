@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from harness.report.render import decision_matrix, render_spike
+from harness.report.render import decide, render_spike
 from harness.results import load
 from harness.runner import RunPlan, run_spike
 from spikes.s06_scalability import ScalabilitySpike, saturation, spike
@@ -47,9 +47,9 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
     gen = stored.ok("generator-idle", "native")
     assert gen.median("generator_connected") == 100 and gen.median("generator_memory_per_connection_bytes") > 0
     # Scores and the document come from the stored run.
-    matrix = decision_matrix(tiny, stored)
-    assert set(matrix.scores) == {"native", "socketio-redis"}
-    assert matrix.scores["native"]["Maintenance"] is not None
+    d = decide(tiny, stored)
+    assert d.options == ["native", "socketio-redis"]
+    assert d.cells["native"]["Maintenance"].score is not None and not d.left_out
     doc = render_spike(tiny, stored, tmp_path).read_text()
     for title in (
         "Targets, what was reached, and where it saturated",
