@@ -324,6 +324,11 @@ _SKIPPED_DIR_SUFFIXES = (".egg-info",)
 _HARNESS_NOT_HASHED = frozenset({"report", "decide", "cli.py", "compare.py", "budget.py", "budgets.toml"})
 
 
+#: Files of a spike's package that cannot change a measurement: its decision (criteria, utilities, gates), which only
+#: scores stored runs, as ``harness/decide`` does.
+_SPIKE_NOT_HASHED = frozenset({"decision.py"})
+
+
 def _skipped(name: str) -> bool:
     return name.startswith(".") or name in _SKIPPED_DIRS or name.endswith(_SKIPPED_DIR_SUFFIXES)
 
@@ -344,7 +349,8 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     """A hash of the code and data a run of ``spike`` executes, so results of edited code show as stale.
 
     The rule: every file of the spike's own package, whatever its extension (code, ``.proto``,
-    lock files, replayed traces such as ``automerge-paper.json.gz``), plus every file of the
+    lock files, replayed traces such as ``automerge-paper.json.gz``), except its ``decision.py``
+    (criteria and gates: they score stored runs, they measure nothing), plus every file of the
     ``harness`` package that runs or measures, which is all of it except ``harness/report/``,
     ``harness/decide/``, ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``. A spike's measurements run
     through harness modules (runner, process, probes, load engine, services), so a change there
@@ -358,7 +364,7 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     """
     h = hashlib.sha256()
     roots: tuple[tuple[str, Path, Iterable[str]], ...] = (
-        ("spike", Path(spike.package_dir), ()),
+        ("spike", Path(spike.package_dir), _SPIKE_NOT_HASHED),
         ("harness", Path(harness_dir or HARNESS_DIR), _HARNESS_NOT_HASHED),
     )
     for label, root, skip in roots:

@@ -13,13 +13,13 @@ import math
 import statistics
 from pathlib import Path
 
-from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
 from harness.load.locust import LocustPlan
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import scenarios as _sc
+from spikes.s06_scalability.decision import CRITERIA, GATES
 
 __all__ = ["ScalabilitySpike", "spike", "LOAD_SCENARIOS", "targets", "saturation"]
 
@@ -195,142 +195,6 @@ def _ms(x: float | None) -> str:
 
 def _kib(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1024:.1f} KiB"
-
-
-#: The connection count the seed asks the app to reach, and the gate's target.
-TARGET = 100_000
-
-
-def _costs(run: RunResult, scenario: str, option: str) -> _x.Costs:
-    c = ScalabilitySpike.costs(run, scenario, option)
-    if c is None:
-        raise NotMeasured(f"{scenario} did not run or stored no connection count")
-    return c
-
-
-def _capacity(scenario: str):
-    def value(run: RunResult, option: str) -> float:
-        cap = _x.max_connections(_costs(run, scenario, option), ScalabilitySpike.machine(run))
-        return min(cap, 1e12)
-
-    return value
-
-
-def _cores_at_target(run: RunResult, option: str) -> float:
-    p = _x.project(_costs(run, "many-idle", option), TARGET, ScalabilitySpike.machine(run))
-    return p.server_cores + p.redis_cores + p.pg_cores
-
-
-def _components(run: RunResult, option: str) -> float:
-    sr = run.ok("many-idle", option) or run.ok("burst", option)
-    if sr is None or not sr.fact.get("components"):
-        raise NotMeasured("no load scenario recorded its deployment")
-    return float(sum(sr.fact["components"].values()))
-
-
-def _conns(v: float) -> str:
-    return "no limit measured" if v >= 1e12 else f"{fmt_num(v)} connections"
-
-
-GATES = (
-    Gate(
-        f"feasible at {fmt_num(TARGET)} connections",
-        "scale",
-        Derived(
-            _capacity("many-idle"),
-            "connections the option holds at the many-idle traffic before its first hard limit (one process's core or memory, one Redis "
-            "command thread, one database machine), projected from the measured per-connection costs",
-        ),
-        "connections",
-        f"the seed's target is {fmt_num(TARGET)} connections; an option that cannot reach it by adding machines must be replaced later",
-        at_least=TARGET,
-        fmt=_conns,
-    ),
-    Gate(
-        "the busy room holds its latency",
-        "scale",
-        Metric("few-busy", "latency_p99_ms"),
-        "ms",
-        "a chat line or a move that arrives a second late is out of date; a p99 past 1 s means the room's traffic overloads the deployment",
-        at_most=1000,
-        fmt=lambda v: f"p99 {fmt_num(v, 'ms')}",
-    ),
-)
-
-_LATENCY = Utility(50, 1000, "50 ms feels immediate at a table; past 1 s players act on stale state", log=True)
-
-CRITERIA = (
-    Criterion(
-        "Performance",
-        (
-            Part("busy-room p99", Metric("few-busy", "latency_p99_ms"), "ms", _LATENCY, min_diff=10),
-            Part("burst p99", Metric("burst", "latency_p99_ms"), "ms", _LATENCY, min_diff=10),
-        ),
-        "message latency under the seed's busy room and under a burst of arrivals",
-    ),
-    Criterion(
-        "Scalability",
-        (
-            Part(
-                "memory per idle connection",
-                Metric("many-idle", "memory_per_connection_bytes"),
-                "B",
-                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
-                min_diff=2048,
-                fmt=lambda v: f"{fmt_num(v / 1024)} KiB",
-            ),
-            Part(
-                "burst connect p99",
-                Metric("burst", "connect_ms", stat="p99"),
-                "ms",
-                Utility(50, 1000, "players arriving together (a session start) should be in within a moment; a second is felt", log=True),
-                min_diff=10,
-            ),
-            Part(
-                "first hard limit at the busy room's traffic",
-                Derived(
-                    _capacity("few-busy"),
-                    "connections before the first hard limit at the few-busy traffic per connection, projected from its measured costs",
-                ),
-                "connections",
-                Utility(TARGET, 1000, f"the seed's target is {fmt_num(TARGET)}; 1,000 busy connections is a few dozen tables", log=True),
-                min_diff=100,
-                fmt=_conns,
-            ),
-        ),
-        "what each more connection costs, how arrivals are absorbed, where the deployment stops",
-    ),
-    Criterion(
-        "Cost",
-        (
-            Part(
-                f"cores for {fmt_num(TARGET)} connections",
-                Derived(
-                    _cores_at_target,
-                    f"cores projected for {fmt_num(TARGET)} connections at the many-idle traffic: servers and nginx + Redis + PostgreSQL "
-                    "(the projection under the tables)",
-                ),
-                "cores",
-                Utility(4, 64, "4 cores is one small machine; 64 is a rack's worth to run and pay for", log=True),
-                min_diff=0.5,
-                fmt=lambda v: f"{v:.2f} cores",
-            ),
-        ),
-    ),
-    Criterion(
-        "Maintenance",
-        (
-            Part(
-                "processes and services to run",
-                Derived(_components, "server processes and services (PostgreSQL, Redis, nginx) in the deployment", exact=True),
-                "components",
-                Utility(2, 10, "each is something to deploy, monitor and upgrade; 2 is a server and its database"),
-                min_diff=1,
-                fmt=lambda v: f"{fmt_num(v)}",
-            ),
-        ),
-    ),
-)
 
 
 class ScalabilitySpike(Spike):

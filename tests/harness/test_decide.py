@@ -154,19 +154,34 @@ def test_when_every_option_fails_a_gate_none_qualifies_with_the_highest_load_eac
 
 def test_a_gate_that_could_not_be_measured_does_not_block_but_is_said():
     run = _run({"a": {"speed": [[1]], "size": [[1]]}, "b": {"speed": [[2]], "size": [[2]]}})
-    gate = Gate("no data lost", "data loss", Metric("bench", "lost"), "messages", "why", at_most=0)
+    gate = Gate("no data lost", "data loss", Metric("loss-probe", "lost"), "messages", "why", at_most=0)
     d = evaluate(_spike(TWO, [gate]), run)
-    assert d.eligible == ["a", "b"] and d.unverified_gates("a")[0].text == "no data lost: not measured (bench stored no lost)"
+    assert (
+        d.eligible == ["a", "b"]
+        and d.unverified_gates("a")[0].text == "no data lost: not measured (loss-probe did not run for this option)"
+    )
+
+
+def test_a_step_that_ran_ok_but_lacks_what_a_criterion_reads_is_an_error_not_a_gap():
+    run = _run({"a": {"speed": [[1]]}, "b": {"speed": [[2]], "size": [[2]]}})
+    with pytest.raises(KeyError, match="option 'a' has no measurement 'size'"):
+        evaluate(_spike(TWO), run)
 
 
 def test_a_criterion_not_measured_for_one_option_is_left_out_for_every_option_and_weights_renormalised():
-    run = _run({"a": {"speed": [[10]], "size": [[90]]}, "b": {"speed": [[20]], "size": [[10]]}}, status={})
-    run.scenarios[1].measurements = [m for m in run.scenarios[1].measurements if m.name != "size"]  # b: size not measured
-    d = evaluate(_spike(TWO), run)
-    assert d.left_out == {"Size": "not measured for B: size: bench stored no size"}
+    run = _run({"a": {"speed": [[10]], "size": [[90]]}, "b": {"speed": [[20]], "size": [[10]]}})
+
+    def size(run: RunResult, option: str) -> float:
+        if option == "b":
+            raise NotMeasured("the size probe could not run")
+        return run.ok("bench", option).measurement("size").median
+
+    crits = (_crit("Speed", "speed"), Criterion("Size", (Part("size", Derived(size, "the size"), "x", LINEAR, 1),)))
+    d = evaluate(_spike(crits), run)
+    assert d.left_out == {"Size": "not measured for B: size: the size probe could not run"}
     assert d.used == {"Speed": 100.0}
     assert d.totals == {"a": pytest.approx(9.0), "b": pytest.approx(8.0)}  # a's bad size (1.0) does not count against it
-    assert d.cells["b"]["Size"].score is None and d.cells["b"]["Size"].basis.startswith("not measured: size: bench stored no size")
+    assert d.cells["b"]["Size"].score is None and d.cells["b"]["Size"].basis == "not measured: size: the size probe could not run"
 
 
 def test_a_failed_step_is_not_measured_with_its_reason():

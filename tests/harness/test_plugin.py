@@ -87,7 +87,18 @@ def _hash_setup(tmp_path):
     harness = tmp_path / "harness"
     (harness / "report").mkdir(parents=True)
     (harness / "load").mkdir()
-    for name in ("process.py", "results.py", "cli.py", "compare.py", "budget.py", "budgets.toml", "load/engine.py", "report/render.py"):
+    (harness / "decide").mkdir()
+    for name in (
+        "process.py",
+        "results.py",
+        "cli.py",
+        "compare.py",
+        "budget.py",
+        "budgets.toml",
+        "load/engine.py",
+        "report/render.py",
+        "decide/engine.py",
+    ):
         (harness / name).write_text(f"# {name}\n")
     return spike, harness
 
@@ -138,7 +149,17 @@ def test_source_hash_covers_the_harness_modules_that_run_or_measure(tmp_path, na
     assert source_hash(spike, harness) != before
 
 
-@pytest.mark.parametrize("name", ["report/render.py", "cli.py", "compare.py", "budget.py", "budgets.toml"])
+def test_source_hash_leaves_out_the_spike_decision(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    (tmp_path / "poc" / "decision.py").write_text("CRITERIA = ()  # criteria and gates score stored runs; they measure nothing\n")
+    assert source_hash(spike, harness) == before
+    (tmp_path / "poc" / "server").mkdir()
+    (tmp_path / "poc" / "server" / "decision.py").write_text("# a POC module of that name is code that runs: hashed\n")
+    assert source_hash(spike, harness) != before
+
+
+@pytest.mark.parametrize("name", ["report/render.py", "decide/engine.py", "cli.py", "compare.py", "budget.py", "budgets.toml"])
 def test_source_hash_leaves_out_the_harness_parts_that_cannot_change_a_measurement(tmp_path, name):
     spike, harness = _hash_setup(tmp_path)
     before = source_hash(spike, harness)
@@ -154,7 +175,7 @@ def test_the_real_harness_and_spike_2_are_hashed_by_the_rule():
 
     hashed = {p.relative_to(HARNESS_DIR).as_posix() for p in _hashed_files(HARNESS_DIR, _HARNESS_NOT_HASHED)}
     assert {"runner.py", "process.py", "probes.py", "results.py", "load/engine.py"} <= hashed
-    assert not any(p.startswith("report/") for p in hashed)
+    assert not any(p.startswith(("report/", "decide/")) for p in hashed)
     assert not {"cli.py", "compare.py", "budget.py", "budgets.toml"} & hashed
     spikes = discover()
     if 2 in spikes:

@@ -1,0 +1,160 @@
+"""Spike 1's decision, declared as data for ``harness.decide``: what the options are judged on and must pass.
+
+Not part of the source hash (like ``harness/decide``): changing a utility or a gate re-scores the stored
+runs (``spike report``) without making them stale. Everything here reads only a stored run.
+"""
+
+from __future__ import annotations
+
+from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
+from harness.results import RunResult
+from harness.stats import fmt_num
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else fmt_num(x, "ms")
+
+
+def _kib(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1024:.1f} KiB"
+
+
+#: A reconnection that never happened counts as this many milliseconds (past every utility's "unacceptable").
+NEVER_MS = 60_000.0
+
+
+def _lost_across_reconnects(run: RunResult, option: str) -> float:
+    sr = run.ok("reconnect", option)
+    if sr is None:
+        raise NotMeasured("the reconnect step did not run")
+    return float(sum(sum(m.samples) for m in sr.find("lost")))
+
+
+def _recovery(mode: str):
+    def value(run: RunResult, option: str) -> float:
+        sr = run.ok("reconnect", option)
+        if sr is None:
+            raise NotMeasured("the reconnect step did not run")
+        ok = sr.measurement("recovered", mode=mode).samples
+        if not ok or not all(ok):
+            return NEVER_MS
+        return sr.measurement("recovery_ms", mode=mode).median
+
+    return value
+
+
+def _features(run: RunResult, option: str) -> float:
+    present, probed = run.median("features", option, "features_present"), run.median("features", option, "features_probed")
+    if present is None or not probed:
+        raise NotMeasured("the features step did not run")
+    return present / probed
+
+
+def _recovery_text(v: float) -> str:
+    return "never, in some run" if v >= NEVER_MS else _ms(v)
+
+
+_FRAME = Utility(16, 100, "16 ms is one 60 fps frame; past 100 ms a dragged token visibly lags the pointer", log=True)
+_BACK = Utility(1000, 10_000, "a player whose connection blips should be back before they notice; 10 s feels like a crash", log=True)
+
+GATES = (
+    Gate(
+        "no message lost across a reconnect",
+        "data loss",
+        Derived(
+            _lost_across_reconnects,
+            "messages sent through the browser client and never echoed, over every server restart and connection cut",
+        ),
+        "messages",
+        "a chat line or a move sent while the connection blips must arrive once it is back",
+        at_most=0,
+    ),
+)
+
+CRITERIA = (
+    Criterion(
+        "Performance",
+        (
+            Part(
+                "closed-loop echo throughput at the most connections",
+                Metric("echo", "closed_received_rate", {"connections": Largest()}),
+                "echoes/s",
+                Utility(50_000, 2_000, "20 moves/s from each of 2,500 players is 50,000 echoes/s; 2,000/s is 100 players", log=True),
+                min_diff=5_000,
+            ),
+            Part(
+                "open-model echo p99 at the most connections",
+                Metric("echo", "open_latency_p99_ms", {"connections": Largest()}),
+                "ms",
+                _FRAME,
+                min_diff=2,
+            ),
+        ),
+        "what one server process relays, and how its tail latency holds at a fixed rate",
+    ),
+    Criterion(
+        "Maintenance",
+        (
+            Part(
+                "features present",
+                Derived(
+                    _features,
+                    "features present / probed (`features`: rooms, acknowledgements, binary, fallback, reconnect, backpressure)",
+                    exact=True,
+                ),
+                "of the features",
+                Utility(1.0, 0.0, "each missing feature is code the team writes and maintains itself"),
+                min_diff=0.17,
+                weight=3,
+                fmt=lambda v: f"{v:.0%}",
+            ),
+            Part(
+                "back after a server restart",
+                Derived(
+                    _recovery("restart"),
+                    "median ms from the server being back to the next echo, in Chromium; never recovering counts as 60 s",
+                ),
+                "ms",
+                _BACK,
+                min_diff=500,
+                fmt=_recovery_text,
+            ),
+            Part(
+                "back after a dropped connection",
+                Derived(_recovery("drop"), "median ms from the cut to the next echo, in Chromium; never recovering counts as 60 s"),
+                "ms",
+                _BACK,
+                min_diff=500,
+                fmt=_recovery_text,
+            ),
+        ),
+        "what the team builds and debugs itself: missing features, and reconnection",
+    ),
+    Criterion(
+        "Scalability",
+        (
+            Part(
+                "memory per idle connection",
+                Metric("memory", "memory_per_connection_bytes"),
+                "B",
+                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
+                min_diff=2048,
+                fmt=lambda v: _kib(v),
+            ),
+            Part("broadcast p99 in one room", Metric("broadcast", "latency_p99_ms"), "ms", _FRAME, min_diff=2),
+        ),
+        "what each extra player costs in memory, and how a room's fan-out holds its tail",
+    ),
+    Criterion(
+        "Cost",
+        (
+            Part(
+                "gzipped JavaScript per page load",
+                Metric("bundle", "bundle_gzip_bytes", exact=True),
+                "B",
+                Utility(10_000, 200_000, "bytes every player downloads: 10 KB is 50 ms on a 1.6 Mbit/s mobile link, 200 KB is a second"),
+                min_diff=5_000,
+            ),
+        ),
+    ),
+)
