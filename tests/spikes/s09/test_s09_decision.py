@@ -1,0 +1,58 @@
+"""Spike 9's declared criteria, checked against values computed by hand from a small stored run."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from harness.report.render import decide
+from harness.results import load
+from spikes.s09_message_protocol import spike
+from tests.spikes import handcheck as h
+
+STORED = Path(__file__).parent / "data" / "tiny-run.json"
+
+
+def _round_trip_us(data, option: str, kind: str) -> float:
+    enc = h.repeats(data, "speed", option, "encode_ns", message=kind)
+    dec = h.repeats(data, "speed", option, "decode_ns", message=kind)
+    return statistics.median((statistics.median(e) + statistics.median(d)) / 1000 for e, d in zip(enc, dec, strict=True))
+
+
+def test_criteria_match_hand_computed_values_from_the_stored_run():
+    data = h.load_json(STORED)
+    run = load(STORED)
+    d = decide(spike, run)
+    assert d.options == ["json", "orjson", "msgpack", "protobuf", "msgspec"] and not d.left_out
+    for o in d.options:
+        facts = h.value(data, "debugging", o, "debug_facts_true") / h.value(data, "debugging", o, "debug_facts_total")
+        expected = {
+            "Performance": (3 * h.logu(_round_trip_us(data, o, "cursor"), 2, 50) + h.logu(_round_trip_us(data, o, "snapshot"), 1000, 16000))
+            / 4,
+            "Maintenance": (h.lin(h.value(data, "type-safety", o, "rejected_fraction"), 0.9, 0.0) + h.lin(facts, 1.0, 0.0)) / 2,
+            "Scalability": h.logu(h.value(data, "size", o, "size_raw_stream", message="mixed"), 50, 1000),
+            "Cost": h.logu(h.value(data, "size", o, "size_deflate_stream", message="mixed"), 20, 200),
+            "Complexity": h.complexity(data, o),
+        }
+        for crit, v in expected.items():
+            assert d.cells[o][crit].score == pytest.approx(v), (o, crit)
+        assert d.totals[o] == pytest.approx(sum(spike.weights[c] * v for c, v in expected.items()) / 100)
+    # The two JSON codecs send the same bytes, and so do the two MessagePack ones: same size scores.
+    for a, b in (("json", "orjson"), ("msgpack", "msgspec")):
+        assert d.cells[a]["Cost"].score == d.cells[b]["Cost"].score and d.cells[a]["Scalability"].score == d.cells[b]["Scalability"].score
+
+
+def test_the_recommendation_is_the_same_in_the_document_and_the_index(tmp_path):
+    from harness.report.render import render_index, render_spike
+
+    run = load(STORED)
+    d = decide(spike, run)
+    text = render_spike(spike, run, tmp_path).read_text()
+    index = render_index({9: spike}, {9: run}, tmp_path).read_text()
+    assert d.label in index
+    if d.tie:
+        assert "Tie within noise: " + d.tie_names(bold=True) in text
+    else:
+        assert f"Chosen option: **{d.title(d.best)}**" in text
