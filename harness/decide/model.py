@@ -37,6 +37,7 @@ __all__ = [
     "COMPLEXITY",
     "DEPENDENCY_LINES",
     "complexity_part",
+    "memory_per_connection_part",
 ]
 
 
@@ -314,4 +315,16 @@ def complexity_part(ships_anyway: Sequence[str] = ()) -> Part:
         ),
         min_diff=50,
         fmt=lambda v: f"{fmt_num(v)} line-equivalents",
+    )
+
+
+def memory_per_connection_part(source: Metric | Derived, label: str = "memory per connection") -> Part:
+    """Server memory per connection, in bytes: the same requirement in every spike that holds connections."""
+    return Part(
+        label,
+        source,
+        "B",
+        Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
+        min_diff=2048,
+        fmt=lambda v: f"{fmt_num(v / 1024)} KiB",
     )

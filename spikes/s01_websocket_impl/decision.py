@@ -7,6 +7,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 from __future__ import annotations
 
 from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
+from harness.decide.model import memory_per_connection_part
 from harness.results import RunResult
 from harness.stats import fmt_num
 
@@ -133,14 +134,7 @@ CRITERIA = (
     Criterion(
         "Scalability",
         (
-            Part(
-                "memory per idle connection",
-                Metric("memory", "memory_per_connection_bytes"),
-                "B",
-                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
-                min_diff=2048,
-                fmt=lambda v: _kib(v),
-            ),
+            memory_per_connection_part(Metric("memory", "memory_per_connection_bytes"), "memory per idle connection"),
             Part("broadcast p99 in one room", Metric("broadcast", "latency_p99_ms"), "ms", _FRAME, min_diff=2),
         ),
         "what each extra player costs in memory, and how a room's fan-out holds its tail",

@@ -7,6 +7,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 from __future__ import annotations
 
 from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
+from harness.decide.model import memory_per_connection_part
 from harness.results import RunResult
 from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
@@ -92,14 +93,7 @@ CRITERIA = (
     Criterion(
         "Scalability",
         (
-            Part(
-                "memory per idle connection",
-                Metric("many-idle", "memory_per_connection_bytes"),
-                "B",
-                Utility(10 * 1024, 100 * 1024, "100k connections need 1 GiB at 10 KiB each, 10 GiB at 100 KiB", log=True),
-                min_diff=2048,
-                fmt=lambda v: f"{fmt_num(v / 1024)} KiB",
-            ),
+            memory_per_connection_part(Metric("many-idle", "memory_per_connection_bytes"), "memory per idle connection"),
             Part(
                 "burst connect p99",
                 Metric("burst", "connect_ms", stat="p99"),
