@@ -197,6 +197,8 @@ class ReportContent:
     charts: list[Chart] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What limits the answer, for the decision box (a client-bound run, software rendering...), each from the stored run.
+    caveats: list[str] = field(default_factory=list)
 
 
 class Spike:

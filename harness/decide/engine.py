@@ -290,7 +290,8 @@ class Decision:
     def label(self) -> str:
         """One line for the index row and the console: the winner, a tie, or none qualifies."""
         if self.none_qualifies:
-            return "none qualifies at this load: " + "; ".join(f"{self.title(o)} {self.failed_gates(o)[0].text}" for o in self.options)
+            failed = sorted({g.gate.name for o in self.options for g in self.failed_gates(o)})
+            return f"none qualifies at this load: every option fails a gate ({'; '.join(failed)})"
         if self.best is None:
             return "none: no option could be scored"
         if self.tie:

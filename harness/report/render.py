@@ -90,6 +90,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["num"] = fmt_num
     env.filters["cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    env.tests["long_table"] = as_list
     return env
 
 
@@ -162,6 +163,99 @@ def findings(decision: Decision, good: float = 7.5, bad: float = 5.0) -> list[Fi
                 note = " (worst)" if scores[o] == worst else ""
                 out.append(Finding(o, False, f"{shown}{note}: {cell.basis}."))
     return out
+
+
+#: The longest table row a document holds; a table with a longer row is written as a list instead (long verdicts read as lists).
+MAX_ROW_CHARS = 400
+
+
+def _row_length(cells: Sequence[str]) -> int:
+    return len("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+
+
+def as_list(table: Table) -> bool:
+    """Whether ``table`` has a row (or header) over :data:`MAX_ROW_CHARS` characters, and so is rendered as a list."""
+    return any(_row_length(r) > MAX_ROW_CHARS for r in [table.headers, *table.rows])
+
+
+def decision_box(decision: Decision, run: RunResult, content_caveats: Sequence[str], stale: bool) -> dict[str, Any]:
+    """The answer first: the choice (or tie, or none), three measured reasons, failed gates, caveats, what would flip it.
+
+    Every figure comes from the decision (itself from the stored run): nothing here is written by hand.
+    """
+    d = decision
+    t = d.title
+    if d.none_qualifies:
+        headline = "**None qualifies at this load**: every option fails a gate."
+    elif d.best is None:
+        headline = "**No recommendation**: no option could be scored."
+    elif d.tie:
+        headline = f"**Tie within noise: {d.tie_names()}** (totals {d.tie_totals()} of 10)."
+    else:
+        nxt = f"; next {t(d.runner_up)} {d.totals[d.runner_up]:.2f}, margin {d.margin:.2f}" if d.runner_up else ""
+        headline = f"**Choice: {t(d.best)}** ({d.totals[d.best]:.2f} of 10{nxt})."
+    reasons: list[str] = []
+    measured = [c for c in d.criteria if c in d.used]
+    lead, rival = d.best, d.runner_up
+    if lead is not None and rival is not None:
+        gain = {c: d.used[c] * ((d.cells[lead][c].score or 0.0) - (d.cells[rival][c].score or 0.0)) / 100 for c in measured}
+        for c in sorted(gain, key=lambda c: -abs(gain[c]))[:3]:
+            who, other = (lead, rival) if gain[c] >= 0 else (rival, lead)
+            reasons.append(
+                f"{c}: {t(who)} {d.cells[who][c].score:.1f} ({d.cells[who][c].basis}) against {t(other)} "
+                f"{d.cells[other][c].score:.1f} ({d.cells[other][c].basis}); {abs(gain[c]):.2f} points of the total"
+            )
+    elif lead is not None:
+        for c in sorted(measured, key=lambda c: -d.used[c] * (d.cells[lead][c].score or 0.0))[:3]:
+            reasons.append(f"{c}: {t(lead)} {d.cells[lead][c].score:.1f} ({d.cells[lead][c].basis})")
+    gates = [f"{t(o)}: {'; '.join(g.text for g in d.failed_gates(o))}" for o in d.options if d.failed_gates(o)]
+    caveats = list(content_caveats)
+    if run.profile == "quick":
+        caveats.append("a quick run: smoke-test scale, not the options' limits")
+    if run.completion != "complete":
+        caveats.append(f"a {run.completion} run: options or scenarios that did not run could change it")
+    if stale:
+        caveats.append("stale: the measuring code changed since this run; re-run before acting on it")
+    if run.source.get("dirty"):
+        caveats.append("run from a tree with local changes")
+    cores = run.machine.get("cpu_count_logical") or 0
+    load = run.machine.get("load_avg_1m_at_start")
+    if cores and isinstance(load, int | float) and load >= 0.5 * cores:
+        caveats.append(f"a busy machine: load average {load} at the start, on {cores} cores")
+    if not d.noise_estimate and d.best is not None:
+        caveats.append("one repeat: no estimate of the noise")
+    if d.left_out:
+        caveats.append(f"left out, not measured for every option: {', '.join(d.left_out)} (weights renormalised)")
+    for o in d.ranking[:1]:
+        caveats.extend(f"{t(o)}: {g.text}" for g in d.unverified_gates(o))
+    flip = ""
+    if d.sensitivities and (flip_to := d.sensitivities[0].flip_to):
+        sens = d.sensitivities[0]
+        moves = ", ".join(f"{m.points:.1f} from {m.source}" for m in sens.moves)
+        flip = f"moving {sens.points:.1f} weight points ({moves}) to {sens.moves[0].target} makes {t(flip_to)} win"
+    elif d.sensitivities and (winner := d.sensitivities[0].winner) and len(d.sensitivities[0].totals) > 1:
+        flip = f"no weighting makes another option win: {t(winner)} scores at least as well on every criterion"
+    change = ""
+    if d.none_qualifies:
+        change = "a deployment or load at which an option passes every gate (the gate cells give the highest load each passed, where several were measured)"
+    elif d.tie:
+        change = (
+            "more repeats (`--repeat`) could separate them"
+            if d.more_repeats_could_separate
+            else f"no measurement: a lead under {d.tie_margin:.0%} of the total is too small to matter; decide on the Good/Bad points"
+        )
+    elif lead is not None and rival is not None and d.margin is not None:
+        need = {
+            c: 100 * d.margin / d.used[c]
+            for c in measured
+            if d.used[c] and 10 - (d.cells[rival][c].score or 0.0) >= 100 * d.margin / d.used[c]
+        }
+        if need:
+            c = min(need, key=lambda c: need[c])
+            change = f"{t(rival)} ties if its {c} score rises by {need[c]:.1f} points ({c} reads {d.cells[rival][c].basis})"
+        else:
+            change = f"no single criterion: {t(rival)} would need more than a perfect score on any one of them"
+    return {"headline": headline, "reasons": reasons, "gates": gates, "caveats": caveats, "flip": flip, "change": change}
 
 
 def _complexity_table(spike: Spike, run: RunResult) -> Table:
@@ -255,6 +349,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "content": content,
         "charts": charts,
         "d": decision,
+        "box": decision_box(decision, run, content.caveats, stale),
         "best": decision.best,
         "runner_up": decision.runner_up,
         "min_effect_pct": f"{decision.tie_margin:.0%}",
@@ -329,6 +424,7 @@ def render_index(
             "run_file": None,
             "profile": "",
             "completion": "",
+            "caution": "",
         }
         cannot = None if run is None else _unscorable(spike, run)
         if run is not None and cannot is not None:
@@ -366,7 +462,9 @@ def render_index(
                     f"; a newer {later.profile}, {later.completion} run (`{later.run_id}`) is not shown: "
                     f"`spike report {number} --allow-partial` shows it"
                 )
+            caution = [w for w, on in (("stale: re-run before acting on it", stale), (f"{run.profile} run", run.profile != "full")) if on]
             row.update(
+                caution="; ".join(caution),
                 doc=document_name(number, spike.slug),
                 status=status,
                 recommendation=decision.label,
@@ -376,7 +474,13 @@ def render_index(
                 completion=run.completion,
             )
         rows.append(row)
-    text = _env().get_template("index.md.j2").render(rows=rows)
+    from harness.budget import seed_spikes  # the seed's ten spikes: the ones without a plugin are listed as not built
+
+    by_number: dict[int, Any] = {r["spike"].number: r for r in rows}
+    for number, planned in seed_spikes().items():
+        by_number.setdefault(number, {"planned": True, "number": number, "title": planned.title})
+    build = [by_number[n] for n in sorted(by_number)]
+    text = _env().get_template("index.md.j2").render(rows=rows, build=build)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"

@@ -216,6 +216,9 @@ class WebSocketImplSpike(Spike):
             )
             client_bound = self._client_bound(run)
             if client_bound:
+                content.caveats.append(
+                    f"client-bound echo runs, where the load generator and not the server was the limit ({len(client_bound)})"
+                )
                 content.notes.append(
                     "**Client-bound runs** (the load generator, not the server, was the limit; those numbers are a floor for the server): "
                     + "; ".join(client_bound)

@@ -303,6 +303,9 @@ class ScalabilitySpike(Spike):
         content = ReportContent()
         cores = int(run.machine.get("cpu_count_logical") or 1)
         ran = [s for s in LOAD_SCENARIOS if any(run.ok(s, o) for o in opts)]
+        bound = sorted({f"{_TITLES[s].lower()} ({titles[o]})" for s in ran for o in opts if (sr := run.ok(s, o)) and _client_bound(sr)})
+        if bound:
+            content.caveats.append("the load generator was client-bound in " + ", ".join(bound) + ": latency there includes its own delay")
 
         def cell(s: str, o: str, fn) -> str:
             sr = run.ok(s, o)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.decide import Criterion, Derived, Part
-from harness.plugin import source_hash
+from harness.plugin import Table, source_hash
 from harness.report.render import decide, render_index, render_spike
 from harness.results import ResultsError, RunResult, ScoringError, save
 from harness.runner import RunPlan, run_spike
@@ -363,3 +363,42 @@ def test_the_index_does_not_link_a_document_the_run_cannot_be_rendered_into(tmp_
     row = next(r for r in render_index({42: _RenderFails()}, {42: run}, tmp_path / "out").read_text().splitlines() if r.startswith("| 42."))
     assert "| cannot render spike 42 (a measurement or fact it reads is missing or malformed): 'never_stored' is missing" in row
     assert "](spike-42-fake.md)" not in row
+
+
+# -- documents that answer first: the decision box near the top, no table row a reader must scroll --------------------------
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+@pytest.mark.parametrize("doc", sorted(RESULTS.glob("spike-*.md")), ids=lambda p: p.name)
+def test_every_committed_document_answers_within_its_first_40_lines_and_has_no_table_row_over_400_characters(doc):
+    lines = doc.read_text().splitlines()
+    assert "### Decision" in lines[:40], f"{doc.name}: the decision box starts after line 40"
+    long_rows = [i + 1 for i, line in enumerate(lines) if line.startswith("|") and len(line) > 400]
+    assert not long_rows, f"{doc.name}: table rows over 400 characters at lines {long_rows}"
+
+
+def test_the_committed_index_says_what_to_build_for_every_seed_spike_and_has_no_long_row():
+    text = (RESULTS / "README.md").read_text()
+    head = text[text.index("## What to build") : text.index("## Spikes")]
+    for number in range(1, 11):
+        assert f"- **{number}. " in head
+    assert not [line for line in text.splitlines() if line.startswith("|") and len(line) > 400]
+
+
+def test_a_table_with_a_long_row_is_written_as_a_list(tmp_path):
+    class Verbose(FakeSpike):
+        def report(self, run):
+            content = super().report(run)
+            content.tables.append(Table("Verdicts", ["Case", "Option A", "Option B"], [["flood", "x" * 300, "y" * 200]]))
+            content.caveats.append("the generator was client-bound")
+            return content
+
+    text = render_spike(Verbose(), _fixed_run(tmp_path), tmp_path / "out").read_text()
+    assert "- **Case: flood**\n  - Option A: " + "x" * 300 + "\n  - Option B: " + "y" * 200 in text
+    assert not [line for line in text.splitlines() if line.startswith("|") and len(line) > 400]
+    lines = text.splitlines()
+    box = lines.index("### Decision")
+    assert box < 40 and lines[box + 1].startswith("**Choice: Option A** (9.20 of 10; next Option B 2.00, margin 7.20).")
+    assert "Caveats: the generator was client-bound; a partial run: options or scenarios that did not run could change it." in text
+    assert "- Performance: Option A 9.0 (latency 11 ms) against Option B 0.0 (latency 21 ms); 2.70 points of the total." in text
