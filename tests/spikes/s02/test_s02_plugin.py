@@ -63,7 +63,7 @@ def _scores_follow_the_stated_formulas(run: RunResult) -> None:
     for o in run.options:
         ops = run.median("trace-replay", o, "prefix_ops_per_s")
         conv = run.ok("session", o).measurement("convergence_s", clients="3").repeat_medians()[0]
-        assert d.cells[o]["Performance"].score == pytest.approx((h.logu(ops, 500, 10_000) + h.logu(conv, 0.1, 2.0)) / 2)
+        assert d.cells[o]["Performance"].score == pytest.approx((h.logu(ops, 10_000, 500) + h.logu(conv, 0.1, 2.0)) / 2)
 
 
 def _the_document_shows_the_credit_the_matrix_and_a_derived_recommendation(run: RunResult, tmp_path) -> None:
