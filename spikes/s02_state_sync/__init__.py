@@ -163,8 +163,13 @@ class StateSyncSpike(Spike):
 
     # -- the document ---------------------------------------------------------------------
     def recommendation_by_kind(self, run: RunResult) -> list[list[str]]:
-        """Per kind of state: the option with the fewest lost intents of that kind, then the smallest message for one edit of it."""
+        """Per kind of state: the option with the fewest lost intents of that kind, then the smallest message for one edit of it.
+
+        A kind without a lost-intent counter in the workload (token positions: a move overwrites the last one by design)
+        is decided by message size alone, and says so instead of showing a count of 0.
+        """
         rows = []
+        titles = {op.key: op.title for op in self.options}
         for kind, counters in _sc.KINDS.items():
             cand = []
             for o in run.options:
@@ -175,16 +180,18 @@ class StateSyncSpike(Spike):
                 lost = sum(
                     sum(m.samples) for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c
                 )
-                cand.append((lost, size, o))
+                cand.append((lost if counters else 0.0, size, o))
             if not cand:
                 continue
             cand.sort()
             lost, size, best = cand[0]
-            titles = {op.key: op.title for op in self.options}
-            others = "; ".join(f"{titles[o]}: {fmt_num(n_lost)} lost, {_fmt_b(b)}" for n_lost, b, o in cand[1:])
-            rows.append(
-                [kind, titles[best], f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"]
-            )
+            if counters:
+                others = "; ".join(f"{titles[o]}: {fmt_num(n_lost)} lost, {_fmt_b(b)}" for n_lost, b, o in cand[1:])
+                basis = f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"
+            else:
+                others = "; ".join(f"{titles[o]}: {_fmt_b(b)}" for _, b, o in cand[1:])
+                basis = f"lost intents not counted for this kind (the workload has no counter for it); {_fmt_b(size)} per edit (others: {others})"
+            rows.append([kind, titles[best], basis])
         return rows
 
     def report(self, run: RunResult) -> ReportContent:

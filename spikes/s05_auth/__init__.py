@@ -266,6 +266,13 @@ class AuthSpike(Spike):
                     for v in _sc.VARIANTS
                 },
                 [titles[o] for o in opts],
+                caption="Out of the battery's attacks that applied to each option ("
+                + ", ".join(
+                    f"{titles[o]} {fmt_num(sr.median('attacks_applicable', variant='recommended') or 0)}"
+                    for o in opts
+                    if (sr := run.ok("attacks", o))
+                )
+                + "); the Security criterion also counts the revocation scenario's replay on another instance, which this chart does not.",
             )
         )
         content.findings = self._findings(run)
