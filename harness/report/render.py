@@ -344,8 +344,7 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "current_hash": source_hash(spike),
         "scenarios": [scen_titles[k] for k in run.parameters.get("scenarios", []) if k in scen_titles],
         "scenario_repeats": {
-            k: max((len(m.repeats) for sr in run.scenarios if sr.scenario == k for m in sr.measurements), default=None)
-            for k in scen_titles
+            k: max((len(m.repeats) for sr in run.scenarios if sr.scenario == k for m in sr.measurements), default=None) for k in scen_titles
         },
         "options": [spike.option(k) for k in run.options],
         "m": run.machine,
