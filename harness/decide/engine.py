@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.decide.model import COMPLEXITY, Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, complexity_part
+from harness.decide.model import COMPLEXITY, Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, _tag_number, complexity_part
 from harness.stats import Separation, separate, tied
 
 if TYPE_CHECKING:
@@ -391,7 +391,7 @@ def _gate(gate: Gate, run: RunResult, option: str) -> GateResult:
     if load_tag and isinstance(src, Metric):
         sr = run.ok(src.scenario, option)
         fixed = src.resolve_tags(run, option)
-        loads = sorted({m.tags[load_tag] for m in (sr.find(src.name) if sr else []) if load_tag in m.tags}, key=_num)
+        loads = sorted({m.tags[load_tag] for m in (sr.find(src.name) if sr else []) if load_tag in m.tags}, key=_tag_number)
         for load in loads:
             at = dataclasses.replace(src, tags={**fixed, load_tag: load})
             try:
@@ -400,13 +400,6 @@ def _gate(gate: Gate, run: RunResult, option: str) -> GateResult:
                 continue
             result.loads.append((load, w, gate.passes(w)))
     return result
-
-
-def _num(v: str) -> float:
-    try:
-        return float(v)
-    except ValueError:
-        return float("inf")
 
 
 def _totals(cells: Mapping[str, Cell], used: Mapping[str, float]) -> float:
