@@ -88,6 +88,16 @@ def free_port(host: str = LOOPBACK) -> int:
     raise OSError(f"no free port found on {host}")  # pragma: no cover - would need 50 collisions
 
 
+#: How many free ports a server that lost its port to another process gets in turn.
+PORT_RACE_ATTEMPTS = 3
+_PORT_RACE = re.compile(r"address already in use|EADDRINUSE|could not bind", re.IGNORECASE)
+
+
+def _lost_port_race(log_text: str) -> bool:
+    """Whether a server's start-up log says its port was taken before it could bind it."""
+    return bool(_PORT_RACE.search(log_text))
+
+
 def port_in_use(port: int, host: str = LOOPBACK) -> bool:
     """Whether a server could not bind ``host:port`` now (something listens on it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -518,18 +528,31 @@ class ServerProcess:
         """Spawn the server and wait until its probe passes; raise if it cannot."""
         if self.alive:
             raise ServerError(f"server {self.name!r} is already running (pid {self.pid})")
-        if self.port is None:
-            self.port = free_port(self.host)
-        elif port_in_use(self.port, self.host):
+        chosen_here = self.port is None
+        if self.port is not None and port_in_use(self.port, self.host):
             raise PortInUse(self.port, self.host, self.name)
-        self._spawn()
-        try:
-            self._wait_ready()
-        except BaseException:
-            # Not ready, crashed, or Ctrl-C while waiting: never leave it behind.
-            self.kill()
-            raise
-        return self
+        for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+            if chosen_here:
+                self.port = free_port(self.host)
+            self._spawn()
+            try:
+                self._wait_ready()
+            except ServerCrashed:
+                self.kill()
+                # A port the kernel called free can be taken (by another test worker, or as
+                # a client's ephemeral port) before the server binds it. Only a port we chose
+                # is retried: a port the user asked for stays an error.
+                if chosen_here and attempt < PORT_RACE_ATTEMPTS and _lost_port_race(self.log_since_start()):
+                    self.starts -= 1
+                    log.info("server %r lost port %s to another process; trying another port", self.name, self.port)
+                    continue
+                raise
+            except BaseException:
+                # Not ready, or Ctrl-C while waiting: never leave it behind.
+                self.kill()
+                raise
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _spawn(self) -> None:
         argv = self.command()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from harness import machine
-from harness.process import LogReady, ServerProcess
+from harness.process import PORT_RACE_ATTEMPTS, LogReady, PortInUse, ServerCrashed, ServerProcess, _lost_port_race
 
 __all__ = [
     "ServiceUnavailable",
@@ -116,6 +116,9 @@ class _Service:
     """What redis and postgres share: a temp dir, a ServerProcess, start/stop/kill/restart."""
 
     name: str
+    #: Whether the service writes the port into a config file itself (nginx) rather
+    #: than leaving ``{port}`` for the ServerProcess to choose and retry.
+    _port_in_config = False
 
     def __init__(
         self,
@@ -170,14 +173,26 @@ class _Service:
         """Create the data dir (first start) and start the server; wait until it serves."""
         if self.alive:
             return self
-        try:
-            if self.server is None:
-                self.server = self._build()
-            self.server.start()
-        except BaseException:
-            self._discard()
-            raise
-        return self
+        for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+            chose_port = self.requested_port is None
+            try:
+                if self.server is None:
+                    self.server = self._build()
+                self.server.start()
+            except (ServerCrashed, PortInUse) as e:
+                # nginx writes its port into its config, so the service (not the process)
+                # chose it: a port taken before nginx bound it gets a fresh one here.
+                raced = isinstance(e, PortInUse) or _lost_port_race(self._start_log())
+                self._discard()
+                if chose_port and self._port_in_config and raced and attempt < PORT_RACE_ATTEMPTS:
+                    self.requested_port = None
+                    continue
+                raise
+            except BaseException:
+                self._discard()
+                raise
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stop(self) -> None:
         """Stop the server gracefully and remove its data directory."""
@@ -196,6 +211,10 @@ class _Service:
             return self.start()
         self.server.restart()
         return self
+
+    def _start_log(self) -> str:
+        """What the server wrote while starting (where a lost port race would show)."""
+        return self.server.log_since_start() if self.server else ""
 
     def _discard(self) -> None:
         self.server = None
@@ -565,6 +584,10 @@ class NginxService(_Service):
     """
 
     name = "nginx"
+    _port_in_config = True
+
+    def _start_log(self) -> str:
+        return super()._start_log() + "\n".join(self.error_log(50))
 
     def __init__(
         self,

@@ -81,3 +81,30 @@ def test_proxies_websocket_upgrades_round_robin(tmp_path):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_port_taken_before_nginx_binds_it_is_replaced(tmp_path, monkeypatch):
+    need("nginx")
+    import socket
+
+    from harness import services
+
+    with socket.create_server(("127.0.0.1", 0)) as taken, socket.create_server(("127.0.0.1", 0)) as upstream:
+        stolen = taken.getsockname()[1]
+        offers = iter([stolen])
+        real = services._free_port
+        monkeypatch.setattr(services, "_free_port", lambda: next(offers, None) or real())
+        with NginxService([upstream.getsockname()[1]], base_dir=tmp_path) as nginx:
+            assert nginx.alive and nginx.port != stolen
+
+
+def test_a_port_the_user_asked_for_is_not_swapped(tmp_path):
+    need("nginx")
+    import socket
+
+    from harness.process import PortInUse
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse):
+            NginxService([port], port=port, base_dir=tmp_path).start()

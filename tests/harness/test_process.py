@@ -185,6 +185,32 @@ def test_a_taken_port_raises_port_in_use_before_starting(tmp_path):
         assert srv.pid is None  # nothing was spawned
 
 
+def test_a_port_taken_between_choosing_and_binding_is_retried_with_another(tmp_path, monkeypatch):
+    # The race seen in CI: the kernel called a port free, another process took it
+    # before redis-server bound it, and the server exited "Address already in use".
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        stolen = taken.getsockname()[1]
+        offers = iter([stolen])
+        real = process.free_port
+        monkeypatch.setattr(process, "free_port", lambda host="127.0.0.1": next(offers, None) or real(host))
+        with http_server(tmp_path) as srv:
+            assert srv.port != stolen and srv.starts == 1
+            with urllib.request.urlopen(srv.url + "/", timeout=5 * UNIT) as resp:
+                assert resp.status == 200
+        assert "Address already in use" in (tmp_path / "http.log").read_text()
+
+
+def test_a_server_that_keeps_losing_its_port_gives_up_with_the_crash(tmp_path, monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        stolen = taken.getsockname()[1]
+        monkeypatch.setattr(process, "free_port", lambda host="127.0.0.1": stolen)
+        srv = http_server(tmp_path)
+        with pytest.raises(ServerCrashed, match="Address already in use"):
+            srv.start()
+        assert not srv.alive
+        assert (tmp_path / "http.log").read_text().count("[harness] start") == process.PORT_RACE_ATTEMPTS
+
+
 def test_kill_then_restart_serves_again_on_the_same_port(tmp_path):
     with http_server(tmp_path) as srv:
         port, pid = srv.port, srv.pid
