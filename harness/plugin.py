@@ -167,6 +167,10 @@ class Chart:
 
     ``kind`` is ``"bar"`` (grouped bars: ``categories`` on the x axis, one bar
     per series) or ``"line"`` (series of ``(x, y)`` points).
+    ``spread`` gives, per series, the ``(low, high)`` across repeats of each bar
+    (aligned with ``categories``) or point (aligned with the series' points), in
+    the chart's unit, or ``None`` where a value ran once: it is drawn as whiskers
+    and the document says so (see :meth:`harness.results.RunResult.spread`).
     """
 
     slug: str
@@ -178,6 +182,11 @@ class Chart:
     xlabel: str = ""
     log_y: bool = False
     caption: str = ""
+    spread: dict[str, list[tuple[float, float] | None]] = field(default_factory=dict)
+
+    @property
+    def has_spread(self) -> bool:
+        return any(r is not None for ranges in self.spread.values() for r in ranges)
 
 
 @dataclass

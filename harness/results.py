@@ -140,6 +140,14 @@ class ScenarioResult:
         except KeyError:
             return None
 
+    def spread(self, name: str, **tags: str) -> tuple[float, float] | None:
+        """Min and max of a metric's per-repeat medians (for charts' whiskers); ``None`` with fewer than two repeats."""
+        try:
+            per_repeat = self.measurement(name, **tags).repeat_medians()
+        except KeyError:
+            return None
+        return (min(per_repeat), max(per_repeat)) if len(per_repeat) >= 2 else None
+
     def find(self, name: str) -> list[MeasurementRecord]:
         return [m for m in self.measurements if m.name == name]
 
@@ -202,6 +210,11 @@ class RunResult:
         return None if sr is None else sr.median(name, **tags)
 
     @property
+    def spread(self, scenario: str, option: str, name: str, **tags: str) -> tuple[float, float] | None:
+        """Min-max of the per-repeat medians of an ok step's metric, or ``None`` (see :meth:`ScenarioResult.spread`)."""
+        r = self.ok(scenario, option)
+        return r.spread(name, **tags) if r else None
+
     def options(self) -> list[str]:
         return list(self.parameters.get("options", []))
 

@@ -34,6 +34,17 @@ def _has_data(chart: Chart) -> bool:
     return any(points for points in chart.series.values())
 
 
+def _whiskers(ax: Any, xs: list[float], ys: list[float], ranges: list[tuple[float, float] | None] | None, color: Any) -> None:
+    """Min-max across repeats as error bars around each drawn value (nothing where a value ran once)."""
+    if not ranges:
+        return
+    for x, y, r in zip(xs, ys, ranges):
+        if r is None or y is None or (isinstance(y, float) and math.isnan(y)):
+            continue
+        lo, hi = r
+        ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="none", ecolor="black", elinewidth=0.9, capsize=3, alpha=0.8)
+
+
 def draw(chart: Chart, path: Path) -> Path | None:
     """Draw one chart into ``path`` (an ``.svg``); ``None`` when there is nothing measured to draw."""
     if not _has_data(chart):
@@ -48,14 +59,18 @@ def draw(chart: Chart, path: Path) -> Path | None:
             xs = range(len(chart.categories))
             for i, name in enumerate(names):  # a value not measured gets no bar, not a zero bar
                 values = chart.series[name]
-                ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [math.nan if v is None else v for v in values], width, label=name)
+                ys = [math.nan if v is None else v for v in values]
+                bx = [x - 0.4 + width * (i + 0.5) for x in xs]
+                bars = ax.bar(bx, ys, width, label=name)
+                _whiskers(ax, bx, ys, chart.spread.get(name), bars.patches[0].get_facecolor() if bars.patches else None)
             ax.set_xticks(list(xs))
             ax.set_xticklabels(chart.categories, rotation=0)
         elif chart.kind == "line":
             for name, points in chart.series.items():
                 if points:
                     x, y = zip(*points)
-                    ax.plot(x, y, marker="o", markersize=3, label=name)
+                    (line,) = ax.plot(x, y, marker="o", markersize=3, label=name)
+                    _whiskers(ax, list(x), list(y), chart.spread.get(name), line.get_color())
         else:
             raise ValueError(f"unknown chart kind {chart.kind!r}")
         if chart.log_y:

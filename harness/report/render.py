@@ -308,7 +308,13 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         path = draw(chart, chart_dir / f"spike-{spike.number:02d}-{chart.slug}.svg")
         if path is None:
             continue  # nothing was measured for it in this run (steps not run are listed in Method)
-        charts.append({"title": chart.title, "path": _rel(path, out_dir), "caption": chart.caption})
+        if chart.has_spread:
+            spread = "Whiskers: the lowest and highest per-repeat median."
+        elif chart.spread:
+            spread = "No whiskers: every value shown ran once (no repeat spread to show)."
+        else:
+            spread = ""
+        charts.append({"title": chart.title, "path": _rel(path, out_dir), "caption": " ".join(t for t in (chart.caption, spread) if t)})
     stale = run.spike.get("source_hash") != source_hash(spike)
     code = []
     for opt in spike.options:
