@@ -209,12 +209,12 @@ class RunResult:
         sr = self.ok(scenario, option)
         return None if sr is None else sr.median(name, **tags)
 
-    @property
     def spread(self, scenario: str, option: str, name: str, **tags: str) -> tuple[float, float] | None:
         """Min-max of the per-repeat medians of an ok step's metric, or ``None`` (see :meth:`ScenarioResult.spread`)."""
         r = self.ok(scenario, option)
         return r.spread(name, **tags) if r else None
 
+    @property
     def options(self) -> list[str]:
         return list(self.parameters.get("options", []))
 
