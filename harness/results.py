@@ -681,8 +681,16 @@ def scan_runs(runs_dir: Path) -> tuple[list[RunResult], list[ResultsError]]:
             runs.append(load(p))
         except ResultsError as exc:
             errors.append(exc)
-    runs.sort(key=lambda r: r.started_at)
+    # Runs started in the same second (a run id has no finer time): the file written later is the newer run.
+    runs.sort(key=lambda r: (r.started_at, _mtime_ns(r.path)))
     return runs, errors
+
+
+def _mtime_ns(path: Path | None) -> int:
+    try:
+        return path.stat().st_mtime_ns if path is not None else 0
+    except OSError:
+        return 0
 
 
 def runs_by_spike(runs: Iterable[RunResult]) -> dict[int, list[RunResult]]:

@@ -42,7 +42,9 @@ def _whiskers(ax: Any, xs: list[float], ys: list[float], ranges: list[tuple[floa
         if r is None or y is None or (isinstance(y, float) and math.isnan(y)):
             continue
         lo, hi = r
-        ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="none", ecolor="black", elinewidth=0.9, capsize=3, alpha=0.8)
+        ax.errorbar(
+            [x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="none", ecolor="black", elinewidth=0.9, capsize=3, alpha=0.8
+        )
 
 
 def draw(chart: Chart, path: Path) -> Path | None:

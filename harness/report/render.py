@@ -17,6 +17,7 @@ document and index row name the run they come from.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,8 +25,8 @@ from typing import Any
 
 import jinja2
 
-from harness.decide import Decision, evaluate
-from harness.decide.engine import _and
+from harness.decide import Decision, NotMeasured, cost, evaluate
+from harness.decide.engine import _and, criteria_of
 from harness.decide.model import DEPENDENCY_LINES
 from harness.plugin import Finding, Spike, Table, source_hash
 from harness.report.charts import draw
@@ -90,6 +91,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["num"] = fmt_num
     env.filters["cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    env.filters["basename"] = lambda s: Path(str(s)).name
     env.tests["long_table"] = as_list
     return env
 
@@ -255,7 +257,69 @@ def decision_box(decision: Decision, run: RunResult, content_caveats: Sequence[s
             change = f"{t(rival)} ties if its {c} score rises by {need[c]:.1f} points ({c} reads {d.cells[rival][c].basis})"
         else:
             change = f"no single criterion: {t(rival)} would need more than a perfect score on any one of them"
-    return {"headline": headline, "reasons": reasons, "gates": gates, "caveats": caveats, "flip": flip, "change": change}
+    return {"headline": headline, "reasons": reasons, "gates": gates, "caveats": caveats, "flip": flip, "change": change, "prices": ""}
+
+
+#: Price multipliers tried, nearest first, when looking for the price change that flips a decision.
+_PRICE_FACTORS = sorted((1.5, 2.0, 3.0, 5.0, 10.0, 1 / 1.5, 0.5, 1 / 3, 0.2, 0.1), key=lambda f: abs(math.log(f)))
+
+
+def _outcome(d: Decision) -> tuple[Any, ...]:
+    return (d.none_qualifies, tuple(sorted([d.best, *d.tied_with])) if d.best else ())
+
+
+def price_flips(spike: Spike, run: RunResult, decision: Decision) -> list[str]:
+    """For each price in the table, the nearest change (0.1x to 10x) that changes the decision, re-evaluated in full."""
+    base = cost.current()
+    out = []
+    for item in cost.Prices.ITEMS:
+        for f in _PRICE_FACTORS:
+            with cost.using(base.scaled(item, f)):
+                d = evaluate(spike, run, run.weights or None)
+            if _outcome(d) != _outcome(decision):
+                out.append(f"the {base.label(item)} price at {f:.2g}x ({base.price_text(item, f)}) gives {d.label}")
+                break
+        else:
+            out.append(f"no {base.label(item)} price from 0.1x to 10x changes it")
+    return out
+
+
+def cost_section(spike: Spike, run: RunResult, decision: Decision) -> dict[str, Any] | None:
+    """Money per month at 1k, 10k and 100k users for each option, the prices used, and the price changes that flip the decision."""
+    parts = cost.money_parts(criteria_of(spike))
+    if not parts:
+        return None
+    _, money = parts[0]
+    prices = cost.current()
+    rows = []
+    notes = []
+    for o in decision.options:
+        try:
+            usage = money.usage(run, o)  # type: ignore[misc]
+        except NotMeasured as exc:
+            rows.append([decision.title(o), "not measured", *(["not priced"] * len(cost.SCALES))])
+            notes.append(f"{decision.title(o)}: {exc}")
+            continue
+        except _DATA_ERRORS as exc:
+            raise _cannot(spike, run, "price", exc) from exc
+        ests = [cost.estimate(usage, n, prices) for n in cost.SCALES]
+        measured = f"{fmt_num(usage.users)} users" if usage.from_users else "per player (per-message model)"
+        rows.append([decision.title(o), measured, *(e.text() for e in ests)])
+        if usage.basis:
+            notes.append(f"{decision.title(o)}: {usage.basis}")
+    flips = price_flips(spike, run, decision)
+    return {
+        "headers": ["Option", "Measured at", *(f"{fmt_num(n)} users" for n in cost.SCALES)],
+        "rows": rows,
+        "notes": notes,
+        "prices": prices.rows(),
+        "prices_path": prices.path,
+        "unverified": prices.unverified,
+        "flips": flips,
+        "formula": cost.FORMULA,
+        "scored_at": money.users,
+        "limit": cost.EXTRAPOLATION_LIMIT,
+    }
 
 
 def _complexity_table(spike: Spike, run: RunResult) -> Table:
@@ -339,6 +403,12 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
     winners = decision.repeat_winners
     points = findings(decision) + list(content.findings)
     scen_titles = {s.key: s for s in spike.scenarios}
+    money = cost_section(spike, run, decision)
+    box = decision_box(decision, run, content.caveats, stale)
+    if money is not None:
+        box["prices"] = "; ".join(money["flips"])
+        if money["unverified"]:
+            box["caveats"].append(f"unverified prices in the cost model: {', '.join(money['unverified'])}")
     ctx: dict[str, Any] = {
         "spike": spike,
         "run": run,
@@ -358,7 +428,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "content": content,
         "charts": charts,
         "d": decision,
-        "box": decision_box(decision, run, content.caveats, stale),
+        "box": box,
+        "money": money,
         "best": decision.best,
         "runner_up": decision.runner_up,
         "min_effect_pct": f"{decision.tie_margin:.0%}",

@@ -6,7 +6,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 
 from __future__ import annotations
 
-from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
+from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility, cost
 from harness.decide.model import memory_per_connection_part
 from harness.results import RunResult
 from harness.stats import fmt_num
@@ -71,6 +71,36 @@ GATES = (
         at_most=0,
     ),
 )
+
+
+def _usage(run: RunResult, option: str) -> cost.Usage:
+    """What the open-model echo at the most connections measured, per player, with the idle memory per connection."""
+    sr = run.ok("echo", option)
+    if sr is None:
+        raise NotMeasured("echo did not run")
+    n = max((m.tags["connections"] for m in sr.find("open_server_cpu") if "connections" in m.tags), key=float, default=None)
+    if n is None:
+        raise NotMeasured("echo stored no server CPU")
+    cpu = cost.require(sr.median("open_server_cpu", connections=n), "server CPU")
+    got, rate = sr.median("open_received", connections=n), sr.median("open_received_rate", connections=n)
+    bytes_in = sr.median("open_bytes_in", connections=n)
+    egress = bytes_in / got * rate if got and rate and bytes_in else 0.0
+    mem = run.median("memory", option, "memory_per_connection_bytes")
+    if mem is None:
+        raise NotMeasured("memory did not run")
+    users = float(n)
+    return cost.Usage(
+        users=users,
+        cores=cpu,
+        memory_bytes=max(0.0, mem) * users,
+        egress_bytes_per_s=egress,
+        basis=(
+            f"echo at {n} connections ({fmt_num((rate or 0) / users)} echoes/s each): {cpu:.3f} server cores, {fmt_num(egress)} B/s to "
+            f"players; {fmt_num(mem / 1024)} KiB per idle connection (memory scenario); priced as if scaled out behind a balancer "
+            "(Spike 6 measures what that adds)"
+        ),
+    )
+
 
 CRITERIA = (
     Criterion(
@@ -142,6 +172,7 @@ CRITERIA = (
     Criterion(
         "Cost",
         (
+            cost.money_part(_usage, "the echo run's server CPU and egress at its most connections, with the idle memory per connection"),
             Part(
                 "gzipped JavaScript per page load",
                 Metric("bundle", "bundle_gzip_bytes", exact=True),
@@ -150,5 +181,6 @@ CRITERIA = (
                 min_diff=5_000,
             ),
         ),
+        "money per month to serve the players, and what each of them downloads",
     ),
 )

@@ -6,7 +6,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 
 from __future__ import annotations
 
-from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility
+from harness.decide import Criterion, Derived, Gate, Largest, Metric, NotMeasured, Part, Utility, cost
 from harness.results import RunResult
 from harness.stats import fmt_num
 
@@ -89,6 +89,31 @@ GATES = (
     ),
 )
 
+
+def _usage(run: RunResult, option: str) -> cost.Usage:
+    """The largest session's server CPU, memory growth and bytes per client, as one table of players."""
+    sr = run.ok("session", option)
+    if sr is None:
+        raise NotMeasured("session did not run")
+    n = max((m.tags["clients"] for m in sr.find("server_cpu_percent") if "clients" in m.tags), key=float, default=None)
+    if n is None:
+        raise NotMeasured("session stored no server CPU")
+    users = float(n)
+    cpu = cost.require(sr.median("server_cpu_percent", clients=n), "server CPU") / 100
+    mem = cost.require(sr.median("server_rss_growth_bytes", clients=n), "server memory growth")
+    per_client = cost.require(sr.median("bytes_per_client_per_s", clients=n), "bytes per client")
+    return cost.Usage(
+        users=users,
+        cores=cpu,
+        memory_bytes=max(0.0, mem),
+        egress_bytes_per_s=per_client * users,
+        basis=(
+            f"one session of {n} clients editing at the session scenario's rate: {cpu:.3f} server cores, {_fmt_b(mem)} of server memory "
+            f"growth, {_fmt_b(per_client)}/s per client"
+        ),
+    )
+
+
 CRITERIA = (
     Criterion(
         "Performance",
@@ -154,14 +179,7 @@ CRITERIA = (
     Criterion(
         "Cost",
         (
-            Part(
-                "server memory growth, largest session",
-                Metric("session", "server_rss_growth_bytes", LARGEST),
-                "B",
-                Utility(1e6, 100e6, "per table: 100 tables on a server hold 100 MB at 1 MB, 10 GB at 100 MB", log=True),
-                min_diff=0.5e6,
-                fmt=_fmt_b,
-            ),
+            cost.money_part(_usage, "the largest session's server CPU, memory growth and bytes per client"),
             Part(
                 "bytes to merge after the offline period",
                 Metric("offline", "merge_bytes", exact=True),
@@ -171,6 +189,6 @@ CRITERIA = (
                 fmt=_fmt_b,
             ),
         ),
-        "memory paid for per table, and bandwidth per reconnection",
+        "money per month to serve the tables, and bandwidth per reconnection",
     ),
 )

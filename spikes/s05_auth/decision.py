@@ -6,7 +6,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 
 from __future__ import annotations
 
-from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
+from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility, cost
 from harness.decide.model import memory_per_connection_part
 from harness.results import RunResult
 from harness.stats import fmt_num
@@ -63,6 +63,35 @@ GATES = (
         fmt=lambda v: f"{fmt_num(v)} attack{'' if v == 1 else 's'} through",
     ),
 )
+
+#: How often a player logs in or reconnects, for the cost model: an assumption (the spike measures per handshake).
+HANDSHAKES_PER_PLAYER_HOUR = 1.0
+
+
+def _usage(run: RunResult, option: str) -> cost.Usage:
+    """Memory per authenticated connection, handshake CPU at one handshake per player an hour, and the shared store if any."""
+    sr = run.ok("cost", option)
+    if sr is None:
+        raise NotMeasured("cost did not run")
+    mem = cost.require(sr.median("memory_per_connection_bytes"), "memory per connection")
+    cpu = cost.require(sr.median("closed_server_cpu"), "server CPU during handshakes")
+    rate = cost.require(sr.median("connections_per_s"), "handshakes per second")
+    store = sr.median("store_commands_per_connection") or 0.0
+    per_handshake = cpu / rate if rate else 0.0
+    cores = per_handshake * HANDSHAKES_PER_PLAYER_HOUR / 3600
+    return cost.Usage(
+        users=1,
+        cores=cores,
+        memory_bytes=max(0.0, mem),
+        redis=store > 0,
+        from_users=False,
+        basis=(
+            f"per player: {fmt_num(mem / 1024)} KiB of server memory per authenticated connection, {fmt_num(per_handshake * 1e3)} ms of "
+            f"server CPU per handshake at {fmt_num(HANDSHAKES_PER_PLAYER_HOUR)} handshake a player an hour (an assumption)"
+            + (f"; {fmt_num(store)} Redis commands per handshake: the option needs a Redis" if store > 0 else "; no shared store")
+        ),
+    )
+
 
 CRITERIA = (
     Criterion(
@@ -136,6 +165,9 @@ CRITERIA = (
     Criterion(
         "Cost",
         (
+            cost.money_part(
+                _usage, "server memory per authenticated connection, handshake CPU, and a Redis machine where the option needs one"
+            ),
             Part(
                 "shared-store commands per handshake",
                 Metric("cost", "store_commands_per_connection"),

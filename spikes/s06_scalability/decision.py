@@ -6,7 +6,7 @@ runs (``spike report``) without making them stale. Everything here reads only a 
 
 from __future__ import annotations
 
-from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility
+from harness.decide import Criterion, Derived, Gate, Metric, NotMeasured, Part, Utility, cost
 from harness.decide.model import memory_per_connection_part
 from harness.results import RunResult
 from harness.stats import fmt_num
@@ -38,9 +38,31 @@ def _capacity(scenario: str):
     return value
 
 
-def _cores_at_target(run: RunResult, option: str) -> float:
-    p = _x.project(_costs(run, "many-idle", option), TARGET, _spike().machine(run))
-    return p.server_cores + p.redis_cores + p.pg_cores
+def _usage(run: RunResult, option: str) -> cost.Usage:
+    """What the many-idle deployment needed, for the harness's cost model (the seed's many-connections case)."""
+    c = _costs(run, "many-idle", option)
+    sr = run.ok("many-idle", option)
+    assert sr is not None  # _costs raised otherwise
+    wall = sr.median("load_wall_s")
+    bytes_in = sr.median("bytes_in")
+    egress = bytes_in / wall if bytes_in and wall else 0.0
+    return cost.Usage(
+        users=c.connections,
+        cores=c.server_cores,
+        memory_bytes=max(0.0, c.memory_per_connection) * c.connections,
+        egress_bytes_per_s=egress,
+        redis=c.multi_process,
+        redis_cores=c.redis_ops_per_s * c.redis_cpu_per_op,
+        postgres=True,
+        pg_cores=c.pg_rows_per_s * c.pg_cpu_per_row,
+        scales_out=c.multi_process,
+        basis=(
+            f"many-idle at {fmt_num(c.connections)} connections: {c.server_cores:.3f} server and nginx cores, "
+            f"{fmt_num(c.memory_per_connection / 1024)} KiB per connection, {fmt_num(egress)} B/s to players, "
+            f"{c.redis_ops_per_s:.1f} Redis commands/s, {c.pg_rows_per_s:.1f} PostgreSQL rows/s"
+            + (" (one process: cannot add machines)" if not c.multi_process else "")
+        ),
+    )
 
 
 def _components(run: RunResult, option: str) -> float:
@@ -117,20 +139,8 @@ CRITERIA = (
     ),
     Criterion(
         "Cost",
-        (
-            Part(
-                f"cores for {fmt_num(TARGET)} connections",
-                Derived(
-                    _cores_at_target,
-                    f"cores projected for {fmt_num(TARGET)} connections at the many-idle traffic: servers and nginx + Redis + PostgreSQL "
-                    "(the projection under the tables)",
-                ),
-                "cores",
-                Utility(4, 64, "4 cores is one small machine; 64 is a rack's worth to run and pay for", log=True),
-                min_diff=0.5,
-                fmt=lambda v: f"{v:.2f} cores",
-            ),
-        ),
+        (cost.money_part(_usage, "the many-idle deployment's measured cores, memory, egress, Redis and PostgreSQL load"),),
+        "money per month for the seed's many mostly idle connections",
     ),
     Criterion(
         "Maintenance",
