@@ -35,7 +35,7 @@ from rich.text import Text
 
 from harness import machine
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
-from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, render_index, render_spike
+from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, previous_runs, render_index, render_spike
 from harness.results import ResultsError, RunResult, runs_by_spike, scan_runs
 from harness.runner import (
     OverallProgress,
@@ -240,7 +240,8 @@ def _stored_runs(out: Path, bad: list[ResultsError] | None = None) -> list[RunRe
 
 def _write_index(spikes: dict[int, Spike], runs: list[RunResult], out: Path, allow_partial: set[int]) -> Path:
     grouped = runs_by_spike(runs)
-    return render_index(spikes, document_runs(grouped, allow_partial), out, {n: rs[-1] for n, rs in grouped.items()})
+    shown = document_runs(grouped, allow_partial)
+    return render_index(spikes, shown, out, {n: rs[-1] for n, rs in grouped.items()}, previous_runs(grouped, shown))
 
 
 def _render_run(spike: Spike, run: RunResult, runs: list[RunResult], out: Path, allow_partial: bool) -> tuple[Path, bool]:

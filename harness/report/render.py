@@ -80,6 +80,107 @@ def document_runs(grouped: Mapping[int, Sequence[RunResult]], allow_partial: Ite
     return out
 
 
+def previous_runs(grouped: Mapping[int, Sequence[RunResult]], shown: Mapping[int, RunResult]) -> dict[int, RunResult]:
+    """For each spike, the newest full, complete run older than the one its document shows (what "changed since" compares with)."""
+    out: dict[int, RunResult] = {}
+    for number, runs in grouped.items():
+        now = shown.get(number)
+        if now is None:
+            continue
+        older = [r for r in runs if is_full_run(r) and r.run_id != now.run_id and r.started_at <= now.started_at]
+        if older:
+            out[number] = older[-1]
+    return out
+
+
+#: What the app is built on whatever the spikes decide (the seed's stack): a choice needing another runtime is a conflict.
+APP_STACK = {"node": "the app's front end, SvelteKit on Node.js (the seed's stack)"}
+#: How components are named in the summary.
+_COMPONENT = {"redis": "Redis", "postgres": "PostgreSQL", "nginx": "nginx", "node": "Node.js", "python": "Python"}
+_RUNTIMES = ("node", "python")
+
+
+def _needs(spike: Spike) -> Mapping[str, Sequence[str]]:
+    """The components each option needs (``NEEDS`` in the spike's ``decision.py``), or none declared."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"{type(spike).__module__}.decision")
+    except ImportError:
+        return {}
+    return dict(getattr(mod, "NEEDS", {}))
+
+
+def _chosen(d: Decision) -> list[str]:
+    return [] if d.best is None or d.none_qualifies else [d.best, *d.tied_with]
+
+
+def cross_spike(spikes: Mapping[int, Spike], decisions: Mapping[int, Decision], runs: Mapping[int, RunResult]) -> list[str]:
+    """Conflicts between the spikes' choices, each with its figures from the stored runs and the price table.
+
+    Two kinds, from each spike's declared ``NEEDS``: a component one spike's choice needs that another
+    spike prices as an option's extra (Redis for sessions in one, Redis pub/sub in another), and a
+    runtime a choice needs beside the app's own (a Python server next to a Node.js front end).
+    """
+    out: list[str] = []
+    needs = {n: _needs(s) for n, s in spikes.items()}
+    prices = cost.current()
+    for a, da in decisions.items():
+        chosen = _chosen(da)
+        if not chosen:
+            continue
+        wants = set.intersection(*(set(needs[a].get(o, ())) for o in chosen))
+        what = f"Spike {a}'s {'choice' if len(chosen) == 1 else 'tie'} ({_and([da.title(o) for o in chosen])})"
+        for comp in sorted(wants - set(_RUNTIMES)):
+            for b, db in decisions.items():
+                if b == a or not needs[b]:
+                    continue
+                with_c = [o for o in db.options if comp in needs[b].get(o, ())]
+                without = [o for o in db.options if o not in with_c]
+                if not with_c or not without:
+                    continue
+                money = cost.money_parts(criteria_of(spikes[b]))
+                figures = ""
+                if money:
+                    _, m = money[0]
+                    est = {}
+                    for o in db.options:
+                        try:
+                            est[o] = m.estimate(runs[b], o)
+                        except (NotMeasured, *_DATA_ERRORS):
+                            continue
+                    shown = [f"{db.title(o)} {e.text().split(':')[0]}" for o, e in est.items() if e.usd is not None]
+                    if shown:
+                        figures = f" (at {fmt_num(m.users)} users: {'; '.join(shown)})"
+                machine = prices.redis if comp == "redis" else prices.postgres if comp == "postgres" else None
+                cost_text = (
+                    f" one {_COMPONENT[comp]} machine is {cost.fmt_usd(machine.monthly(prices.hours_per_month))}/month in the price table;"
+                    if machine is not None
+                    else ""
+                )
+                out.append(
+                    f"{what} needs {_COMPONENT.get(comp, comp)}, which Spike {b} charges only to {_and([db.title(o) for o in with_c])}"
+                    f"{figures}:{cost_text} with {_COMPONENT.get(comp, comp)} already in for Spike {a}, Spike {b}'s options that use it "
+                    "cost that much less than its table says"
+                )
+        runtimes = wants & set(_RUNTIMES)
+        for rt in sorted(runtimes - set(APP_STACK)):
+            others = [o for o in da.options if set(needs[a].get(o, ())) & set(APP_STACK)]
+            alt = ""
+            if others:
+                alt = "; " + "; ".join(
+                    f"{da.title(o)} runs on {_and([_COMPONENT[x] for x in needs[a][o] if x in APP_STACK])}, total "
+                    f"{da.totals[o]:.2f} against {da.totals[chosen[0]] or 0:.2f}" + (" (fails a gate)" if o not in da.eligible else "")
+                    for o in others
+                    if da.totals.get(o) is not None
+                )
+            out.append(
+                f"{what} runs on {_COMPONENT.get(rt, rt)}, beside {'; '.join(APP_STACK.values())}: two runtimes to build, deploy and "
+                f"monitor{alt}"
+            )
+    return out
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -481,7 +582,11 @@ def _unscorable(spike: Spike, run: RunResult) -> str | None:
 
 
 def render_index(
-    spikes: Mapping[int, Spike], runs: Mapping[int, RunResult], out_dir: Path, newest: Mapping[int, RunResult] | None = None
+    spikes: Mapping[int, Spike],
+    runs: Mapping[int, RunResult],
+    out_dir: Path,
+    newest: Mapping[int, RunResult] | None = None,
+    previous: Mapping[int, RunResult] | None = None,
 ) -> Path:
     """Write ``results/README.md``: every registered spike, its status and recommendation.
 
@@ -493,6 +598,8 @@ def render_index(
     one such run never costs the index its other rows.
     """
     rows = []
+    decisions: dict[int, Decision] = {}
+    changed: dict[int, str] = {}
     for number, spike in spikes.items():
         run = runs.get(number)
         row: dict[str, Any] = {
@@ -543,6 +650,13 @@ def render_index(
                     f"`spike report {number} --allow-partial` shows it"
                 )
             caution = [w for w, on in (("stale: re-run before acting on it", stale), (f"{run.profile} run", run.profile != "full")) if on]
+            decisions[number] = decision
+            before = (previous or {}).get(number)
+            if before is not None and _unscorable(spike, before) is None:
+                old = decide(spike, before)
+                if _outcome(old) != _outcome(decision):
+                    changed[number] = f"changed since run `{before.run_id}`, which gave: {old.label}"
+                    caution.append(f"decision {changed[number]}")
             row.update(
                 caution="; ".join(caution),
                 doc=document_name(number, spike.slug),
@@ -560,7 +674,12 @@ def render_index(
     for number, planned in seed_spikes().items():
         by_number.setdefault(number, {"planned": True, "number": number, "title": planned.title})
     build = [by_number[n] for n in sorted(by_number)]
-    text = _env().get_template("index.md.j2").render(rows=rows, build=build)
+    conflicts = cross_spike(spikes, decisions, runs)
+    revisit = []
+    for line in conflicts:
+        moved = [n for n in changed if f"Spike {n}" in line]
+        revisit.append(f" (revisit: the decision of {_and([f'Spike {n}' for n in moved])} changed since its previous run)" if moved else "")
+    text = _env().get_template("index.md.j2").render(rows=rows, build=build, conflicts=list(zip(conflicts, revisit)), changed=changed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"

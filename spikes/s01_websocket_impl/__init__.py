@@ -64,7 +64,11 @@ SCENARIOS = (
         "bundle",
         "Browser bundle size",
         "The browser code each option needs (the native client with reconnect; the Socket.IO client with socket.io-client; the JavaScript the "
-        "SvelteKit page loads), bundled and minified by esbuild (npm) and gzipped at level 9 by Node's zlib.",
+        "SvelteKit page loads), bundled and minified by esbuild (npm) and gzipped at level 9 by Node's zlib. The tabletop's front end is "
+        "SvelteKit whichever transport wins, so an empty SvelteKit page (adapter-node, no WebSocket code), built by the same install, is "
+        "measured the same way as the framework baseline: SvelteKit's marginal bytes are its page minus that baseline, and its marginal npm "
+        "dependencies those its package.json adds to an empty SvelteKit app's. The other options' clients are standalone bundles added to "
+        "that app as they are.",
         _sc.run_bundle,
         requires=("node", "npm"),
         max_repeats=1,
@@ -233,6 +237,7 @@ class WebSocketImplSpike(Spike):
                     {titles[o]: [self._throughput(run, o, n) for n in counts] for o in opts},
                     counts,
                     xlabel="connections",
+                    spread={titles[o]: [run.spread("echo", o, "closed_received_rate", connections=n) for n in counts] for o in opts},
                 )
             )
             content.charts.append(
@@ -250,9 +255,15 @@ class WebSocketImplSpike(Spike):
                     ["p50", "p90", "p99", "p99.9"],
                     log_y=True,
                     caption=f"{counts[-1]} connections; latency from the intended send time.",
+                    spread={
+                        titles[o]: [
+                            run.spread("echo", o, f"open_latency_{p}_ms", connections=counts[-1]) for p in ("p50", "p90", "p99", "p99.9")
+                        ]
+                        for o in opts
+                    },
                 )
             )
-        # Broadcast, memory, bundle.
+        # Broadcast, memory.
         rows = []
         for label, scen, name, fmt in (
             ("broadcast deliveries/s", "broadcast", "received_rate", lambda v: fmt_num(v)),
@@ -260,8 +271,6 @@ class WebSocketImplSpike(Spike):
             ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
             ("memory per idle connection, median", "memory", "memory_per_connection_bytes", _kib),
             ("idle connections open at the reading, per server", "memory", "idle_connected", lambda v: fmt_num(v)),
-            ("browser bundle, minified", "bundle", "bundle_min_bytes", lambda v: fmt_num(v, "B")),
-            ("browser bundle, gzipped", "bundle", "bundle_gzip_bytes", lambda v: fmt_num(v, "B")),
         ):
             cells = []
             for o in opts:
@@ -310,9 +319,17 @@ class WebSocketImplSpike(Spike):
                     f"**Memory still moving:** RSS did not hold still within {m['max_wait_s']:g} s for {'; '.join(unsettled)}; "
                     "those readings are the median of the last window and may be off."
                 )
-        content.tables.append(Table("Fan-out, memory and bundle size", ["Metric", *head], rows, " ".join(caption)))
+        content.tables.append(Table("Fan-out and memory", ["Metric", *head], rows, " ".join(caption)))
         mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
-        content.charts.append(Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"]))
+        mem_spread = {titles[o]: [run.spread("memory", o, "memory_per_connection_bytes")] for o in opts}
+        content.charts.append(
+            Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"], spread=mem_spread)
+        )
+        # Bundle: raw, the framework baseline, and marginal.
+        content.tables.append(self._bundle_table(run))
+        deps = self._dependencies_note(run)
+        if deps:
+            content.notes.append(deps)
         # Features.
         feats = {o: run.ok("features", o) for o in opts}
         rows = []
@@ -373,6 +390,67 @@ class WebSocketImplSpike(Spike):
         )
         content.findings = self._findings(run)
         return content
+
+    def _bundle_table(self, run: RunResult) -> Table:
+        """Each option's browser JavaScript: raw, the empty SvelteKit page it includes (SvelteKit only), and the difference."""
+        opts = run.options
+        titles = {o.key: o.title for o in self.options}
+        rows = []
+        for label, name in (
+            ("raw: all its browser JavaScript, minified", "bundle_min_bytes"),
+            ("raw: all its browser JavaScript, gzipped", "bundle_gzip_bytes"),
+            ("framework baseline: an empty SvelteKit page, minified", "framework_baseline_min_bytes"),
+            ("framework baseline: an empty SvelteKit page, gzipped", "framework_baseline_gzip_bytes"),
+            ("marginal: raw - framework baseline, minified", "marginal_min_bytes"),
+            ("marginal: raw - framework baseline, gzipped", "marginal_gzip_bytes"),
+        ):
+            cells = []
+            for o in opts:
+                sr = run.ok("bundle", o)
+                if sr is None:
+                    cells.append(self._why_missing(run, "bundle", o))
+                elif name.startswith("framework_baseline") and o != "sveltekit":
+                    cells.append("none: a standalone client")
+                elif (v := sr.median(name)) is None:
+                    cells.append("not measured")
+                else:
+                    cells.append(fmt_num(v, "B"))
+            rows.append([label, *cells])
+        return Table(
+            "Browser JavaScript: raw, framework baseline and marginal",
+            ["Metric", *[titles[o] for o in opts]],
+            rows,
+            "Raw: every byte of JavaScript the option's page loads; for SvelteKit that includes the framework itself. Framework baseline: "
+            "an empty SvelteKit page (adapter-node, no WebSocket code) built by the same SvelteKit, vite and svelte from the same lock file, "
+            "measured the same way. Marginal: raw minus the baseline, what the option adds to the SvelteKit front end the tabletop ships "
+            "anyway; the native and Socket.IO clients are standalone bundles, so theirs is their raw figure. SvelteKit's marginal bytes "
+            "include its page's own markup and the Svelte runtime that markup uses, not only the WebSocket client. Gzipped figures are the "
+            "sum over the page's files, each compressed on its own.",
+        )
+
+    @staticmethod
+    def _dependencies_note(run: RunResult) -> str | None:
+        """SvelteKit's npm dependencies, raw and beyond an empty SvelteKit app, from the stored bundle step."""
+        sr = run.ok("bundle", "sveltekit")
+        if sr is None:
+            return None
+        npm = sr.fact.get("npm")
+        found = {n: sr.median(n) for n in ("npm_dependencies", "npm_packages", "marginal_npm_dependencies", "marginal_npm_packages")}
+        counts = {n: v for n, v in found.items() if v is not None}
+        if npm is None or len(counts) < len(found):
+            return "**SvelteKit's npm dependencies** beyond an empty SvelteKit app: not measured in this run."
+
+        def names(xs: list[str]) -> str:
+            return ", ".join(f"`{x}`" for x in xs) or "none"
+
+        return (
+            f"**SvelteKit's npm dependencies.** Raw: its package.json lists {fmt_num(counts['npm_dependencies'])} "
+            f"({names(npm['dependencies'])}), which pull in {fmt_num(counts['npm_packages'])} packages of its lock file (platform-specific "
+            f"optional binaries included). An empty SvelteKit app needs {names(npm['baseline_dependencies'])}; beyond those, marginal: "
+            f"{fmt_num(counts['marginal_npm_dependencies'])} direct ({names(npm['marginal_dependencies'])}), pulling in "
+            f"{fmt_num(counts['marginal_npm_packages'])} package{'s' if counts['marginal_npm_packages'] != 1 else ''} of the lock file "
+            f"({names(npm['marginal_packages'])})."
+        )
 
     @staticmethod
     def _memory_spread(run: RunResult, option: str, name: str, what: str) -> str:

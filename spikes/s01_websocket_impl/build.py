@@ -4,7 +4,10 @@ The SvelteKit app is built out of the source tree, in a cache directory keyed
 by the hash of its sources and lock file: a build leaves no generated files
 in the spike package (whose source hash marks results stale), a second call
 with unchanged sources costs a ``stat``, and concurrent callers (pytest
-workers) wait on a file lock instead of running ``npm ci`` twice. A missing
+workers) wait on a file lock instead of running ``npm ci`` twice. Next to it,
+on the same install, the framework baseline is built: an empty SvelteKit page
+(``poc/sveltekit_baseline``), what the tabletop's front end ships whichever
+transport wins. A missing
 ``node``/``npm``/``chromium`` raises :class:`ToolMissing` with the install
 command, so a caller can record "not run" and say why.
 """
@@ -29,6 +32,7 @@ __all__ = [
     "POC_DIR",
     "NODE_DIR",
     "SVELTEKIT_DIR",
+    "BASELINE_DIR",
     "OPTIONS",
     "TRANSPORTS",
     "READY_PATTERN",
@@ -38,6 +42,8 @@ __all__ = [
     "find_chromium",
     "default_cache_dir",
     "ensure_sveltekit_build",
+    "ensure_sveltekit_baseline",
+    "npm_dependencies",
     "ensure_node_tools",
     "bundle_sizes",
     "server_command",
@@ -49,6 +55,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 POC_DIR = PACKAGE_DIR / "poc"
 NODE_DIR = PACKAGE_DIR / "node"
 SVELTEKIT_DIR = POC_DIR / "sveltekit"
+#: The empty SvelteKit page: its own ``package.json`` (what an empty app needs) and ``src/routes``; the rest is the POC's.
+BASELINE_DIR = POC_DIR / "sveltekit_baseline"
 
 #: The option keys, in the order the document shows them.
 OPTIONS = ("native", "socketio", "sveltekit")
@@ -142,7 +150,7 @@ def _source_files(root: Path) -> list[Path]:
 def _sveltekit_key() -> str:
     """Hash of everything the build reads: sources, lock file, the shared client, the platform."""
     h = hashlib.sha256()
-    for path in [*_source_files(SVELTEKIT_DIR), POC_DIR / "native_ws" / "client.js"]:
+    for path in [*_source_files(SVELTEKIT_DIR), *_source_files(BASELINE_DIR), POC_DIR / "native_ws" / "client.js"]:
         h.update(path.relative_to(POC_DIR).as_posix().encode() + b"\0" + path.read_bytes())
     # node_modules hold platform binaries (esbuild, rollup): a cache shared across machines must not mix them.
     h.update(f"{sys.platform}-{platform.machine()}".encode())
@@ -184,6 +192,102 @@ def ensure_sveltekit_build(cache_dir: Path | None = None) -> Path:
     return app
 
 
+def ensure_sveltekit_baseline(cache_dir: Path | None = None) -> Path:
+    """Build the framework baseline (an empty SvelteKit page) on the POC's install; return its app dir.
+
+    It lives in ``baseline/`` next to the POC's ``sveltekit/`` in the same cache
+    directory: the POC's sources and config with ``src/routes`` and
+    ``package.json`` taken from ``poc/sveltekit_baseline``, and ``node_modules``
+    a link to the POC's, so both are built by the same SvelteKit, vite and
+    svelte from the one committed lock file. Only ``vite build`` runs.
+    """
+    app = ensure_sveltekit_build(cache_dir)
+    work = app.parent
+    base = work / "baseline"
+    if (base / ".built").exists():
+        return base
+    npm = require_tool("npm")
+    with _locked(work.parent / "sveltekit.lock"):
+        if (base / ".built").exists():
+            return base
+        tmp = work / f".tmp-baseline-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(SVELTEKIT_DIR, tmp, ignore=shutil.ignore_patterns(*_SKIP, "routes", "server.js", "package-lock.json"))
+            shutil.copytree(BASELINE_DIR, tmp, ignore=shutil.ignore_patterns(*_SKIP), dirs_exist_ok=True)
+            (tmp / "node_modules").symlink_to(Path("..") / app.name / "node_modules", target_is_directory=True)
+            _run([npm, "run", "build"], tmp)
+            if not (tmp / "build" / "handler.js").is_file():
+                raise BuildError(f"vite build in {tmp} produced no build/handler.js")
+            (tmp / ".built").write_text("built on ../sveltekit/node_modules")
+            shutil.rmtree(base, ignore_errors=True)
+            tmp.rename(base)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return base
+
+
+def _installed_closure(lock: dict[str, Any], roots: list[str]) -> set[str]:
+    """The lock file's installed paths (``node_modules/...``) that ``roots`` pull in, with Node's lookup of nested copies.
+
+    Follows ``dependencies``, ``optionalDependencies`` and ``peerDependencies``
+    (npm 7+ installs peers); a dependency the lock does not hold (an optional
+    peer nobody asked for, a package for another platform) is not installed.
+    """
+    packages = lock["packages"]
+    seen: set[str] = set()
+
+    def resolve(parent: str, name: str) -> str | None:
+        at = parent
+        while True:
+            candidate = f"{at}/node_modules/{name}" if at else f"node_modules/{name}"
+            if candidate in packages:
+                return candidate
+            if not at:
+                return None
+            at = at.rsplit("/node_modules/", 1)[0] if "/node_modules/" in at else ""
+
+    stack = [p for r in roots if (p := resolve("", r))]
+    while stack:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        entry = packages[path]
+        names = {**entry.get("dependencies", {}), **entry.get("optionalDependencies", {}), **entry.get("peerDependencies", {})}
+        stack.extend(p for name in names if (p := resolve(path, name)))
+    return seen
+
+
+def _direct(package_json: Path) -> list[str]:
+    pkg = json.loads(package_json.read_text())
+    return sorted({*pkg.get("dependencies", {}), *pkg.get("devDependencies", {})})
+
+
+def npm_dependencies() -> dict[str, Any]:
+    """The SvelteKit POC's npm dependencies, and those it adds beyond an empty SvelteKit app, from the committed files.
+
+    Direct: the POC's ``package.json`` against the baseline's. Installed: the
+    packages of ``poc/sveltekit/package-lock.json`` that the direct ones pull
+    in, all of them and those the baseline's would not. Names and counts.
+    """
+    lock = json.loads((SVELTEKIT_DIR / "package-lock.json").read_text())
+    direct, baseline = _direct(SVELTEKIT_DIR / "package.json"), _direct(BASELINE_DIR / "package.json")
+    everything, framework = _installed_closure(lock, direct), _installed_closure(lock, baseline)
+
+    def names(paths: set[str]) -> list[str]:
+        return sorted(p.rsplit("node_modules/", 1)[1] for p in paths)
+
+    return {
+        "dependencies": direct,
+        "baseline_dependencies": baseline,
+        "marginal_dependencies": [d for d in direct if d not in baseline],
+        "packages": names(everything),
+        "baseline_packages": names(framework),
+        "marginal_packages": names(everything - framework),
+    }
+
+
 def ensure_node_tools() -> Path:
     """Install the Node tools' dependencies (``npm ci`` in ``node/``) once per lock file; return that dir."""
     lock_hash = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()[:16]
@@ -204,17 +308,20 @@ def bundle_sizes(cache_dir: Path | None = None, write_dir: Path | None = None, s
 
     ``write_dir`` also receives the esbuild bundles ``native.js`` and
     ``socketio.js`` (ES modules exporting ``connect``), for pages to load.
-    ``sveltekit=False`` skips the SvelteKit build (and its entry).
+    ``sveltekit=False`` skips the SvelteKit builds (and their entries); with
+    them, ``sveltekit_baseline`` is the empty page's JavaScript, measured the
+    same way as the POC page's (``sveltekit``).
     """
     node_dir = ensure_node_tools()
     argv = [require_tool("node"), "bundle-size.mjs"]
     if sveltekit:
-        argv += ["--sveltekit", str(ensure_sveltekit_build(cache_dir))]
+        argv += ["--sveltekit", str(ensure_sveltekit_build(cache_dir)), "--baseline", str(ensure_sveltekit_baseline(cache_dir))]
     else:
         argv += ["--skip-sveltekit"]
     if write_dir is not None:
         argv += ["--write", str(write_dir)]
-    return json.loads(_run(argv, node_dir, timeout=120))
+    sizes: dict[str, dict[str, Any]] = json.loads(_run(argv, node_dir, timeout=120))
+    return sizes
 
 
 def server_command(option: str, cache_dir: Path | None = None, python: str = sys.executable) -> dict[str, Any]:

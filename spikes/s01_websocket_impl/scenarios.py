@@ -123,16 +123,39 @@ def _check_alive(server: ServerProcess) -> None:
 
 
 def run_bundle(ctx: ScenarioContext) -> ScenarioOutput:
-    """Minified and gzipped bytes of the browser code the option needs, bundled by esbuild."""
+    """Minified and gzipped bytes of the browser code the option needs, and what it adds to the SvelteKit app the tabletop ships anyway.
+
+    ``bundle_*_bytes`` are the raw figures: for SvelteKit, everything its page
+    loads, the framework included. For SvelteKit, ``framework_baseline_*_bytes``
+    is an empty SvelteKit page built the same way, and ``marginal_*_bytes`` the
+    page minus that baseline; the npm dependencies it adds beyond an empty
+    SvelteKit app are counted from its ``package.json`` and lock file. The
+    other options' clients are standalone bundles added to that app as they
+    are: their marginal bytes are their bundle.
+    """
     key = ctx.option.key
     try:
-        sizes = build.bundle_sizes(sveltekit=key == "sveltekit")[key]
+        all_sizes = build.bundle_sizes(sveltekit=key == "sveltekit")
     except build.ToolMissing as exc:
         raise NotRunnable(str(exc)) from None
+    sizes = all_sizes[key]
+    base: dict[str, Any] = all_sizes["sveltekit_baseline"] if key == "sveltekit" else {"min_bytes": 0, "gzip_bytes": 0, "files": []}
     out = ScenarioOutput()
     out.add("bundle_min_bytes", "bytes", [sizes["min_bytes"]])
     out.add("bundle_gzip_bytes", "bytes", [sizes["gzip_bytes"]])
+    out.add("marginal_min_bytes", "bytes", [sizes["min_bytes"] - base["min_bytes"]])
+    out.add("marginal_gzip_bytes", "bytes", [sizes["gzip_bytes"] - base["gzip_bytes"]])
     out.facts["files"] = sizes.get("files")
+    if key == "sveltekit":
+        out.add("framework_baseline_min_bytes", "bytes", [base["min_bytes"]], None)
+        out.add("framework_baseline_gzip_bytes", "bytes", [base["gzip_bytes"]], None)
+        deps = build.npm_dependencies()
+        out.add("npm_dependencies", "dependencies", [len(deps["dependencies"])])
+        out.add("marginal_npm_dependencies", "dependencies", [len(deps["marginal_dependencies"])])
+        out.add("npm_packages", "packages", [len(deps["packages"])])
+        out.add("marginal_npm_packages", "packages", [len(deps["marginal_packages"])])
+        out.facts["baseline_files"] = base["files"]
+        out.facts["npm"] = deps
     return out
 
 

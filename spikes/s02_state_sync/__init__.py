@@ -57,7 +57,9 @@ SCENARIOS = (
         "message is delivered (through the server core for OT and LWW) to a reader replica; time with perf_counter over the whole "
         "replay, bytes of every message, the final text checked against the trace. Memory: peak RSS growth of the same replay in a "
         "fresh process (pycrdt's memory is outside Python's allocator). For the CRDT also the same replay written directly on pycrdt, "
-        "interleaved round by round, and one transaction per 1, 10, 100 and 1000 edits.",
+        "interleaved round by round, and one transaction per 1, 10, 100 and 1000 edits. Speed is reported twice: over the edits each "
+        "option replayed (LWW replays a prefix, `lww_edits`), and over the same first `lww_edits` edits for every option (the figure "
+        "the Performance score uses), replayed again in each round; for LWW both are the same replays.",
         _sc.run_trace_replay,
         _sc.TRACE_PARAMS,
         _sc.TRACE_QUICK,
@@ -80,8 +82,13 @@ SCENARIOS = (
         "Sans-I/O replicas over simulated FIFO channels: five two-user conflict cases (same-place typing one character per edit, the "
         "same token moved, a stroke deleted while extended, one stroke extended by both, note edits far apart), then rounds of a random "
         "tabletop workload (token moves, strokes, note markers) from several replicas with random delivery and disconnects: after "
-        "delivering everything the replicas must agree, and every intent missing from the final state is counted. Also the bytes one "
-        "edit of each kind sends, and whether three replicas converge exchanging messages peer to peer.",
+        "delivering everything the replicas must agree, and every intent missing from the final state is counted. A token keeps one "
+        "position (the last writer wins, by design), so a token move counts as lost only when the token's final position is one the "
+        "move's author had already seen, directly or through a chain of moves each made after seeing the previous (the later, "
+        "informed move should have replaced it), or when a moved token is missing or stands where no move put it. Also the bytes "
+        "one edit of each kind sends, and whether three replicas converge exchanging messages peer to peer, every message delivered "
+        "once in random order with no server (for the CRDT, the updates a peer received but whose content its state lacks are "
+        "counted, then one state-vector exchange per pair is made).",
         _sc.run_intent,
         _sc.INTENT_PARAMS,
         _sc.INTENT_QUICK,
@@ -165,8 +172,8 @@ class StateSyncSpike(Spike):
     def recommendation_by_kind(self, run: RunResult) -> list[list[str]]:
         """Per kind of state: the option with the fewest lost intents of that kind, then the smallest message for one edit of it.
 
-        A kind without a lost-intent counter in the workload (token positions: a move overwrites the last one by design)
-        is decided by message size alone, and says so instead of showing a count of 0.
+        A kind whose lost-intent counter the run lacks (token moves, in runs made before the counter existed)
+        is decided by message size alone, and says "not measured" instead of showing a count of 0.
         """
         rows = []
         titles = {op.key: op.title for op in self.options}
@@ -177,20 +184,20 @@ class StateSyncSpike(Spike):
                 size = run.median("intent", o, "edit_message_bytes", kind=kind)
                 if sr is None or size is None:
                     continue
-                lost = sum(
-                    sum(m.samples) for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c
-                )
-                cand.append((lost if counters else 0.0, size, o))
+                found = [m for c in counters for m in sr.measurements if m.name == "workload_lost" and m.tags.get("kind") == c]
+                lost = sum(sum(m.samples) for m in found) if len(found) == len(counters) else None
+                cand.append((lost, size, o))
             if not cand:
                 continue
-            cand.sort()
+            measured = all(c[0] is not None for c in cand)
+            cand.sort(key=lambda c: ((c[0] or 0.0) if measured else 0.0, c[1], c[2]))
             lost, size, best = cand[0]
-            if counters:
-                others = "; ".join(f"{titles[o]}: {fmt_num(n_lost)} lost, {_fmt_b(b)}" for n_lost, b, o in cand[1:])
-                basis = f"{fmt_num(lost)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"
+            if measured:
+                others = "; ".join(f"{titles[o]}: {fmt_num(n_lost or 0)} lost, {_fmt_b(b)}" for n_lost, b, o in cand[1:])
+                basis = f"{fmt_num(lost or 0)} intents lost over the workload rounds, {_fmt_b(size)} per edit (others: {others})"
             else:
                 others = "; ".join(f"{titles[o]}: {_fmt_b(b)}" for _, b, o in cand[1:])
-                basis = f"lost intents not counted for this kind (the workload has no counter for it); {_fmt_b(size)} per edit (others: {others})"
+                basis = f"lost intents not measured in this run (no counter for this kind when it ran); {_fmt_b(size)} per edit (others: {others})"
             rows.append([kind, titles[best], basis])
         return rows
 
@@ -214,8 +221,9 @@ class StateSyncSpike(Spike):
                     ["State", "Strategy", "Measured basis"],
                     rec,
                     "Rule: fewest intents of that kind lost in the random concurrent workload, then the fewest bytes one edit of that kind sends. "
-                    "Token moves have no lost-intent counter in the workload (a move overwrites the last one by design); in the 'same token moved' "
-                    "case the intents lost were "
+                    "A token move is lost when the token ends at a position the move's author had already seen (directly or through a chain "
+                    "of later moves), so the later, informed move vanished; two moves that did not see each other keep one, by design (see Method). "
+                    "In the 'same token moved' case (two such concurrent moves) the moves overwritten were "
                     + ", ".join(f"{titles[o]} {cell('intent', o, 'case_lost', fmt_num, case='same token moved')}" for o in opts)
                     + ".",
                 )
@@ -223,7 +231,7 @@ class StateSyncSpike(Spike):
         # Comparison matrix from the issue.
         big = self._largest(run)
         rows = []
-        conv_row = ["Convergence guarantee (measured)"]
+        conv_row = ["Convergence guarantee (measured through the server: traces, relay sessions, offline merges)"]
         for o in opts:
             passed, total = self.checks(run, o)
             conv_row.append(f"{passed} of {total} checks converged/exact" if total else "not run")
@@ -260,15 +268,19 @@ class StateSyncSpike(Spike):
         rows.append(["Library maturity", *(self._maturity(run, o) for o in opts)])
         content.tables.append(Table("Comparison matrix", header, rows, "Every cell is a stored measurement or fact of this run."))
         # Trace replay.
+        lww_edits = next((s.params.get("lww_edits") for s in run.scenarios if s.scenario == "trace-replay" and s.params), None)
         tr = [
             ["final text equals the trace's", *(cell("trace-replay", o, "final_text_equal", yes_no) for o in opts)],
             [
                 "edits replayed",
-                *(fmt_num(run.ok("trace-replay", o).fact.get("edits", 0)) if run.ok("trace-replay", o) else "not run" for o in opts),
+                *(fmt_num(sr.fact.get("edits", 0)) if sr else "not run" for sr in (run.ok("trace-replay", o) for o in opts)),
             ],
             ["replay time, median", *(cell("trace-replay", o, "replay_s", _fmt_s) for o in opts)],
-            ["edits per second", *(cell("trace-replay", o, "ops_per_s", fmt_num) for o in opts)],
-            ["edits per second, same first edits for all", *(cell("trace-replay", o, "prefix_ops_per_s", fmt_num) for o in opts)],
+            ["edits per second, over the edits replayed", *(cell("trace-replay", o, "ops_per_s", fmt_num) for o in opts)],
+            [
+                f"edits per second, first {fmt_num(lww_edits) if lww_edits else 'N'} edits for every option (the Performance score's figure)",
+                *(cell("trace-replay", o, "prefix_ops_per_s", fmt_num) for o in opts),
+            ],
             ["bytes sent per edit (all messages)", *(cell("trace-replay", o, "bytes_per_op", fmt_num) for o in opts)],
             ["final state size", *(cell("trace-replay", o, "state_bytes", _fmt_b) for o in opts)],
             ["peak RSS growth", *(cell("trace-replay", o, "memory_bytes", _fmt_b) for o in opts)],
@@ -284,6 +296,7 @@ class StateSyncSpike(Spike):
                 "of the trace length, and the quick profile shortens every replay); a prefix's final text is checked against the same edits applied to a Python string."
             )
         )
+        note += " " + self._speed_note(run, titles)
         content.tables.append(Table("Replay of automerge-paper", header, tr, note))
         crdt = run.ok("trace-replay", "crdt")
         if crdt is not None:
@@ -327,6 +340,7 @@ class StateSyncSpike(Spike):
                     {"replay time": [crdt.median("batch_replay_s", batch=b) for b in batches]},
                     batches,
                     xlabel="edits per transaction",
+                    spread={"replay time": [crdt.spread("batch_replay_s", batch=b) for b in batches]},
                 )
             )
         # Concurrent trace.
@@ -349,7 +363,7 @@ class StateSyncSpike(Spike):
                 )
             )
         # Intent cases.
-        cases = next((run.ok("intent", o).fact.get("cases", {}) for o in opts if run.ok("intent", o)), {})
+        cases: dict[str, Any] = next((sr.fact.get("cases", {}) for sr in (run.ok("intent", o) for o in opts) if sr), {})
         if cases:
             rows = [[name, *(self._case_text(run, o, name) for o in opts)] for name in cases]
             content.tables.append(
@@ -360,8 +374,15 @@ class StateSyncSpike(Spike):
                     "Intents lost, and the outcome every replica agreed on.",
                 )
             )
-            kinds = ["note_insert", "note_delete", "stroke_add", "stroke_delete", "stroke_extend", "extend_of_deleted_stroke"]
-            rows = [[k.replace("_", " "), *(cell("intent", o, "workload_lost", lambda v: fmt_num(v), kind=k) for o in opts)] for k in kinds]
+            kinds = ["token_move", "note_insert", "note_delete", "stroke_add", "stroke_delete", "stroke_extend", "extend_of_deleted_stroke"]
+
+            def lost_cell(o: str, k: str) -> str:
+                if run.ok("intent", o) is None:
+                    return "not run"
+                v = run.median("intent", o, "workload_lost", kind=k)
+                return "not measured" if v is None else fmt_num(v)
+
+            rows = [[k.replace("_", " "), *(lost_cell(o, k) for o in opts)] for k in kinds]
             p = next((s.params for s in run.scenarios if s.scenario == "intent"), {})
             content.tables.append(
                 Table(
@@ -369,7 +390,8 @@ class StateSyncSpike(Spike):
                     ["Intent", *(titles[o] for o in opts)],
                     rows,
                     f"{p.get('rounds')} rounds of {p.get('edits')} edits from {p.get('replicas')} replicas. 'extend of deleted stroke' is an extension discarded "
-                    "because another user deleted the stroke, the same rule in every option, so it is not counted as lost elsewhere.",
+                    "because another user deleted the stroke, the same rule in every option, so it is not counted as lost elsewhere. 'token move': "
+                    "a move whose author had seen the token's final position (see Method); 'not measured': the run predates that counter.",
                 )
             )
             rows = [[k, *(cell("intent", o, "edit_message_bytes", _fmt_b, kind=k) for o in opts)] for k in _sc.KINDS]
@@ -414,6 +436,7 @@ class StateSyncSpike(Spike):
                     {titles[o]: [run.median("session", o, "bytes_per_client_per_s", clients=n) for n in sizes] for o in opts},
                     [f"{n} clients" for n in sizes],
                     log_y=True,
+                    spread={titles[o]: [run.spread("session", o, "bytes_per_client_per_s", clients=n) for n in sizes] for o in opts},
                 )
             )
             content.charts.append(
@@ -424,6 +447,7 @@ class StateSyncSpike(Spike):
                     "seconds",
                     {titles[o]: [run.median("session", o, "convergence_s", clients=n) for n in sizes] for o in opts},
                     [f"{n} clients" for n in sizes],
+                    spread={titles[o]: [run.spread("session", o, "convergence_s", clients=n) for n in sizes] for o in opts},
                 )
             )
         rows = [
@@ -451,6 +475,7 @@ class StateSyncSpike(Spike):
                 {titles[o]: [run.median("trace-replay", o, "replay_s")] for o in opts},
                 ["replay"],
                 log_y=True,
+                spread={titles[o]: [run.spread("trace-replay", o, "replay_s")] for o in opts},
             )
         )
         content.findings = self._intent_findings(run)
@@ -459,6 +484,37 @@ class StateSyncSpike(Spike):
             "Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these measurements by the utilities under the matrix."
         )
         return content
+
+    @staticmethod
+    def _speed_note(run: RunResult, titles: dict[str, str]) -> str:
+        """Why the two speed rows of the replay table differ, or why they agree, option by option, from the stored run."""
+        parts = []
+        for o in run.options:
+            sr = run.ok("trace-replay", o)
+            if sr is None:
+                continue
+            edits, n = int(sr.fact.get("edits") or 0), int(sr.params.get("lww_edits") or 0)
+            whole, prefix = sr.median("ops_per_s"), sr.median("prefix_ops_per_s")
+            if whole is None or prefix is None or not edits:
+                continue
+            if sr.fact.get("prefix_is_the_replay"):
+                parts.append(
+                    f"{titles[o]}: both rows time the same {fmt_num(edits)} edits in the same "
+                    f"{len(sr.measurement('ops_per_s').samples)} replay(s), so they are one figure ({fmt_num(whole)} edits/s)."
+                )
+            elif edits == n:
+                k = len(sr.measurement("ops_per_s").samples)
+                parts.append(
+                    f"{titles[o]}: both rows time the same first {fmt_num(edits)} edits, the first as the median of {k} replay(s), the second "
+                    f"in one separate replay after them (how this run measured it), so {fmt_num(whole)} against {fmt_num(prefix)} edits/s "
+                    "is run-to-run noise, not a different workload."
+                )
+            else:
+                parts.append(
+                    f"{titles[o]}: different edits, the first row over all {fmt_num(edits)} edits replayed (a longer document), "
+                    f"the second over the first {fmt_num(n)}."
+                )
+        return " ".join(["The two speed rows:", *parts]) if parts else ""
 
     # -- cells built from facts -------------------------------------------------------
     @staticmethod
@@ -487,10 +543,25 @@ class StateSyncSpike(Spike):
         if p2p is None:
             return "yes: operations carry server revisions (no peer-to-peer mode)"
         if p2p["delivered"]:
-            return "no: 3 replicas converged peer to peer, messages in random order"
+            return "no: 3 replicas converged peer to peer, every message delivered once in random order"
+        if "unapplied" in p2p:
+            why = (
+                f"{p2p['peers_behind']} of 3 peers lacked {p2p['unapplied']} of the {p2p['updates']} updates they had received "
+                "(Yrs holds an update that arrives before one it depends on as pending; these were still not applied "
+                "once every update had arrived, and nothing re-sent them)"
+            )
+        else:
+            why = "the peers did NOT agree (the received updates each lacked were not counted in this run)"
+        where = (
+            "; through the relay updates arrive in the server's order, which is why the sessions and offline merges "
+            "converged (the 'Convergence guarantee' row)"
+        )
         if p2p["resynced"]:
-            return "no, with a repair step: after random-order delivery 3 peers did NOT agree; one state-vector exchange per pair made them converge"
-        return "peer-to-peer merge did NOT converge, even after a state-vector exchange"
+            return (
+                f"no, with a repair step: peer to peer with no server, every update delivered once in random order, {why}; "
+                f"one state-vector exchange per pair re-sent what each peer lacked and they converged{where}"
+            )
+        return f"peer-to-peer merge did NOT converge, even after a state-vector exchange: {why}{where}"
 
     @staticmethod
     def _maturity(run: RunResult, o: str) -> str:

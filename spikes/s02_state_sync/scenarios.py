@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pycrdt import Doc
+
 from harness.plugin import ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, rss_bytes
 from harness.process import LogReady, ServerProcess, pin_plan
-from spikes.s02_state_sync import session, traces
+from spikes.s02_state_sync import crdt, session, traces
 from spikes.s02_state_sync.tabletop import Ledger, Network, Workload, lost_total, make_replica
 
 __all__ = [
@@ -37,7 +39,11 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The tabletop's kinds of state, and the lost-intent counters that belong to each.
-KINDS = {"token positions": (), "strokes": ("stroke_add", "stroke_delete", "stroke_extend"), "note text": ("note_insert", "note_delete")}
+KINDS = {
+    "token positions": ("token_move",),
+    "strokes": ("stroke_add", "stroke_delete", "stroke_extend"),
+    "note text": ("note_insert", "note_delete"),
+}
 
 #: edits 0: the whole trace. LWW sends the whole note on every edit, so its replay is quadratic in the
 #: trace length; it replays a prefix (``lww_edits``), and the document says so.
@@ -66,7 +72,8 @@ def _memory_child(option: str, edits: int) -> dict[str, Any]:
     )
     if res.returncode != 0:
         raise RuntimeError(f"memory replay of {option} failed: {res.stderr.strip()[-500:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return found
 
 
 def run_trace_replay(ctx: ScenarioContext) -> ScenarioOutput:
@@ -77,7 +84,11 @@ def run_trace_replay(ctx: ScenarioContext) -> ScenarioOutput:
     seq = traces.patches(trace, limit)
     expected = trace["endContent"] if limit is None else traces.apply_patches(trace["startContent"], seq)
     out = ScenarioOutput()
-    times, direct = [], []
+    # Every option also on the same first ``lww_edits`` edits, so speeds compare like for like. When that
+    # prefix is the whole replay (LWW), the rounds' replays are those timings; otherwise each round replays it too.
+    common = traces.patches(trace, p["lww_edits"])
+    same = len(common) == len(seq)
+    times, direct, prefix = [], [], []
     r = None
     for k in range(p["rounds"]):
         if opt == "crdt":  # interleaved, so machine noise hits both alike
@@ -87,11 +98,10 @@ def run_trace_replay(ctx: ScenarioContext) -> ScenarioOutput:
             direct.append(d.seconds)
         r = traces.replay(opt, seq, trace["startContent"])
         times.append(r.seconds)
+        prefix.append(r.seconds if same else traces.replay(opt, common, trace["startContent"]).seconds)
         ctx.advance((k + 1) / (p["rounds"] + 2))
     assert r is not None
-    # Every option on the same short prefix too, so speeds compare like for like.
-    common = traces.patches(trace, p["lww_edits"])
-    out.add("prefix_ops_per_s", "ops/s", [len(common) / traces.replay(opt, common, trace["startContent"]).seconds], "higher")
+    out.add("prefix_ops_per_s", "ops/s", [len(common) / t for t in prefix], "higher")
     out.add("final_text_equal", "bool", [1.0 if r.final_text == expected else 0.0], "higher")
     out.add("replay_s", "s", times)
     out.add("ops_per_s", "ops/s", [len(seq) / t for t in times], "higher")
@@ -101,7 +111,16 @@ def run_trace_replay(ctx: ScenarioContext) -> ScenarioOutput:
     if p.get("memory", True):
         mem = _memory_child(opt, len(seq) if limit else 0)
         out.add("memory_bytes", "bytes", [mem["rss_growth_bytes"]])
-    out.facts.update({"edits": len(seq), "whole_trace": limit is None, "final_length": len(r.final_text), **r.extra})
+    out.facts.update(
+        {
+            "edits": len(seq),
+            "whole_trace": limit is None,
+            "final_length": len(r.final_text),
+            "prefix_edits": len(common),
+            "prefix_is_the_replay": same,
+            **r.extra,
+        }
+    )
     if opt == "crdt":
         out.add("direct_replay_s", "s", direct)
         out.add("harness_over_direct", "ratio", [h / d for h, d in zip(times, direct, strict=True)])
@@ -175,7 +194,7 @@ def _cases(option: str) -> dict[str, dict[str, Any]]:
         option,
         lambda r: r.move_token("t", 0.0, 0.0),
         [lambda r: r.move_token("t", 1.0, 1.0), lambda r: r.move_token("t", 2.0, 2.0)],
-        lambda v: (1, f"token at {v['tokens']['t']}"),
+        lambda v: (sum(1 for pos in ([1.0, 1.0], [2.0, 2.0]) if v["tokens"].get("t") != pos), f"token at {v['tokens'].get('t')}"),
     )
     cases["delete vs extend stroke"] = _case(
         option,
@@ -224,11 +243,29 @@ def _message_bytes(option: str, note_chars: int) -> dict[str, float]:
     return out
 
 
-def _peer_to_peer(option: str, rng: random.Random) -> dict[str, bool] | None:
+def _unapplied(replica: Any, received: list[bytes]) -> int:
+    """CRDT: updates ``replica`` received that its state lacks (applying one again to a copy of its state adds to it)."""
+    state = replica.doc.get_update()
+    n = 0
+    for m in received:
+        if m[:1] != crdt.UPDATE:
+            continue
+        copy: Doc[Any] = Doc()
+        copy.apply_update(state)
+        before = copy.get_state()
+        copy.apply_update(m[1:])
+        n += copy.get_state() != before
+    return n
+
+
+def _peer_to_peer(option: str, rng: random.Random) -> dict[str, Any] | None:
     """Three replicas exchange their messages directly, in random order, no server: do they converge?
 
     ``delivered``: after every message arrived once; ``resynced``: after, in addition, one
     state-vector exchange between every pair (CRDT only; the Yjs sync protocol's repair step).
+    CRDT also: ``updates`` delivered in all, ``unapplied`` of them missing from the state of the
+    peer that received them once everything was delivered (Yrs holds an update whose dependencies
+    have not arrived as pending), and ``peers_behind``, the peers missing at least one.
     None: the option has no peer-to-peer mode.
     """
     if option == "ot":
@@ -237,6 +274,7 @@ def _peer_to_peer(option: str, rng: random.Random) -> dict[str, bool] | None:
     ledger = Ledger()
     work = [Workload(i, ledger, rng) for i in range(3)]
     inflight: list[tuple[int, bytes]] = []
+    received: list[list[bytes]] = [[] for _ in reps]
     for _ in range(60):
         i = rng.randrange(3)
         work[i].edit(reps[i])
@@ -245,11 +283,15 @@ def _peer_to_peer(option: str, rng: random.Random) -> dict[str, bool] | None:
         while inflight and rng.random() < 0.5:
             j, m = inflight.pop()
             reps[j].receive(m)
+            received[j].append(m)
     for j, m in inflight:
         reps[j].receive(m)
+        received[j].append(m)
     views = [r.view() for r in reps]
-    out = {"delivered": all(v == views[0] for v in views)}
+    out: dict[str, Any] = {"delivered": all(v == views[0] for v in views)}
     if hasattr(reps[0], "state_vector"):
+        missing = [_unapplied(r, got) for r, got in zip(reps, received, strict=True)]
+        out.update({"updates": sum(len(g) for g in received), "unapplied": sum(missing), "peers_behind": sum(1 for n in missing if n)})
         for a in reps:
             for b in reps:
                 if a is not b:
@@ -331,8 +373,10 @@ def run_session(ctx: ScenarioContext) -> ScenarioOutput:
     facts = {}
     for k, n in enumerate(p["clients"]):
         with relay(ctx, f"n{n}") as (server, url):
-            base_rss = rss_bytes(server.pid)  # the idle server, before any client
-            sampler = ProcessSampler(server.pid, hz=10).start()
+            pid = server.pid
+            assert pid is not None  # started by the context manager
+            base_rss = rss_bytes(pid)  # the idle server, before any client
+            sampler = ProcessSampler(pid, hz=10).start()
             try:
                 res = session.run_session(opt, url, n, p["rate"], p["duration_s"], p["latency_ms"] / 1000, seed=ctx.repeat + 1)
             finally:

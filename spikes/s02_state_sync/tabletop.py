@@ -7,8 +7,13 @@ Every option's replica offers the same edits (``move_token``,
 ``on_message(sender, msg, clients) -> [(target, msg)]`` and ``on_connect``.
 
 ``Workload`` makes random tabletop edits whose intents can be checked in the
-final state: every note insert is a unique marker, every stroke point unique.
-``Ledger.lost(view)`` counts the intents missing from a final state. The
+final state: every note insert is a unique marker, every stroke point unique,
+every token move a unique position. ``Ledger.lost(view)`` counts the intents
+missing from a final state. A token keeps one position by design (the last
+writer wins in every option), so a token move counts as lost only when the
+final position is one its author had already seen (directly, or through a
+chain of moves each made after seeing the previous): that move, made later and
+knowing the old position, should have replaced it. The
 ``Network`` delivers messages over per-client FIFO channels (as a WebSocket
 does) in any interleaving, with clients disconnected for a while: it is the
 sans-I/O test bed of the property tests and the intent scenario.
@@ -60,6 +65,40 @@ class Ledger:
     deleted_strokes: set[str] = field(default_factory=set)
     extended: list[tuple[str, float]] = field(default_factory=list)
     moves: int = 0
+    #: Per token: every position it was moved to -> the position its author saw before moving (None: none yet).
+    token_moves: dict[str, dict[tuple[float, float], tuple[float, float] | None]] = field(default_factory=dict)
+
+    def move(self, tid: str, pos: tuple[float, float], seen: Any) -> None:
+        """Record a move of ``tid`` to ``pos`` made by a client whose replica showed it at ``seen``."""
+        self.token_moves.setdefault(tid, {})[pos] = None if seen is None else (float(seen[0]), float(seen[1]))
+        self.moves += 1
+
+    def lost_moves(self, tokens: dict[str, Any]) -> int:
+        """Token moves lost in ``tokens`` (the final positions).
+
+        A move is lost when its author had seen the token's final position, directly or through
+        a chain of moves (it came after that position and should have replaced it); every move
+        of a token that is missing or stands at a position no move set is lost too.
+        """
+        lost = 0
+        for tid, moves in self.token_moves.items():
+            pos = tokens.get(tid)
+            final = None if pos is None else (float(pos[0]), float(pos[1]))
+            if final not in moves:
+                lost += len(moves)
+                continue
+            after: dict[Any, list[tuple[float, float]]] = {}
+            for p, seen in moves.items():
+                after.setdefault(seen, []).append(p)
+            later: set[tuple[float, float]] = set()
+            stack = list(after.get(final, []))
+            while stack:
+                p = stack.pop()
+                if p not in later:
+                    later.add(p)
+                    stack.extend(after.get(p, []))
+            lost += len(later)
+        return lost
 
     def lost(self, view: dict[str, Any]) -> dict[str, int]:
         """Intents missing from ``view``, by kind; extensions of a deleted stroke are counted apart."""
@@ -71,13 +110,15 @@ class Ledger:
             "stroke_add": sum(1 for s in self.added - self.deleted_strokes if s not in strokes),
             "stroke_delete": sum(1 for s in self.deleted_strokes if s in strokes),
             "stroke_extend": sum(1 for s, p in self.extended if s in points and p not in points[s]),
+            "token_move": self.lost_moves(view.get("tokens", {})),
         }
         out["extend_of_deleted_stroke"] = sum(1 for s, _ in self.extended if s in self.deleted_strokes and s not in strokes)
         return out
 
     @property
     def intents(self) -> int:
-        return len(self.inserted) + len(self.deleted_markers) + len(self.added) + len(self.deleted_strokes) + len(self.extended)
+        moves = sum(len(m) for m in self.token_moves.values())
+        return len(self.inserted) + len(self.deleted_markers) + len(self.added) + len(self.deleted_strokes) + len(self.extended) + moves
 
 
 def lost_total(lost: dict[str, int]) -> int:
@@ -99,8 +140,10 @@ class Workload:
         c, k, rng = self.client, self.k, self.rng
         kind = rng.choices(("token", "stroke", "note"), weights=self.mix)[0]
         if kind == "token":
-            replica.move_token(f"t{rng.randrange(self.tokens)}", float(c), float(k))
-            self.ledger.moves += 1
+            tid = f"t{rng.randrange(self.tokens)}"
+            seen = replica.view()["tokens"].get(tid)  # what this client's replica shows: the move replaces it
+            replica.move_token(tid, float(c), float(k))
+            self.ledger.move(tid, (float(c), float(k)), seen)
             return "token"
         view = replica.view()
         if kind == "stroke":

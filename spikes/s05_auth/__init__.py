@@ -157,7 +157,7 @@ class AuthSpike(Spike):
     def cross_instance_replay(run: RunResult, o: str) -> dict[str, str] | None:
         """The revocation scenario's replay of a logged-out credential on the other instance (got through if it did in any repeat)."""
         sr = run.ok("revocation", o)
-        seen = [f["replay_on_other_instance"] for f in sr.facts if "replay_on_other_instance" in f] if sr else []
+        seen: list[dict[str, str]] = [f["replay_on_other_instance"] for f in sr.facts if "replay_on_other_instance" in f] if sr else []
         if not seen:
             return None
         return next((r for r in seen if r["outcome"] == "got-through"), seen[-1])
@@ -175,6 +175,43 @@ class AuthSpike(Spike):
             through.append(CROSS_TITLE.lower())
         return total - len(through), total, through
 
+    def blocked_of(self, run: RunResult, o: str, variant: str) -> tuple[int, int] | None:
+        """Attacks blocked and the attacks counted, as the security matrix's last row counts them.
+
+        Recommended: the battery plus the revocation scenario's cross-instance replay (as the Security criterion);
+        weak: the battery alone (the revocation scenario runs the recommended settings only).
+        """
+        if variant == "recommended":
+            sec = self.security(run, o)
+            return (sec[0], sec[1]) if sec else None
+        sr = run.ok("attacks", o)
+        if sr is None:
+            return None
+        blocked, applicable = sr.median("attacks_blocked", variant=variant), sr.median("attacks_applicable", variant=variant)
+        return None if blocked is None or applicable is None else (int(blocked), int(applicable))
+
+    def _attacks_chart(self, run: RunResult, opts: list[str], titles: dict[str, str]) -> Chart:
+        counts = {v: {o: self.blocked_of(run, o, v) for o in opts} for v in _sc.VARIANTS}
+        ran = {v: [f"{titles[o]} {c[0]} of {c[1]}" for o in opts if (c := counts[v][o])] for v in _sc.VARIANTS}
+        totals = {c[1] for v in _sc.VARIANTS for c in counts[v].values() if c}
+        return Chart(
+            "attacks-blocked",
+            "Attacks blocked, recommended vs weak settings",
+            "bar",
+            "attacks blocked" + (f" (of {totals.pop()})" if len(totals) == 1 else " (of the counts in the caption)"),
+            {v: [c[0] if (c := counts[v][o]) else None for o in opts] for v in _sc.VARIANTS},
+            [titles[o] for o in opts],
+            caption="Each bar counts the attacks that applied to that option and setup, as the security matrices' last rows do: "
+            + "; ".join(
+                f"{v} settings ({'battery + replay on another instance' if v == 'recommended' else 'battery only'}): "
+                + (", ".join(ran[v]) or "not run")
+                for v in _sc.VARIANTS
+            )
+            + ". The replay on another instance comes from the revocation scenario, which runs the recommended settings only.",
+            # A count from one repeat's facts (the battery runs once), so there is no spread across repeats to draw.
+            spread={v: [None for _ in opts] for v in _sc.VARIANTS},
+        )
+
     @staticmethod
     def _through_label(r: dict[str, Any]) -> str:
         cases = [c["case"] for c in r.get("cases", []) if c["outcome"] == "got-through"]
@@ -184,6 +221,13 @@ class AuthSpike(Spike):
     def _handshakes(run: RunResult, o: str) -> list[float]:
         sr = run.ok("cost", o)
         return sr.measurement("handshake_ms").samples if sr else []
+
+    @staticmethod
+    def _handshake_spread(run: RunResult, o: str, q: float) -> tuple[float, float] | None:
+        """Min-max over repeats of one repeat's q-th percentile of handshake latency, in ms; ``None`` with fewer than two repeats."""
+        sr = run.ok("cost", o)
+        per_repeat = [_pct(rep, q) for rep in sr.measurement("handshake_ms").repeats if rep] if sr else []
+        return (min(per_repeat), max(per_repeat)) if len(per_repeat) >= 2 else None
 
     @staticmethod
     def _revocation(run: RunResult, o: str) -> tuple[float | None, float, ScenarioResult | None]:
@@ -208,7 +252,6 @@ class AuthSpike(Spike):
                     r = self.results(run, o, variant).get(a)
                     row.append(f"**{r['outcome']}**: {r['evidence']}" if r else self._why_missing(run, "attacks", o))
                 rows.append(row)
-            totals = []
             if variant == "recommended":
                 rows.append(
                     [
@@ -223,15 +266,7 @@ class AuthSpike(Spike):
                         ),
                     ]
                 )
-                totals = [f"{sec[0]} of {sec[1]}" if (sec := self.security(run, o)) else "not run" for o in opts]
-            else:
-                for o in opts:
-                    sr = run.ok("attacks", o)
-                    totals.append(
-                        f"{int(sr.median('attacks_blocked', variant=variant))} of {int(sr.median('attacks_applicable', variant=variant))}"
-                        if sr
-                        else "not run"
-                    )
+            totals = [f"{bc[0]} of {bc[1]}" if (bc := self.blocked_of(run, o, variant)) else "not run" for o in opts]
             rows.append(["**blocked**", *totals])
             content.tables.append(
                 Table(
@@ -255,26 +290,7 @@ class AuthSpike(Spike):
         self._revocation_table(run, content, opts, titles)
         self._settings(run, content)
         self._browser_note(run, content, opts, titles)
-        content.charts.append(
-            Chart(
-                "attacks-blocked",
-                "Attacks of the battery blocked, recommended vs weak settings",
-                "bar",
-                "attacks blocked",
-                {
-                    v: [(sr.median("attacks_blocked", variant=v) if (sr := run.ok("attacks", o)) else None) for o in opts]
-                    for v in _sc.VARIANTS
-                },
-                [titles[o] for o in opts],
-                caption="Out of the battery's attacks that applied to each option ("
-                + ", ".join(
-                    f"{titles[o]} {fmt_num(sr.median('attacks_applicable', variant='recommended') or 0)}"
-                    for o in opts
-                    if (sr := run.ok("attacks", o))
-                )
-                + "); the Security criterion also counts the revocation scenario's replay on another instance, which this chart does not.",
-            )
-        )
+        content.charts.append(self._attacks_chart(run, opts, titles))
         content.findings = self._findings(run)
         content.notes.append(
             f"Criterion weights: {', '.join(f'{k} {v}%' for k, v in run.weights.items())}. Security is added to the seed's matrix because an "
@@ -334,6 +350,9 @@ class AuthSpike(Spike):
                     "ms",
                     {titles[o]: [(_pct(xs, q) if (xs := self._handshakes(run, o)) else None) for q in (50, 90, 99)] for o in opts},
                     ["p50", "p90", "p99"],
+                    caption="Percentiles of every handshake of every repeat; a whisker spans that percentile's lowest and highest "
+                    "value among the repeats, each taken over one repeat's handshakes.",
+                    spread={titles[o]: [self._handshake_spread(run, o, q) for q in (50, 90, 99)] for o in opts},
                 )
             )
             content.charts.append(
@@ -344,6 +363,7 @@ class AuthSpike(Spike):
                     "connections/s",
                     {titles[o]: [run.median("cost", o, "connections_per_s")] for o in opts},
                     ["closed loop"],
+                    spread={titles[o]: [run.spread("cost", o, "connections_per_s")] for o in opts},
                 )
             )
 

@@ -183,3 +183,6 @@ CRITERIA = (
         ),
     ),
 )
+
+#: What each option needs to run, for the cross-spike summary in results/README.md.
+NEEDS = {"jwt-param": (), "cookie": (), "refresh": (), "sessions": ("redis",)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from harness.load.locust import LocustPlan
@@ -21,7 +22,16 @@ from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import scenarios as _sc
 from spikes.s06_scalability.decision import CRITERIA, GATES
 
-__all__ = ["ScalabilitySpike", "spike", "LOAD_SCENARIOS", "targets", "saturation"]
+__all__ = [
+    "ScalabilitySpike",
+    "spike",
+    "LOAD_SCENARIOS",
+    "targets",
+    "saturation",
+    "pg_per_row",
+    "marginal_cpu_per_message",
+    "timeline_spread",
+]
 
 _SERVER_NATIVE = ("poc/native_server.py", "poc/persist.py")
 _SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py")
@@ -65,8 +75,9 @@ _COMMON = (
     "Each repeat starts the option's whole stack fresh: PostgreSQL (the harness's, default settings, fsync on) with a chat table, for the "
     "two-process options Redis and nginx in front of the two server processes. The load is the harness's open-model engine (one generator "
     "process; latency from each message's intended send time, HDR histogram). A canary connection sends one extra timed echo on a fixed "
-    "schedule for latency over time. Every server process, nginx, Redis and PostgreSQL are sampled for CPU and RSS; nothing is pinned, so on "
-    "this machine all of them share its cores."
+    "schedule for latency over time; when the load ends it sends no more and waits up to `drain_s` for its unanswered probes. Every server "
+    "process, nginx, Redis and PostgreSQL are sampled for CPU and RSS; nothing is pinned, so on this machine all of them share its cores. "
+    "Before the load the server processes are sampled for `baseline_s` with the stack up and no client connected: the CPU baseline."
 )
 
 SCENARIOS = (
@@ -85,7 +96,10 @@ SCENARIOS = (
         "few-busy",
         "Few busy connections, fan-out",
         "The seed's second case: 50 connections in one room, each sending 100 chat messages a second; every message is persisted and "
-        "broadcast to the whole room (the sender included), so deliveries are 50x the messages in. " + _COMMON,
+        "broadcast to the whole room (the sender included), so deliveries are 50x the messages in. One more connection, the room observer, "
+        "joins before the load and only listens: after the engine stops it keeps listening for up to `drain_s`, so broadcasts still queued "
+        "at the stop are told apart from those never delivered (it adds one member to the server's fan-out, not to the expected "
+        "deliveries). " + _COMMON,
         _sc.run_few_busy,
         _sc.FEW_BUSY,
         _sc.FEW_BUSY_QUICK,
@@ -134,6 +148,28 @@ def _med(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
     return None if sr is None else sr.median(name, **tags)
 
 
+def _drops(sr: ScenarioResult) -> str:
+    """What the room observer's drain says of the undelivered (true drops vs backlog), or that drops were not separated."""
+    due, after = _med(sr, "observer_expected"), _med(sr, "observer_received_after_drain")
+    if not due or after is None:
+        return "; drops not separated"
+    never = max(0.0, due - after)
+    drain = _med(sr, "drain_s") or 0.0
+    return (
+        f"; a listening room member still lacked {never / due:.1%} of the broadcasts after a {drain:g} s drain"
+        if never
+        else f"; a listening room member had every broadcast within a {drain:g} s drain: backlog, no drop"
+    )
+
+
+def pg_per_row(sr: ScenarioResult) -> tuple[float | None, bool]:
+    """(PostgreSQL CPU seconds per row written, whether it is above the sampler's resolution), from the stored run."""
+    secs, rows = _med(sr, "postgres_cpu_seconds"), _med(sr, "pg_rows")
+    if secs is None or not rows:
+        return None, False
+    return secs / rows, secs >= _sc.PG_CPU_RESOLUTION_S
+
+
 def _client_bound(sr: ScenarioResult) -> list[str]:
     return [r for f in sr.facts if f.get("client_bound") for r in f.get("client_bound_reasons", [])]
 
@@ -143,19 +179,22 @@ def saturation(sr: ScenarioResult, cores: int) -> tuple[bool, str]:
     sent = _med(sr, "sent") or 0.0
     planned = sent + (_med(sr, "unsent") or 0.0)
     received = _med(sr, "received") or 0.0
-    lost = _med(sr, "lost") or 0.0
-    expected = received + lost
+    undelivered = _med(sr, "lost") or 0.0  # the engine's "lost": expected - received when it stopped
+    expected = received + undelivered
     failed = _med(sr, "connect_failed") or 0.0
     short = []
     if planned and sent < 0.99 * planned:
         short.append(f"{fmt_num(sent)} of {fmt_num(planned)} planned messages sent")
-    if expected and lost > 0.001 * expected:
-        short.append(f"{fmt_num(received)} of {fmt_num(expected)} deliveries ({lost / expected:.1%} lost)")
+    if expected and undelivered > 0.001 * expected:
+        short.append(
+            f"{fmt_num(received)} of {fmt_num(expected)} deliveries by the stop ({undelivered / expected:.1%} undelivered when the run "
+            f"stopped{_drops(sr)})"
+        )
     if failed:
         short.append(f"{fmt_num(failed)} connects failed")
     bound = _client_bound(sr)
     if not short:
-        text = f"target reached: {fmt_num(sent)} messages sent as planned, {fmt_num(received)} deliveries, none lost"
+        text = f"target reached: {fmt_num(sent)} messages sent as planned, {fmt_num(received)} deliveries, none undelivered"
         return True, text + (f" (the generator was flagged client-bound: {bound[0]}; latency includes its delay)" if bound else "")
     causes = []
     if bound:
@@ -187,6 +226,43 @@ def saturation(sr: ScenarioResult, cores: int) -> tuple[bool, str]:
         else f"no measured component at its CPU limit (busiest server process {busiest:.2f} cores, machine {machine:.2f} of {cores})"
     )
     return False, f"reached {'; '.join(short)}; saturated: {why}"
+
+
+def marginal_cpu_per_message(sr: ScenarioResult) -> float | None:
+    """Server CPU seconds per message in above the measured no-connection baseline; None when no baseline was measured."""
+    busy, idle = _med(sr, "server_cpu_seconds"), _med(sr, "server_idle_cpu_cores")
+    wall, msgs = _med(sr, "load_wall_s"), _med(sr, "messages_in")
+    if busy is None or idle is None or not wall or not msgs:
+        return None
+    return (busy - idle * wall) / msgs
+
+
+#: Whiskers on a time-series chart: at most this many per series, evenly spaced (more would hide the lines).
+_SPREAD_POINTS = 20
+
+
+def timeline_spread(sr: ScenarioResult, xname: str, yname: str, scale: float = 1.0) -> list[tuple[float, float] | None]:
+    """Per point of the first repeat's series: (min, max) of the value every repeat had at the same sample time.
+
+    Sample times are bins of the sampling rate since the load started, so repeats share them. None where fewer
+    than two repeats have that time, with a single repeat, and between the (at most ``_SPREAD_POINTS``) whiskered points.
+    """
+    try:
+        xr, yr = sr.measurement(xname).repeats, sr.measurement(yname).repeats
+    except KeyError:
+        return []
+    if not xr or not yr:
+        return []
+    first = list(xr[0])
+    if len(xr) < 2:
+        return [None] * len(first)
+    by_t = [dict(zip(xs, ys)) for xs, ys in zip(xr, yr)]
+    step = max(1, math.ceil(len(first) / _SPREAD_POINTS))
+    out: list[tuple[float, float] | None] = []
+    for i, x in enumerate(first):
+        values = [r[x] * scale for r in by_t if x in r]
+        out.append((min(values), max(values)) if i % step == 0 and len(values) >= 2 else None)
+    return out
 
 
 def _ms(x: float | None) -> str:
@@ -318,8 +394,13 @@ class ScalabilitySpike(Spike):
         def num(name: str, f=lambda v: fmt_num(v), **tags: str):
             return lambda sr: None if (v := sr.median(name, **tags)) is None else f(v)
 
-        # Targets, latency, loss, saturation.
+        def observed(s: str) -> bool:  # a listening room member measured the drain (runs before it did not)
+            return any((sr := run.ok(s, o)) is not None and sr.median("observer_expected") is not None for o in opts)
+
+        # Targets, latency, undelivered messages, saturation.
         rows = []
+        graces = sorted({g for s in ran for o in opts if (g := _med(run.ok(s, o), "grace_s")) is not None})
+        drains = sorted({d for s in ran for o in opts if (d := _med(run.ok(s, o), "drain_s")) is not None})
         for s in ran:
             for label, fn in (
                 ("messages in/s at full load: target", lambda sr: fmt_num(targets(sr)["in"])),
@@ -335,7 +416,24 @@ class ScalabilitySpike(Spike):
                 ("deliveries/s at full load: target", lambda sr: fmt_num(targets(sr)["deliveries"])),
                 ("deliveries/s, mean over the run", num("received_rate")),
                 ("latency p50 / p99 / p99.9", lambda sr: " / ".join(_ms(sr.median(f"latency_{p}_ms")) for p in ("p50", "p99", "p99.9"))),
-                ("messages lost", num("lost")),
+                (
+                    "undelivered when the run stopped" + ("" if observed(s) else " (drops not separated)"),
+                    num("lost"),
+                ),
+                *(
+                    (
+                        (
+                            "room observer: broadcasts by the stop / after the drain / due",
+                            lambda sr: self._observer_cell(sr),
+                        ),
+                        (
+                            "room observer: never delivered after the drain",
+                            lambda sr: self._never_cell(sr),
+                        ),
+                    )
+                    if observed(s)
+                    else ()
+                ),
                 ("connects failed", num("connect_failed")),
                 ("verdict", lambda sr: saturation(sr, cores)[1]),
             ):
@@ -348,7 +446,19 @@ class ScalabilitySpike(Spike):
                 "Planned messages: what the open-model schedule called for (a connection sends from its arrival to the end; ramp and "
                 "burst arrivals make the mean rate over the run lower than the full-load target). Expected deliveries: each message sent, "
                 "times the room's members in few-busy. Latency from each message's intended send time to its delivery (coordinated omission corrected), all deliveries of the "
-                "run in one HDR histogram; medians over repeats. A verdict names every measured component at its limit: a server process "
+                "run in one HDR histogram; medians over repeats. Undelivered when the run stopped: expected deliveries minus those "
+                f"received when the engine stopped, {'/'.join(f'{g:g}' for g in graces) or ('0.5' if run.profile == 'quick' else '1')} s after its send "
+                "schedule ended (in echo mode as soon as no reply was outstanding): messages still queued (in the server, its socket "
+                "buffers or the generator's) and true drops together. "
+                + (
+                    "The room observer (few-busy: one more connection in the room, listening only, joined before the load) tells them "
+                    f"apart: it keeps listening after the stop, for up to {'/'.join(f'{d:g}' for d in drains)} s (until it has every "
+                    "broadcast due, or none arrives for 2 s); what it never got was dropped or still queued after the drain, including "
+                    "messages the generator had written but the server had not read when the generator closed its connections. "
+                    if any(observed(s) for s in ran)
+                    else "This run has no drain measurement, so drops are not separated from backlog. "
+                )
+                + "A verdict names every measured component at its limit: a server process "
                 "at >= 0.85 of its core, Redis at >= 0.85 of its thread, the generator flagged client-bound by the engine, or the whole "
                 "machine at >= 90 % of its cores.",
             )
@@ -394,7 +504,15 @@ class ScalabilitySpike(Spike):
                 ("load generator, cores", num("generator_cpu", lambda v: f"{v:.2f}")),
                 ("whole machine, cores busy", num("machine_cpu_cores", lambda v: f"{v:.2f} of {cores}")),
                 ("of which processes outside this spike", num("other_processes_cpu_cores", lambda v: f"{v:.2f}")),
-                ("server CPU per message in", lambda sr: self._per_msg(sr, "server_cpu_seconds", 1e6, "µs")),
+                (
+                    "server processes with no client connected (baseline), cores",
+                    lambda sr: (
+                        "not measured in this run"
+                        if (v := sr.median("server_idle_cpu_cores")) is None
+                        else f"{v:.3f} (over {fmt_num(sr.median('server_idle_window_s'), 's')})"
+                    ),
+                ),
+                ("server CPU per message in, above the baseline", self._marginal_cell),
                 (
                     "Redis commands/s (per message in)",
                     lambda sr: (
@@ -416,6 +534,7 @@ class ScalabilitySpike(Spike):
                     "PostgreSQL rows/s, transactions/s",
                     lambda sr: f"{fmt_num(sr.median('pg_rows_per_s'))}, {fmt_num(sr.median('pg_xact_per_s'))}",
                 ),
+                ("PostgreSQL CPU per row written", self._pg_row_cell),
                 ("messages not in the database", num("pg_rows_missing")),
                 (
                     "bytes on the wire out / in per second (clients)",
@@ -431,7 +550,13 @@ class ScalabilitySpike(Spike):
                 "CPU, Redis, PostgreSQL and bandwidth",
                 ["Scenario", "Metric", *head],
                 rows,
-                "CPU in cores (1.00 = one core busy) averaged over the load, children included. Redis: INFO total_commands_processed; "
+                "CPU in cores (1.00 = one core busy) averaged over the load, children included. Baseline: the server processes sampled "
+                "for `baseline_s` with the stack up and no client connected, before the load (resolution: one 10 ms tick per process "
+                "over that window). CPU per message in above it: (server CPU "
+                "seconds over the load - baseline cores x the load's duration) / messages in; it includes holding the connections (the "
+                "baseline has none), which dominates when messages are few. CPU times are read from /proc in 10 ms clock ticks per "
+                f"process: under {_sc.PG_CPU_RESOLUTION_S:g} CPU-s of PostgreSQL CPU over the load, its cost per row is below measurement "
+                "resolution and is not given. Redis: INFO total_commands_processed; "
                 "PostgreSQL: exact rows in the chat table after the servers wrote their buffers, pg_stat_database xact_commit. Messages "
                 "in include the canary's. Bytes are the generator's, after the handshake, framing included.",
             )
@@ -496,13 +621,24 @@ class ScalabilitySpike(Spike):
                         cells.append("not measured")
                         continue
                     p = _x.project(c, n, machine)
+                    pg_ok = self._pg_ok(run, s, o)
+                    pg = f"{p.pg_cores:.2f} cores" if pg_ok else "cores unknown (per-row cost below measurement resolution)"
                     text = (
                         f"{p.machines} machines ({p.server_cores:.1f} cores, {fmt_num(p.server_memory_bytes / 2**30, 'GiB')}); "
-                        f"PG {fmt_num(p.pg_rows_per_s)} rows/s, {p.pg_cores:.2f} cores"
+                        f"PG {fmt_num(p.pg_rows_per_s)} rows/s, {pg}"
                     )
                     if c.multi_process:
                         text += f"; Redis {fmt_num(p.redis_ops_per_s)} ops/s, {p.redis_cores:.2f} cores"
-                    text += "" if p.feasible else f"; **over a limit**: {p.limit}"
+                    limit = "; ".join(
+                        part
+                        + (
+                            " (unreliable: per-row cost below measurement resolution)"
+                            if not pg_ok and part.startswith("PostgreSQL")
+                            else ""
+                        )
+                        for part in p.limit.split("; ")
+                    )
+                    text += "" if p.feasible else f"; **over a limit**: {limit}"
                     if c.shortfall > 1:
                         text += f"; server cores scaled x{c.shortfall:.2f} to the target (the run delivered {1 / c.shortfall:.0%} of it)"
                     cells.append(text)
@@ -510,10 +646,18 @@ class ScalabilitySpike(Spike):
             caps = []
             for o in opts:
                 c = self.costs(run, s, o)
+                if c is None:
+                    caps.append("not measured")
+                    continue
+                m = _x.max_connections(c, machine)
+                if math.isinf(m):
+                    caps.append("no limit measured")
+                    continue
+                pg_cap = _x.max_connections(replace(c, server_cores=0.0, memory_per_connection=0.0, redis_ops_per_s=0.0), machine)
+                set_by_pg = not self._pg_ok(run, s, o) and pg_cap <= m
                 caps.append(
-                    "not measured"
-                    if c is None
-                    else ("no limit measured" if math.isinf(m := _x.max_connections(c, machine)) else f"~{fmt_num(m)}")
+                    f"~{fmt_num(m)}"
+                    + (" (set by PostgreSQL's per-row cost, below measurement resolution: unreliable)" if set_by_pg else "")
                 )
             rows.append([_TITLES[s], "first hard limit", *caps])
         content.tables.append(
@@ -537,6 +681,7 @@ class ScalabilitySpike(Spike):
                 ("latency", "canary latency", "ms from intended send", "timeline_canary_t_s", "timeline_canary_latency_ms", 1.0),
             ):
                 series = {}
+                spread: dict[str, list[tuple[float, float] | None]] = {}
                 for o in opts:
                     sr = run.ok(s, o)
                     if sr is None:
@@ -546,6 +691,21 @@ class ScalabilitySpike(Spike):
                     except (KeyError, IndexError):
                         continue
                     series[titles[o]] = [(x, y * scale) for x, y in zip(xs, ys)]
+                    # Canary probes are timed per repeat, not on shared sample times: no spread to show for them.
+                    spread[titles[o]] = [None] * len(series[titles[o]]) if slug == "latency" else timeline_spread(sr, xname, yname, scale)
+                several = any(r is not None for ranges in spread.values() for r in ranges)
+                caption = (
+                    "First repeat of each option"
+                    + (
+                        f"; whiskers at up to {_SPREAD_POINTS} evenly spaced sample times, over the values the repeats had at that time "
+                        "since their load started."
+                        if several
+                        else "."
+                    )
+                    if slug != "latency"
+                    else "A canary connection's echo, on a fixed schedule, measured from its intended send time; first repeat. "
+                    + self._canary_caption(run, s, titles)
+                )
                 content.charts.append(
                     Chart(
                         f"{s}-{slug}",
@@ -555,9 +715,8 @@ class ScalabilitySpike(Spike):
                         series,
                         xlabel="seconds since the load started",
                         log_y=slug == "latency",
-                        caption="First repeat of each option."
-                        if slug != "latency"
-                        else "A canary connection's echo, on a fixed schedule, measured from its intended send time; first repeat.",
+                        caption=caption.strip(),
+                        spread=spread,
                     )
                 )
         if run.profile == "quick":
@@ -590,6 +749,93 @@ class ScalabilitySpike(Spike):
         if not ms:
             return None
         return ", ".join(f"#{m.tags['process']}: {_kib(m.median)}" for m in sorted(ms, key=lambda m: m.tags["process"]))
+
+    @staticmethod
+    def _canary_caption(run: RunResult, scenario: str, titles: dict[str, str]) -> str:
+        """What became of the canary's probes in the first repeat, per option, and why, from the stored run."""
+
+        def first(sr: ScenarioResult, name: str) -> float | None:
+            try:
+                return float(sr.measurement(name).repeats[0][0])
+            except (KeyError, IndexError):
+                return None
+
+        parts = []
+        for o in run.options:
+            sr = run.ok(scenario, o)
+            if sr is None or (sent := first(sr, "canary_sent")) is None:
+                continue
+            at_stop, in_drain, never = (first(sr, n) for n in ("canary_unanswered_at_stop", "canary_answered_in_drain", "canary_lost"))
+            try:
+                peak = max(sr.measurement("timeline_canary_latency_ms").repeats[0], default=None)
+            except (KeyError, IndexError):
+                peak = None
+            if at_stop is None:  # a run before the drain was measured: unanswered 0.3 s after the stop, queued or dropped
+                if not never:
+                    continue
+                text = f"{fmt_num(never)} of {fmt_num(sent)} probes unanswered 0.3 s after the run stopped (no drain measured: queued and dropped not separated)"
+            elif not at_stop:
+                continue
+            else:
+                drain = first(sr, "drain_s") or 0.0
+                text = (
+                    f"{fmt_num(at_stop)} of {fmt_num(sent)} probes unanswered when the run stopped; {fmt_num(in_drain or 0)} of them "
+                    f"answered within a {drain:g} s drain (they were queued), {fmt_num(never or 0)} never"
+                )
+            why = []
+            if peak is not None:
+                why.append(f"the answered probes' latency reached {fmt_num(peak, 'ms')}")
+                if period := sr.params.get("canary_ms"):
+                    why.append(f"at one probe per {fmt_num(period, 'ms')} that is ~{peak / period:.0f} probes in flight")
+            busiest = first(sr, "busiest_server_process_cores")
+            if busiest is not None and busiest >= 0.85:
+                why.append(f"the busiest server process ran at {busiest:.2f} of its core")
+            if sr.facts and sr.facts[0].get("client_bound"):
+                why.append("the generator was client-bound")
+            parts.append(f"{titles[o]}: {text}" + (f" ({'; '.join(why)})" if why else ""))
+        if not parts:
+            return "Every probe was answered."
+        return (
+            "A rising line is a backlog: each probe waited behind the messages queued before it, so the probes sent in about the last "
+            "latency-worth of the run had not come back when it stopped. " + "; ".join(parts) + "."
+        )
+
+    @staticmethod
+    def _pg_ok(run: RunResult, scenario: str, option: str) -> bool:
+        sr = run.ok(scenario, option)
+        return sr is not None and pg_per_row(sr)[1]
+
+    @staticmethod
+    def _observer_cell(sr: ScenarioResult) -> str:
+        due, at_stop, after = (sr.median(n) for n in ("observer_expected", "observer_received_at_stop", "observer_received_after_drain"))
+        if due is None or at_stop is None or after is None:
+            return "not measured" + (f" ({e})" if (e := sr.fact.get("observer_error")) else "")
+        used = sr.median("observer_drain_used_s")
+        return f"{fmt_num(at_stop)} / {fmt_num(after)} / {fmt_num(due)}" + ("" if used is None else f" (drained {used:.1f} s)")
+
+    @staticmethod
+    def _never_cell(sr: ScenarioResult) -> str:
+        due, never = sr.median("observer_expected"), sr.median("observer_undelivered_after_drain")
+        if due is None or never is None:
+            return "not measured" + (f" ({e})" if (e := sr.fact.get("observer_error")) else "")
+        return f"{fmt_num(never)} ({never / due:.1%} of its broadcasts)" if due else fmt_num(never)
+
+    @staticmethod
+    def _marginal_cell(sr: ScenarioResult) -> str:
+        v = marginal_cpu_per_message(sr)
+        if v is None:
+            total = ScalabilitySpike._per_msg(sr, "server_cpu_seconds", 1e6, "µs")
+            return "not measured (no baseline in this run" + (f"; all server CPU / messages in: {total})" if total else ")")
+        return f"{v * 1e6:.0f} µs" if v > 0 else "none above the baseline's noise"
+
+    @staticmethod
+    def _pg_row_cell(sr: ScenarioResult) -> str | None:
+        per_row, ok = pg_per_row(sr)
+        if per_row is None:
+            return None
+        if not ok:
+            return f"below measurement resolution ({sr.median('postgres_cpu_seconds'):.2f} CPU-s over the load)"
+        return f"{per_row * 1e6:.0f} µs"
 
     @staticmethod
     def _ratio(sr: ScenarioResult, name: str) -> str:

@@ -156,3 +156,11 @@ CRITERIA = (
         ),
     ),
 )
+
+#: What each option needs to run, for the cross-spike summary in results/README.md.
+NEEDS = {
+    "native": ("python", "postgres"),
+    "native-redis": ("python", "postgres", "redis", "nginx"),
+    "socketio": ("python", "postgres"),
+    "socketio-redis": ("python", "postgres", "redis", "nginx"),
+}

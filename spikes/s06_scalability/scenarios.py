@@ -22,10 +22,10 @@ from typing import Any
 
 import psutil
 
-from harness.load import LoadSpec, run_load
+from harness.load import LoadResult, LoadSpec, run_load
 from harness.load.clients import get_client_class
 from harness.load.idle import run_idle_generator
-from harness.load.protocol import echo_message
+from harness.load.protocol import OP_BROADCAST, OP_JOINED, echo_message, join_message
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, rss_bytes
 from spikes.s06_scalability.deploy import Deployment
@@ -44,18 +44,49 @@ __all__ = [
     "run_burst",
     "run_generator_idle",
     "Canary",
+    "RoomObserver",
+    "PG_CPU_RESOLUTION_S",
     "timeline",
     "cpu_seconds",
     "loaded_window",
 ]
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
-MANY_IDLE = {"connections": 1000, "rate_per_min": 1.0, "ramp_s": 20.0, "hold_s": 180.0, "payload_bytes": 64, "canary_ms": 500, "hz": 2.0}
-MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 4.0, "hz": 5.0}
-FEW_BUSY = {"connections": 50, "rate": 100.0, "duration_s": 20.0, "payload_bytes": 64, "canary_ms": 200, "hz": 5.0}
-FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0}
-BURST = {"connections": 500, "burst_s": 10.0, "hold_s": 15.0, "rate": 1.0, "payload_bytes": 64, "canary_ms": 200, "hz": 5.0}
-BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0}
+MANY_IDLE = {
+    "connections": 1000,
+    "rate_per_min": 1.0,
+    "ramp_s": 20.0,
+    "hold_s": 180.0,
+    "payload_bytes": 64,
+    "canary_ms": 500,
+    "hz": 2.0,
+    "baseline_s": 10.0,
+    "drain_s": 10.0,
+}
+MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 4.0, "hz": 5.0, "baseline_s": 1.0, "drain_s": 2.0}
+FEW_BUSY = {
+    "connections": 50,
+    "rate": 100.0,
+    "duration_s": 20.0,
+    "payload_bytes": 64,
+    "canary_ms": 200,
+    "hz": 5.0,
+    "baseline_s": 2.0,
+    "drain_s": 10.0,
+}
+FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0, "baseline_s": 1.0, "drain_s": 2.0}
+BURST = {
+    "connections": 500,
+    "burst_s": 10.0,
+    "hold_s": 15.0,
+    "rate": 1.0,
+    "payload_bytes": 64,
+    "canary_ms": 200,
+    "hz": 5.0,
+    "baseline_s": 2.0,
+    "drain_s": 10.0,
+}
+BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0, "baseline_s": 1.0, "drain_s": 2.0}
 GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
 GENERATOR_QUICK = {"connections": 1000, "hold_s": 1.0}
 
@@ -69,6 +100,11 @@ class Canary:
     Latency runs from each message's intended send time, so a stalled server
     shows as a rising line, not as a gap. Gives latency over time, which the
     engine's merged histogram cannot.
+
+    When stopped it sends no more and drains: it waits up to ``drain_s`` for
+    the probes still unanswered (``unanswered_at_stop``), so a probe queued
+    behind a server's backlog (answered in the drain, ``answered_in_drain``)
+    is told apart from one never answered (``lost``, after the drain).
     """
 
     def __init__(self, url: str, transport: str, period_s: float, payload_bytes: int = 64) -> None:
@@ -77,8 +113,12 @@ class Canary:
         self.points: list[tuple[float, float]] = []  # (seconds since start, latency ms)
         self.sent = 0
         self.error = ""
+        self.unanswered_at_stop = 0
+        self.answered_in_drain = 0
+        self.drain_s = 0.0
         self._pending: dict[int, int] = {}
         self._stop = threading.Event()
+        self._draining = False
         self._thread = threading.Thread(target=self._main, name="s06-canary", daemon=True)
         self._t0 = 0
 
@@ -87,12 +127,21 @@ class Canary:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def request_stop(self, drain_s: float = 0.3) -> None:
+        """Send no more probes; wait up to ``drain_s`` for the unanswered ones (in the canary's thread)."""
+        self.drain_s = drain_s
         self._stop.set()
-        self._thread.join(15)
+
+    def join(self) -> None:
+        self._thread.join(self.drain_s + 15)
+
+    def stop(self, drain_s: float = 0.3) -> None:
+        self.request_stop(drain_s)
+        self.join()
 
     @property
     def lost(self) -> int:
+        """Probes never answered, after the drain."""
         return len(self._pending)
 
     def _main(self) -> None:
@@ -105,9 +154,12 @@ class Canary:
         def on_message(msg: dict[str, Any]) -> None:
             if msg.get("op") == "echo" and msg.get("c") == CANARY_ID:
                 now = time.time_ns()
-                intended = self._pending.pop(msg.get("seq"), None)
+                seq = msg.get("seq")
+                intended = self._pending.pop(seq, None) if isinstance(seq, int) else None
                 if intended is not None:
                     self.points.append(((intended - self._t0) / 1e9, (now - intended) / 1e6))
+                    if self._draining:
+                        self.answered_in_drain += 1
 
         client = get_client_class(self.transport)(self.url, on_message, lambda reason: None, shared={})
         await client.connect(20.0)
@@ -118,17 +170,97 @@ class Canary:
             while not self._stop.is_set():
                 now = time.time_ns()
                 if now < nxt:
-                    await asyncio.sleep((nxt - now) / 1e9)
+                    await asyncio.sleep(min((nxt - now) / 1e9, 0.05))
                     continue
                 self._pending[seq] = nxt
                 client.send(echo_message(seq, nxt, CANARY_ID, self.payload))
                 self.sent += 1
                 seq += 1
                 nxt += period
-            await asyncio.sleep(0.3)  # replies still in flight (one period at most on a healthy server)
+            # The drain: replies still in flight, or queued behind a backlog.
+            self.unanswered_at_stop = len(self._pending)
+            self._draining = True
+            deadline = time.monotonic() + self.drain_s
+            while self._pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         finally:
             await client.close(2.0)
             await client.close_shared(client.shared)
+
+
+class RoomObserver:
+    """One listening member of a broadcast room, in its own thread: how many broadcasts reached it, and when.
+
+    It joins the room before the load starts and sends nothing. The engine
+    counts what its own connections received when it stopped; the observer
+    keeps listening after that for up to ``drain_s`` (see :meth:`drain`), so
+    a broadcast still queued at the stop (it arrives in the drain) is told
+    apart from one never delivered.
+    """
+
+    def __init__(self, url: str, transport: str, room: str) -> None:
+        self.url, self.transport, self.room = url, transport, room
+        self.received = 0
+        self.error = ""
+        self.last_ns = 0
+        self._joined = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="s06-observer", daemon=True)
+
+    def start(self, timeout_s: float = 20.0) -> RoomObserver:
+        """Connect and join; returns once joined (or on failure, recorded in ``error``)."""
+        self._thread.start()
+        if not self._joined.wait(timeout_s) and not self.error:
+            self.error = f"no 'joined' reply in {timeout_s:g} s"
+        return self
+
+    def drain(self, expected: int, drain_s: float, quiet_s: float = 2.0) -> float:
+        """Wait until ``expected`` broadcasts arrived, none arrived for ``quiet_s``, or ``drain_s`` passed; the seconds waited."""
+        t0 = time.monotonic()
+        deadline = t0 + drain_s
+        while time.monotonic() < deadline and not self.error:
+            if self.received >= expected:
+                break
+            last = self.last_ns or time.time_ns()
+            if (time.time_ns() - last) / 1e9 >= quiet_s and time.monotonic() - t0 >= quiet_s:
+                break
+            time.sleep(0.02)
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception as exc:  # a probe: its failure is recorded, the run goes on
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            self._joined.set()
+
+    async def _run(self) -> None:
+        def on_message(msg: dict[str, Any]) -> None:
+            op = msg.get("op")
+            if op == OP_BROADCAST:
+                self.received += 1
+                self.last_ns = time.time_ns()
+            elif op == OP_JOINED:
+                self._joined.set()
+
+        client = get_client_class(self.transport)(self.url, on_message, lambda reason: None, shared={})
+        await client.connect(20.0)
+        try:
+            client.send(join_message(self.room))
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+        finally:
+            await client.close(2.0)
+            await client.close_shared(client.shared)
+
+
+#: CPU times come from /proc in clock ticks of 10 ms (USER_HZ), per process; a sampled tree's total is off by up to a
+#: tick per busy process at each end. Under 10 ticks in all, a figure derived from it (CPU per row, per command) is noise.
+PG_CPU_RESOLUTION_S = 0.1
 
 
 def cpu_seconds(samples: list[dict[str, Any]]) -> float:
@@ -162,8 +294,16 @@ def loaded_window(conns: dict[int, float], fraction: float = 0.95) -> list[int]:
     return sorted(b for b, c in conns.items() if peak > 0 and c >= fraction * peak)
 
 
-def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz: float) -> ScenarioOutput:
-    """Deploy the option, run one load against it, and measure every component; the common body of the scenarios."""
+def measure(
+    ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz: float, baseline_s: float = 1.0, drain_s: float = 2.0
+) -> ScenarioOutput:
+    """Deploy the option, run one load against it, and measure every component; the common body of the scenarios.
+
+    Before the load, the server processes' CPU is sampled for ``baseline_s`` with no client connected (the
+    baseline). After it, the canary (and in broadcast mode a listening room member, the observer) wait up to
+    ``drain_s`` for what was still in flight when the engine stopped; the samplers stop before the drain, so
+    CPU figures cover the load only.
+    """
     out = ScenarioOutput()
     t_setup = time.perf_counter()
     with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
@@ -171,6 +311,14 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         time.sleep(0.3)  # settle: imports done, pools open
         pids = dep.pids()
         base_rss = [rss_bytes(p) for p in pids["server"]]
+        # Baseline: the server processes' CPU with the stack up and no client connected, before any load.
+        idle = [ProcessSampler(srv.pid, hz=hz).start() for srv in dep.servers if srv.pid]
+        time.sleep(baseline_s)
+        for s in idle:
+            s.stop()
+        idle_s = max((s.samples[-1]["t"] for s in idle if s.samples), default=0.0)
+        idle_cpu = sum(cpu_seconds(s.samples) for s in idle)
+        observer = RoomObserver(dep.url, dep.transport, spec["room"]).start() if spec.get("mode") == "broadcast" else None
         redis0 = dep.redis_stats()
         samplers = {name: [ProcessSampler(p, hz=hz) for p in ps] for name, ps in pids.items() if name != "server"}
         # Clients are counted by their socket's local port: file descriptors would also count the sockets a
@@ -184,20 +332,30 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
                 s.start()
         t0_ns = time.time_ns()
         canary = Canary(dep.url, dep.transport, canary_ms / 1000, spec.get("payload_bytes", 64)).start(t0_ns)
+        grace_s = 0.5 if ctx.quick else 1.0
+        result: LoadResult | None = None
         try:
-            result = run_load(
-                LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=0.5 if ctx.quick else 1.0, **spec)
-            )
+            result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=grace_s, **spec))
         finally:
-            canary.stop()
+            canary.request_stop(drain_s)  # it drains in its own thread, after the measurement window
+            observed_at_stop = observer.received if observer is not None else 0
             for group in samplers.values():
                 for s in group:
                     s.stop()
-        machine1 = psutil.cpu_times()
-        wall = (time.time_ns() - t0_ns) / 1e9
+            machine1 = psutil.cpu_times()
+            wall = (time.time_ns() - t0_ns) / 1e9
+            redis1 = dep.redis_stats()  # before the drain: Redis's counters cover the load window only
+            drained_s = 0.0
+            try:
+                if observer is not None:
+                    drained_s = observer.drain(result.sent if result is not None else 0, drain_s)
+            finally:
+                if observer is not None:
+                    observer.stop()
+                canary.join()
+        assert result is not None  # run_load returned (an exception would have left the block)
         ctx.log(f"{ctx.option.key}: load done in {wall:.2f} s (engine wall {result.wall_s:.2f} s)")
         dep.check_alive()
-        redis1 = dep.redis_stats()
         server_notes = dep.stop_servers()
         pg = dep.pg_stats()
         components = dep.components
@@ -239,6 +397,9 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
         secs = sum(cpu_seconds(s.samples) for s in group)
         out.add(f"{name}_cpu_seconds", "cpu-s", [secs], None)
         out.add(f"{name}_cpu_cores", "cores", [secs / wall if wall else 0.0], None)
+    out.add("server_idle_cpu_seconds", "cpu-s", [idle_cpu], None)
+    out.add("server_idle_window_s", "s", [idle_s], None)
+    out.add("server_idle_cpu_cores", "cores", [idle_cpu / idle_s if idle_s else 0.0], None)
     busiest = max((cpu_seconds(s.samples) for s in server), default=0.0)
     out.add("busiest_server_process_cores", "cores", [busiest / wall if wall else 0.0], None)
     busy = (sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0)) - (
@@ -267,7 +428,19 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
     out.add("pg_rows_missing", "rows", [max(0, messages_in - pg["rows"])])
     # -- the canary: latency over time -----------------------------------------------------------------
     out.add("canary_sent", "messages", [canary.sent], None)
+    out.add("canary_unanswered_at_stop", "messages", [canary.unanswered_at_stop], None)
+    out.add("canary_answered_in_drain", "messages", [canary.answered_in_drain], None)
     out.add("canary_lost", "messages", [canary.lost])
+    out.add("drain_s", "s", [drain_s], None)
+    out.add("grace_s", "s", [grace_s], None)
+    if observer is not None and not observer.error:
+        # One listening member of the room: the broadcasts it was due (every message the generator sent), what it had
+        # when the engine stopped, and after the drain.
+        out.add("observer_expected", "messages", [result.sent], None)
+        out.add("observer_received_at_stop", "messages", [observed_at_stop], None)
+        out.add("observer_received_after_drain", "messages", [observer.received], None)
+        out.add("observer_undelivered_after_drain", "messages", [max(0, result.sent - observer.received)])
+        out.add("observer_drain_used_s", "s", [drained_s], None)
     if canary.points:
         out.add("timeline_canary_t_s", "s", [round(t, 3) for t, _ in canary.points], None)
         out.add("timeline_canary_latency_ms", "ms", [round(v, 3) for _, v in canary.points], None)
@@ -287,6 +460,7 @@ def measure(ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz:
             "processes": len(pids["server"]),
             "url_kind": "nginx" if "nginx" in pids else "direct",
             "canary_error": canary.error,
+            "observer_error": observer.error if observer is not None else "",
             "server_notes": server_notes,
             "generator_processes": spec.get("processes", 1),
         }
@@ -307,7 +481,7 @@ def run_many_idle(ctx: ScenarioContext) -> ScenarioOutput:
         mode="echo",
         processes=1,
     )
-    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
+    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"], baseline_s=p.get("baseline_s", 1.0), drain_s=p.get("drain_s", 2.0))
 
 
 def run_few_busy(ctx: ScenarioContext) -> ScenarioOutput:
@@ -322,7 +496,7 @@ def run_few_busy(ctx: ScenarioContext) -> ScenarioOutput:
         room="table-1",
         processes=1,
     )
-    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"])
+    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p["hz"], baseline_s=p.get("baseline_s", 1.0), drain_s=p.get("drain_s", 2.0))
 
 
 def run_burst(ctx: ScenarioContext) -> ScenarioOutput:
@@ -338,7 +512,9 @@ def run_burst(ctx: ScenarioContext) -> ScenarioOutput:
         mode="echo",
         processes=1,
     )
-    return measure(ctx, spec, canary_ms=p["canary_ms"], hz=p.get("hz", 5.0))
+    return measure(
+        ctx, spec, canary_ms=p["canary_ms"], hz=p.get("hz", 5.0), baseline_s=p.get("baseline_s", 1.0), drain_s=p.get("drain_s", 2.0)
+    )
 
 
 def run_generator_idle(ctx: ScenarioContext) -> ScenarioOutput:

@@ -8,13 +8,14 @@ measurements become scores, tables, charts and findings.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.plugin import Chart, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult
 from harness.stats import fmt_num, summarize
 from spikes.s09_message_protocol import scenarios as _sc
 from spikes.s09_message_protocol.decision import CRITERIA
-from spikes.s09_message_protocol.messages import MESSAGE_KINDS
+from spikes.s09_message_protocol.messages import MESSAGE_KINDS, STREAM_METHOD
 
 __all__ = ["MessageProtocolSpike", "spike"]
 
@@ -52,9 +53,11 @@ SCENARIOS = (
     Scenario(
         "size",
         "Message size",
-        "Each message is encoded once and measured in bytes: raw; zlib per message; raw deflate per message with a fresh context "
-        "(permessage-deflate without context takeover, RFC 7692, the 4-byte sync trailer removed); and the average per message over a "
-        "stream of varied messages through one shared deflate context (permessage-deflate with context takeover).",
+        "Two kinds of figure. Per message: the representative message of each kind (the first of a fresh session: the cursor is the "
+        "seed's example, the snapshot the whole board of 100 tokens), encoded once and measured in bytes: raw; zlib; raw deflate with a "
+        "fresh context (permessage-deflate without context takeover, RFC 7692, the 4-byte sync trailer removed). Per stream: the average "
+        "bytes per message over a stream of `stream_messages` messages, raw and through one shared deflate context (permessage-deflate "
+        "with context takeover, 32 KiB window). " + STREAM_METHOD,
         _sc.run_size,
         _sc.SIZE_PARAMS,
         _sc.SIZE_QUICK,
@@ -85,6 +88,12 @@ SCENARIOS = (
         _sc.run_debugging,
     ),
 )
+
+
+def _flat(spread: dict[str, list[tuple[float, float] | None]]) -> str:
+    """A caption's note when every repeat measured the same values, so the whiskers have no height."""
+    ranges = [r for rs in spread.values() for r in rs if r is not None]
+    return " Every repeat measured the same sizes, so the whiskers have no height." if ranges and all(lo == hi for lo, hi in ranges) else ""
 
 
 def _ns(x: float) -> str:
@@ -118,6 +127,20 @@ class MessageProtocolSpike(Spike):
                 out[o][k] = None if e is None or d is None else e + d
         return out
 
+    @staticmethod
+    def _time_spread(run: RunResult, option: str, kind: str) -> tuple[float, float] | None:
+        """Min-max over repeats of (median encode + median decode) of one repeat, in ns; ``None`` with fewer than two repeats."""
+        sr = run.ok("speed", option)
+        if sr is None:
+            return None
+        try:
+            enc = sr.measurement("encode_ns", message=kind).repeat_medians()
+            dec = sr.measurement("decode_ns", message=kind).repeat_medians()
+        except KeyError:
+            return None
+        sums = [e + d for e, d in zip(enc, dec)]
+        return (min(sums), max(sums)) if len(sums) >= 2 else None
+
     def _sizes(self, run: RunResult, name: str, kinds: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
         return {o: {k: run.median("size", o, name, message=k) for k in kinds} for o in run.options}
 
@@ -134,16 +157,33 @@ class MessageProtocolSpike(Spike):
                 rows.append([k, *(fmt_num(v) if (v := run.median("size", o, name, message=k)) is not None else "not run" for o in opts)])
             return Table(title, headers, rows, note)
 
-        content.tables.append(size_table("size_raw", "Size in bytes, raw", MESSAGE_KINDS))
-        content.tables.append(size_table("size_zlib", "Size in bytes, zlib per message", MESSAGE_KINDS))
-        content.tables.append(size_table("size_deflate_msg", "Size in bytes, permessage-deflate without context takeover", MESSAGE_KINDS))
-        params = next((sr.params for sr in run.scenarios if sr.scenario == "size"), {})
+        one = "One representative message of each kind (the first of a fresh session), not an average over a stream."
+        content.tables.append(size_table("size_raw", "One message's size in bytes, raw", MESSAGE_KINDS, one))
+        content.tables.append(size_table("size_zlib", "One message's size in bytes, zlib", MESSAGE_KINDS, one))
         content.tables.append(
-            size_table(
-                "size_deflate_stream",
-                "Bytes per message, permessage-deflate with context takeover",
-                STREAM_KINDS,
-                f"Average over a stream of {params.get('stream_messages', '?')} varied messages through one deflate context; `mixed` is a tabletop mix of all kinds.",
+            size_table("size_deflate_msg", "One message's size in bytes, permessage-deflate without context takeover", MESSAGE_KINDS, one)
+        )
+        params = next((sr.params for sr in run.scenarios if sr.scenario == "size"), {})
+        n_stream = params.get("stream_messages", "?")
+        rows = []
+        for k in STREAM_KINDS:
+            cells = [k if k == "mixed" else f"{k} only"]
+            for o in opts:
+                raw_b, defl_b = run.median("size", o, "size_raw_stream", message=k), run.median("size", o, "size_deflate_stream", message=k)
+                cells.append(
+                    "not run"
+                    if raw_b is None or defl_b is None
+                    else f"{fmt_num(defl_b)} (raw {fmt_num(raw_b)}, {fmt_num(raw_b / defl_b)}x smaller)"
+                )
+            rows.append(cells)
+        content.tables.append(
+            Table(
+                f"Stream of {n_stream} messages: average bytes per message with permessage-deflate with context takeover (raw average, ratio)",
+                ["Stream", *headers[1:]],
+                rows,
+                f"Each cell averages a whole stream of {n_stream} messages of one seeded session (see Method): `mixed` is its traffic "
+                "in order, each other row only the messages of that kind from the same session. A row's raw average differs from the "
+                "one-message tables above, which show the first message of a fresh session only. The ratio is raw over deflated.",
             )
         )
         for name, title in (("encode_ns", "Encode"), ("decode_ns", "Decode")):
@@ -176,7 +216,7 @@ class MessageProtocolSpike(Spike):
             )
         # Type safety: one row per battery case.
         ts = {o: run.ok("type-safety", o) for o in opts}
-        cases = next((sr.fact.get("cases", []) for sr in ts.values() if sr), [])
+        cases: list[dict[str, Any]] = next((sr.fact.get("cases", []) for sr in ts.values() if sr), [])
         if cases:
             rows = []
             for i, case in enumerate(cases):
@@ -189,8 +229,8 @@ class MessageProtocolSpike(Spike):
                 [
                     "**rejected in all**",
                     *(
-                        f"{int(ts[o].measurement('rejected').median)} / {int(ts[o].measurement('cases_total').median)}"
-                        if ts[o]
+                        f"{int(sr.measurement('rejected').median)} / {int(sr.measurement('cases_total').median)}"
+                        if (sr := ts[o])
                         else "not run"
                         for o in opts
                     ),
@@ -205,37 +245,41 @@ class MessageProtocolSpike(Spike):
             rows = [
                 [
                     f,
-                    *(
-                        ("yes" if dbg[o].fact[f]["value"] else "no") + f": {dbg[o].fact[f]['evidence']}" if dbg[o] else "not run"
-                        for o in opts
-                    ),
+                    *(("yes" if d.fact[f]["value"] else "no") + f": {d.fact[f]['evidence']}" if (d := dbg[o]) else "not run" for o in opts),
                 ]
                 for f in facts
             ]
             content.tables.append(Table("Debugging ease: measured facts", ["Fact", *(titles[o] for o in opts)], rows))
-        # Charts.
+        # Charts, each with the spread across repeats in its own unit (sizes repeat exactly, so theirs is zero wide).
         raw = self._sizes(run, "size_raw", MESSAGE_KINDS)
+        raw_spread = {titles[o]: [run.spread("size", o, "size_raw", message=k) for k in MESSAGE_KINDS] for o in opts}
+        stream_spread = {titles[o]: [run.spread("size", o, "size_deflate_stream", message=k) for k in STREAM_KINDS] for o in opts}
         content.charts.append(
             Chart(
                 "size-raw",
-                "Raw message size by format",
+                "One message's raw size by format",
                 "bar",
                 "bytes (log scale)",
                 {titles[o]: [raw[o][k] for k in MESSAGE_KINDS] for o in opts},
                 list(MESSAGE_KINDS),
                 log_y=True,
+                caption="The first message of each kind of a fresh session, raw." + _flat(raw_spread),
+                spread=raw_spread,
             )
         )
         stream = self._sizes(run, "size_deflate_stream", STREAM_KINDS)
         content.charts.append(
             Chart(
                 "size-stream",
-                "Bytes per message with permessage-deflate (shared context)",
+                "Average bytes per message of a stream, permessage-deflate with context takeover",
                 "bar",
-                "bytes (log scale)",
+                "bytes per message (log scale)",
                 {titles[o]: [stream[o][k] for k in STREAM_KINDS] for o in opts},
-                list(STREAM_KINDS),
+                [k if k == "mixed" else f"{k} only" for k in STREAM_KINDS],
                 log_y=True,
+                caption=f"Streams of {n_stream} messages of one seeded session through one deflate context: "
+                "`mixed` is all its traffic, the others only the messages of one kind." + _flat(stream_spread),
+                spread=stream_spread,
             )
         )
         times = self._times(run)
@@ -248,6 +292,9 @@ class MessageProtocolSpike(Spike):
                 {titles[o]: [times[o][k] for k in MESSAGE_KINDS] for o in opts},
                 list(MESSAGE_KINDS),
                 log_y=True,
+                caption="Median encode time plus median decode time; a whisker spans the lowest and highest of that sum "
+                "over the repeats, each repeat's medians added.",
+                spread={titles[o]: [self._time_spread(run, o, k) for k in MESSAGE_KINDS] for o in opts},
             )
         )
         content.notes.append(

@@ -3,6 +3,12 @@
 Every float is a multiple of 0.25 well below 2**22, so it is exactly
 representable in float32 and survives every format (protobuf's ``float``
 included) unchanged; every stream comes from a seeded ``random.Random``.
+
+A stream is one simulated session (:data:`STREAM_METHOD` says how it varies):
+the ``mixed`` stream is its traffic in order, and the stream of one kind is the
+messages of that kind taken from it in order, so the board changes between two
+snapshots as much as it does in play. Without that, consecutive snapshots were
+nearly identical and a shared deflate context shrank them 93 times.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 __all__ = [
     "MESSAGE_KINDS",
     "MIX",
+    "MIX_BLOCK",
+    "STREAM_METHOD",
     "TYPE_IDS",
     "TYPE_NAMES",
     "UNKNOWN_TYPE_ID",
@@ -26,6 +34,9 @@ MESSAGE_KINDS = ("cursor", "token_move", "chat", "stroke", "snapshot")
 
 #: Share of each kind in the ``mixed`` stream: pointer traffic dominates a live session.
 MIX = {"cursor": 0.70, "token_move": 0.22, "chat": 0.05, "stroke": 0.025, "snapshot": 0.005}
+#: The ``mixed`` stream holds exactly :data:`MIX` in each block of this many messages (shuffled within the block),
+#: so a short stream is not skewed by chance (1000 independent draws gave 12 snapshots instead of 5).
+MIX_BLOCK = 200
 
 #: The numeric type id of the positional layouts (the seed's ``[1, 100, 200, "user123"]``)
 #: and the field number of the message in protobuf's ``Envelope``.
@@ -50,17 +61,57 @@ _COLORS = ("#e63946", "#457b9d", "#2a9d8f", "#f4a261", "#8338ec", "#1d3557")
 _TAGS = ("npc", "enemy", "ally", "boss", "undead", "flying", "prone", "concentrating")
 _NAMES = ("Goblin", "Skeleton", "Orc Archer", "Wolf", "Bandit", "Cultist", "Zombie", "Giant Spider")
 _HEROES = ("Aragorn", "Lyra Dawnstar", "Brother Éamon", "Kestrel", "Grimbold Ironfoot")
-_LINES = (
-    "Nat 20 on stealth 🎲 so the rogue slips past the two guards at the gate, right?",
-    "I cast Fireball on the goblins near the bridge: that is 8d6, rolling now 🔥",
-    "Can someone remind me where we left the cart? Somewhere near the café in Ébène",
-    "DM here: quick break, back in five minutes. Please don't open the chest yet!",
-    "Grimbold drinks the potion and moves ten feet behind the pillar to take cover",
-    "lol the wolf rolled a 1 again, that's three in a row 😂 the dice hate you today",
-    "I'd like to ready an action: if the cultist starts chanting, I shoot an arrow.",
-)
+#: The chat sample's text (the first chat line of a session): non-ASCII on purpose.
+_SAMPLE_LINE = "Nat 20 on stealth 🎲 so the rogue slips past the two guards at the gate, right?"
 
-_WORDS = " ".join(_LINES).split()
+#: Chat vocabulary, most frequent first; a word is drawn with weight 1/rank (Zipf's law of word frequencies).
+_VOCAB = tuple(
+    dict.fromkeys(  # in first-seen order, each word once
+        """
+    the I to a you and it is that of on in we do he she they this can my what so be is not at with his
+    for was just have if it's ok go get your I'm all me no yes one there but at up out now then did
+    lol roll attack move turn wait guys yeah right back door goblin DM hit miss damage spell cast check
+    round next first take two three four five ten feet more still any here how why who where when which
+    sure think want need got let's look see try use open run room hall bridge cave tower chest key gold
+    rogue wizard cleric fighter ranger bard paladin druid monk warlock sorcerer barbarian party healer
+    initiative advantage disadvantage saving throw perception stealth insight persuasion athletics
+    arcana history investigation survival sleight acrobatics intimidation deception medicine nature
+    orc wolf bandit cultist zombie skeleton dragon spider troll ogre lich owlbear kobold gnoll imp mimic
+    sword bow arrow dagger staff shield armor potion scroll rope torch ring amulet wand map cart horse
+    fire ice lightning poison necrotic radiant thunder acid psychic healing bless shield haste fly
+    darkness misty step fireball magic missile counterspell sneak inspiration rage smite wild shape
+    behind around under over near far left right north south east west upstairs downstairs outside
+    quick break brb afk back sorry thanks nice great awesome oops wow damn ugh haha gg nope maybe
+    again already almost really probably exactly actually definitely anyway though because while
+    said says ask asks tell told know knew remember forgot found lost saw heard killed died dead
+    alive prone grappled stunned frightened charmed invisible concentrating unconscious exhausted
+    bonus action reaction opportunity ready dash dodge disengage help hide search short long rest
+    level hp AC DC d4 d6 d8 d10 d12 d20 crit nat twenty natural fail pass save half full
+    tavern inn village city castle dungeon temple forest swamp mountain river road camp ship market
+    king queen lord lady captain guard merchant priest innkeeper blacksmith stranger old man woman
+    tonight tomorrow session last week next time snacks pizza ready everyone sound mic discord
+    """.split()
+    )
+)
+_VOCAB_WEIGHTS = tuple(1 / rank for rank in range(1, len(_VOCAB) + 1))
+_EMOJI = ("🎲", "😂", "🔥", "💀", "⚔️", "🛡️", "👀", "🙏", "😅", "🧙")
+#: Chat lengths in words: mostly short remarks, some sentences, a few long explanations.
+_CHAT_LENGTHS = ((1, 3), (4, 9), (10, 18), (19, 40))
+_CHAT_LENGTH_WEIGHTS = (0.30, 0.45, 0.20, 0.05)
+_DICE = ("d4", "d6", "d8", "d10", "d12", "d20", "d100")
+
+#: How the streams vary, for the spike's Method text.
+STREAM_METHOD = (
+    "Streams are seeded and reproducible: one simulated session of 5 players and 100 tokens "
+    "(mix: cursor 70%, token move 22%, chat 5%, stroke 2.5%, snapshot 0.5%, exactly so in each block of "
+    f"{MIX_BLOCK} messages, shuffled). Cursors random-walk per player; "
+    "a token move shifts a random token by up to 40 px and carries a running sequence number; timestamps advance 5-59 ms "
+    "per message; chat lines are 1-40 words drawn by Zipf weight from a vocabulary of "
+    f"{len(_VOCAB)} tabletop words, with dice rolls, numbers and emoji; strokes are 200-point freehand lines with fresh ids; "
+    "between two snapshots tokens move, take damage, change conditions, and a defeated monster is replaced by a new one. "
+    "The `mixed` stream is that session's traffic in order; the stream of one kind is the messages of that kind taken "
+    "from the same session in order."
+)
 
 
 def _q(value: float) -> float:
@@ -82,6 +133,7 @@ class _World:
         self.cursors = {p: [rng.randrange(200, 1800), rng.randrange(200, 1000)] for p in _PLAYERS}
         self.cursors["user123"] = [100, 200]  # the seed's example is the first cursor message
         self.tokens = [self._token(i) for i in range(100)]
+        self.queue: list[str] = []
 
     def _token(self, i: int) -> dict[str, Any]:
         rng = self.rng
@@ -123,15 +175,23 @@ class _World:
         }
 
     def chat(self) -> dict[str, Any]:
-        text = _LINES[0] if self.seq == 0 else self._line()
+        text = _SAMPLE_LINE if self.seq == 0 else self._line()
         return {"type": "chat", "userId": self.rng.choice(_PLAYERS), "text": text, "ts": self.ts}
 
     def _line(self) -> str:
-        # Words of the sample lines in a new order: a stream of verbatim repeats would compress unrealistically well.
-        words: list[str] = []
-        while sum(len(w) + 1 for w in words) < 80:
-            words.append(self.rng.choice(_WORDS))
-        return " ".join(words)
+        rng = self.rng
+        if rng.random() < 0.15:  # a dice roll posted to the chat
+            n, die, bonus = rng.choice((1, 1, 1, 2, 3, 4, 8)), rng.choice(_DICE), rng.randrange(-1, 9)
+            rolls = [rng.randint(1, int(die[1:])) for _ in range(n)]
+            return f"rolls {n}{die}{bonus:+d}: {' + '.join(map(str, rolls))} {bonus:+d} = {sum(rolls) + bonus}"
+        low, high = rng.choices(_CHAT_LENGTHS, _CHAT_LENGTH_WEIGHTS)[0]
+        words = rng.choices(_VOCAB, _VOCAB_WEIGHTS, k=rng.randint(low, high))
+        if rng.random() < 0.2:
+            words[rng.randrange(len(words))] = str(rng.randrange(1, 120))
+        if rng.random() < 0.3:
+            words.append(rng.choice(_EMOJI))
+        text = " ".join(words)
+        return text[0].upper() + text[1:] + rng.choice(("", "", "", ".", "?", "!", "..."))
 
     def stroke(self) -> dict[str, Any]:
         rng = self.rng
@@ -149,26 +209,45 @@ class _World:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        for token in self.rng.sample(self.tokens, 5):  # some damage between snapshots
-            token["hp"] = max(0, token["hp"] - self.rng.randrange(0, 12))
         return {"type": "snapshot", "tokens": [dict(t, tags=list(t["tags"])) for t in self.tokens]}
 
+    def _fight(self) -> None:
+        """What happens to the board in play besides the messages: damage, conditions, monsters replaced."""
+        rng = self.rng
+        token = rng.choice(self.tokens)
+        token["hp"] = max(0, token["hp"] - rng.randrange(0, 12))
+        if rng.random() < 0.3:
+            tag = rng.choice(_TAGS[-2:])  # prone or concentrating, the conditions that come and go
+            token["tags"] = [t for t in token["tags"] if t != tag] if tag in token["tags"] else [*token["tags"], tag]
+        if token["hp"] == 0 and token["name"] not in _HEROES:  # a defeated monster leaves; a new one arrives
+            self.tokens[self.tokens.index(token)] = self._token(len(_HEROES) + rng.randrange(1000))
+
     def next(self, kind: str) -> dict[str, Any]:
-        msg = getattr(self, kind)()
+        msg: dict[str, Any] = getattr(self, kind)()
         self.seq += 1
         self.tick()
+        if self.rng.random() < 0.1:
+            self._fight()
         return msg
+
+    def next_kind(self) -> str:
+        """The kind of the session's next message: each block of 200 holds exactly :data:`MIX`, shuffled."""
+        if not self.queue:
+            self.queue = [kind for kind, share in MIX.items() for _ in range(round(share * MIX_BLOCK))]
+            self.rng.shuffle(self.queue)
+        return self.queue.pop()
 
 
 def _messages(kind: str, seed: int) -> Iterator[dict[str, Any]]:
     world = _World(random.Random(seed))
-    kinds, weights = list(MIX), list(MIX.values())
     while True:
-        yield world.next(world.rng.choices(kinds, weights)[0] if kind == "mixed" else kind)
+        msg = world.next(world.next_kind())  # every message is built, kept or not, so the session is the same
+        if kind in ("mixed", msg["type"]):
+            yield msg
 
 
 def stream(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` related messages of one kind (or ``"mixed"`` session traffic), the same for the same seed."""
+    """``n`` messages of one seeded session: all its traffic (``"mixed"``), or those of one kind, in order."""
     if kind not in MESSAGE_KINDS and kind != "mixed":
         raise ValueError(f"unknown message kind {kind!r}")
     gen = _messages(kind, seed)
@@ -176,5 +255,5 @@ def stream(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def sample(kind: str) -> dict[str, Any]:
-    """The representative message of a kind; ``sample("cursor")`` is the seed's example."""
-    return stream(kind, 1)[0]
+    """The representative message of a kind: the first of a fresh session; ``sample("cursor")`` is the seed's example."""
+    return _World(random.Random(0)).next(kind)

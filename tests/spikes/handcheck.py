@@ -52,3 +52,39 @@ def complexity(data: dict[str, Any], option: str, anyway: tuple[str, ...] = ()) 
     cx = data["complexity"][option]
     extra = [d for d in cx["dependencies"] if d not in anyway]
     return logu(cx["loc"] + 25 * len(extra), 150, 1500)
+
+
+def money(
+    cores: float,
+    memory: float,
+    egress: float,
+    users: float,
+    at: int = 10_000,
+    redis: bool = False,
+    postgres: bool = False,
+) -> float:
+    """The cost model written out from the price table: app machines by cores or memory, Redis and PostgreSQL machines, egress."""
+    import tomllib
+
+    p = tomllib.loads((Path(__file__).parents[2] / "harness" / "decide" / "prices.toml").read_text())
+    h, hours, app = p["headroom"], p["hours_per_month"], p["app"]
+    scale = at / users
+    machines = max(math.ceil(cores * scale / (app["vcpus"] * h)), math.ceil(memory * scale / (app["memory_gib"] * 2**30 * h)), 1)
+    usd = machines * app["usd_per_hour"] * hours
+    usd += p["redis"]["usd_per_hour"] * hours if redis else 0.0
+    usd += p["postgres"]["usd_per_hour"] * hours if postgres else 0.0
+    return usd + egress * scale * hours * 3600 / 2**30 * p["egress"]["usd_per_gb"]
+
+
+def money_score(usd: float) -> float:
+    return logu(usd, 100, 10_000)
+
+
+def per_repeat(data: dict[str, Any], scenario: str, option: str, name: str, **tags: str) -> list[float]:
+    """Each repeat's median of one stored measurement (what a derived value reads when computed on one repeat)."""
+    return [statistics.median(r) for r in repeats(data, scenario, option, name, **tags) if r]
+
+
+def median_over_repeats(fn: Any, n: int) -> float:
+    """The median over repeats 0..n-1 of ``fn(k)``: a derived value computed on each repeat alone, then summarised."""
+    return statistics.median(fn(k) for k in range(n))

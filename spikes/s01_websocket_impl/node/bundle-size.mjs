@@ -1,13 +1,15 @@
 // What each option costs the browser in JavaScript: minified bytes and gzip bytes (zlib level 9).
 //
-//   node bundle-size.mjs [--sveltekit DIR | --skip-sveltekit] [--write DIR]
+//   node bundle-size.mjs [--sveltekit DIR [--baseline DIR] | --skip-sveltekit] [--write DIR]
 //
 // native and socketio: the option's client.js bundled and minified with esbuild,
 // socket.io-client included. sveltekit: the JavaScript files vite emitted that the
 // page at / loads (the start and app entries, the root layout and the page
 // node, and their static imports, from the vite manifest), already minified by
 // vite. DIR for --sveltekit is a built copy of poc/sveltekit (default: the
-// source folder). --write DIR also writes the two esbuild bundles there
+// source folder). --baseline DIR measures an empty SvelteKit page built the same
+// way (poc/sveltekit_baseline on the POC's install) as `sveltekit_baseline`: the
+// framework's own JavaScript, which the page's figure includes. --write DIR also writes the two esbuild bundles there
 // (native.js, socketio.js: ES modules exporting `connect`), for pages that
 // load them. Prints {option: {min_bytes, gzip_bytes, files}} as JSON.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -22,6 +24,7 @@ const poc = path.join(here, '..', 'poc');
 const { values: args } = parseArgs({
   options: {
     sveltekit: { type: 'string', default: path.join(poc, 'sveltekit') },
+    baseline: { type: 'string' },
     'skip-sveltekit': { type: 'boolean', default: false },
     write: { type: 'string' },
   },
@@ -81,14 +84,20 @@ for (const [option, entry] of [
   }
 }
 
-if (!args['skip-sveltekit']) {
-  const files = sveltekitPageFiles(args.sveltekit);
-  const contents = files.map((f) => readFileSync(path.join(args.sveltekit, 'build', 'client', f)));
-  out.sveltekit = {
+/** Minified and gzip bytes of the JavaScript the page at / of a built SvelteKit app loads. */
+function sveltekitPage(dir) {
+  const files = sveltekitPageFiles(dir);
+  const contents = files.map((f) => readFileSync(path.join(dir, 'build', 'client', f)));
+  return {
     min_bytes: contents.reduce((n, c) => n + c.length, 0),
     // Each file is its own HTTP response, so each is compressed on its own.
     gzip_bytes: contents.reduce((n, c) => n + gzipSize(c), 0),
     files,
   };
+}
+
+if (!args['skip-sveltekit']) {
+  out.sveltekit = sveltekitPage(args.sveltekit);
+  if (args.baseline) out.sveltekit_baseline = sveltekitPage(args.baseline);
 }
 console.log(JSON.stringify(out, null, 2));

@@ -81,7 +81,7 @@ def test_sveltekit_build_is_cached_by_source_hash(sveltekit_dir):
 
 def test_bundle_sizes_measure_each_browser_client(sveltekit_dir, node_tools, tmp_path):
     sizes = build.bundle_sizes(write_dir=tmp_path)
-    assert set(sizes) == set(build.OPTIONS)
+    assert set(sizes) == {*build.OPTIONS, "sveltekit_baseline"}
     for option, size in sizes.items():
         assert 0 < size["gzip_bytes"] < size["min_bytes"], (option, size)
         assert size["files"]
@@ -92,6 +92,12 @@ def test_bundle_sizes_measure_each_browser_client(sveltekit_dir, node_tools, tmp
     # The SvelteKit page's files are the ones vite emitted, all present in the build.
     for name in sizes["sveltekit"]["files"]:
         assert (sveltekit_dir / "build" / "client" / name).is_file()
+    # The empty page is built next to it on the same install, and is smaller: the framework alone.
+    baseline = build.ensure_sveltekit_baseline()
+    assert baseline.parent == sveltekit_dir.parent and (baseline / "node_modules").resolve() == (sveltekit_dir / "node_modules").resolve()
+    for name in sizes["sveltekit_baseline"]["files"]:
+        assert (baseline / "build" / "client" / name).is_file()
+    assert 0 < sizes["sveltekit_baseline"]["gzip_bytes"] < sizes["sveltekit"]["gzip_bytes"]
 
 
 def test_server_commands_have_a_port_placeholder_and_a_url(sveltekit_dir):

@@ -50,7 +50,17 @@ def test_criteria_and_gates_match_hand_computed_values_from_the_stored_run():
             )
             / 2,
             "Cost": (
-                h.logu(h.value(data, "session", o, "server_rss_growth_bytes", clients=n), 1e6, 100e6)
+                h.money_score(
+                    h.median_over_repeats(
+                        lambda r, o=o, n=n: h.money(
+                            h.per_repeat(data, "session", o, "server_cpu_percent", clients=n)[r] / 100,
+                            max(0.0, h.per_repeat(data, "session", o, "server_rss_growth_bytes", clients=n)[r]),
+                            h.per_repeat(data, "session", o, "bytes_per_client_per_s", clients=n)[r] * int(n),
+                            int(n),
+                        ),
+                        len(h.per_repeat(data, "session", o, "server_cpu_percent", clients=n)),
+                    )
+                )
                 + h.logu(h.value(data, "offline", o, "merge_bytes"), 4_000, 1_000_000)
             )
             / 2,

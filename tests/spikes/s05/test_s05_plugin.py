@@ -48,7 +48,19 @@ def test_criteria_and_the_gate_match_hand_computed_values_from_the_stored_run(st
             / 2,
             "Maintenance": 0.0 if revoke is None else h.lin(revoke, 1000, 8000),
             "Scalability": h.logu(h.value(data, "cost", o, "memory_per_connection_bytes"), 10 * 1024, 100 * 1024),
-            "Cost": h.lin(h.value(data, "cost", o, "store_commands_per_connection"), 0, 10),
+            "Cost": (
+                h.money_score(
+                    h.money(
+                        h.value(data, "cost", o, "closed_server_cpu") / h.value(data, "cost", o, "connections_per_s") / 3600,
+                        h.value(data, "cost", o, "memory_per_connection_bytes"),
+                        0.0,
+                        1,
+                        redis=h.value(data, "cost", o, "store_commands_per_connection") > 0,
+                    )
+                )
+                + h.lin(h.value(data, "cost", o, "store_commands_per_connection"), 0, 10)
+            )
+            / 2,
             "Complexity": h.complexity(data, o),
         }
         for crit, v in expected.items():

@@ -42,8 +42,15 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
             assert sr.median("memory_per_connection_bytes") is not None
             assert (sr.median("redis_commands") is not None) == (o == "socketio-redis")
             assert len(sr.measurement("timeline_t_s").samples) == len(sr.measurement("timeline_server_rss_bytes").samples) > 0
+            # The CPU baseline (no client connected) and the canary's drain are measured in every load scenario.
+            assert sr.median("server_idle_cpu_cores") is not None and sr.median("server_idle_window_s") > 0
+            assert sr.median("canary_answered_in_drain") + sr.median("canary_lost") == sr.median("canary_unanswered_at_stop")
     busy = stored.ok("few-busy", "socketio-redis")
     assert busy.median("received") + busy.median("lost") == busy.median("sent") * 5  # five members each get every message
+    # The room observer, a sixth member that only listens, was due every message sent; at this load it got them all.
+    assert busy.median("observer_expected") == busy.median("sent")
+    assert busy.median("observer_received_after_drain") == busy.median("observer_expected")
+    assert busy.median("observer_undelivered_after_drain") == 0
     gen = stored.ok("generator-idle", "native")
     assert gen.median("generator_connected") == 100 and gen.median("generator_memory_per_connection_bytes") > 0
     # Scores and the document come from the stored run.
