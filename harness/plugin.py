@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,6 +336,64 @@ _SKIPPED_DIR_SUFFIXES = (".egg-info",)
 _HARNESS_NOT_HASHED = frozenset({"report", "decide", "cli.py", "compare.py", "budget.py", "budgets.toml"})
 
 
+#: Parts of the harness that count in a spike's source hash only when the spike uses them: imports them (directly, or
+#: through another part it uses) or names them (``python -m harness.load``). A part added or changed for other spikes
+#: (a browser driver for Spike 3) then does not make this spike's runs stale. Every other harness file always counts.
+OPTIONAL_PARTS = ("load", "services.py", "browser.py")
+
+
+def _part_used(part: str, texts: Iterable[str]) -> bool:
+    name = part.removesuffix(".py")
+    pattern = re.compile(rf"\bharness[./]{name}\b|\bfrom\s+harness\s+import\s+[^\n]*\b{name}\b")
+    return any(pattern.search(t) for t in texts)
+
+
+def _texts(files: Iterable[Path]) -> list[str]:
+    out = []
+    for f in files:
+        if f.suffix == ".py":
+            try:
+                out.append(f.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+    return out
+
+
+def _imports(text: str) -> str:
+    """The import statements of a module's source, one per line (empty if it does not parse)."""
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return text
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            lines += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            lines.append(f"from {node.module} import {', '.join(a.name for a in node.names)}")
+    return "\n".join(lines)
+
+
+def used_parts(spike_files: Iterable[Path], harness_dir: Path) -> list[str]:
+    """The optional harness parts a spike uses, followed through the core harness and the parts themselves."""
+    optional = [p for p in OPTIONAL_PARTS if (harness_dir / p).exists()]
+    core = _hashed_files(harness_dir, _HARNESS_NOT_HASHED | set(optional))
+    # The spike's own files are read as text (a module named in a subprocess command counts); the core's only by
+    # its import statements (its docstrings name the parts freely).
+    texts = _texts(spike_files) + [_imports(t) for t in _texts(core)]
+    used: list[str] = []
+    while True:
+        new = [p for p in optional if p not in used and _part_used(p, texts)]
+        if not new:
+            return sorted(used)
+        used += new
+        for p in new:
+            path = harness_dir / p
+            texts += _texts(_hashed_files(path) if path.is_dir() else [path])
+
+
 #: Files of a spike's package that cannot change a measurement: its decision (criteria, utilities, gates), which only
 #: scores stored runs, as ``harness/decide`` does.
 _SPIKE_NOT_HASHED = frozenset({"decision.py"})
@@ -363,7 +422,9 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     lock files, replayed traces such as ``automerge-paper.json.gz``), except its ``decision.py``
     (criteria and gates: they score stored runs, they measure nothing), plus every file of the
     ``harness`` package that runs or measures, which is all of it except ``harness/report/``,
-    ``harness/decide/``, ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``. A spike's measurements run
+    ``harness/decide/``, ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``, and except the
+    :data:`OPTIONAL_PARTS` (the load engine, the services, the browsers) that neither the spike nor the harness core
+    uses (see :func:`used_parts`: imports and ``harness.x`` names, followed through the parts). A spike's measurements run
     through harness modules (runner, process, probes, load engine, services), so a change there
     marks its stored runs stale too; hashing the package rather than tracing imports is the simple
     rule that cannot miss a module. ``results.py`` stays in: it defines what a run stores.
@@ -374,9 +435,12 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     starting with a dot (``.svelte-kit``, ``.gitignore``).
     """
     h = hashlib.sha256()
+    hdir = Path(harness_dir or HARNESS_DIR)
+    spike_files = _hashed_files(Path(spike.package_dir), _SPIKE_NOT_HASHED)
+    unused = set(OPTIONAL_PARTS) - set(used_parts(spike_files, hdir))
     roots: tuple[tuple[str, Path, Iterable[str]], ...] = (
         ("spike", Path(spike.package_dir), _SPIKE_NOT_HASHED),
-        ("harness", Path(harness_dir or HARNESS_DIR), _HARNESS_NOT_HASHED),
+        ("harness", hdir, _HARNESS_NOT_HASHED | unused),
     )
     for label, root, skip in roots:
         for path in _hashed_files(root, skip):

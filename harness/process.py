@@ -367,6 +367,13 @@ def _on_fatal_signal(signum: int, frame: object) -> None:
 _previous_handlers: dict[int, object] = {}
 
 
+def install_signal_handlers() -> None:
+    """Hook SIGTERM and SIGHUP now (from the main thread), so a harness that starts its servers from worker threads
+    still stops them when it is terminated: the hook is otherwise installed by the first server started in the
+    main thread, and a server started from a thread pool alone would leave nothing hooked."""
+    _install_handlers()
+
+
 def _install_handlers() -> None:
     """Hook SIGTERM and SIGHUP once, from the main thread, chaining to earlier handlers."""
     global _handlers_installed

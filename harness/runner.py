@@ -39,7 +39,7 @@ from typing import Any
 from rich.markup import escape
 
 from harness import budget as budgets
-from harness import complexity, machine
+from harness import complexity, machine, process
 from harness.plugin import Measurement, NotRunnable, ScenarioContext, Spike, source_hash
 from harness.results import MeasurementRecord, ResultsError, RunResult, ScenarioResult, check_facts, check_measurement, save
 
@@ -275,6 +275,8 @@ def run_spike(
     def log(line: str) -> None:
         log_lines.append(line)
 
+    # Servers a scenario starts from worker threads must be stopped too if the harness is terminated (SIGTERM, SIGHUP).
+    process.install_signal_handlers()
     # Hash the code before running it: an edit during a long run must not be credited to this run.
     code_hash = source_hash(spike)
     source = source_state(Path(spike.package_dir), ignore=Path(out_dir))

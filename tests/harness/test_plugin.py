@@ -143,6 +143,7 @@ def test_source_hash_skips_caches_build_outputs_and_dotfiles(tmp_path, generated
 @pytest.mark.parametrize("name", ["process.py", "results.py", "load/engine.py"])
 def test_source_hash_covers_the_harness_modules_that_run_or_measure(tmp_path, name):
     spike, harness = _hash_setup(tmp_path)
+    (tmp_path / "poc" / "load_user.py").write_text("from harness.load import engine\n")  # the load engine counts once used
     before = source_hash(spike, harness)
     with (harness / name).open("a") as fh:
         fh.write("TIMEOUT = 2\n")
@@ -181,3 +182,44 @@ def test_the_real_harness_and_spike_2_are_hashed_by_the_rule():
     if 2 in spikes:
         names = {p.name for p in _hashed_files(Path(spikes[2].package_dir))}
         assert "automerge-paper.json.gz" in names  # the replayed trace: a new trace is a new measurement
+
+
+def test_an_optional_harness_part_counts_only_for_the_spikes_that_use_it(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    # A new browser driver, used by no code of this spike: its runs stay current.
+    (harness / "browser.py").write_text("# drives Firefox for another spike\n")
+    assert source_hash(spike, harness) == before
+    (harness / "load" / "engine.py").write_text("# the load engine changed\n")
+    assert source_hash(spike, harness) == before
+    # Once the spike imports the load engine (or names it in a command), a change to it makes its runs stale.
+    (tmp_path / "poc" / "uses.py").write_text("from harness.load import engine\n")
+    using = source_hash(spike, harness)
+    (harness / "load" / "engine.py").write_text("# the load engine changed again\n")
+    assert source_hash(spike, harness) != using
+    (tmp_path / "poc" / "uses.py").write_text("ARGV = ['python', '-m', 'harness.browser']\n")
+    named = source_hash(spike, harness)
+    (harness / "browser.py").write_text("# a browser driver edit\n")
+    assert source_hash(spike, harness) != named
+
+
+def test_a_part_used_by_a_part_the_spike_uses_counts_too(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    (harness / "services.py").write_text("# redis and friends\n")
+    (harness / "load" / "engine.py").write_text("from harness import services\n")
+    (tmp_path / "poc" / "uses.py").write_text("import harness.load.engine\n")
+    before = source_hash(spike, harness)
+    (harness / "services.py").write_text("# redis changed\n")
+    assert source_hash(spike, harness) != before
+
+
+def test_the_real_spikes_use_the_parts_they_import():
+    from harness.plugin import _SPIKE_NOT_HASHED, HARNESS_DIR, _hashed_files, used_parts
+
+    for number, spike in discover().items():
+        files = _hashed_files(Path(spike.package_dir), _SPIKE_NOT_HASHED)
+        text = "\n".join(f.read_text(errors="replace") for f in files if f.suffix == ".py")
+        parts = used_parts(files, HARNESS_DIR)
+        assert ("services.py" in parts) == ("harness.services" in text or "from harness import services" in text) or "load" in parts, number
+        if "harness.load" in text:
+            assert "load" in parts, number

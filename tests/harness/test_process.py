@@ -293,12 +293,17 @@ def test_pin_plan_splits_cores():
     assert pin_plan(9, available={0, 1}) == process.PinPlan(frozenset({0}), frozenset({1}))
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "exception"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "exception", "SIGTERM-thread"])
 def test_a_signalled_or_crashing_harness_leaves_no_server_behind(tmp_path, how):
     # The driver runs in its own group, as a harness would under a terminal: Ctrl-C
     # reaches the group of the harness, never the servers' own groups.
     driver = subprocess.Popen(
-        [sys.executable, str(SERVERS / "driver.py"), str(tmp_path / "driven.log"), "raise" if how == "exception" else "wait"],
+        [
+            sys.executable,
+            str(SERVERS / "driver.py"),
+            str(tmp_path / "driven.log"),
+            {"exception": "raise", "SIGTERM-thread": "thread"}.get(how, "wait"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -314,15 +319,16 @@ def test_a_signalled_or_crashing_harness_leaves_no_server_behind(tmp_path, how):
         assert m, f"driver said {line!r}; stderr: {driver.stderr.read() if driver.poll() is not None else ''}"
         server, gc = int(m.group(1)), int(m.group(2))
         assert not gone(server) and not gone(gc)
+        sig = how.split("-")[0]
         if how != "exception":
-            os.killpg(driver.pid, getattr(signal, how))
+            os.killpg(driver.pid, getattr(signal, sig))
         driver.wait(timeout=10 * UNIT)
         deadline = time.monotonic() + 5 * UNIT
         while not (gone(server) and gone(gc)) and time.monotonic() < deadline:
             time.sleep(0.05 * UNIT)
         assert gone(server) and gone(gc)
-        if how in ("SIGTERM", "SIGHUP"):
-            assert driver.returncode == 128 + getattr(signal, how)  # our handler's SystemExit
+        if sig in ("SIGTERM", "SIGHUP"):
+            assert driver.returncode == 128 + getattr(signal, sig)  # our handler's SystemExit
         elif how == "exception":
             assert driver.returncode == 1 and "the harness crashed" in driver.stderr.read()
         assert "driven stopped" in (tmp_path / "driven.log").read_text()

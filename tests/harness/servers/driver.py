@@ -15,7 +15,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    log_path, mode = sys.argv[1], sys.argv[2]  # mode: "wait" for a signal, or "raise"
+    log_path, mode = sys.argv[1], sys.argv[2]  # mode: "wait" for a signal, "thread" (start from a worker thread), or "raise"
+    if mode == "thread":
+        from harness.process import install_signal_handlers
+
+        install_signal_handlers()  # what the runner does first
     srv = ServerProcess(
         "driven",
         [sys.executable, str(HERE / "forking.py"), "--port", "{port}", *sys.argv[3:]],
@@ -23,7 +27,13 @@ def main() -> None:
         log_path=log_path,
         grace=1.0,
     )
-    srv.start()
+    if mode == "thread":  # as Spike 6's deployment starts its parts from a thread pool
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(srv.start).result()
+    else:
+        srv.start()
     grandchild = re.search(r"grandchild (\d+)", srv.log_since_start()).group(1)
     print(f"server {srv.pid} grandchild {grandchild}", flush=True)
     if mode == "raise":
