@@ -109,8 +109,26 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _spikes() -> dict[int, Spike]:
+def _registered() -> dict[int, Spike]:
+    """The registered spikes, with every program the harness describes registered (the browser engines and Xvfb too)."""
+    import harness.browser  # noqa: F401  # registers the browser engines and Xvfb as programs
+
     return discover()
+
+
+def _spikes() -> dict[int, Spike]:
+    """The registered spikes; a scenario requiring a program nobody described is a load error naming the spike."""
+    spikes = _registered()
+    for s in spikes.values():
+        for sc in s.scenarios:
+            unknown = [r for r in sc.requires if r not in machine.EXTERNAL_TOOLS]
+            if unknown:
+                raise SpikeLoadError(
+                    f"spike {s.number} ({s.slug}), scenario {sc.key!r}: requires {', '.join(map(repr, unknown))}, a program the harness "
+                    f"does not describe (known: {', '.join(sorted(machine.EXTERNAL_TOOLS))}); register it with "
+                    "harness.machine.EXTERNAL_TOOLS before the spike is loaded"
+                )
+    return spikes
 
 
 def _names(spikes: dict[int, Spike]) -> str:
@@ -649,8 +667,8 @@ def _compare_exit(missing: int, regressions: int, skipped: list[ResultsError]) -
 @app.command()
 @user_errors
 def doctor() -> None:
-    """Show which external programs are present, and which scenarios need the missing ones."""
-    spikes = _spikes()
+    """Show which external programs and browser engines are present, and which scenarios need the missing ones."""
+    spikes = _registered()
     needs: dict[str, list[str]] = {}
     for s in spikes.values():
         for sc in s.scenarios:

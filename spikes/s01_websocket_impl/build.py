@@ -104,12 +104,13 @@ def require_tool(name: str) -> str:
 
 
 def find_chromium() -> str:
-    """The Chromium binary Playwright should launch; raise :class:`ToolMissing` if none."""
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise ToolMissing("chromium")
+    """The Chromium binary the harness launches (``harness.browser``); raise :class:`ToolMissing` if none."""
+    from harness.browser import find_engine
+
+    path = find_engine("chromium")
+    if path is None:
+        raise ToolMissing("chromium")
+    return path
 
 
 def default_cache_dir() -> Path:

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from harness import browser as engines
 from spikes.s01_websocket_impl import build
 
 if TYPE_CHECKING:
@@ -62,15 +63,8 @@ __all__ = [
     "measure_reconnect",
 ]
 
-#: Flags for a quiet, deterministic headless Chromium (no sandbox: containers run it as root).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+#: Chromium's flags: the harness's, one set for every spike.
+CHROMIUM_ARGS = list(engines.CHROMIUM_ARGS)
 MODES = ("restart", "drop")
 #: Marks the driver's own echoes (the SvelteKit page has a connection of its own).
 _DRIVER_ID = 7777
@@ -191,7 +185,7 @@ class CuttableProxy:
 
 async def launch_chromium(playwright: Playwright) -> Browser:
     """Headless Chromium from the system (``apt-get install -y chromium``), not Playwright's download."""
-    return await playwright.chromium.launch(executable_path=build.find_chromium(), args=CHROMIUM_ARGS)
+    return await engines.launch_chromium(playwright)
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from harness import browser as engines
 from harness import machine
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, memory_per_connection, rss_bytes
@@ -57,15 +58,8 @@ COST_QUICK = {"connections": 80, "rate": 80, "closed_connections": 300, "memory_
 REVOCATION_PARAMS = {"ttl_s": 6, "window_s": 8.0}
 REVOCATION_QUICK = {"ttl_s": 2, "window_s": 3.0}
 
-#: Chromium flags: headless, quiet, no sandbox (containers run it as root).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+#: Chromium's flags: the harness's, one set for every spike.
+CHROMIUM_ARGS = list(engines.CHROMIUM_ARGS)
 
 
 class Secrets:
@@ -152,11 +146,8 @@ def poc_servers(
 
 
 async def launch_chromium(playwright: Any) -> Any:
-    """Headless system Chromium (``apt-get install -y chromium``), not Playwright's download."""
-    path = machine.find_tool("chromium")
-    if path is None:
-        raise NotRunnable(f"chromium is not installed (install: {machine.EXTERNAL_TOOLS['chromium'].install})")
-    return await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    """Headless system Chromium (``apt-get install -y chromium``), launched the harness's one way (``harness.browser``)."""
+    return await engines.launch_chromium(playwright)
 
 
 # -- attacks ------------------------------------------------------------------------------

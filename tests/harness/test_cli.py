@@ -10,11 +10,15 @@ from harness.results import RunResult, save
 from tests.harness.fakes import FakeSpike
 
 runner = CliRunner()
+#: The real loader (the fixture below replaces it with a fake registry).
+LOAD_AND_CHECK = cli._spikes
+REGISTERED = cli._registered
 
 
 @pytest.fixture(autouse=True)
 def fake_registry(monkeypatch):
     monkeypatch.setattr(cli, "_spikes", lambda: {42: FakeSpike()})
+    monkeypatch.setattr(cli, "_registered", lambda: {42: FakeSpike()})
     real = machine.find_tool
     monkeypatch.setattr(machine, "find_tool", lambda name: None if name == "nginx" else real(name))
 
@@ -167,7 +171,8 @@ def real_registry(monkeypatch):
     """Undo the fake registry: the spikes installed through entry points, real program lookup, a wide console."""
     from rich.console import Console
 
-    monkeypatch.setattr(cli, "_spikes", cli.discover)
+    monkeypatch.setattr(cli, "_spikes", LOAD_AND_CHECK)
+    monkeypatch.setattr(cli, "_registered", REGISTERED)
     monkeypatch.setattr(machine, "find_tool", REAL_FIND_TOOL)
     monkeypatch.setattr(cli, "console", Console(width=400, highlight=False))  # table cells not folded mid-name
     spikes = cli.discover()
@@ -216,10 +221,18 @@ def test_doctor_names_a_requirement_it_cannot_look_up(monkeypatch):
     class NeedsWarp(FakeSpike):
         scenarios = (*FakeSpike.scenarios, dataclasses.replace(FakeSpike.scenarios[0], key="warp", requires=("warp-drive",)))
 
-    monkeypatch.setattr(cli, "_spikes", lambda: {42: NeedsWarp()})
+    monkeypatch.setattr(cli, "_registered", lambda: {42: NeedsWarp()})
     res = invoke("doctor")
     assert res.exit_code == 4 and "Traceback" not in res.output
     assert "42/warp require(s) 'warp-drive', which harness/machine.py EXTERNAL_TOOLS does not describe" in res.output.splitlines()[-1]
+    # Running it is refused when the spikes are loaded, naming the spike, before anything starts (it was a KeyError mid-run).
+    monkeypatch.setattr(cli, "_spikes", LOAD_AND_CHECK)
+    for args in (("run", "42", "--quick"), ("list",)):
+        res = invoke(*args)
+        assert res.exit_code == 4 and "Traceback" not in res.output, res.output
+        assert "spike 42 (fake), scenario 'warp': requires 'warp-drive', a program the harness does not describe" in " ".join(
+            res.output.split()
+        )
 
 
 def test_locust_prints_master_and_worker_commands_for_each_real_locust_scenario(real_registry):
