@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import secrets
+import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -248,6 +250,17 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
 
 
+#: Signals received during a run (SIGTERM, SIGHUP): the run ends as if interrupted, with what was measured stored.
+_TERMINATED: list[int] = []
+
+
+def _on_termination(signum: int, frame: object) -> None:
+    """Stop every server at once, then end the run the way Ctrl-C does (the measured steps are stored, exit 130)."""
+    _TERMINATED.append(signum)
+    process.stop_all()
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def run_spike(
     plan: RunPlan,
     out_dir: Path,
@@ -261,7 +274,31 @@ def run_spike(
     ``on_step(description, index, total)`` is called as each step starts,
     ``on_advance(fraction)`` as a step progresses (for progress bars), and
     ``echo`` for lines the user should read (failures, scenarios not run).
+    A SIGTERM or SIGHUP during the run stops every server and ends the run as an interrupt (stored, then
+    :class:`RunInterrupted`), even when a scenario's clean-up turned the interrupt into another error.
     """
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        process.install_signal_handlers()  # outside a run (or after it), a signal still stops the servers
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, _on_termination)
+    _TERMINATED.clear()
+    try:
+        return _run_spike(plan, out_dir, on_step=on_step, on_advance=on_advance, echo=echo)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_spike(
+    plan: RunPlan,
+    out_dir: Path,
+    *,
+    on_step: Callable[[str, int, int], None] | None,
+    on_advance: Callable[[float], None] | None,
+    echo: Callable[[str], None],
+) -> RunResult:
     spike = plan.spike
     started = _now()
     t_start = time.perf_counter()
@@ -275,8 +312,6 @@ def run_spike(
     def log(line: str) -> None:
         log_lines.append(line)
 
-    # Servers a scenario starts from worker threads must be stopped too if the harness is terminated (SIGTERM, SIGHUP).
-    process.install_signal_handlers()
     # Hash the code before running it: an edit during a long run must not be credited to this run.
     code_hash = source_hash(spike)
     source = source_state(Path(spike.package_dir), ignore=Path(out_dir))
@@ -334,10 +369,16 @@ def run_spike(
                         break
                     except KeyboardInterrupt:
                         sr.status = "interrupted"
-                        sr.reason = f"interrupted by the user during repeat {r + 1} of {repeats}"
+                        why = f"terminated by signal {_TERMINATED[0]}" if _TERMINATED else "interrupted by the user"
+                        sr.reason = f"{why} during repeat {r + 1} of {repeats}"
                         interrupted = True
                         break
                     except Exception as exc:  # isolate: one broken scenario must not sink the run
+                        if _TERMINATED:  # the signal's interrupt was replaced by an error of the clean-up it caused
+                            sr.status = "interrupted"
+                            sr.reason = f"terminated by signal {_TERMINATED[0]} during repeat {r + 1} of {repeats}"
+                            interrupted = True
+                            break
                         sr.status = "failed"
                         sr.reason = f"{type(exc).__name__}: {exc}"
                         log(f"--- {scen_key}/{opt_key} repeat {r} failed\n{traceback.format_exc()}")

@@ -104,11 +104,16 @@ def _needs(spike: Spike) -> Mapping[str, Sequence[str]]:
     """The components each option needs (``NEEDS`` in the spike's ``decision.py``), or none declared."""
     import importlib
 
-    try:
-        mod = importlib.import_module(f"{type(spike).__module__}.decision")
-    except ImportError:
-        return {}
-    return dict(getattr(mod, "NEEDS", {}))
+    name = type(spike).__module__
+    for package in (name, name.rpartition(".")[0]):  # the class lives in the package, or in a module of it (plugin.py)
+        if not package or package == "__main__":
+            continue
+        try:
+            mod = importlib.import_module(f"{package}.decision")
+        except ImportError:
+            continue
+        return dict(getattr(mod, "NEEDS", {}))
+    return {}
 
 
 def _chosen(d: Decision) -> list[str]:

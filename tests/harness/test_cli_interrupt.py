@@ -43,9 +43,13 @@ def _slow(ctx):
                            ready=LogReady("READY"), log_path=ctx.workdir / "server.log")
     server.start()
     print(f"MEASURING {os.getpid()} {server.pid}", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(0.05)
-        ctx.advance(0.5)
+    try:
+        while True:
+            time.sleep(0.05)
+            ctx.advance(0.5)
+    finally:
+        if os.environ.get("CLEANUP_FAILS"):  # a clean-up that fails once the servers are gone (Spike 6's Redis INFO did)
+            raise ConnectionRefusedError(111, "Connection refused")
 
 class Interruptible(FakeSpike):
     scenarios = (FakeSpike.scenarios[0], Scenario("slow", "Slow", "Measures until stopped.", _slow, options=("a",)))
@@ -73,9 +77,12 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_ctrl_c_during_a_run_exits_130_stores_the_partial_run_and_leaves_no_process(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-cleanup-fails"])
+def test_ctrl_c_during_a_run_exits_130_stores_the_partial_run_and_leaves_no_process(tmp_path, how):
     out = tmp_path / "results"
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    if how == "sigterm-cleanup-fails":
+        env["CLEANUP_FAILS"] = "1"
     argv = [sys.executable, "-c", CHILD, "run", "42", "--quick", "--repeat", "1", "--out", str(out), "--author", "ctrl-c test"]
     stdout_path = tmp_path / "stdout.txt"
     with stdout_path.open("w") as stdout_file:
@@ -110,7 +117,10 @@ def test_ctrl_c_during_a_run_exits_130_stores_the_partial_run_and_leaves_no_proc
         assert server_pid is not None, f"the slow scenario never started: exit {proc.poll()}\n{''.join(seen)}"
         assert not _gone(server_pid)
 
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the foreground group, not the servers' own
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the foreground group, not the servers' own
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # `kill PID`, a CI timeout or a supervisor: the command alone
         proc.wait(timeout=60 * UNIT)
         reader.join(timeout=10 * UNIT)
     finally:
@@ -139,6 +149,8 @@ def test_ctrl_c_during_a_run_exits_130_stores_the_partial_run_and_leaves_no_proc
     status = {(s["scenario"], s["option"]): s["status"] for s in data["scenarios"]}
     assert status[("works", "a")] == status[("works", "b")] == "ok"
     assert status[("slow", "a")] == "interrupted"
+    reason = next(s["reason"] for s in data["scenarios"] if s["scenario"] == "slow")
+    assert reason.startswith("interrupted by the user" if how == "ctrl-c" else f"terminated by signal {int(signal.SIGTERM)}"), reason
 
     # Its document says so, wherever the harness puts documents of runs that do not replace the full one.
     docs = list(out.rglob("spike-42-*.md"))

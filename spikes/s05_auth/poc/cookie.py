@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from spikes.s05_auth.core import COOKIE_NAME, Principal, new_sid, recommended_cookie, weak_cookie
-from spikes.s05_auth.poc.server import PAGE_CONNECT
+from spikes.s05_auth.poc.common import PAGE_CONNECT
 
 __all__ = ["CookieAuth"]
 

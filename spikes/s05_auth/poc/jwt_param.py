@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from spikes.s05_auth.core import SUBPROTOCOL, Principal, new_sid
-from spikes.s05_auth.poc.server import PAGE_CONNECT
+from spikes.s05_auth.poc.common import PAGE_CONNECT
 
 __all__ = ["JwtParamAuth", "subprotocol_token"]
 

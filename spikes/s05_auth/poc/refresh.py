@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from spikes.s05_auth.core import REFRESH_COOKIE_NAME, REFRESH_TTL_S, AuthError, Principal, new_sid, recommended_cookie, weak_cookie
-from spikes.s05_auth.poc.server import PAGE_CONNECT, Conn
+from spikes.s05_auth.poc.common import PAGE_CONNECT, Conn
 
 __all__ = ["RefreshAuth"]
 

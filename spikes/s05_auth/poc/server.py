@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -41,8 +41,9 @@ from spikes.s05_auth.core import (
     allowed_origins,
     origin_allowed,
 )
+from spikes.s05_auth.poc.common import Auth, Conn
 
-__all__ = ["Config", "Conn", "AuthServer", "main"]
+__all__ = ["Config", "Conn", "AuthServer", "main"]  # Conn re-exported from common
 
 USERS = ("alice", "bob")
 
@@ -62,23 +63,16 @@ class Config:
         return allowed_origins(self.port)
 
 
-@dataclass(eq=False)
-class Conn:
-    ws: web.WebSocketResponse
-    principal: Principal
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-
 class AuthServer:
     """The HTTP and WebSocket endpoints around one option's ``Auth``."""
 
-    def __init__(self, cfg: Config, auth_factory: Callable[[AuthServer], Any]):
+    def __init__(self, cfg: Config, auth_factory: Callable[[AuthServer], Auth]):
         self.cfg = cfg
         self.issuer = TokenIssuer(cfg.secret, cfg.ttl_s, weak=cfg.weak)
         self.limiter = FailureLimiter(enabled=not cfg.weak)
         self.replay = ReplayGuard(enabled=not cfg.weak)
         self.conns: set[Conn] = set()
-        self.auth = auth_factory(self)
+        self.auth: Any = auth_factory(self)  # an Auth; renew, on_startup and on_cleanup are looked up as optional
 
     # -- shared checks -----------------------------------------------------------
     def origin_ok(self, request: web.Request) -> bool:
@@ -232,25 +226,8 @@ window.tt = { loginAndConnect };
 </script>
 """
 
-# Shared by the page clients: open the WebSocket and resolve with the welcome (or the refusal).
-PAGE_CONNECT = """
-function open(url, protocols, first) {
-  return new Promise((resolve) => {
-    const ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url);
-    ws.onopen = () => { if (first) ws.send(JSON.stringify(first)); };
-    ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'welcome') resolve({ ok: true, user: m.user }); };
-    ws.onclose = (e) => resolve({ ok: false, code: e.code });
-  });
-}
-const wsBase = `ws://${location.host}/ws`;
-async function post(path, body) {
-  const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}), credentials: 'same-origin' });
-  return { status: r.status, body: await r.json().catch(() => ({})) };
-}
-"""
 
-
-def _auth_factory(option: str) -> Callable[[AuthServer], Any]:
+def _auth_factory(option: str) -> Callable[[AuthServer], Auth]:
     if option == "jwt-param":
         from spikes.s05_auth.poc.jwt_param import JwtParamAuth as cls
     elif option == "cookie":

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from spikes.s05_auth.core import COOKIE_NAME, AuthError, Principal, new_sid, recommended_cookie, weak_cookie
-from spikes.s05_auth.poc.server import PAGE_CONNECT
+from spikes.s05_auth.poc.common import PAGE_CONNECT
 
 __all__ = ["SessionAuth", "REVOKE_CHANNEL"]
 

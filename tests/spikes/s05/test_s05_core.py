@@ -140,3 +140,15 @@ def test_secrets_do_not_print():
 
     s = Secrets()
     assert s.jwt not in repr(s) and len(s.jwt) >= 48 and s.jwt != Secrets().jwt
+
+
+def test_starting_a_poc_server_imports_none_of_the_harness():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, spikes.s05_auth.poc.server as s; print(sorted(m for m in sys.modules if m.split('.')[0] == 'harness'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[3], timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
