@@ -72,6 +72,8 @@ CHROMIUM_ARGS = (
 _PAGE_ARGS = tuple(a for a in CHROMIUM_ARGS if a != "--disable-gpu") + ("--no-default-browser-check",)
 #: Renderers that are software rasterisers: figures from them are not a GPU's.
 _SOFTWARE = re.compile(r"swiftshader|llvmpipe|softpipe|software|swrast|lavapipe", re.IGNORECASE)
+#: Renderer strings an engine reports in place of the real one (WebKit's fixed value).
+_MASKED = frozenset({"Apple GPU"})
 
 
 class BrowserError(Exception):
@@ -119,11 +121,12 @@ ENGINES: dict[str, Engine] = {
 # The programs this module needs, registered with the harness's table so `spike doctor` and the scenarios'
 # `requires` know them (registration, not an edit of machine.py's list).
 for _tool in (
+    machine.ExternalTool("chromium", ("chromium", "chromium-browser", "google-chrome"), ("--version",), "apt-get install -y chromium"),
     machine.ExternalTool("firefox-esr", ENGINES["firefox"].binaries, ("--version",), ENGINES["firefox"].install),
-    machine.ExternalTool("webkitgtk", ENGINES["webkit"].binaries, (), ENGINES["webkit"].install),
-    machine.ExternalTool("xvfb", ("Xvfb",), ("-version",), "apt-get install -y xvfb"),
+    machine.ExternalTool("webkitgtk", ENGINES["webkit"].binaries, (), ENGINES["webkit"].install, lambda path: _version("webkit", path)),
+    machine.ExternalTool("xvfb", ("Xvfb",), (), "apt-get install -y xvfb", lambda path: _dpkg_version("xvfb")),
 ):
-    machine.EXTERNAL_TOOLS.setdefault(_tool.name, _tool)
+    machine.register_tool(_tool)
 
 
 def find_engine(name: str) -> str | None:
@@ -142,16 +145,18 @@ def _require(name: str) -> str:
     return path
 
 
-def _version(name: str, path: str) -> str:
-    if name == "webkit":  # MiniBrowser has no --version: the library's package says it
-        for pkg in ("libwebkit2gtk-4.1-0",):
-            try:
-                out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
+def _dpkg_version(package: str) -> str:
+    """The installed Debian package's version, or "unknown" (not a Debian system, or not installed by apt)."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _version(name: str, path: str) -> str:
+    if name == "webkit":  # MiniBrowser has no --version (it would open a window): the library's package says it
+        return _dpkg_version("libwebkit2gtk-4.1-0")
     try:
         out = subprocess.run([path, *ENGINES[name].version_args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -232,9 +237,19 @@ class PageResult:
     def software_rendering(self) -> bool:
         return software_renderer(self.renderer)
 
+    @property
+    def renderer_masked(self) -> bool:
+        """WebKit reports a fixed "Apple GPU" instead of the real renderer (anti-fingerprinting): the rasteriser is unknown."""
+        return self.renderer in _MASKED
+
     def label(self) -> str:
         """``Firefox ESR 153.0 (WebGL: llvmpipe, software)``: what every figure from this page is tagged with."""
-        gl = "no WebGL" if not self.renderer else f"WebGL: {self.renderer}{', software' if self.software_rendering else ''}"
+        if not self.renderer:
+            gl = "no WebGL"
+        elif self.renderer_masked:
+            gl = f"WebGL renderer not reported: the engine says {self.renderer!r} whatever it runs on"
+        else:
+            gl = f"WebGL: {self.renderer}{', software' if self.software_rendering else ''}"
         return f"{ENGINES[self.engine].title} {self.version} ({gl})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,7 +259,8 @@ class PageResult:
             "user_agent": self.user_agent,
             "renderer": self.renderer,
             "webgl": self.webgl,
-            "software_rendering": self.software_rendering,
+            "software_rendering": None if self.renderer_masked else self.software_rendering,
+            "renderer_masked": self.renderer_masked,
             "flags": self.flags,
         }
 

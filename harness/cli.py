@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 ``compare`` found a regression; 2 a usage error (an
 unknown spike, option, scenario or criterion); 3 a run finished but some steps
-failed (their results are stored and shown); 4 a data or file error (malformed
+failed (their results are stored and shown), or a ``load`` run finished but a
+connection failed or was dropped, messages were lost or errors were counted; 4 a data or file error (malformed
 results, a stored run its spike cannot score or render, unwritable output folder,
 broken plugin), or the harness itself crashed during ``run`` (what was measured
 is stored, the traceback is in the run's ``runs/RUN.log``, and ``SPIKE_DEBUG=1``
@@ -18,13 +19,14 @@ measured so far is stored).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,8 +34,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 from harness import machine
+from harness.load.clients import get_client_class, transports
+from harness.load.schedules import ARRIVALS
+from harness.load.spec import MODES
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
 from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, previous_runs, render_index, render_spike
 from harness.results import ResultsError, RunResult, runs_by_spike, scan_runs
@@ -48,6 +54,9 @@ from harness.runner import (
     source_state,
 )
 from harness.stats import fmt_num
+
+if TYPE_CHECKING:
+    from harness.load.spec import LoadResult
 
 __all__ = [
     "app",
@@ -109,10 +118,15 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _registered() -> dict[int, Spike]:
-    """The registered spikes, with every program the harness describes registered (the browser engines and Xvfb too)."""
-    import harness.browser  # noqa: F401  # registers the browser engines and Xvfb as programs
+def _register_programs() -> None:
+    """Import the harness modules that register programs: the servers (services) and the browser engines with Xvfb."""
+    import harness.browser  # noqa: F401
+    import harness.services  # noqa: F401
 
+
+def _registered() -> dict[int, Spike]:
+    """The registered spikes, with every program the harness describes registered."""
+    _register_programs()
     return discover()
 
 
@@ -668,6 +682,7 @@ def _compare_exit(missing: int, regressions: int, skipped: list[ResultsError]) -
 @user_errors
 def doctor() -> None:
     """Show which external programs and browser engines are present, and which scenarios need the missing ones."""
+    _register_programs()
     spikes = _registered()
     needs: dict[str, list[str]] = {}
     for s in spikes.values():
@@ -708,20 +723,449 @@ def doctor() -> None:
         )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}, add_help_option=False)
+# -- spike load: one load run from the command line (``python -m harness.load`` runs this same command) ------------------
+
+#: The largest payload ``spike load`` accepts: far above any real-time message, and small enough that building it cannot exhaust memory.
+LOAD_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Descriptors a generator process needs besides its connections (interpreter, pipes, event loop, timer).
+_LOAD_OWN_DESCRIPTORS = 64
+#: Transports that speak plain WebSocket, so an http:// URL is a mistake (it belongs to Socket.IO).
+_WS_TRANSPORTS = ("ws", "ws-websockets")
+
+_LOAD_EPILOG = (
+    "URLs: ws://127.0.0.1:PORT/PATH for --transport ws or ws-websockets; http://127.0.0.1:PORT for --transport socketio or "
+    "socketio-raw. Only servers on this machine, unless --allow-remote.\n\n"
+    "Exit status: 0 every connection connected, no message was lost and nothing failed; "
+    "2 a usage error (an unknown option, a bad value, a server not on this machine without --allow-remote; one line names it); "
+    "3 the run finished but a connection did not connect or was dropped, messages were lost, a generator process failed "
+    "or errors were counted (one line says which; the table or JSON is printed too when anything connected); "
+    "4 the load engine itself failed (SPIKE_DEBUG=1 prints the traceback); 130 interrupted by Ctrl-C."
+)
+
+
+def _choice(names: Sequence[str]) -> Callable[[str], str]:
+    """A parser accepting one of ``names`` (read when parsing, so an adapter registered at run time counts)."""
+
+    def parse(text: str) -> str:
+        if text not in names:
+            raise typer.BadParameter(f"{text!r} is not one of {', '.join(names)}")
+        return text
+
+    return parse
+
+
+def _transport(text: str) -> str:
+    return _choice(transports())(text)
+
+
+def _count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """A parser of whole numbers from ``minimum`` (to ``maximum``), the value named in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a whole number") from None
+        if maximum is not None and not minimum <= n <= maximum:
+            raise typer.BadParameter(f"{n}: expected {minimum} to {maximum}")
+        if n < minimum:
+            raise typer.BadParameter(f"{n}: expected {'at least 1' if minimum == 1 else f'{minimum} or more'}")
+        return n
+
+    return parse
+
+
+def _number(*, zero_ok: bool, inf_ok: bool = False) -> Callable[[str], float]:
+    """A parser of a float >= 0 (> 0 unless ``zero_ok``); NaN refused, infinity too unless ``inf_ok``: the value named in the error."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        bound = ">= 0" if zero_ok else "> 0"
+        if inf_ok and (math.isnan(x) or x < 0):
+            raise typer.BadParameter(
+                f"{x:g}: expected messages per second >= 0 (0: idle connections; inf: back to back, with --closed-loop)"
+            )
+        if not inf_ok and not (math.isfinite(x) and (x > 0 or (zero_ok and x == 0))):
+            raise typer.BadParameter(f"{x:g}: expected a finite number of seconds {bound}")
+        return x
+
+    return parse
+
+
+def _load_prog(ctx: typer.Context) -> str:
+    """``spike load`` under ``spike`` (whatever the program is called), else the standalone name (``python -m harness.load``)."""
+    return "spike load" if ctx.parent is not None else ctx.command_path
+
+
+def _load_error(ctx: typer.Context, code: int, message: str) -> typer.Exit:
+    """One line on stderr, ``PROG: error: MESSAGE``, and the exit status to raise."""
+    err.print(f"{escape(_load_prog(ctx))}: [bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _usage_line(ctx: typer.Context, exc: typer.TyperException) -> str:
+    """A usage error as one line: the option and the value first, then what was expected."""
+    prog = _load_prog(ctx)
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None) or []
+    if getattr(param, "name", None) == "url" and "Missing" in exc.format_message():
+        return f"no URL given: {prog} ws://127.0.0.1:PORT/ (WebSocket) or http://127.0.0.1:PORT (Socket.IO); `{prog} --help` lists every option"
+    if isinstance(exc, typer.BadParameter) and opts:
+        return f"{opts[0]} {exc.message}"
+    if "No such option" in exc.format_message():
+        return f"{exc.format_message()}; `{prog} --help` lists every option"
+    return exc.format_message()
+
+
+class _LoadCommand(TyperCommand):
+    """``spike load``: a usage error is one line naming the option (exit 2), not a usage block and a panel."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's own Context class is private
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:  # the usage errors: unknown option, bad value, missing URL
+            raise _load_error(ctx, EXIT_USAGE, _usage_line(ctx, exc)) from None
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    """``0-3,6`` for {0, 1, 2, 3, 6}: the notation ``taskset -c`` and ``--cpus`` use."""
+    xs = sorted(set(cpus))
+    runs: list[str] = []
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        runs.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ",".join(runs)
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``--cpus`` as CPU numbers: ``0,1`` or ``0-3`` ranges; ``ValueError`` naming the flag for anything else.
+
+    A CPU this process may not run on is refused here: the kernel would
+    otherwise fail the generator with a bare EINVAL, or quietly pin to the
+    valid subset of the list.
+    """
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"--cpus {text!r}: expected CPU numbers such as 0,1 or 0-3")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if last < first:
+            raise ValueError(f"--cpus {text!r}: the range {part.strip()} runs backwards")
+        out.extend(range(first, last + 1))
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    unknown = sorted(set(out) - set(allowed))
+    if unknown:
+        where = "this machine has" if allowed == list(range(os.cpu_count() or 0)) else "this process may run on"
+        raise ValueError(f"--cpus {_cpu_list(unknown)}: {where} CPUs {_cpu_list(allowed)}")
+    return tuple(dict.fromkeys(out))
+
+
+def _descriptor_ceiling() -> int:
+    """The most descriptors one generator process can open: the hard RLIMIT_NOFILE (or ``nr_open`` when unlimited)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        return int(hard)
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def _check_load_url(url: str, transport: str, allow_remote: bool) -> None:
+    from urllib.parse import urlsplit
+
+    from harness.load.system import is_loopback_host
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+        raise ValueError(f"URL {url!r}: expected ws://HOST:PORT/PATH (WebSocket) or http://HOST:PORT (Socket.IO)")
+    if not parts.hostname:
+        raise ValueError(f"URL {url!r} names no host; expected e.g. ws://127.0.0.1:8000/")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"URL {url!r}: the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"URL {url!r}: port 0 is not a server's port; use the port the server listens on (1 to 65535)")
+    if transport in _WS_TRANSPORTS and parts.scheme in ("http", "https"):
+        secure = "s" if parts.scheme == "https" else ""
+        raise ValueError(
+            f"URL {url!r} with --transport {transport}: {parts.scheme}:// URLs are for --transport socketio (Socket.IO); "
+            f"a WebSocket server takes ws{secure}://{parts.netloc}{parts.path or '/'}"
+        )
+    if not allow_remote and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"refusing to send load to {parts.hostname}: not this machine (localhost, 127.0.0.0/8, ::1); "
+            "pass --allow-remote to load a server of your own elsewhere"
+        )
+
+
+def _ms(values: dict[str, float | None]) -> str:
+    if not values or values.get("p50") is None:
+        return "-"
+    return "  ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
+
+
+def load_summary_table(result: LoadResult) -> Table:
+    """A rich table summarising a load run."""
+    spec = result.spec
+    t = Table(title=f"load: {spec['transport']} {spec['mode']} {spec['url']}", show_header=True)
+    t.add_column("metric")
+    t.add_column("value")
+    t.add_row("connections", f"{result.connected}/{result.connections} connected, {result.connect_failed} failed, {result.dropped} dropped")
+    if result.failed_connects:
+        t.add_row("failed connects", "; ".join(f"{k} (x{v})" for k, v in result.failed_connects.items()))
+    if result.connect_ms:
+        xs = sorted(result.connect_ms)
+        t.add_row("connect ms", f"p50 {xs[len(xs) // 2]:.2f}  p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.2f}  max {xs[-1]:.2f}")
+    t.add_row(
+        "messages",
+        f"sent {result.sent}, received {result.received} of {result.expected} expected, lost {result.lost}, unsent {result.unsent}",
+    )
+    t.add_row("rate msg/s", f"sent {result.achieved_rate:,.0f}, received {result.received_rate:,.0f} over {result.duration_s:.1f} s")
+    t.add_row("latency ms (from intended send)", _ms(result.latency_ms))
+    t.add_row("service ms (from actual send)", _ms(result.service_ms))
+    t.add_row("send lag ms (generator)", _ms(result.send_lag_ms))
+    t.add_row("bytes", f"out {result.bytes_out:,}, in {result.bytes_in:,}")
+    t.add_row("generator CPU", ", ".join(f"{c:.0%}" for c in result.generator_cpu) or "-")
+    bound = "YES: " + "; ".join(result.client_bound_reasons) if result.client_bound else "no"
+    t.add_row("client bound", f"[bold red]{escape(bound)}[/]" if result.client_bound else bound)
+    if result.errors:
+        t.add_row("errors", escape(f"{result.error_count}: " + "; ".join(result.errors[:5])))
+    return t
+
+
+def load_outcome(result: LoadResult) -> str | None:
+    """One line saying what went wrong in a finished load run (exit 3), or ``None`` when everything worked.
+
+    Connections still connecting when the sending window closed are not
+    counted as failed by the engine, but they did not connect either: a run
+    that measured nothing must never look like a success. Nor must one whose
+    server swallowed messages: the latency of the replies that came says
+    nothing of those that did not.
+    """
+    from urllib.parse import urlsplit
+
+    addr = urlsplit(str(result.spec.get("url", ""))).netloc
+    n = result.connections
+    problems: list[str] = []
+    if result.connected < n:
+        reasons = [
+            (reason if reason.startswith("generator process") else f"{reason} at {addr}") + (f" (x{k})" if k > 1 else "")
+            for reason, k in result.failed_connects.items()
+        ]
+        pending = n - result.connected - result.connect_failed
+        if pending > 0:
+            reasons.append(f"{pending} still connecting when the run ended (a longer --duration or a faster server helps)")
+        process = [e for e in result.errors if e.startswith("generator process")]
+        problems.append(f"{result.connected}/{n} connected: " + "; ".join(reasons + process[:1]))
+    if result.dropped:
+        problems.append(f"{result.dropped} connection(s) dropped by the server")
+    if result.lost:
+        grace = result.spec.get("grace_s")
+        within = f" within --grace {grace:g} s of the last send" if isinstance(grace, int | float) else ""
+        problems.append(f"{result.lost} of {result.expected} expected message(s) lost: no reply or delivery{within}")
+    if result.error_count and not problems:
+        problems.append(f"{result.error_count} error(s): " + "; ".join(result.errors[:3]))
+    return "; ".join(problems) or None
+
+
+@app.command(cls=_LoadCommand, epilog=_LOAD_EPILOG)
 @user_errors
-def load(ctx: typer.Context) -> None:
+def load(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Argument(help="The server: ws://127.0.0.1:PORT/PATH (WebSocket) or http://127.0.0.1:PORT (Socket.IO).", metavar="URL"),
+    ],
+    transport: Annotated[
+        str,
+        typer.Option(
+            "--transport",
+            parser=_transport,
+            metavar="NAME",
+            help=f"Client adapter: {', '.join(transports())} (ws: the lean raw WebSocket client; socketio-raw: Socket.IO on it).",
+        ),
+    ] = "ws",
+    connections: Annotated[
+        int, typer.Option("--connections", "-c", parser=_count(1), metavar="N", help="Connections to open (>= 1).")
+    ] = 10,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate",
+            "-r",
+            parser=_number(zero_ok=True, inf_ok=True),
+            metavar="MSG/S",
+            help="Messages per second per connection (0: idle connections; inf: back to back, with --closed-loop only).",
+        ),
+    ] = 1.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration", "-d", parser=_number(zero_ok=False), metavar="SECONDS", help="Seconds of sending after the last arrival (> 0)."
+        ),
+    ] = 10.0,
+    arrival: Annotated[
+        str,
+        typer.Option(
+            "--arrival",
+            parser=_choice(ARRIVALS),
+            metavar="|".join(ARRIVALS),
+            help="How connections arrive: all at once, evenly over --arrival-s (ramp), or at random within it (burst).",
+        ),
+    ] = "instant",
+    arrival_s: Annotated[
+        float,
+        typer.Option(
+            "--arrival-s", parser=_number(zero_ok=True), metavar="SECONDS", help="Seconds over which connections arrive (ramp, burst)."
+        ),
+    ] = 0.0,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            parser=_choice(MODES),
+            metavar="|".join(MODES),
+            help="echo: each message comes back to its sender; broadcast: to every connection in --room.",
+        ),
+    ] = "echo",
+    room: Annotated[str, typer.Option("--room", help="The room every connection joins in broadcast mode.")] = "load",
+    senders: Annotated[
+        int | None,
+        typer.Option(
+            "--senders",
+            parser=_count(0),
+            metavar="N",
+            help="Only the first N connections send; the others only receive (fan-out). Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    payload: Annotated[
+        int,
+        typer.Option(
+            "--payload",
+            parser=_count(0, LOAD_MAX_PAYLOAD_BYTES),
+            metavar="BYTES",
+            help=f"Payload bytes per message (0 to {LOAD_MAX_PAYLOAD_BYTES}).",
+        ),
+    ] = 64,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", "-p", parser=_count(1), metavar="N", help="Generator processes (>= 1; never more than connections)."),
+    ] = 1,
+    closed_loop: Annotated[bool, typer.Option("--closed-loop", help="Send the next message only after the reply (closed model).")] = False,
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window",
+            parser=_count(1),
+            metavar="N",
+            help="Requests outstanding per connection (needs --closed-loop --rate inf --mode echo): a throughput run, "
+            "its latencies include the wait behind the window.",
+        ),
+    ] = 1,
+    connect_timeout: Annotated[
+        float,
+        typer.Option("--connect-timeout", parser=_number(zero_ok=False), metavar="SECONDS", help="Seconds one connect may take (> 0)."),
+    ] = 10.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            parser=_number(zero_ok=True),
+            metavar="SECONDS",
+            help="Seconds to wait for replies after the last send; a message still unanswered then is lost.",
+        ),
+    ] = 2.0,
+    compression: Annotated[
+        bool, typer.Option("--compression", help="Negotiate permessage-deflate (--transport ws-websockets only).")
+    ] = False,
+    cpus: Annotated[
+        str | None,
+        typer.Option("--cpus", metavar="LIST", help="Pin the generator processes to these CPUs, e.g. 0,1 or 0-3.", show_default=False),
+    ] = None,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a server that is not on this machine.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON instead of a table.")] = False,
+) -> None:
     """Drive any WebSocket or Socket.IO server on this machine and print latency, counts and bytes.
 
-    spike load URL --transport ws|socketio --connections N --rate R --duration D [...]; `spike load --help` lists every option.
+    The load engine the spikes use: sends on a schedule (or closed-loop), times from each intended send, flags a client-bound run.
     """
-    from harness.load.__main__ import main as load_main
+    from harness.load.engine import run_load
+    from harness.load.spec import LoadSpec
 
+    try:  # what no single option can check: combinations, the URL, the machine's limits
+        _check_load_url(url, transport, allow_remote)
+        per_process = math.ceil(connections / min(processes, connections))
+        ceiling = _descriptor_ceiling()
+        if per_process + _LOAD_OWN_DESCRIPTORS > ceiling:
+            raise ValueError(
+                f"--connections {connections}: {per_process} per generator process, but a process may open only {ceiling} "
+                "descriptors here (RLIMIT_NOFILE); spread them with --processes or raise the limit"
+            )
+        if math.isinf(rate) and not closed_loop:
+            raise ValueError(
+                "--rate inf needs --closed-loop (each connection sends its next message when the reply arrives); "
+                "the open model sends on a schedule, which needs a finite rate"
+            )
+        if arrival == "instant" and arrival_s > 0:
+            raise ValueError(f"--arrival-s {arrival_s:g} has no effect with --arrival instant; add --arrival ramp or --arrival burst")
+        if arrival != "instant" and arrival_s == 0:
+            raise ValueError(f"--arrival {arrival} needs --arrival-s > 0, the seconds over which connections arrive")
+        if window > 1 and not (closed_loop and math.isinf(rate) and mode == "echo"):
+            raise ValueError(f"--window {window} needs --closed-loop --rate inf --mode echo (a throughput run)")
+        if compression and not get_client_class(transport).supports_compression:
+            raise ValueError(f"--compression: the {transport} client does not negotiate permessage-deflate; use --transport ws-websockets")
+        spec = LoadSpec(
+            url=url,
+            transport=transport,
+            connections=connections,
+            rate=rate,
+            duration_s=duration,
+            arrival=arrival,
+            arrival_s=arrival_s,
+            mode=mode,
+            room=room,
+            senders=senders,
+            payload_bytes=payload,
+            processes=processes,
+            closed_loop=closed_loop,
+            window=window,
+            connect_timeout_s=connect_timeout,
+            grace_s=grace,
+            compression=compression,
+            cpu_affinity=parse_cpus(cpus) if cpus is not None else None,
+            allow_remote=allow_remote,
+        )
+    except ValueError as exc:
+        raise _load_error(ctx, EXIT_USAGE, str(exc)) from None
     try:
-        code = load_main(ctx.args, prog="spike load")
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    raise typer.Exit(code)
+        result = run_load(spec)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # the engine's own failure, not the server's: exit 4, never a traceback (or exit 1)
+        if os.environ.get("SPIKE_DEBUG", "") not in ("", "0"):
+            err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True)
+        raise _load_error(ctx, EXIT_DATA, f"the load engine failed: {type(exc).__name__}: {exc}") from None
+    problem = load_outcome(result)
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif result.connected or problem is None:  # a table of zeros says less than the one line below
+        Console().print(load_summary_table(result))
+    if problem is not None:
+        raise _load_error(ctx, EXIT_FAILED_STEPS, problem)
 
 
 @app.command("locust")

@@ -12,6 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,19 +109,27 @@ class ExternalTool:
     binaries: tuple[str, ...]
     version_args: tuple[str, ...]
     install: str
+    #: For a program with no version flag (WebKitGTK's MiniBrowser would open a window): how to read its version.
+    version_fn: Callable[[str], str] | None = None
 
 
-EXTERNAL_TOOLS: dict[str, ExternalTool] = {
-    t.name: t
-    for t in (
-        ExternalTool("redis-server", ("redis-server",), ("--version",), "apt-get install -y redis-server"),
-        ExternalTool("postgres", ("postgres", "/usr/lib/postgresql/*/bin/postgres"), ("--version",), "apt-get install -y postgresql"),
-        ExternalTool("node", ("node",), ("--version",), "apt-get install -y nodejs (Node.js 20 or newer)"),
-        ExternalTool("npm", ("npm",), ("--version",), "apt-get install -y npm"),
-        ExternalTool("chromium", ("chromium", "chromium-browser", "google-chrome"), ("--version",), "apt-get install -y chromium"),
-        ExternalTool("nginx", ("nginx", "/usr/sbin/nginx"), ("-v",), "apt-get install -y nginx"),
-    )
-}
+#: Every external program the harness knows, by name. It grows by :func:`register_tool`: the module that uses a program
+#: registers it (``harness.services`` its servers, ``harness.browser`` the engines and Xvfb, a spike its own), so adding
+#: a program never means editing a list here. Node.js and npm are the harness's own (Node clients and builds).
+EXTERNAL_TOOLS: dict[str, ExternalTool] = {}
+
+
+def register_tool(tool: ExternalTool) -> ExternalTool:
+    """Make ``tool`` known to `spike doctor`, the scenarios' ``requires`` and the runner; the same name twice must agree."""
+    known = EXTERNAL_TOOLS.get(tool.name)
+    if known is not None and (known.binaries, known.install) != (tool.binaries, tool.install):
+        raise ValueError(f"program {tool.name!r} is registered twice, differently ({known.binaries} vs {tool.binaries})")
+    EXTERNAL_TOOLS.setdefault(tool.name, tool)
+    return EXTERNAL_TOOLS[tool.name]
+
+
+register_tool(ExternalTool("node", ("node",), ("--version",), "apt-get install -y nodejs (Node.js 20 or newer)"))
+register_tool(ExternalTool("npm", ("npm",), ("--version",), "apt-get install -y npm"))
 
 
 def find_tool(name: str) -> str | None:
@@ -144,6 +153,10 @@ def tool_status(name: str) -> dict[str, Any]:
     path = find_tool(name)
     if path is None:
         return {"name": name, "present": False, "path": None, "version": None, "install": tool.install}
+    if tool.version_fn is not None:
+        return {"name": name, "present": True, "path": path, "version": tool.version_fn(path), "install": tool.install}
+    if not tool.version_args:
+        return {"name": name, "present": True, "path": path, "version": "", "install": tool.install}
     try:
         proc = subprocess.run([path, *tool.version_args], capture_output=True, text=True, timeout=20)
         text = (proc.stdout or proc.stderr).strip().splitlines()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.decide.model import Criterion, Gate
+    from harness.hooks import Observer
     from harness.results import RunResult
 
 __all__ = [
@@ -123,6 +124,17 @@ class ScenarioContext:
     workdir: Path
     log: Callable[[str], None] = print
     advance: Callable[[float], None] = lambda fraction: None
+    #: Set by the runner: sends a fault reported with :meth:`fault` to the run's observers (:mod:`harness.hooks`).
+    on_fault: Callable[[str, str, dict[str, Any]], None] | None = None
+
+    def fault(self, what: str, target: str, **details: Any) -> None:
+        """Report a fault this scenario injected (``ctx.fault("kill", "server", signal="SIGKILL")``) to the run's observers.
+
+        Call it as the fault happens: the event's times are taken then. Outside a run (a context built by hand,
+        with no ``on_fault``) the report goes nowhere.
+        """
+        if self.on_fault is not None:
+            self.on_fault(what, target, details)
 
 
 @dataclass
@@ -246,6 +258,10 @@ class Spike:
 
     def report(self, run: RunResult) -> ReportContent:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def observers(self) -> Sequence[Observer]:
+        """Observers of this spike's runs (:mod:`harness.hooks`), asked for afresh at the start of each run; none by default."""
+        return ()
 
     # -- helpers for the harness -------------------------------------------------
     @property

@@ -24,6 +24,7 @@ from the durations of stored runs, so ``spike run all`` can show an ETA.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import secrets
 import signal
@@ -41,7 +42,7 @@ from typing import Any
 from rich.markup import escape
 
 from harness import budget as budgets
-from harness import complexity, machine, process
+from harness import complexity, hooks, machine, process
 from harness.plugin import Measurement, NotRunnable, ScenarioContext, Spike, source_hash
 from harness.results import MeasurementRecord, ResultsError, RunResult, ScenarioResult, check_facts, check_measurement, save
 
@@ -202,7 +203,13 @@ def source_state(code_dir: Path, ignore: Path | None = None) -> dict[str, Any]:
 
 
 def _missing_tools(requires: Sequence[str]) -> list[str]:
-    return [name for name in requires if machine.find_tool(name) is None]
+    """The required programs not installed here; a name no module registered counts as missing (the CLI refuses it at load)."""
+    return [name for name in requires if name not in machine.EXTERNAL_TOOLS or machine.find_tool(name) is None]
+
+
+def _install_hint(name: str) -> str:
+    tool = machine.EXTERNAL_TOOLS.get(name)
+    return f"{name} is not installed (install: {tool.install})" if tool else f"{name} is a program the harness does not describe"
 
 
 _MetricKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -268,12 +275,14 @@ def run_spike(
     on_step: Callable[[str, int, int], None] | None = None,
     on_advance: Callable[[float], None] | None = None,
     echo: Callable[[str], None] = lambda s: None,
+    observers: Iterable[hooks.Observer] = (),
 ) -> RunResult:
     """Run a plan, store the run under ``out_dir/runs``, and return it.
 
     ``on_step(description, index, total)`` is called as each step starts,
     ``on_advance(fraction)`` as a step progresses (for progress bars), and
     ``echo`` for lines the user should read (failures, scenarios not run).
+    ``observers`` hear this run's events (:mod:`harness.hooks`), with the spike's own and the global ones.
     A SIGTERM or SIGHUP during the run stops every server and ends the run as an interrupt (stored, then
     :class:`RunInterrupted`), even when a scenario's clean-up turned the interrupt into another error.
     """
@@ -285,7 +294,7 @@ def run_spike(
             signal.signal(sig, _on_termination)
     _TERMINATED.clear()
     try:
-        return _run_spike(plan, out_dir, on_step=on_step, on_advance=on_advance, echo=echo)
+        return _run_spike(plan, out_dir, on_step=on_step, on_advance=on_advance, echo=echo, observers=observers)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -298,6 +307,7 @@ def _run_spike(
     on_step: Callable[[str, int, int], None] | None,
     on_advance: Callable[[float], None] | None,
     echo: Callable[[str], None],
+    observers: Iterable[hooks.Observer] = (),
 ) -> RunResult:
     spike = plan.spike
     started = _now()
@@ -311,6 +321,16 @@ def _run_spike(
 
     def log(line: str) -> None:
         log_lines.append(line)
+
+    events = hooks.RunHooks(run_id, spike.key, [*spike.observers(), *observers], log=log)
+    #: The end of a step's last repeat, emitted once the step's output is checked (so it carries the stored status).
+    last_end: hooks.StepEnded | None = None
+
+    def emit_last_end() -> None:
+        nonlocal last_end
+        if last_end is not None and current is not None:
+            end, last_end = last_end, None
+            events.emit(dataclasses.replace(end, status=current.status, reason=current.reason))
 
     # Hash the code before running it: an edit during a long run must not be credited to this run.
     code_hash = source_hash(spike)
@@ -339,8 +359,10 @@ def _run_spike(
                 missing = _missing_tools(scenario.requires)
                 if missing:
                     sr.status = "not_run"
-                    sr.reason = "; ".join(f"{m} is not installed (install: {machine.EXTERNAL_TOOLS[m].install})" for m in missing)
+                    sr.reason = "; ".join(_install_hint(m) for m in missing)
                     echo(f"[yellow]not run[/]: {scenario.title} / {option.title}: {sr.reason}")
+                    events.step_started(scen_key, opt_key, 0)
+                    events.emit(events.ended_event(scen_key, opt_key, 0, sr.status, 0.0, sr.reason))
                     current = None
                     continue
                 records: dict[_MetricKey, MeasurementRecord] = {}
@@ -354,8 +376,16 @@ def _run_spike(
                             on_advance((_r + max(0.0, min(1.0, fraction))) / _n)
 
                     ctx = ScenarioContext(
-                        option=option, params=dict(params), repeat=r, quick=plan.quick, workdir=workdir, log=log, advance=advance
+                        option=option,
+                        params=dict(params),
+                        repeat=r,
+                        quick=plan.quick,
+                        workdir=workdir,
+                        log=log,
+                        advance=advance,
+                        on_fault=events.on_fault(scen_key, opt_key, r),
                     )
+                    events.step_started(scen_key, opt_key, r)
                     t0 = time.perf_counter()
                     try:
                         out = scenario.run(ctx)
@@ -388,6 +418,10 @@ def _run_spike(
                         dt = time.perf_counter() - t0
                         measured_s += dt
                         sr.durations_s.append(round(dt, 6))
+                        last_end = events.ended_event(scen_key, opt_key, r, sr.status, dt, sr.reason)
+                        if sr.status == "ok" and r < repeats - 1:
+                            events.emit(last_end)
+                            last_end = None
                     advance(1.0)
                 sr.measurements = list(records.values())
                 problems = _check_output(sr)
@@ -399,6 +433,7 @@ def _run_spike(
                         sr.reason = f"{sr.reason}; also {why}"
                     log(f"--- {scen_key}/{opt_key}: {why}")
                     echo(f"[red]failed[/]: {scenario.title} / {option.title}: {escape(why)}")
+                emit_last_end()
                 current = None
                 if interrupted:
                     break
@@ -407,6 +442,7 @@ def _run_spike(
         if current is not None and current.status == "ok":
             current.status = "interrupted"
             current.reason = "interrupted by the user"
+        emit_last_end()
     except Exception as exc:  # the harness itself broke: store what was measured, then let the error through
         interrupted = True
         crash = exc
@@ -414,6 +450,7 @@ def _run_spike(
         if current is not None and current.status == "ok":
             current.status = "interrupted"
             current.reason = f"the run stopped on an error in the harness: {type(exc).__name__}: {exc}"
+        emit_last_end()
 
     finished = _now()
     duration = time.perf_counter() - t_start

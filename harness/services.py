@@ -63,6 +63,17 @@ class ServiceError(Exception):
     """A service is installed but could not be set up (initdb failed, a query failed)."""
 
 
+#: The programs the services run, registered with the harness's table (see ``machine.register_tool``); a new service
+#: registers its own program beside its class.
+REDIS_SERVER = machine.register_tool(
+    machine.ExternalTool("redis-server", ("redis-server",), ("--version",), "apt-get install -y redis-server")
+)
+POSTGRES = machine.register_tool(
+    machine.ExternalTool("postgres", ("postgres", "/usr/lib/postgresql/*/bin/postgres"), ("--version",), "apt-get install -y postgresql")
+)
+NGINX = machine.register_tool(machine.ExternalTool("nginx", ("nginx", "/usr/sbin/nginx"), ("-v",), "apt-get install -y nginx"))
+
+
 def _require(tool: str) -> str:
     """The path of an external tool, or ServiceUnavailable with its install command."""
     path = machine.find_tool(tool)  # looked up through the module, so tests can patch it

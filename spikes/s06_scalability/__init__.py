@@ -19,6 +19,7 @@ from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spik
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
+from spikes.s06_scalability import locust_users as _lu
 from spikes.s06_scalability import scenarios as _sc
 from spikes.s06_scalability.decision import CRITERIA, GATES
 
@@ -296,38 +297,8 @@ class ScalabilitySpike(Spike):
 
     # -- Locust ---------------------------------------------------------------------------------
     def locust_plan(self, scenario: str, quick: bool = False, transport: str = "ws") -> LocustPlan:
-        """A load scenario as Locust users (``spike locust 6 --scenario KEY``)."""
-        if scenario not in LOAD_SCENARIOS:
-            raise ValueError(f"scenario {scenario!r} has no Locust form; choose one of {', '.join(LOAD_SCENARIOS)}")
-        p = self.scenario(scenario).resolved_params(quick)
-        n = p["connections"]
-        if scenario == "many-idle":
-            return LocustPlan(
-                scenario, n, n / p["ramp_s"], p["ramp_s"] + p["hold_s"], p["rate_per_min"] / 60, "echo", transport, p["payload_bytes"]
-            )
-        if scenario == "few-busy":
-            return LocustPlan(
-                scenario,
-                n,
-                float(n),
-                1 + p["duration_s"],
-                p["rate"],
-                "broadcast",
-                transport,
-                p["payload_bytes"],
-                note="Each user starts sending once it has joined the room (the harness's engine starts all together).",
-            )
-        return LocustPlan(
-            scenario,
-            n,
-            n / p["burst_s"],
-            p["burst_s"] + p["hold_s"],
-            p["rate"],
-            "echo",
-            transport,
-            p["payload_bytes"],
-            note="Locust spawns users at a constant rate; the harness's burst arrivals are random (Poisson) within the window.",
-        )
+        """A load scenario as Locust users (``spike locust 6 --scenario KEY``); Spike 6's own parameters are in ``locust_users``."""
+        return _lu.locust_plan(scenario, lambda key: self.scenario(key).resolved_params(quick), transport)
 
     # -- measured inputs ------------------------------------------------------------------------
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import harness.services  # noqa: F401  # registers nginx, which a fake scenario requires
 from harness.decide import Criterion, Metric, Part, Utility
 from harness.plugin import (
     Chart,

@@ -28,15 +28,20 @@ def need(engine: str) -> None:
         pytest.skip(f"{engine} is not installed here")
 
 
-def _no_browser_left(before: set[int]) -> bool:
-    names = ("chromium", "chrome", "firefox", "MiniBrowser", "WebKitWebProcess", "Xvfb")
-    now = {p.pid for p in psutil.process_iter(["name"]) if any(n.lower() in (p.info["name"] or "").lower() for n in names)}
-    return not (now - before)
+_NAMES = ("chromium", "chrome", "firefox", "MiniBrowser", "WebKitWebProcess", "WebKitNetworkProcess", "Xvfb")
 
 
 def _browsers() -> set[int]:
-    names = ("chromium", "chrome", "firefox", "MiniBrowser", "WebKitWebProcess", "Xvfb")
-    return {p.pid for p in psutil.process_iter(["name"]) if any(n.lower() in (p.info["name"] or "").lower() for n in names)}
+    """Live browser (and Xvfb) processes; zombies are gone (PID 1 in a container may reap them late)."""
+    out = set()
+    for p in psutil.process_iter(["name", "status"]):
+        if any(n.lower() in (p.info["name"] or "").lower() for n in _NAMES) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.add(p.pid)
+    return out
+
+
+def _no_browser_left(before: set[int]) -> bool:
+    return not (_browsers() - before)
 
 
 @pytest.mark.slow
@@ -48,6 +53,8 @@ def test_each_engine_runs_the_page_and_posts_its_result_back(engine, tmp_path):
     assert res.data == {"sum": 6, "text": "ok"}
     assert res.engine == engine and res.version[:1].isdigit() and res.user_agent
     assert res.label().startswith(browser.ENGINES[engine].title)
+    if engine == "chromium":  # headless Chromium's WebGL is SwiftShader here: it must say software
+        assert res.renderer and res.software_rendering and "software" in res.label()
     assert json.loads(json.dumps(res.to_dict()))["engine"] == engine
     assert _no_browser_left(before)  # the browser (and its Xvfb) stopped with the page
 
@@ -101,6 +108,11 @@ def test_software_rasterisers_are_named(renderer, software):
     assert software_renderer(renderer) is software
     label = PageResult("chromium", "156.0", {}, renderer=renderer).label()
     assert ("software" in label) is software
+
+
+def test_a_masked_renderer_is_said_to_be_unknown_not_a_gpu():
+    res = PageResult("webkit", "2.50.6", {}, renderer="Apple GPU")
+    assert res.renderer_masked and "not reported" in res.label() and res.to_dict()["software_rendering"] is None
 
 
 def test_the_browsers_are_registered_as_programs_for_doctor():

@@ -151,6 +151,27 @@ def test_load_drives_a_real_server_and_prints_the_table(capfd):
     assert out["connected"] == 3 and out["sent"] == out["received"] > 0 and out["lost"] == 0
 
 
+def test_load_an_unknown_option_is_one_line_exit_2():
+    res = invoke("load", "ws://127.0.0.1:9/", "--conections", "3")
+    assert_one_line_error(res, 2, "No such option: --conections", "`spike load --help` lists every option")
+    assert res.output.startswith("spike load: error: ") and "Usage" not in res.output
+
+
+@pytest.mark.slow  # starts a real server
+def test_load_messages_a_stalled_server_never_answers_are_lost_exit_3(capfd):
+    from tests.harness.load.servers import reference_server
+    from tests.utils import UNIT
+
+    # The server blocks for longer than the run plus its grace at the 5th message: the rest are never answered.
+    with reference_server("ws", "--stall-after", "5", "--stall-ms", str(int(3000 * UNIT))) as (port, _):
+        res = invoke("load", f"ws://127.0.0.1:{port}/", "-c", "1", "-r", "20", "-d", str(0.5 * UNIT), "--grace", "0", "--json")
+    assert res.exit_code == 3, res.output
+    printed = capfd.readouterr().out or res.output
+    out = json.loads(printed[printed.index("{") : printed.rindex("}") + 1])  # the JSON, whichever line came first
+    assert out["lost"] > 0
+    assert f"spike load: error: {out['lost']} of {out['expected']} expected message(s) lost" in res.output
+
+
 # -- bad inputs answer in one line; doctor and locust against the real registry -------------------------
 
 

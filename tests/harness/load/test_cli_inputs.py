@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import cli
-from harness.load.__main__ import EXIT_FAILED, EXIT_USAGE, build_parser, check_args, outcome, spec_from_args
-from harness.load.spec import LoadResult
+from harness.cli import EXIT_DATA, EXIT_FAILED_STEPS, EXIT_USAGE
+from harness.cli import load_outcome as outcome
+from harness.load import engine
+from harness.load.spec import LoadResult, LoadSpec
 from tests.utils import UNIT
 
 runner = CliRunner()
@@ -57,17 +59,21 @@ def _closed_port() -> int:
         (["--rate", "inf"], ["--rate inf needs --closed-loop"]),
         (["--rate", "fast"], ["'fast' is not a number"]),
         (["--connections", "0"], ["--connections 0: expected at least 1"]),
+        (["-c", "two"], ["--connections 'two' is not a whole number"]),
+        (["--bogus"], ["No such option: --bogus", "`spike load --help` lists every option"]),
+        (["--json", "extra-argument"], ["unexpected extra argument"]),
+        (["--room"], ["--room", "requires an argument"]),
         (["--connections", "-3"], ["--connections -3: expected at least 1"]),
         (["--connections", "100000000"], ["--connections 100000000:", "RLIMIT_NOFILE", "--processes"]),
         (["--processes", "0"], ["--processes 0: expected at least 1"]),
-        (["--arrival", "trickle"], ["--arrival", "invalid choice: 'trickle'", "ramp"]),
+        (["--arrival", "trickle"], ["--arrival 'trickle' is not one of instant, ramp, burst"]),
         (["--arrival", "ramp"], ["--arrival ramp needs --arrival-s > 0"]),
         (["--arrival-s", "5"], ["--arrival-s 5 has no effect with --arrival instant"]),
         (["--arrival", "burst", "--arrival-s", "nan"], ["--arrival-s nan: expected a finite number of seconds >= 0"]),
         (["--grace", "inf"], ["--grace inf: expected a finite number of seconds >= 0"]),
         (["--connect-timeout", "0"], ["--connect-timeout 0: expected a finite number of seconds > 0"]),
-        (["--transport", "foo"], ["--transport", "invalid choice: 'foo'", "socketio"]),
-        (["--mode", "gossip"], ["--mode", "invalid choice: 'gossip'"]),
+        (["--transport", "foo"], ["--transport 'foo' is not one of", "socketio-raw", "ws-websockets"]),
+        (["--mode", "gossip"], ["--mode 'gossip' is not one of echo, broadcast"]),
         (["--senders", "-1"], ["--senders -1: expected 0 or more"]),
         (["--payload", "-1"], ["--payload -1: expected 0 to"]),
         (["--payload", str(10**12)], [f"--payload {10**12}: expected 0 to"]),
@@ -117,35 +123,138 @@ def test_no_url_says_what_a_url_looks_like():
     assert_one_line_error(load(), EXIT_USAGE, "no URL given", "ws://127.0.0.1:PORT/", "http://127.0.0.1:PORT", "spike load --help")
 
 
-def test_help_documents_the_exit_statuses():
+#: Every option ``spike load`` has, as ``--help`` must list it.
+OPTIONS = (
+    "--transport", "--connections", "--rate", "--duration", "--arrival", "--arrival-s", "--mode", "--room", "--senders", "--payload",
+    "--processes", "--closed-loop", "--window", "--connect-timeout", "--grace", "--compression", "--cpus", "--allow-remote", "--json",
+)  # fmt: skip
+
+
+def test_help_lists_every_option_with_its_help_and_the_exit_statuses():
     res = load("--help")
-    assert res.exit_code == 0
-    assert "exit status:" in res.output
-    for code in ("0 ", "2 ", "3 ", "130"):
-        assert f"  {code}" in res.output
-    assert "http://127.0.0.1:PORT" in res.output and "--transport socketio" in res.output
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.replace("│", " ").split())  # the help as one line, whatever the terminal width
+    for option in OPTIONS:
+        assert f" {option} " in text, option
+    for words in ("Connections to open", "Messages per second per connection", "Seconds of sending after the last arrival",
+                  "Payload bytes per message", "Pin the generator processes", "Allow a server that is not on this machine",
+                  "instant|ramp|burst", "echo|broadcast", "socketio-raw"):  # fmt: skip
+        assert words in text, words
+    assert "argparse" not in text and "usage:" not in text
+    assert "Exit status: 0 " in text and "http://127.0.0.1:PORT" in text and "--transport socketio" in text
+    for code in (
+        "; 2 a usage error",
+        "; 3 the run finished",
+        "messages were lost",
+        "; 4 the load engine itself failed",
+        "; 130 interrupted",
+    ):
+        assert code in text, code
+
+
+def test_python_m_harness_load_is_the_same_command():
+    import subprocess
+    import sys
+
+    from tests.harness.load.servers import ROOT
+
+    res = subprocess.run([sys.executable, "-m", "harness.load", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60 * UNIT)
+    assert res.returncode == 0, res.stderr
+    assert "python -m harness.load" in res.stdout and all(option in res.stdout for option in OPTIONS)
+    bad = subprocess.run(
+        [sys.executable, "-m", "harness.load", URL, "--bogus"], capture_output=True, text=True, cwd=ROOT, timeout=60 * UNIT
+    )
+    assert bad.returncode == EXIT_USAGE and bad.stdout == ""
+    (line,) = bad.stderr.strip().splitlines()
+    assert line.startswith("python -m harness.load: error: No such option: --bogus")
+    assert line.endswith("; `python -m harness.load --help` lists every option")
 
 
 def test_a_closed_port_is_a_failed_run_not_a_success():
     port = _closed_port()
     res = load(f"ws://127.0.0.1:{port}/", "-c", "1", "--duration", str(1 * UNIT), "--grace", "0", "--connect-timeout", str(5 * UNIT))
-    assert res.exit_code == EXIT_FAILED, res.output
+    assert res.exit_code == EXIT_FAILED_STEPS, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
     assert res.output.strip() == f"spike load: error: 0/1 connected: connection refused at 127.0.0.1:{port}"
 
 
-def test_infinite_rate_is_a_closed_loop_throughput_run():
-    args = build_parser().parse_args([URL, "--rate", "inf", "--closed-loop", "--window", "8"])
-    check_args(args)
-    spec = spec_from_args(args)
+@pytest.fixture
+def specs(monkeypatch) -> list[LoadSpec]:
+    """The specs ``spike load`` hands the engine, which answers with a run where everything worked."""
+    seen: list[LoadSpec] = []
+
+    def fake_run_load(spec: LoadSpec) -> LoadResult:
+        seen.append(spec)
+        return LoadResult(spec=spec.to_dict(), connections=spec.connections, connected=spec.connections)
+
+    monkeypatch.setattr(engine, "run_load", fake_run_load)
+    return seen
+
+
+def test_the_engine_gets_typed_values(specs):
+    res = load(URL, "-c", "3", "-r", "2.5", "-d", "4", "--arrival", "ramp", "--arrival-s", "1", "--mode", "broadcast", "--room", "r")
+    assert res.exit_code == 0, res.output
+    assert specs == [
+        LoadSpec(url=URL, connections=3, rate=2.5, duration_s=4.0, arrival="ramp", arrival_s=1.0, mode="broadcast", room="r", processes=1)
+    ]
+
+
+def test_defaults_are_declared_once(specs):
+    assert load(URL, "--json").exit_code == 0
+    (spec,) = specs
+    assert (spec.transport, spec.connections, spec.rate, spec.duration_s, spec.payload_bytes, spec.window) == ("ws", 10, 1.0, 10.0, 64, 1)
+    assert (spec.arrival, spec.mode, spec.room, spec.senders, spec.grace_s, spec.connect_timeout_s) == (
+        "instant",
+        "echo",
+        "load",
+        None,
+        2.0,
+        10.0,
+    )
+    assert not (spec.closed_loop or spec.compression or spec.allow_remote) and spec.cpu_affinity is None
+
+
+def test_infinite_rate_is_a_closed_loop_throughput_run(specs):
+    assert load(URL, "--rate", "inf", "--closed-loop", "--window", "8").exit_code == 0
+    (spec,) = specs
     assert math.isinf(spec.rate) and spec.closed_loop and spec.window == 8
 
 
-def test_cpus_take_lists_and_ranges():
+def test_cpus_take_lists_and_ranges(specs):
     allowed = sorted(os.sched_getaffinity(0))
-    args = build_parser().parse_args([URL, "--cpus", f"{allowed[0]}-{allowed[-1]},{allowed[0]}"])
-    check_args(args)
-    assert set(spec_from_args(args).cpu_affinity or ()) == set(range(allowed[0], allowed[-1] + 1))
+    assert load(URL, "--cpus", f"{allowed[0]}-{allowed[-1]},{allowed[0]}").exit_code == 0
+    assert set(specs[0].cpu_affinity or ()) == set(range(allowed[0], allowed[-1] + 1))
+
+
+def test_lost_messages_are_a_failed_run_exit_3_never_1(monkeypatch):
+    def lossy(spec: LoadSpec) -> LoadResult:
+        return LoadResult(spec=spec.to_dict(), connections=2, connected=2, sent=10, received=7, expected=10, lost=3)
+
+    monkeypatch.setattr(engine, "run_load", lossy)
+    res = load(URL, "-c", "2", "--grace", "0.5")
+    assert res.exit_code == EXIT_FAILED_STEPS, res.output
+    assert "latency ms" in res.output  # the table is still printed
+    assert res.output.strip().splitlines()[-1] == (
+        "spike load: error: 3 of 10 expected message(s) lost: no reply or delivery within --grace 0.5 s of the last send"
+    )
+
+
+def test_a_failure_of_the_engine_itself_is_exit_4_in_one_line(monkeypatch):
+    def broken(spec: LoadSpec) -> LoadResult:
+        raise RuntimeError("generator pipe closed")
+
+    monkeypatch.setattr(engine, "run_load", broken)
+    monkeypatch.delenv("SPIKE_DEBUG", raising=False)
+    assert_one_line_error(load(URL), EXIT_DATA, "the load engine failed: RuntimeError: generator pipe closed")
+
+
+def test_ctrl_c_is_exit_130(monkeypatch):
+    def interrupted(spec: LoadSpec) -> LoadResult:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_load", interrupted)
+    res = load(URL)
+    assert res.exit_code == 130 and "interrupted" in res.output and "Traceback" not in res.output
 
 
 def _result(**kw) -> LoadResult:
@@ -176,6 +285,9 @@ def test_outcome_names_what_failed_in_a_finished_run():
     )
     assert line == f"0/3 connected: generator process failed (x3); {process}"
     assert outcome(_result(dropped=1, error_count=1, errors=["closed by the server (x1)"])) == "1 connection(s) dropped by the server"
+    assert outcome(_result(expected=40, lost=4, spec={"url": "ws://127.0.0.1:4000/", "grace_s": 2.0})) == (
+        "4 of 40 expected message(s) lost: no reply or delivery within --grace 2 s of the last send"
+    )
     assert (
         outcome(_result(error_count=2, errors=["join: no 'joined' reply in 10 s (x2)"]))
         == "2 error(s): join: no 'joined' reply in 10 s (x2)"

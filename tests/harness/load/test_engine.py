@@ -12,9 +12,10 @@ import time
 import psutil
 import pytest
 import uvloop
+from typer.testing import CliRunner
 
+from harness import cli
 from harness.load import LoadSpec, hold_idle, register, run_load
-from harness.load.__main__ import main as cli_main
 from harness.load.clients.ws_raw import EchoTemplate, RawWebSocketClient
 from harness.load.protocol import echo_message, encode_ws, make_payload
 from tests.harness.load.servers import reference_server
@@ -171,16 +172,18 @@ def test_hold_idle_refuses_other_machines():
         uvloop.run(hold_idle("ws://192.0.2.1:80/", "ws", 1))
 
 
-def test_command_line_prints_a_summary_or_json(capsys):
+def test_command_line_prints_a_summary_or_json(capfd):
+    runner = CliRunner()
     with reference_server("ws") as (port, _):
-        assert cli_main([f"ws://127.0.0.1:{port}/", "--connections", "2", "--rate", "10", "--duration", "0.3", "--json"]) == 0
-        data = json.loads(capsys.readouterr().out)
+        url = f"ws://127.0.0.1:{port}/"
+        res = runner.invoke(cli.app, ["load", url, "--connections", "2", "--rate", "10", "--duration", "0.3", "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(capfd.readouterr().out or res.output)
         assert data["sent"] == data["received"] > 0
-        assert cli_main([f"ws://127.0.0.1:{port}/", "-c", "1", "-r", "5", "-d", "0.2"]) == 0
-        assert "latency ms" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exc:
-        cli_main(["ws://192.0.2.1:80/"])
-    assert exc.value.code == 2
+        res = runner.invoke(cli.app, ["load", url, "-c", "1", "-r", "5", "-d", "0.2"])
+        assert res.exit_code == 0, res.output
+        assert "latency ms" in capfd.readouterr().out + res.output
+    assert runner.invoke(cli.app, ["load", "ws://192.0.2.1:80/"]).exit_code == 2
 
 
 class TaggingClient(RawWebSocketClient):

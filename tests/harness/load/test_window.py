@@ -110,11 +110,17 @@ def test_a_window_on_adapters_without_a_pipeline_keeps_that_many_in_flight(serve
     assert r.sent >= 2 * 4 and r.sent == r.received and r.lost == 0 and r.unexpected == 0
 
 
-def test_the_command_line_takes_a_window():
-    from harness.load.__main__ import build_parser, spec_from_args
+def test_the_command_line_takes_a_window(monkeypatch):
+    from typer.testing import CliRunner
 
-    args = build_parser().parse_args([URL, "--closed-loop", "--rate", "inf", "--window", "16"])
-    assert spec_from_args(args).window == 16
-    assert spec_from_args(build_parser().parse_args([URL])).window == 1
-    with pytest.raises(ValueError, match="window"):
-        spec_from_args(build_parser().parse_args([URL, "--window", "4"]))  # open model: no window
+    from harness import cli
+    from harness.load import engine
+
+    specs: list[LoadSpec] = []
+    monkeypatch.setattr(engine, "run_load", lambda spec: specs.append(spec) or LoadResult(spec=spec.to_dict(), connections=1, connected=1))
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["load", URL, "-c", "1", "--closed-loop", "--rate", "inf", "--window", "16"]).exit_code == 0
+    assert runner.invoke(cli.app, ["load", URL, "-c", "1"]).exit_code == 0
+    assert [s.window for s in specs] == [16, 1]
+    res = runner.invoke(cli.app, ["load", URL, "--window", "4"])  # open model: no window
+    assert res.exit_code == 2 and "--window 4 needs --closed-loop --rate inf --mode echo" in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -79,9 +80,23 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
 
 def test_locust_plans_follow_the_scenarios():
     plan = spike.locust_plan("burst")
-    assert (plan.users, plan.spawn_rate, plan.run_time_s, plan.rate, plan.mode) == (500, 50, 25, 1.0, "echo")
+    assert (plan.users, plan.spawn_rate, plan.run_time_s, plan.messages.rate, plan.messages.send["op"]) == (500, 50, 25, 1.0, "echo")
     busy = spike.locust_plan("few-busy", transport="socketio")
-    assert (busy.users, busy.rate, busy.mode, busy.transport) == (50, 100.0, "broadcast", "socketio")
-    assert spike.locust_plan("many-idle").rate == pytest.approx(1 / 60)
+    assert (busy.users, busy.messages.rate, busy.messages.send["op"], busy.messages.transport) == (50, 100.0, "broadcast", "socketio")
+    assert spike.locust_plan("many-idle").messages.rate == pytest.approx(1 / 60)
     with pytest.raises(ValueError):
         spike.locust_plan("generator-idle")
+
+
+def test_locust_room_is_spike_6s_own_parameter():
+    """The room is Spike 6's parameter: declared in its package, handed to the users through --spike-params, filling $room."""
+    from harness.load.locust import master_command
+    from spikes.s06_scalability import locust_users
+
+    busy = spike.locust_plan("few-busy")
+    assert busy.params == locust_users.SPIKE_PARAMS == {"room": "table-1"}
+    assert busy.messages.setup == (({"op": "join", "room": "$room"}, "joined"),)
+    assert busy.messages.send == {"op": "broadcast", "room": "$room"} and busy.messages.reply_ops == ("broadcast",)
+    m = master_command(busy, "ws://10.0.0.5:8000")
+    assert json.loads(m[m.index("--spike-params") + 1]) == {"room": "table-1"}
+    assert not any(a.startswith("--s06") for a in m)
