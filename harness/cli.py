@@ -134,11 +134,12 @@ def _spikes() -> dict[int, Spike]:
     """The registered spikes; a scenario requiring a program nobody described is a load error naming the spike."""
     spikes = _registered()
     for s in spikes.values():
-        for sc in s.scenarios:
-            unknown = [r for r in sc.requires if r not in machine.EXTERNAL_TOOLS]
+        declared = [(f"scenario {sc.key!r}", sc.requires) for sc in s.scenarios] + [(f"option {o.key!r}", o.requires) for o in s.options]
+        for where, requires in declared:
+            unknown = [r for r in requires if r not in machine.EXTERNAL_TOOLS]
             if unknown:
                 raise SpikeLoadError(
-                    f"spike {s.number} ({s.slug}), scenario {sc.key!r}: requires {', '.join(map(repr, unknown))}, a program the harness "
+                    f"spike {s.number} ({s.slug}), {where}: requires {', '.join(map(repr, unknown))}, a program the harness "
                     f"does not describe (known: {', '.join(sorted(machine.EXTERNAL_TOOLS))}); register it with "
                     "harness.machine.EXTERNAL_TOOLS before the spike is loaded"
                 )
@@ -689,6 +690,12 @@ def doctor() -> None:
         for sc in s.scenarios:
             for r in sc.requires:
                 needs.setdefault(r, []).append(f"{s.number}/{sc.key}")
+            for o in s.options:
+                if sc.options and o.key not in sc.options:
+                    continue
+                for r in o.requires:
+                    if r not in sc.requires:
+                        needs.setdefault(r, []).append(f"{s.number}/{sc.key} ({o.key})")
     table = Table(title="External programs")
     for col in ("Program", "Present", "Version", "Path", "Scenarios needing it", "Install"):
         table.add_column(col, no_wrap=col in ("Program", "Present"), overflow="fold")

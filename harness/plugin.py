@@ -71,6 +71,9 @@ class Option:
     spike package: they are linked from the document and counted (lines of
     code) for the complexity criterion. ``dependencies`` are the third-party
     distributions the POC needs at run time, counted the same way.
+    ``requires`` names the external programs this option needs in every
+    scenario (Redis for a scaled-out option), as ``Scenario.requires`` does
+    for a scenario: missing, the step is "not run" with the install command.
     """
 
     key: str
@@ -78,6 +81,7 @@ class Option:
     description: str = ""
     code_paths: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -356,7 +356,7 @@ def _run_spike(
                 results.append(sr)
                 if on_step:
                     on_step(f"{scenario.title} · {option.title}", index, len(steps))
-                missing = _missing_tools(scenario.requires)
+                missing = _missing_tools((*scenario.requires, *option.requires))
                 if missing:
                     sr.status = "not_run"
                     sr.reason = "; ".join(_install_hint(m) for m in missing)

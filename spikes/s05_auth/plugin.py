@@ -64,6 +64,7 @@ OPTIONS = (
         "SameSite=None without HttpOnly, no Origin check, no rate limit",
         (*_SHARED, "poc/sessions.py"),
         ("aiohttp", "redis"),
+        requires=("redis-server",),
     ),
 )
 

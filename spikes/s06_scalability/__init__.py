@@ -53,6 +53,7 @@ OPTIONS = (
         "upgrades); a Redis channel per room carries each broadcast to the processes with members in it",
         _SERVER_NATIVE,
         ("websockets", "asyncpg", "redis", "redis-server", "nginx"),
+        requires=("redis-server", "nginx"),
     ),
     Option(
         "socketio",
@@ -69,6 +70,7 @@ OPTIONS = (
         "AsyncRedisManager (every emit published on one Redis channel); websocket transport only, so no sticky sessions",
         _SERVER_SIO,
         ("python-socketio", "aiohttp", "asyncpg", "redis", "redis-server", "nginx"),
+        requires=("redis-server", "nginx"),
     ),
 )
 
@@ -91,6 +93,7 @@ SCENARIOS = (
         _sc.run_many_idle,
         _sc.MANY_IDLE,
         _sc.MANY_IDLE_QUICK,
+        requires=("postgres",),
         max_repeats=1,
     ),
     Scenario(
@@ -104,6 +107,7 @@ SCENARIOS = (
         _sc.run_few_busy,
         _sc.FEW_BUSY,
         _sc.FEW_BUSY_QUICK,
+        requires=("postgres",),
     ),
     Scenario(
         "burst",
@@ -114,6 +118,7 @@ SCENARIOS = (
         _sc.run_burst,
         _sc.BURST,
         _sc.BURST_QUICK,
+        requires=("postgres",),
     ),
     Scenario(
         "generator-idle",

@@ -291,3 +291,29 @@ def test_source_state_lists_uncommitted_paths_but_not_the_results_folder(tmp_pat
     assert committed_results_tree(repo / "results" / "quick") is None  # nothing tracked there
     assert committed_results_tree(tmp_path / "elsewhere") is None
     assert source_state(tmp_path / "elsewhere") == {"commit": None, "dirty": False, "dirty_paths": []}
+
+
+def test_an_option_that_needs_a_missing_program_is_not_run_alone(tmp_path):
+    import dataclasses
+
+    from tests.harness.fakes import FakeSpike
+
+    class OptionNeedsNginx(FakeSpike):
+        options = (FakeSpike.options[0], dataclasses.replace(FakeSpike.options[1], requires=("nginx",)))
+
+    run = run_spike(RunPlan(OptionNeedsNginx(), scenarios=["works"], repeat=1), tmp_path)
+    assert run.result("works", "a").status == "ok"
+    assert run.result("works", "b").status == "not_run" and "apt-get install -y nginx" in run.result("works", "b").reason
+
+
+def test_a_program_nobody_registered_is_missing_with_a_reason_not_a_crash(tmp_path):
+    import dataclasses
+
+    from tests.harness.fakes import FakeSpike
+
+    class NeedsWarp(FakeSpike):
+        scenarios = (dataclasses.replace(FakeSpike.scenarios[0], requires=("warp-drive",)),)
+
+    run = run_spike(RunPlan(NeedsWarp(), scenarios=["works"], repeat=1), tmp_path)
+    assert run.result("works", "a").status == "not_run"
+    assert run.result("works", "a").reason == "warp-drive is a program the harness does not describe"
