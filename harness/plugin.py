@@ -356,10 +356,33 @@ _SKIPPED_DIR_SUFFIXES = (".egg-info",)
 _HARNESS_NOT_HASHED = frozenset({"report", "decide", "cli.py", "compare.py", "budget.py", "budgets.toml"})
 
 
-#: Parts of the harness that count in a spike's source hash only when the spike uses them: imports them (directly, or
-#: through another part it uses) or names them (``python -m harness.load``). A part added or changed for other spikes
-#: (a browser driver for Spike 3) then does not make this spike's runs stale. Every other harness file always counts.
-OPTIONAL_PARTS = ("load", "services.py", "browser.py")
+#: The harness modules that run every spike (the runner and what it stands on): always in a spike's source hash.
+CORE_PARTS = frozenset(
+    {
+        "__init__.py",
+        "runner.py",
+        "plugin.py",
+        "results.py",
+        "process.py",
+        "probes.py",
+        "machine.py",
+        "stats.py",
+        "complexity.py",
+        "hooks.py",
+    }
+)
+
+
+def optional_parts(harness_dir: Path) -> list[str]:
+    """Every other part of the harness (a module or a subpackage: the load engine, the services, the browsers, the faults,
+    and any added later): it counts in a spike's source hash only when the spike uses it, by import (directly, through
+    another part it uses, or through the core) or by name (``python -m harness.load``). A part added or changed for
+    other spikes (a browser driver for Spike 3) then does not make this spike's runs stale."""
+    try:
+        names = [p.name for p in harness_dir.iterdir()]
+    except OSError:
+        return []
+    return sorted(n for n in names if not _skipped(n) and n not in CORE_PARTS and n not in _HARNESS_NOT_HASHED)
 
 
 def _part_used(part: str, texts: Iterable[str]) -> bool:
@@ -398,7 +421,7 @@ def _imports(text: str) -> str:
 
 def used_parts(spike_files: Iterable[Path], harness_dir: Path) -> list[str]:
     """The optional harness parts a spike uses, followed through the core harness and the parts themselves."""
-    optional = [p for p in OPTIONAL_PARTS if (harness_dir / p).exists()]
+    optional = optional_parts(harness_dir)
     core = _hashed_files(harness_dir, _HARNESS_NOT_HASHED | set(optional))
     # The spike's own files are read as text (a module named in a subprocess command counts); the core's only by
     # its import statements (its docstrings name the parts freely).
@@ -443,8 +466,9 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     (criteria and gates: they score stored runs, they measure nothing), plus every file of the
     ``harness`` package that runs or measures, which is all of it except ``harness/report/``,
     ``harness/decide/``, ``cli.py``, ``compare.py``, ``budget.py`` and ``budgets.toml``, and except the
-    :data:`OPTIONAL_PARTS` (the load engine, the services, the browsers) that neither the spike nor the harness core
-    uses (see :func:`used_parts`: imports and ``harness.x`` names, followed through the parts). A spike's measurements run
+    parts outside :data:`CORE_PARTS` (the load engine, the services, the browsers, the faults, any new module) that
+    neither the spike nor the harness core uses (see :func:`optional_parts` and :func:`used_parts`: imports and
+    ``harness.x`` names, followed through the parts). A spike's measurements run
     through harness modules (runner, process, probes, load engine, services), so a change there
     marks its stored runs stale too; hashing the package rather than tracing imports is the simple
     rule that cannot miss a module. ``results.py`` stays in: it defines what a run stores.
@@ -457,7 +481,7 @@ def source_hash(spike: Spike, harness_dir: Path | None = None) -> str:
     h = hashlib.sha256()
     hdir = Path(harness_dir or HARNESS_DIR)
     spike_files = _hashed_files(Path(spike.package_dir), _SPIKE_NOT_HASHED)
-    unused = set(OPTIONAL_PARTS) - set(used_parts(spike_files, hdir))
+    unused = set(optional_parts(hdir)) - set(used_parts(spike_files, hdir))
     roots: tuple[tuple[str, Path, Iterable[str]], ...] = (
         ("spike", Path(spike.package_dir), _SPIKE_NOT_HASHED),
         ("harness", hdir, _HARNESS_NOT_HASHED | unused),

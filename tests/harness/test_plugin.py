@@ -203,6 +203,18 @@ def test_an_optional_harness_part_counts_only_for_the_spikes_that_use_it(tmp_pat
     assert source_hash(spike, harness) != named
 
 
+def test_a_new_harness_module_counts_only_once_something_uses_it(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    before = source_hash(spike, harness)
+    (harness / "faults.py").write_text("# a fault injector for Spike 7\n")
+    assert source_hash(spike, harness) == before
+    # Once the core imports it, it runs for every spike: every spike's runs go stale on a change.
+    (harness / "runner.py").write_text("from harness import faults\n")
+    with_core = source_hash(spike, harness)
+    (harness / "faults.py").write_text("# the fault injector changed\n")
+    assert source_hash(spike, harness) != with_core
+
+
 def test_a_part_used_by_a_part_the_spike_uses_counts_too(tmp_path):
     spike, harness = _hash_setup(tmp_path)
     (harness / "services.py").write_text("# redis and friends\n")
