@@ -399,6 +399,7 @@ def cost_section(spike: Spike, run: RunResult, decision: Decision) -> dict[str, 
     prices = cost.current()
     rows = []
     notes = []
+    used: set[str] = set()
     for o in decision.options:
         try:
             usage = money.usage(run, o)  # type: ignore[misc]
@@ -409,18 +410,24 @@ def cost_section(spike: Spike, run: RunResult, decision: Decision) -> dict[str, 
         except _DATA_ERRORS as exc:
             raise _cannot(spike, run, "price", exc) from exc
         ests = [cost.estimate(usage, n, prices) for n in cost.SCALES]
+        used.add("app")
+        used.update(k for k in ("redis", "postgres") if getattr(usage, k))
+        if usage.egress_bytes_per_s > 0:
+            used.add("egress")
         measured = f"{fmt_num(usage.users)} users" if usage.from_users else "per player (per-message model)"
         rows.append([decision.title(o), measured, *(e.text() for e in ests)])
         if usage.basis:
             notes.append(f"{decision.title(o)}: {usage.basis}")
     flips = price_flips(spike, run, decision)
+    if all(f.startswith("no ") for f in flips):
+        flips = [f"no single price from 0.1x to 10x changes it ({_and([prices.label(i) for i in prices.ITEMS])}, each alone)"]
     return {
         "headers": ["Option", "Measured at", *(f"{fmt_num(n)} users" for n in cost.SCALES)],
         "rows": rows,
         "notes": notes,
         "prices": prices.rows(),
         "prices_path": prices.path,
-        "unverified": prices.unverified,
+        "unverified": [prices.label(i) for i in prices.ITEMS if i in used and prices.status(i) == "unverified"],
         "flips": flips,
         "formula": cost.FORMULA,
         "scored_at": money.users,
