@@ -154,6 +154,9 @@ class AuthServer:
                 conn.tasks.append(asyncio.create_task(self._expire(conn)))
             await ws.send_json({"type": "welcome", "user": principal.user, "exp": principal.exp})
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await ws.close(code=1003, message=b"binary frames are not accepted")
+                    break
                 if msg.type != WSMsgType.TEXT:
                     continue
                 await self._message(conn, msg.data)
@@ -167,10 +170,10 @@ class AuthServer:
         try:
             msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
             data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else {}
-            if data.get("type") != "auth" or not isinstance(data.get("token"), str):
+            if not isinstance(data, dict) or data.get("type") != "auth" or not isinstance(data.get("token"), str):
                 raise AuthError("no-credential")
             return await self.auth.principal(data["token"])
-        except (TimeoutError, AuthError, ValueError) as exc:
+        except (TimeoutError, AuthError, ValueError, RecursionError) as exc:
             self.limiter.fail(ip)
             code = 4029 if self.limiter.blocked(ip) else 4000
             await ws.close(code=code, message=getattr(exc, "reason", "timeout").encode())
@@ -186,19 +189,28 @@ class AuthServer:
             await asyncio.sleep(left + 0.01)
 
     async def _message(self, conn: Conn, raw: str) -> None:
+        # Every frame gets an answer: a hostile or broken one an error message, never a traceback or silence.
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
+            await conn.ws.send_json({"type": "error", "reason": "not-json"})
+            return
+        if not isinstance(data, dict):
+            await conn.ws.send_json({"type": "error", "reason": "not-an-object"})
             return
         kind = data.get("type")
         if kind == "act":
             seq = data.get("seq")
-            if self.replay.accept(conn.principal.sid, seq):
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                await conn.ws.send_json({"type": "error", "reason": "bad-seq"})
+            elif self.replay.accept(conn.principal.sid, seq):
                 await conn.ws.send_json({"type": "ack", "seq": seq})
             else:
                 await conn.ws.send_json({"type": "reject", "seq": seq, "reason": "replay"})
         elif kind == "renew" and self.auth.enforce_exp:
             await self.auth.renew(conn, str(data.get("token", "")))
+        else:
+            await conn.ws.send_json({"type": "error", "reason": "unknown-type"})
 
     def app(self) -> web.Application:
         app = web.Application()
