@@ -30,7 +30,9 @@ async def handler(ws: ServerConnection) -> None:
                 await ws.send(frame)
                 continue
             msg = json.loads(frame)
-            if msg["op"] == "echo":
+            if msg["op"] in ("join", "broadcast") and not isinstance(msg["room"], str):
+                await ws.send(json.dumps({"op": "error", "reason": "room must be a string"}))
+            elif msg["op"] == "echo":
                 await ws.send(frame)  # the frame as received: unchanged, and no re-encoding
             elif msg["op"] == "join":
                 rooms.setdefault(msg["room"], set()).add(ws)
@@ -39,9 +41,11 @@ async def handler(ws: ServerConnection) -> None:
             elif msg["op"] == "broadcast":
                 # No await: broadcast() writes to every member now; a slow member's buffer grows.
                 broadcast(rooms.get(msg["room"], ()), frame)
+            else:
+                await ws.send(json.dumps({"op": "error", "reason": "unknown op"}))
     except ConnectionClosed:
         pass  # the peer went away; nothing to answer
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         await ws.close(1007, "expected a JSON object with an op")
     finally:
         for room in joined:

@@ -13,7 +13,8 @@ const port = Number(args.port ?? process.env.PORT ?? 3000);
 
 /** Room name -> its members; a room disappears with its last member. */
 const rooms = new Map();
-const wss = new WebSocketServer({ noServer: true });
+// 1 MiB per message, as the Python servers' websockets default: a 10 MB frame is closed with 1009, not parsed.
+const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
 
 wss.on('connection', (ws) => {
   const joined = new Set();
@@ -26,7 +27,9 @@ wss.on('connection', (ws) => {
     } catch {
       return ws.close(1007, 'expected a JSON object with an op');
     }
-    if (msg?.op === 'echo') {
+    if ((msg?.op === 'join' || msg?.op === 'broadcast') && typeof msg.room !== 'string') {
+      ws.send(JSON.stringify({ op: 'error', reason: 'room must be a string' }));
+    } else if (msg?.op === 'echo') {
       ws.send(data, { binary: false }); // the frame as received: unchanged, and no re-encoding
     } else if (msg?.op === 'join') {
       if (!rooms.has(msg.room)) rooms.set(msg.room, new Set());
@@ -35,6 +38,8 @@ wss.on('connection', (ws) => {
       ws.send(JSON.stringify({ op: 'joined', room: msg.room }));
     } else if (msg?.op === 'broadcast') {
       for (const peer of rooms.get(msg.room) ?? []) peer.send(data, { binary: false });
+    } else {
+      ws.send(JSON.stringify({ op: 'error', reason: 'expected a JSON object with a known op' }));
     }
   });
   ws.on('close', () => {
