@@ -168,6 +168,17 @@ def cross_spike(spikes: Mapping[int, Spike], decisions: Mapping[int, Decision], 
                     f"{figures}:{cost_text} with {_COMPONENT.get(comp, comp)} already in for Spike {a}, Spike {b}'s options that use it "
                     "cost that much less than its table says"
                 )
+        if len(chosen) > 1:  # a tie: where the tied options differ in runtime, the app's own runtime can break it
+            same = [o for o in chosen if set(needs[a].get(o, ())) & set(APP_STACK)]
+            other = [o for o in chosen if o not in same and set(needs[a].get(o, ())) & set(_RUNTIMES)]
+            if same and other:
+                extra = sorted({x for o in other for x in needs[a][o] if x in _RUNTIMES and x not in APP_STACK})
+                out.append(
+                    f"{what}: {_and([da.title(o) for o in same])} runs on {_and([_COMPONENT[x] for x in APP_STACK])} like "
+                    f"{'; '.join(APP_STACK.values())}, while {_and([da.title(o) for o in other])} would add "
+                    f"{_and([_COMPONENT.get(x, x) for x in extra])}: one runtime fewer to build, deploy and monitor is a reason to "
+                    "break the tie"
+                )
         runtimes = wants & set(_RUNTIMES)
         for rt in sorted(runtimes - set(APP_STACK)):
             others = [o for o in da.options if set(needs[a].get(o, ())) & set(APP_STACK)]

@@ -96,3 +96,28 @@ def test_a_malformed_price_table_is_a_one_line_error_not_a_traceback(tmp_path, m
         monkeypatch.delenv("SPIKE_PRICES")
         cost.reload()
     assert res.exit_code == 4 and "prices.toml" in res.output and "Traceback" not in res.output
+
+
+def test_a_tie_across_runtimes_says_which_side_matches_the_apps_own():
+    from types import SimpleNamespace
+
+    from spikes.s01_websocket_impl import spike as s01
+
+    titles = {"native": "Native", "socketio": "Socket.IO", "sveltekit": "SvelteKit"}
+    tie = SimpleNamespace(
+        best="native",
+        tied_with=["sveltekit"],
+        none_qualifies=False,
+        options=list(titles),
+        title=titles.get,
+        totals={"native": 9.0, "socketio": 6.0, "sveltekit": 8.8},
+        eligible=list(titles),
+    )
+    lines = cross_spike({1: s01}, {1: tie}, {})  # type: ignore[dict-item]
+    assert lines == [
+        "Spike 1's tie (Native and SvelteKit): SvelteKit runs on Node.js like the app's front end, SvelteKit on Node.js (the "
+        "seed's stack), while Native would add Python: one runtime fewer to build, deploy and monitor is a reason to break the tie"
+    ]
+    alone = SimpleNamespace(**{**vars(tie), "tied_with": []})
+    (line,) = cross_spike({1: s01}, {1: alone}, {})  # type: ignore[dict-item]
+    assert line.startswith("Spike 1's choice (Native) runs on Python, beside the app's front end") and "SvelteKit runs on Node.js" in line
