@@ -27,6 +27,13 @@ OPTIONS = (
         "orjson", "JSON (orjson)", "the same JSON objects through orjson, a Rust-backed encoder", ("codecs/orjson_codec.py",), ("orjson",)
     ),
     Option(
+        "msgspec-json",
+        "JSON (msgspec schemas)",
+        "the same JSON objects, decoded against typed msgspec.Struct schemas (the message's kind in its `type` field)",
+        ("codecs/msgspec_json_codec.py",),
+        ("msgspec",),
+    ),
+    Option(
         "msgpack",
         "MessagePack (positional)",
         'binary arrays with a type id first, as the seed proposes: [1, 100, 200, "user123"]',

@@ -33,7 +33,7 @@ def _floats(value):
 
 
 def test_codecs_implement_the_protocol():
-    assert KEYS == ["json", "msgpack", "msgspec", "orjson", "protobuf"]
+    assert KEYS == ["json", "msgpack", "msgspec", "msgspec-json", "orjson", "protobuf"]
     for key, codec in CODECS.items():
         assert isinstance(codec, Codec) and codec.key == key
 
