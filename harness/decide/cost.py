@@ -65,14 +65,16 @@ EXTRAPOLATION_LIMIT = 10.0
 #: What the cost model returns for an option that cannot meet a scale (scores 0; shown as infeasible, never as a price).
 INFEASIBLE = 1e15
 _GIB = 2**30
-#: Two monthly costs closer than this tie: about one small machine's month.
-MIN_DIFF_USD = 60.0
+#: Two monthly costs closer than this tie: just under one small machine's month ($59.57 at the table's m7g.large), so
+#: an option that needs one machine more is not tied on money.
+MIN_DIFF_USD = 55.0
 
 FORMULA = (
     "money per month at N concurrent users = app machines x their price + one Redis machine (if the option needs Redis) + one "
     "PostgreSQL machine (if it needs PostgreSQL) + egress; app machines = max(ceil(cores(N) / (vCPUs x headroom)), ceil(memory(N) / "
     "(machine memory x headroom)), 1); cores, memory, egress and database load are linear in N from the measured users; a single "
-    "process, one Redis past one core or one PostgreSQL past its machine is infeasible at N and not priced"
+    "process past headroom (70%) of one core or of its machine's memory, one Redis past headroom of its one command thread, or "
+    "one PostgreSQL past headroom of its machine is infeasible at N and not priced; egress is priced through the table's volume tiers"
 )
 
 
@@ -110,11 +112,25 @@ class Prices:
     app: Machine
     redis: Machine
     postgres: Machine
-    egress_usd_per_gib: float
+    egress_usd_per_gib: float  # the first tier's price (what a flip search scales, with every tier)
     egress_source: str
     egress_status: str
     egress_checked: str
     path: str = ""
+    #: Volume tiers: (upper bound in GiB a month, cumulative; ``math.inf`` for the last), price per GiB in that tier.
+    egress_tiers: tuple[tuple[float, float], ...] = ()
+
+    def egress_monthly(self, gib: float) -> float:
+        """Dollars for ``gib`` sent in a month, through the volume tiers (one flat rate when the table has none)."""
+        tiers = self.egress_tiers or ((math.inf, self.egress_usd_per_gib),)
+        usd, below = 0.0, 0.0
+        for upper, price in tiers:
+            take = max(0.0, min(gib, upper) - below)
+            usd += take * price
+            below = upper
+            if gib <= upper:
+                break
+        return usd
 
     #: The prices a user can change, by key: what :meth:`scaled` multiplies.
     ITEMS = ("app", "redis", "postgres", "egress")
@@ -132,7 +148,10 @@ class Prices:
 
     def price_text(self, item: str, factor: float = 1.0) -> str:
         p = self.price(item) * factor
-        return f"${p:.3f}/GiB" if item == "egress" else f"${p:.4f}/hour"
+        if item == "egress":
+            more = f" for the first {fmt_num(self.egress_tiers[0][0] / 1024)} TiB a month, less above" if len(self.egress_tiers) > 1 else ""
+            return f"${p:.3f}/GiB{more}"
+        return f"${p:.4f}/hour"
 
     def status(self, item: str) -> str:
         return self.egress_status if item == "egress" else getattr(self, item).status
@@ -140,7 +159,11 @@ class Prices:
     def scaled(self, item: str, factor: float) -> Prices:
         """These prices with one item multiplied by ``factor``."""
         if item == "egress":
-            return replace(self, egress_usd_per_gib=self.egress_usd_per_gib * factor)
+            return replace(
+                self,
+                egress_usd_per_gib=self.egress_usd_per_gib * factor,
+                egress_tiers=tuple((upper, price * factor) for upper, price in self.egress_tiers),
+            )
         m: Machine = getattr(self, item)
         changed = replace(m, usd_per_hour=m.usd_per_hour * factor)
         if item == "app":
@@ -224,6 +247,8 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> Prices:
     p = Path(path or os.environ.get("SPIKE_PRICES") or PRICES_FILE)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PricesError(f"price table {p} is not UTF-8 text: {exc}") from exc
     except OSError as exc:
         raise PricesError(f"cannot read the price table {p}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -235,22 +260,50 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> Prices:
     egress = data.get("egress")
     if not isinstance(egress, dict):
         raise PricesError(f"{where}: missing the [egress] table")
+    currency = _get(data, "currency", str, where)
+    if currency != "USD":
+        raise PricesError(f"{where}: currency {currency!r}: the documents print dollars, so the table must be in USD")
     estatus = _get(egress, "status", str, f"{where} [egress]")
     if estatus not in _STATUSES:
         raise PricesError(f"{where} [egress]: status {estatus!r} is not one of {', '.join(_STATUSES)}")
     return Prices(
-        _get(data, "currency", str, where),
+        currency,
         _positive(_get(data, "hours_per_month", (int, float), where), f"{where} hours_per_month"),
         headroom,
         _machine(data, "app", where),
         _machine(data, "redis", where),
         _machine(data, "postgres", where),
-        _positive(_get(egress, "usd_per_gb", (int, float), f"{where} [egress]"), f"{where} [egress] usd_per_gb"),
+        _positive(_get(egress, "usd_per_gib", (int, float), f"{where} [egress]"), f"{where} [egress] usd_per_gib"),
         _get(egress, "source", str, f"{where} [egress]"),
         estatus,
         _get(egress, "checked", str, f"{where} [egress]"),
         str(p),
+        _tiers(egress, f"{where} [egress]"),
     )
+
+
+def _tiers(egress: dict[str, Any], where: str) -> tuple[tuple[float, float], ...]:
+    """``[[egress.tiers]]`` as (cumulative upper bound in GiB, price); the last without a bound; none: one flat rate."""
+    raw = egress.get("tiers", [])
+    if not isinstance(raw, list):
+        raise PricesError(f"{where}: tiers must be a list of tables")
+    out: list[tuple[float, float]] = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise PricesError(f"{where}: tier {i + 1} is not a table")
+        price = _positive(_get(t, "usd_per_gib", (int, float), f"{where} tier {i + 1}"), f"{where} tier {i + 1} usd_per_gib")
+        last = i == len(raw) - 1
+        upper = (
+            math.inf
+            if last and "up_to_gib" not in t
+            else _positive(_get(t, "up_to_gib", (int, float), f"{where} tier {i + 1}"), f"{where} tier {i + 1} up_to_gib")
+        )
+        if out and upper <= out[-1][0]:
+            raise PricesError(f"{where}: tier {i + 1}'s up_to_gib must be above the previous tier's")
+        out.append((upper, price))
+    if out and out[-1][0] != math.inf:
+        raise PricesError(f"{where}: the last tier must have no up_to_gib (it takes the rest)")
+    return tuple(out)
 
 
 _current: list[Prices] = []
@@ -368,7 +421,7 @@ def estimate(usage: Usage, users: int, prices: Prices | None = None) -> Estimate
         parts["Redis"] = p.redis.monthly(hours)
     if usage.postgres:
         parts["PostgreSQL"] = p.postgres.monthly(hours)
-    parts["egress"] = usage.egress_bytes_per_s * scale * hours * 3600 / _GIB * p.egress_usd_per_gib
+    parts["egress"] = p.egress_monthly(usage.egress_bytes_per_s * scale * hours * 3600 / _GIB)
     return Estimate(users, sum(parts.values()), app, parts, extrapolated)
 
 
@@ -404,7 +457,9 @@ def money_part(usage: Callable[[RunResult, str], Usage], what: str, users: int =
 
     return Part(
         f"money per month at {fmt_num(users)} concurrent users",
-        Money(value, f"{what}, priced by the harness's cost model (Cost in money, below)", False, usage, users),
+        # exact: one value from the whole run, as the cost table shows it (per repeat, an option infeasible in one
+        # repeat only would average a price with the "infeasible" marker).
+        Money(value, f"{what}, priced by the harness's cost model (Cost in money, below)", True, usage, users),
         "USD/month",
         Utility(
             100,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -388,14 +389,30 @@ def _outcome(d: Decision) -> tuple[Any, ...]:
 def price_flips(spike: Spike, run: RunResult, decision: Decision) -> list[str]:
     """For each price in the table, the nearest change (0.1x to 10x) that changes the decision, re-evaluated in full."""
     base = cost.current()
+
+    def moved(item: str, f: float) -> Decision | None:
+        with cost.using(base.scaled(item, f)):
+            d = evaluate(spike, run, run.weights or None)
+        return d if _outcome(d) != _outcome(decision) else None
+
     out = []
     for item in cost.Prices.ITEMS:
         for f in _PRICE_FACTORS:
-            with cost.using(base.scaled(item, f)):
-                d = evaluate(spike, run, run.weights or None)
-            if _outcome(d) != _outcome(decision):
-                out.append(f"the {base.label(item)} price at {f:.2g}x ({base.price_text(item, f)}) gives {d.label}")
-                break
+            d = moved(item, f)
+            if d is None:
+                continue
+            # The nearest change, not the first factor tried: bisect (in log space) between 1x and f.
+            lo, hi = 0.0, math.log(f)
+            for _ in range(7):
+                mid = (lo + hi) / 2
+                hit = moved(item, math.exp(mid))
+                if hit is not None:
+                    hi, d = mid, hit
+                else:
+                    lo = mid
+            g = math.exp(hi)
+            out.append(f"the {base.label(item)} price at {g:.3g}x ({base.price_text(item, g)}) gives {d.label}")
+            break
         else:
             out.append(f"no {base.label(item)} price from 0.1x to 10x changes it")
     return out
@@ -679,6 +696,9 @@ def render_index(
                 old = decide(spike, before)
                 if _outcome(old) != _outcome(decision):
                     changed[number] = f"changed since run `{before.run_id}`, which gave: {old.label}"
+                    differ = sorted(set(old.left_out) ^ set(decision.left_out))
+                    if differ:  # not the same criteria scored: part of the change is what the older run could not measure
+                        changed[number] += f" (scored on different criteria: {', '.join(differ)} measured in one run only)"
                     caution.append(f"decision {changed[number]}")
             row.update(
                 caution="; ".join(caution),
@@ -700,7 +720,7 @@ def render_index(
     conflicts = cross_spike(spikes, decisions, runs)
     revisit = []
     for line in conflicts:
-        moved = [n for n in changed if f"Spike {n}" in line]
+        moved = [n for n in changed if re.search(rf"\bSpike {n}\b", line)]
         revisit.append(f" (revisit: the decision of {_and([f'Spike {n}' for n in moved])} changed since its previous run)" if moved else "")
     text = _env().get_template("index.md.j2").render(rows=rows, build=build, conflicts=list(zip(conflicts, revisit)), changed=changed)
     out_dir = Path(out_dir)

@@ -109,7 +109,8 @@ def _usage(run: RunResult, option: str) -> cost.Usage:
         egress_bytes_per_s=per_client * users,
         basis=(
             f"one session of {n} clients editing at the session scenario's rate: {cpu:.3f} server cores, {_fmt_b(mem)} of server memory "
-            f"growth, {_fmt_b(per_client)}/s per client"
+            f"growth, {_fmt_b(per_client)}/s per client, sent and received together (`bytes_per_client_per_s`): priced as "
+            "egress, an upper bound, since only what the server sends is billed"
         ),
     )
 

@@ -18,7 +18,7 @@ def table(**over: str) -> str:
         "app": '[app]\ninstance = "a"\nvcpus = 2\nmemory_gib = 4\nusd_per_hour = 0.1\nsource = "s"\nstatus = "verified"\nchecked = "d"\n',
         "redis": '[redis]\ninstance = "r"\nvcpus = 2\nmemory_gib = 4\nusd_per_hour = 0.05\nsource = "s"\nstatus = "secondary"\nchecked = "d"\n',
         "postgres": '[postgres]\ninstance = "p"\nvcpus = 4\nmemory_gib = 8\nusd_per_hour = 0.2\nsource = "s"\nstatus = "unverified"\nchecked = "d"\n',
-        "egress": '[egress]\nusd_per_gb = 0.1\nsource = "s"\nstatus = "verified"\nchecked = "d"\n',
+        "egress": '[egress]\nusd_per_gib = 0.1\nsource = "s"\nstatus = "verified"\nchecked = "d"\n',
     }
     parts.update(over)
     return "".join(parts.values())
@@ -48,7 +48,7 @@ def test_the_shipped_table_loads_and_names_a_source_and_status_for_every_price()
             },
             "vcpus",
         ),
-        ({"egress": '[egress]\nusd_per_gb = -1\nsource = "s"\nstatus = "verified"\nchecked = "d"\n'}, "positive"),
+        ({"egress": '[egress]\nusd_per_gib = -1\nsource = "s"\nstatus = "verified"\nchecked = "d"\n'}, "positive"),
         ({"redis": ""}, r"missing the \[redis\] table"),
         (
             {
@@ -131,3 +131,47 @@ def test_usage_refuses_impossible_figures():
         Usage(users=1, cores=-1)
     with pytest.raises(ValueError):
         Usage(users=1, egress_bytes_per_s=math.nan)
+
+
+def test_egress_is_priced_through_the_volume_tiers(tmp_path):
+    p = tmp_path / "prices.toml"
+    tiers = "[[egress.tiers]]\nup_to_gib = 100\nusd_per_gib = 0.1\n\n[[egress.tiers]]\nusd_per_gib = 0.05\n"
+    p.write_text(table() + tiers)
+    prices = load_prices(p)
+    assert prices.egress_monthly(50) == pytest.approx(5.0)
+    assert prices.egress_monthly(300) == pytest.approx(100 * 0.1 + 200 * 0.05)
+    assert prices.scaled("egress", 2).egress_monthly(300) == pytest.approx(2 * (100 * 0.1 + 200 * 0.05))
+    assert "for the first" in prices.price_text("egress")
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("[[egress.tiers]]\nup_to_gib = 100\nusd_per_gib = 0.1\n", "last tier must have no up_to_gib"),
+        (
+            "[[egress.tiers]]\nup_to_gib = 100\nusd_per_gib = 0.1\n[[egress.tiers]]\nup_to_gib = 50\nusd_per_gib = 0.1\n"
+            "[[egress.tiers]]\nusd_per_gib = 0.1\n",
+            "above the previous tier",
+        ),
+    ],
+)
+def test_malformed_tiers_are_refused(tmp_path, extra, words):
+    p = tmp_path / "prices.toml"
+    p.write_text(table() + extra)
+    with pytest.raises(PricesError, match=words):
+        load_prices(p)
+
+
+def test_a_table_in_another_currency_or_not_text_is_refused(tmp_path):
+    p = tmp_path / "prices.toml"
+    p.write_text(table(head='currency = "EUR"\nhours_per_month = 730\nheadroom = 0.5\n'))
+    with pytest.raises(PricesError, match="must be in USD"):
+        load_prices(p)
+    p.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(PricesError, match="not UTF-8"):
+        load_prices(p)
+
+
+def test_the_money_part_is_one_value_from_the_whole_run():
+    part = cost.money_part(lambda run, o: Usage(users=1, cores=0.0), "test")
+    assert part.source.exact  # an option infeasible in one repeat only must not average a price with the marker

@@ -73,18 +73,18 @@ def money(
     usd = machines * app["usd_per_hour"] * hours
     usd += p["redis"]["usd_per_hour"] * hours if redis else 0.0
     usd += p["postgres"]["usd_per_hour"] * hours if postgres else 0.0
-    return usd + egress * scale * hours * 3600 / 2**30 * p["egress"]["usd_per_gb"]
+    gib, below = egress * scale * hours * 3600 / 2**30, 0.0
+    for tier in p["egress"]["tiers"]:  # the volume tiers, written out
+        upper = tier.get("up_to_gib", math.inf)
+        usd += max(0.0, min(gib, upper) - below) * tier["usd_per_gib"]
+        below = upper
+    return usd
 
 
 def money_score(usd: float) -> float:
     return logu(usd, 100, 10_000)
 
 
-def per_repeat(data: dict[str, Any], scenario: str, option: str, name: str, **tags: str) -> list[float]:
-    """Each repeat's median of one stored measurement (what a derived value reads when computed on one repeat)."""
-    return [statistics.median(r) for r in repeats(data, scenario, option, name, **tags) if r]
-
-
-def median_over_repeats(fn: Any, n: int) -> float:
-    """The median over repeats 0..n-1 of ``fn(k)``: a derived value computed on each repeat alone, then summarised."""
-    return statistics.median(fn(k) for k in range(n))
+def pooled(data: dict[str, Any], scenario: str, option: str, name: str, **tags: str) -> float:
+    """The median of every stored sample of a measurement, all repeats together (``RunResult.median``)."""
+    return statistics.median(s for r in repeats(data, scenario, option, name, **tags) for s in r)

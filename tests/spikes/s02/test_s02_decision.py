@@ -50,15 +50,12 @@ def test_criteria_and_gates_match_hand_computed_values_from_the_stored_run():
             )
             / 2,
             "Cost": (
-                h.money_score(
-                    h.median_over_repeats(
-                        lambda r, o=o, n=n: h.money(
-                            h.per_repeat(data, "session", o, "server_cpu_percent", clients=n)[r] / 100,
-                            max(0.0, h.per_repeat(data, "session", o, "server_rss_growth_bytes", clients=n)[r]),
-                            h.per_repeat(data, "session", o, "bytes_per_client_per_s", clients=n)[r] * int(n),
-                            int(n),
-                        ),
-                        len(h.per_repeat(data, "session", o, "server_cpu_percent", clients=n)),
+                h.money_score(  # the money part is one value from the whole run (all samples), as the cost table
+                    h.money(
+                        h.pooled(data, "session", o, "server_cpu_percent", clients=n) / 100,
+                        max(0.0, h.pooled(data, "session", o, "server_rss_growth_bytes", clients=n)),
+                        h.pooled(data, "session", o, "bytes_per_client_per_s", clients=n) * int(n),
+                        int(n),
                     )
                 )
                 + h.logu(h.value(data, "offline", o, "merge_bytes"), 4_000, 1_000_000)
