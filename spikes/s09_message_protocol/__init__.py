@@ -30,7 +30,7 @@ OPTIONS = (
         "msgspec-json",
         "JSON (msgspec schemas)",
         "the same JSON objects, decoded against typed msgspec.Struct schemas (the message's kind in its `type` field)",
-        ("codecs/msgspec_json_codec.py",),
+        ("codecs/msgspec_json_codec.py", "codecs/msgspec_codec.py"),  # its schemas are declared once, in the latter
         ("msgspec",),
     ),
     Option(

@@ -60,8 +60,17 @@ class Snapshot(msgspec.Struct, array_like=True, tag=5):
 
 
 Message = Cursor | TokenMove | Chat | Stroke | Snapshot  # tagged union: the tag picks the type
-_STRUCTS = {"cursor": Cursor, "token_move": TokenMove, "chat": Chat, "stroke": Stroke, "snapshot": Snapshot}
-_KINDS = {cls: kind for kind, cls in _STRUCTS.items()}
+#: The schema of each message kind (the JSON option with msgspec schemas declares its own from these).
+STRUCTS: dict[str, type[msgspec.Struct]] = {"cursor": Cursor, "token_move": TokenMove, "chat": Chat, "stroke": Stroke, "snapshot": Snapshot}
+_KINDS = {cls: kind for kind, cls in STRUCTS.items()}
+
+
+def build(msg: dict[str, Any], structs: dict[str, Any], token: Any) -> Any:
+    """The app-level dict as the Struct of its kind (``structs[msg["type"]]``), a snapshot's tokens as ``token``s."""
+    body = {k: v for k, v in msg.items() if k != "type"}
+    if "tokens" in body:
+        body["tokens"] = [token(**t) for t in body["tokens"]]
+    return structs[msg["type"]](**body)
 
 
 class MsgspecCodec:
@@ -75,10 +84,7 @@ class MsgspecCodec:
         self._decoder = msgspec.msgpack.Decoder(Message)
 
     def to_native(self, msg: dict[str, Any]) -> Message:
-        body = {k: v for k, v in msg.items() if k != "type"}
-        if "tokens" in body:
-            body["tokens"] = [Token(**t) for t in body["tokens"]]
-        return _STRUCTS[msg["type"]](**body)
+        return build(msg, STRUCTS, Token)  # type: ignore[no-any-return]
 
     def encode(self, native: Message) -> bytes:
         return self._encoder.encode(native)

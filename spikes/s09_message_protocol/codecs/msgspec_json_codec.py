@@ -2,67 +2,31 @@
 
 Type safety belongs to the decoder as much as to the format: this option keeps JSON on the wire (readable in
 the browser's devtools, no schema needed to debug) and checks every field's type while decoding, as the
-MessagePack option with msgspec schemas does for its binary layout.
+MessagePack option with msgspec schemas does for its binary layout. The schemas are that option's, field for
+field (``msgspec_codec``), re-declared only in how they travel: as objects with the kind in ``"type"``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
+from . import msgspec_codec as positional
+
 __all__ = ["MsgspecJsonCodec"]
 
-UInt = Annotated[int, msgspec.Meta(ge=0)]  # protobuf's uint32 fields, checked while decoding
+
+def _as_object(cls: type[msgspec.Struct], tag: str | None, **swap: Any) -> Any:
+    """``cls``'s fields (a field's type replaced where ``swap`` says), as a JSON object tagged in ``"type"``."""
+    fields = [(f.name, swap.get(f.name, f.type)) for f in msgspec.structs.fields(cls)]
+    return msgspec.defstruct(cls.__name__, fields, tag_field="type" if tag else None, tag=tag)
 
 
-# tag_field="type": the object carries its kind in "type", exactly as the app's JSON messages do.
-class Cursor(msgspec.Struct, tag_field="type", tag="cursor"):
-    x: int
-    y: int
-    userId: str
-
-
-class TokenMove(msgspec.Struct, tag_field="type", tag="token_move"):
-    tokenId: str
-    x: float
-    y: float
-    userId: str
-    seq: UInt
-
-
-class Chat(msgspec.Struct, tag_field="type", tag="chat"):
-    userId: str
-    text: str
-    ts: int
-
-
-class Stroke(msgspec.Struct, tag_field="type", tag="stroke"):
-    strokeId: str
-    userId: str
-    color: str
-    width: float
-    points: list[float]
-
-
-class Token(msgspec.Struct):
-    id: str
-    name: str
-    x: float
-    y: float
-    size: UInt
-    color: str
-    hp: int
-    hidden: bool
-    tags: list[str]
-
-
-class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot"):
-    tokens: list[Token]
-
-
-Message = Cursor | TokenMove | Chat | Stroke | Snapshot
-_STRUCTS = {"cursor": Cursor, "token_move": TokenMove, "chat": Chat, "stroke": Stroke, "snapshot": Snapshot}
+Token = _as_object(positional.Token, None)
+_STRUCTS = {kind: _as_object(cls, kind) for kind, cls in positional.STRUCTS.items() if kind != "snapshot"}
+_STRUCTS["snapshot"] = _as_object(positional.Snapshot, "snapshot", tokens=list[Token])  # type: ignore[valid-type]
+Message = _STRUCTS["cursor"] | _STRUCTS["token_move"] | _STRUCTS["chat"] | _STRUCTS["stroke"] | _STRUCTS["snapshot"]
 
 
 class MsgspecJsonCodec:
@@ -75,19 +39,16 @@ class MsgspecJsonCodec:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Message)
 
-    def to_native(self, msg: dict[str, Any]) -> Message:
-        body = {k: v for k, v in msg.items() if k != "type"}
-        if "tokens" in body:
-            body["tokens"] = [Token(**t) for t in body["tokens"]]
-        return _STRUCTS[msg["type"]](**body)
+    def to_native(self, msg: dict[str, Any]) -> Any:
+        return positional.build(msg, _STRUCTS, Token)
 
-    def encode(self, native: Message) -> bytes:
+    def encode(self, native: Any) -> bytes:
         return self._encoder.encode(native)
 
-    def decode(self, data: bytes) -> Message:
+    def decode(self, data: bytes) -> Any:
         return self._decoder.decode(data)
 
-    def from_native(self, native: Message) -> dict[str, Any]:
+    def from_native(self, native: Any) -> dict[str, Any]:
         return msgspec.to_builtins(native)
 
     def encode_loose(self, obj: dict[str, Any]) -> bytes:

@@ -120,3 +120,17 @@ def test_roundtrip_any_token_move(token, x, y, user, seq):
         back = roundtrip(codec, msg)
         assert back == msg
         assert all(math.copysign(1, back[k]) == math.copysign(1, msg[k]) for k in ("x", "y"))  # -0.0 survives
+
+
+def test_json_with_msgspec_schemas_sends_orjsons_bytes_and_checks_types():
+    from spikes.s09_message_protocol.messages import MESSAGE_KINDS, stream
+
+    typed, plain = CODECS["msgspec-json"], CODECS["orjson"]
+    for msg in stream("mixed", 400, seed=3) + [stream(k, 1)[0] for k in MESSAGE_KINDS]:
+        data = typed.encode(typed.to_native(msg))
+        assert data == plain.encode(plain.to_native(msg))  # the same wire bytes: only the decoder differs
+        assert typed.from_native(typed.decode(data)) == plain.decode(data)
+    bad = plain.encode({"type": "cursor", "x": "12", "y": 3, "userId": "u"})
+    with pytest.raises(Exception, match="Expected `int`"):
+        typed.decode(bad)
+    assert plain.decode(bad)["x"] == "12"  # what the schema-less decoder lets through
