@@ -132,8 +132,16 @@ def _registered() -> dict[int, Spike]:
 
 def _spikes() -> dict[int, Spike]:
     """The registered spikes; a scenario requiring a program nobody described is a load error naming the spike."""
+    from harness.load.clients import transports
+
     spikes = _registered()
     for s in spikes.values():
+        for o in s.options:
+            if o.client and o.client not in transports():
+                raise SpikeLoadError(
+                    f"spike {s.number} ({s.slug}), option {o.key!r}: unknown client adapter {o.client!r} (known: {', '.join(transports())}); "
+                    "register it with harness.load.clients.register before the spike is loaded"
+                )
         declared = [(f"scenario {sc.key!r}", sc.requires) for sc in s.scenarios] + [(f"option {o.key!r}", o.requires) for o in s.options]
         for where, requires in declared:
             unknown = [r for r in requires if r not in machine.EXTERNAL_TOOLS]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from harness.decide.model import Criterion, Gate
     from harness.hooks import Observer
+    from harness.poc import ServerDeclaration
     from harness.results import RunResult
 
 __all__ = [
@@ -74,6 +75,11 @@ class Option:
     ``requires`` names the external programs this option needs in every
     scenario (Redis for a scaled-out option), as ``Scenario.requires`` does
     for a scenario: missing, the step is "not run" with the install command.
+    ``server`` says how its POC server starts (a :class:`harness.poc.PocServer`, or a
+    function returning one); scenarios start it with :func:`harness.poc.poc_server`.
+    ``client`` names the client adapter that talks to it (a transport registered in
+    :mod:`harness.load.clients`: ``ws-raw``, ``socketio``...). An option with no
+    server (a codec, a library compared in process) leaves both empty.
     """
 
     key: str
@@ -82,6 +88,8 @@ class Option:
     code_paths: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    server: ServerDeclaration | None = None
+    client: str = ""
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,15 @@ class Spike:
         unweighted = [c for c in names if c not in self.weights]
         if unweighted:
             raise SpikeLoadError(f"spike {self.number}: declared criteria with no weight: {', '.join(unweighted)}")
+        self._validate_options()
+
+    def _validate_options(self) -> None:
+        # The client adapter's name is checked against the registry by the CLI (harness.load stays out of the core).
+        from harness.poc import PocServer
+
+        for opt in self.options:
+            if opt.server is not None and not (isinstance(opt.server, PocServer) or callable(opt.server)):
+                raise SpikeLoadError(f"spike {self.number}: option {opt.key!r}: server must be a PocServer or a function returning one")
 
 
 class NotRunnable(Exception):
@@ -364,6 +381,7 @@ CORE_PARTS = frozenset(
         "plugin.py",
         "results.py",
         "process.py",
+        "poc.py",
         "probes.py",
         "machine.py",
         "stats.py",

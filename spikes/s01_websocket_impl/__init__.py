@@ -11,9 +11,11 @@ import statistics
 from pathlib import Path
 
 from harness.load.spec import CLIENT_BOUND_CPU
-from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
+from harness.plugin import Chart, Finding, NotRunnable, Option, ReportContent, Scenario, Spike, Table
+from harness.poc import PocServer
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
+from spikes.s01_websocket_impl import build
 from spikes.s01_websocket_impl import scenarios as _sc
 from spikes.s01_websocket_impl.decision import CRITERIA, GATES, _kib, _ms
 
@@ -28,6 +30,27 @@ FEATURE_TITLES = {
     "backpressure": "Backpressure",
 }
 
+
+def _server(key: str):
+    """The option's POC server as :mod:`build` works it out (the SvelteKit app is built first; no Node: not runnable)."""
+
+    def declared() -> PocServer:
+        try:
+            cmd = build.server_command(key)
+        except build.ToolMissing as exc:
+            raise NotRunnable(str(exc)) from None
+        return PocServer(
+            tuple(cmd["argv"]),
+            url=cmd["url"].replace("127.0.0.1", "{host}"),
+            ready="log:" + cmd["ready"],
+            env=cmd["env"],
+            cwd=cmd["cwd"],
+        )
+
+    declared.__qualname__ = f"server_command({key!r})"
+    return declared
+
+
 OPTIONS = (
     Option(
         "native",
@@ -35,6 +58,8 @@ OPTIONS = (
         "a `websockets` server with rooms in a dict of sets; the browser's own WebSocket with a small client adding reconnect (exponential backoff, full jitter)",
         ("poc/native_ws/server.py", "poc/native_ws/client.js"),
         ("websockets",),
+        server=_server("native"),
+        client="ws",
     ),
     Option(
         "socketio",
@@ -42,6 +67,8 @@ OPTIONS = (
         "python-socketio on aiohttp, rooms and acknowledgements built in; socket.io-client in the browser",
         ("poc/socketio/server.py", "poc/socketio/client.js"),
         ("python-socketio", "aiohttp", "socket.io-client"),
+        server=_server("socketio"),
+        client="socketio",
     ),
     Option(
         "sveltekit",
@@ -56,6 +83,8 @@ OPTIONS = (
             "poc/native_ws/client.js",
         ),
         ("@sveltejs/kit", "@sveltejs/adapter-node", "@sveltejs/vite-plugin-svelte", "svelte", "vite", "ws"),
+        server=_server("sveltekit"),
+        client="ws",
     ),
 )
 

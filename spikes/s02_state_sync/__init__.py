@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
+from harness.poc import PocServer
 from harness.results import RunResult
 from harness.stats import fmt_num
 from spikes.s02_state_sync import scenarios as _sc
@@ -21,6 +22,13 @@ from spikes.s02_state_sync.decision import CRITERIA, GATES, _fmt_b, _fmt_s
 from spikes.s02_state_sync.traces import CREDIT
 
 __all__ = ["StateSyncSpike", "spike"]
+
+#: The relay every option runs (``poc/relay.py --option KEY``): one command, the option's core plugged in.
+RELAY = PocServer(
+    ("{python}", "-m", "spikes.s02_state_sync.poc.relay", "--option", "{option}", "--port", "{port}"),
+    url="ws://{host}:{port}",
+    ready="log:listening",
+)
 
 OPTIONS = (
     Option(
@@ -30,6 +38,7 @@ OPTIONS = (
         "Jupiter machine (synchronized, awaiting confirm, awaiting with buffer). Written here.",
         ("ot.py", "poc/relay.py"),
         ("websockets",),
+        server=RELAY,
     ),
     Option(
         "crdt",
@@ -38,6 +47,7 @@ OPTIONS = (
         "the server relays updates and keeps a copy to answer state vectors.",
         ("crdt.py", "poc/relay.py"),
         ("pycrdt", "websockets"),
+        server=RELAY,
     ),
     Option(
         "lww",
@@ -46,6 +56,7 @@ OPTIONS = (
         "id as tie-breaker; the server merges and forwards the writes that win. Written here.",
         ("lww.py", "poc/relay.py"),
         ("websockets",),
+        server=RELAY,
     ),
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
+from harness.poc import PocServer
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s05_auth import core
@@ -31,6 +32,13 @@ _SHARED = ("core.py", "poc/common.py", "poc/server.py")
 CROSS_TITLE = "Replay on another instance after logout"
 #: A client process using this much of a core was the bottleneck of a closed-loop run.
 CLIENT_BOUND_CORES = 0.9
+#: One server for every option (``poc/server.py --option KEY``); the scenario gives its secrets and settings in the environment.
+SERVER = PocServer(
+    ("{python}", "-m", "spikes.s05_auth.poc.server", "--option", "{option}", "--port", "{port}"),
+    url="http://{host}:{port}",
+    ready="http:/health",
+)
+
 OPTIONS = (
     Option(
         "jwt-param",
@@ -39,6 +47,7 @@ OPTIONS = (
         "Weak variant: token in the query string and localStorage, signature not verified, no Origin check, no rate limit, no sequence numbers",
         (*_SHARED, "poc/jwt_param.py"),
         ("aiohttp", "PyJWT"),
+        server=SERVER,
     ),
     Option(
         "cookie",
@@ -47,6 +56,7 @@ OPTIONS = (
         "logout clears the cookie. Weak variant: SameSite=None without HttpOnly, no Origin check, signature not verified, no rate limit",
         (*_SHARED, "poc/cookie.py"),
         ("aiohttp", "PyJWT"),
+        server=SERVER,
     ),
     Option(
         "refresh",
@@ -55,6 +65,7 @@ OPTIONS = (
         "SameSite=Strict cookie; close 4001 when a token expires unrenewed; revocation list in the server's memory. Weak variant as jwt-param",
         (*_SHARED, "poc/refresh.py"),
         ("aiohttp", "PyJWT"),
+        server=SERVER,
     ),
     Option(
         "sessions",
@@ -64,6 +75,7 @@ OPTIONS = (
         "SameSite=None without HttpOnly, no Origin check, no rate limit",
         (*_SHARED, "poc/sessions.py"),
         ("aiohttp", "redis"),
+        server=SERVER,
         requires=("redis-server",),
     ),
 )

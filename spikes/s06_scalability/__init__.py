@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.load.locust import LocustPlan
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
+from harness.poc import PocServer
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
@@ -35,6 +36,18 @@ __all__ = [
 ]
 
 _SERVER_NATIVE = ("poc/native_server.py", "poc/persist.py")
+
+
+def _server(script: str) -> PocServer:
+    """One server process of the option: its chat rows go to ``{pg}``, its broadcasts through ``{redis}`` (empty: none)."""
+    return PocServer(
+        ("{python}", script, "--port", "{port}", "--pg", "{pg}", "--redis", "{redis}", "--server-id", "{server_id}"),
+        url="ws://{host}:{port}/",
+        ready=r"log:READY port=\d+",
+        cwd="{repo}/spikes/s06_scalability/poc",  # the scripts import persist.py next to them
+    )
+
+
 _SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py")
 
 OPTIONS = (
@@ -45,6 +58,8 @@ OPTIONS = (
         "every chat message persisted to PostgreSQL in batches",
         _SERVER_NATIVE,
         ("websockets", "asyncpg"),
+        server=_server("native_server.py"),
+        client="ws",
     ),
     Option(
         "native-redis",
@@ -54,6 +69,8 @@ OPTIONS = (
         _SERVER_NATIVE,
         ("websockets", "asyncpg", "redis", "redis-server", "nginx"),
         requires=("redis-server", "nginx"),
+        server=_server("native_server.py"),
+        client="ws",
     ),
     Option(
         "socketio",
@@ -62,6 +79,8 @@ OPTIONS = (
         "directly; every chat message persisted",
         _SERVER_SIO,
         ("python-socketio", "aiohttp", "asyncpg"),
+        server=_server("socketio_server.py"),
+        client="socketio-raw",
     ),
     Option(
         "socketio-redis",
@@ -71,6 +90,8 @@ OPTIONS = (
         _SERVER_SIO,
         ("python-socketio", "aiohttp", "asyncpg", "redis", "redis-server", "nginx"),
         requires=("redis-server", "nginx"),
+        server=_server("socketio_server.py"),
+        client="socketio-raw",
     ),
 )
 
