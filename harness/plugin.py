@@ -405,7 +405,8 @@ def optional_parts(harness_dir: Path) -> list[str]:
 
 def _part_used(part: str, texts: Iterable[str]) -> bool:
     name = part.removesuffix(".py")
-    pattern = re.compile(rf"\bharness[./]{name}\b|\bfrom\s+harness\s+import\s+[^\n]*\b{name}\b")
+    # ``harness.x``, ``harness/x``, ``from harness import x`` and ``from harness import (\n    a,\n    x,\n)``.
+    pattern = re.compile(rf"\bharness[./]{name}\b|\bfrom\s+harness\s+import\s+(?:\([^)]*\b{name}\b[^)]*\)|[^\n(]*\b{name}\b)")
     return any(pattern.search(t) for t in texts)
 
 

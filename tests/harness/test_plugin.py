@@ -215,6 +215,24 @@ def test_a_new_harness_module_counts_only_once_something_uses_it(tmp_path):
     assert source_hash(spike, harness) != with_core
 
 
+def test_a_part_imported_in_a_parenthesised_multi_line_import_counts(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    (harness / "faults.py").write_text("# faults\n")
+    (tmp_path / "poc" / "uses.py").write_text("from harness import (\n    faults,\n)\n")
+    before = source_hash(spike, harness)
+    (harness / "faults.py").write_text("# faults changed\n")
+    assert source_hash(spike, harness) != before
+
+
+def test_a_name_after_a_multi_line_import_does_not_count(tmp_path):
+    spike, harness = _hash_setup(tmp_path)
+    (harness / "faults.py").write_text("# faults\n")
+    (tmp_path / "poc" / "uses.py").write_text("from harness import (\n    plugin,\n)\nfaults = 1\n")
+    before = source_hash(spike, harness)
+    (harness / "faults.py").write_text("# faults changed\n")
+    assert source_hash(spike, harness) == before
+
+
 def test_a_part_used_by_a_part_the_spike_uses_counts_too(tmp_path):
     spike, harness = _hash_setup(tmp_path)
     (harness / "services.py").write_text("# redis and friends\n")
@@ -232,7 +250,7 @@ def test_the_real_spikes_use_the_parts_they_import():
 
     def names(text: str, part: str) -> bool:
         mod = part.removesuffix(".py")
-        return bool(re.search(rf"\bharness[./]{mod}\b|from harness import [^\n]*\b{mod}\b", text))
+        return bool(re.search(rf"\bharness[./]{mod}\b|from harness import (\([^)]*\b{mod}\b|[^\n(]*\b{mod}\b)", text))
 
     def text_of(part: str) -> str:
         path = HARNESS_DIR / part
