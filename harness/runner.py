@@ -24,6 +24,7 @@ from the durations of stored runs, so ``spike run all`` can show an ETA.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import secrets
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,25 @@ def _on_termination(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """While the run is being stored, Ctrl-C, SIGTERM and SIGHUP are noted instead of acted on: a second signal
+    must not lose the file the first one asked to be written. Yields the signals that arrived."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in sigs}
+    for sig in sigs:
+        signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    try:
+        yield arrived
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_spike(
     plan: RunPlan,
     out_dir: Path,
@@ -452,6 +472,43 @@ def _run_spike(
             current.reason = f"the run stopped on an error in the harness: {type(exc).__name__}: {exc}"
         emit_last_end()
 
+    with _signals_deferred() as arrived:
+        run = _store(
+            plan, runs_dir, log_path, log_lines, run_id=run_id, started=started, t_start=t_start, meta=meta, profile=profile,
+            code_hash=code_hash, complexity_by_option=complexity_by_option, results=results, measured_s=measured_s,
+            interrupted=interrupted, source=source,
+        )  # fmt: skip
+    if arrived:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(f"--- signal(s) {', '.join(map(str, arrived))} arrived while the run was being stored: stored, then stopped\n")
+    if crash is not None:
+        raise RunCrashed(run, crash, log_path if log_lines else None) from crash
+    if interrupted or arrived:
+        raise RunInterrupted(run)
+    return run
+
+
+def _store(
+    plan: RunPlan,
+    runs_dir: Path,
+    log_path: Path,
+    log_lines: list[str],
+    *,
+    run_id: str,
+    started: _dt.datetime,
+    t_start: float,
+    meta: dict[str, Any],
+    profile: str,
+    code_hash: str,
+    complexity_by_option: dict[str, Any],
+    results: list[ScenarioResult],
+    measured_s: float,
+    interrupted: bool,
+    source: dict[str, Any],
+) -> RunResult:
+    """Build the run's record and write it (and its log) under ``runs_dir``."""
+    spike = plan.spike
     finished = _now()
     duration = time.perf_counter() - t_start
     minutes = budgets.budget_minutes(spike.number, plan.quick)
@@ -489,10 +546,6 @@ def _run_spike(
     save(run, runs_dir)
     if log_lines:
         log_path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
-    if crash is not None:
-        raise RunCrashed(run, crash, log_path if log_lines else None) from crash
-    if interrupted:
-        raise RunInterrupted(run)
     return run
 
 

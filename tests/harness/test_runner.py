@@ -317,3 +317,24 @@ def test_a_program_nobody_registered_is_missing_with_a_reason_not_a_crash(tmp_pa
     run = run_spike(RunPlan(NeedsWarp(), scenarios=["works"], repeat=1), tmp_path)
     assert run.result("works", "a").status == "not_run"
     assert run.result("works", "a").reason == "warp-drive is a program the harness does not describe"
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_while_the_run_is_being_stored_does_not_lose_it(tmp_path, monkeypatch, signame):
+    import os
+    import signal
+
+    from harness import runner
+
+    real_save = runner.save
+
+    def save_hit_by_a_signal(run, runs_dir):
+        os.kill(os.getpid(), getattr(signal, signame))  # a second Ctrl-C, or the CI's kill, as the file is written
+        return real_save(run, runs_dir)
+
+    monkeypatch.setattr(runner, "save", save_hit_by_a_signal)
+    with pytest.raises(RunInterrupted) as exc:
+        run_spike(RunPlan(CalmSpike(), repeat=1), tmp_path)
+    stored = load(exc.value.run.path)
+    assert stored.completion == "complete"  # every step had finished: the run stands, and the signal still stops the command
+    assert {r.status for r in stored.scenarios} == {"ok"}
