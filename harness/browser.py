@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,7 +43,7 @@ from typing import Any
 
 from harness import machine
 from harness.plugin import NotRunnable
-from harness.process import LogReady, ServerProcess
+from harness.process import LogReady, ServerCrashed, ServerProcess, group_members
 
 __all__ = [
     "ENGINES",
@@ -370,6 +371,28 @@ def _argv(name: str, path: str, url: str, profile: Path, headless: bool) -> list
     return [path, url]  # WebKitGTK's MiniBrowser
 
 
+#: How often :func:`run_page` checks that the browser still runs while it waits for the page's result.
+_POLL_S = 0.25
+#: After the browser's processes are all gone, how long a result already on its way may still take to arrive.
+_EXIT_GRACE_S = 1.0
+
+
+def _browser_running(browser: ServerProcess) -> bool:
+    """The browser, or a process it left in its group (a launcher script may hand over to the real browser and exit)."""
+    return browser.alive or (browser.pid is not None and bool(group_members(browser.pid)))
+
+
+def _wait_result(arrived: threading.Event, browser: ServerProcess, timeout: float) -> bool:
+    """Wait for the page's result; give up at ``timeout`` or soon after the browser is gone (a crash is not a 60 s wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if arrived.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
+            return True
+        if not _browser_running(browser):
+            return arrived.wait(_EXIT_GRACE_S)
+    return arrived.is_set()
+
+
 def run_page(
     engine: str,
     html: str,
@@ -403,11 +426,19 @@ def run_page(
             env["DISPLAY"] = stack.enter_context(xvfb_display(base))
         argv = _argv(engine, path, server.url, profile, headless)
         browser = ServerProcess(engine, argv, env=env, ready=None, log_path=base / f"{engine}.log", grace=3.0)
-        stack.enter_context(browser)
-        if not server.arrived.wait(timeout):
+        try:
+            stack.enter_context(browser)
+        except ServerCrashed as exc:
+            raise BrowserError(f"{ENGINES[engine].title} exited with {exc.returncode} before sending a result: {exc}") from None
+        if not _wait_result(server.arrived, browser, timeout):
             tail = "\n".join(browser.last_log_lines(15)) or "(no output)"
-            alive = "still running" if browser.alive else f"exited with {browser.returncode}"
-            raise BrowserError(f"{ENGINES[engine].title} sent no result within {timeout:.0f} s ({alive}); its last output:\n{tail}")
+            if _browser_running(browser):
+                raise BrowserError(
+                    f"{ENGINES[engine].title} sent no result within {timeout:.0f} s (still running); its last output:\n{tail}"
+                )
+            raise BrowserError(
+                f"{ENGINES[engine].title} exited with {browser.returncode} before sending a result; its last output:\n{tail}"
+            )
         payload = server.result or {}
     env_seen = payload.get("env") or {}
     if "error" in payload:

@@ -88,6 +88,36 @@ def test_a_page_that_never_reports_is_a_browser_error_naming_the_engine(tmp_path
         run_page("chromium", "<!doctype html><p>silent</p>", timeout=3 * UNIT, workdir=tmp_path)
 
 
+@pytest.mark.parametrize("after", ["0", "1"])
+def test_a_browser_that_exits_without_a_result_is_reported_at_once_not_after_the_timeout(tmp_path, monkeypatch, after):
+    # A real program that exits in place of the browser (at once, or once started): the wait ends on its exit, not at the
+    # 10-minute timeout.
+    script = tmp_path / "crashes.sh"
+    script.write_text(f"#!/bin/sh\nsleep {after}\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(browser, "_require", lambda engine: str(script))
+    monkeypatch.setattr(browser, "_version", lambda engine, path: "test")
+    with pytest.raises(BrowserError, match="Chromium exited with 1 before sending a result"):
+        run_page("chromium", "<!doctype html><p>never shown</p>", timeout=600 * UNIT, workdir=tmp_path)
+
+
+def test_a_launcher_that_hands_over_and_exits_is_still_waited_for(tmp_path, monkeypatch):
+    # A wrapper script that starts the real browser in the background and exits (as some launchers do): the page still reports.
+    import sys
+
+    poster = tmp_path / "post.py"
+    poster.write_text(
+        "import sys, urllib.request\nurllib.request.urlopen(sys.argv[1] + '/__result', data=b'{\"result\": {\"ok\": true}}')\n"
+    )
+    script = tmp_path / "launcher.sh"
+    script.write_text(f'#!/bin/sh\n(sleep 2; {sys.executable} {poster} "$3") &\nsleep 0.5\nexit 0\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(browser, "_require", lambda engine: str(script))
+    monkeypatch.setattr(browser, "_version", lambda engine, path: "test")
+    monkeypatch.setattr(browser, "_argv", lambda name, path, url, profile, headless: [path, "--a", "--b", url.rstrip("/")])
+    assert run_page("chromium", "<!doctype html>", timeout=30 * UNIT, workdir=tmp_path).data == {"ok": True}
+
+
 def test_a_page_error_is_reported_not_hidden(tmp_path):
     need("chromium")
     page = '<!doctype html><script src="/__harness.js"></script><script>throw new Error("boom in page")</script>'
