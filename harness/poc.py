@@ -37,7 +37,7 @@ from harness.process import LOOPBACK, HttpReady, LogReady, ReadyProbe, ServerPro
 if TYPE_CHECKING:
     from harness.plugin import Option
 
-__all__ = ["PocServer", "PocServerError", "REPO_ROOT", "resolve", "poc_server", "server_process"]
+__all__ = ["PocServer", "PocServerError", "REPO_ROOT", "resolve", "poc_server", "server_process", "url_of"]
 
 #: The directory that holds ``spikes/`` and ``harness/``: the working directory of ``python -m spikes...``.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # Filled by the process layer itself, at start (a restart keeps the port).
 _PROCESS_KEYS = frozenset({"port", "host"})
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 class PocServerError(ValueError):
@@ -69,9 +77,14 @@ class PocServer:
     def __post_init__(self) -> None:
         if not self.argv:
             raise PocServerError("a POC server needs a command (argv is empty)")
-        kind = self.ready.split(":", 1)[0]
-        if kind not in ("tcp", "http", "log") or (kind != "tcp" and ":" not in self.ready):
-            raise PocServerError(f"ready must be 'tcp', 'http:/path' or 'log:<regex>', not {self.ready!r}")
+        kind, colon, arg = self.ready.partition(":")
+        ok = (
+            self.ready == "tcp"
+            or (kind == "http" and bool(colon) and (not arg or arg.startswith("/")))
+            or (kind == "log" and bool(arg) and _compiles(arg))
+        )
+        if not ok:
+            raise PocServerError(f"ready must be 'tcp', 'http:/path' or 'log:<regex>' (a valid, non-empty regex), not {self.ready!r}")
 
     def probe(self) -> ReadyProbe:
         kind, _, arg = self.ready.partition(":")
@@ -121,12 +134,21 @@ def server_process(
     cpus: Iterable[int] | None = None,
     log_name: str = "server.log",
     ready_timeout: float = 30.0,
+    grace: float = 5.0,
     spec: PocServer | None = None,
 ) -> tuple[ServerProcess, str]:
     """A :class:`ServerProcess` for the option's declared server (not started) and its URL template.
 
+    ``values`` fill the declaration's own placeholders (``{pg}``, ``{server_id}``...); ``env`` is
+    added to the declared environment (secrets a scenario makes per run go here, never into
+    argv). ``port=None`` lets the process layer choose a free port at start (and choose again
+    if another process took it first). ``name`` and ``log_name`` (a file in ``workdir``) say
+    which server a log is of; ``cpus`` pins it; ``grace`` is how long a stop waits before
+    SIGKILL (a server that flushes buffered rows on SIGTERM needs more); ``spec`` starts
+    this declaration instead of the option's own.
+
     The URL keeps ``{port}`` until the server has one: use :func:`poc_server`, or fill it
-    with ``url.replace("{port}", str(server.port))`` after ``start()``.
+    with :func:`url_of` after ``start()``.
     """
     spec = spec or resolve(option)
     subs = {"python": sys.executable, "option": option.key, "repo": str(REPO_ROOT)}
@@ -149,8 +171,16 @@ def server_process(
         ready_timeout=ready_timeout,
         log_path=workdir / log_name,
         cpus=cpus,
+        grace=grace,
     )
     return server, _fill(spec.url, subs)
+
+
+def url_of(server: ServerProcess, url: str) -> str:
+    """``url`` (as :func:`server_process` returned it) with the started server's host and port filled in."""
+    if server.port is None:
+        raise PocServerError(f"server {server.name!r} has no port yet: start it first")
+    return url.replace("{host}", server.host).replace("{port}", str(server.port))
 
 
 @contextlib.contextmanager
@@ -161,4 +191,4 @@ def poc_server(option: Option, workdir: Path, **kwargs: object) -> Iterator[tupl
     """
     server, url = server_process(option, workdir, **kwargs)  # type: ignore[arg-type]
     with server:
-        yield server, url.replace("{host}", server.host).replace("{port}", str(server.port))
+        yield server, url_of(server, url)

@@ -1,7 +1,8 @@
 """Spike 5's scenarios: each starts the option's real POC server(s) and measures or attacks them from outside.
 
-Every server is its own process (``harness.process.ServerProcess``) on a free
-loopback port; the sessions option gets a real ``redis-server``
+Every server is the option's declared one (``Option.server``, started by
+``harness.poc.poc_server``), its own process on a free loopback port; the
+sessions option gets a real ``redis-server``
 (``harness.services.RedisService``). The JWT secret and the demo password are
 generated per scenario run and reach the servers through the environment only:
 they are never written to results, logs or facts.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +23,10 @@ import aiohttp
 
 from harness import browser as engines
 from harness import machine
-from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
+from harness import poc as _poc
+from harness.plugin import NotRunnable, Option, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, memory_per_connection, rss_bytes
-from harness.process import HttpReady, PortInUse, ServerProcess, free_port, pin_plan
+from harness.process import ServerProcess, pin_plan
 from harness.services import RedisService
 from spikes.s05_auth import attacks as _at
 from spikes.s05_auth.core import REFRESH_COOKIE_NAME
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 VARIANTS = ("recommended", "weak")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ATTACK_PARAMS = {"ttl_s": 2, "flood_attempts": 30}
 ATTACK_QUICK = {"flood_attempts": 15}
@@ -85,9 +85,18 @@ def redis_for(option: str, workdir: Path) -> Iterator[RedisService | None]:
         yield redis
 
 
+def _declared(option: Option | str) -> Option:
+    """The option as the plugin declares it (its ``server`` says how its POC server starts)."""
+    if isinstance(option, Option):
+        return option
+    from spikes.s05_auth.plugin import spike  # imported here: the plugin imports this module
+
+    return spike.option(option)
+
+
 @contextlib.contextmanager
 def poc_server(
-    option: str,
+    option: Option | str,
     workdir: Path,
     sec: Secrets,
     *,
@@ -97,8 +106,13 @@ def poc_server(
     name: str = "",
     pinned: bool = False,
 ) -> Iterator[tuple[ServerProcess, _at.Target]]:
-    """Start one option's POC server (recommended or weak) on a free port; yield it and the attack target."""
-    label = f"{option}-{'weak' if weak else 'recommended'}{name}"
+    """Start one option's POC server (recommended or weak) on a free port; yield it and the attack target.
+
+    The server is the option's declared one (``Option.server``, started by :func:`harness.poc.poc_server`); the
+    secrets and settings reach it through the environment only. ``option`` is the option or its key.
+    """
+    opt = _declared(option)
+    label = f"{opt.key}-{'weak' if weak else 'recommended'}{name}"
     access = workdir / f"access-{label}.log"
     env = {
         "S05_JWT_SECRET": sec.jwt,
@@ -110,34 +124,16 @@ def poc_server(
     if redis is not None:
         env["S05_REDIS_URL"] = redis.url
     plan = pin_plan() if pinned else None
-    for attempt in range(3):
-        server = ServerProcess(
-            f"s05 {label}",
-            [sys.executable, "-m", "spikes.s05_auth.poc.server", "--option", option, "--port", "{port}"],
-            port=free_port(),
-            env=env,
-            cwd=REPO_ROOT,
-            ready=HttpReady("/health"),
-            log_path=workdir / f"server-{label}.log",
-            cpus=plan.server if plan else None,
-        )
-        try:
-            server.start()
-            break
-        except PortInUse:
-            # Between choosing a free port and binding it, another socket (a readiness probe's or a client's
-            # ephemeral port) can take it: choose again.
-            if attempt == 2:
-                raise
-    try:
-        yield server, _at.Target(option, weak, server.port or 0, sec.password, sec.jwt, access, ttl_s)
-    finally:
-        server.stop()
+    # No port is given: the process layer chooses one, and chooses again if another socket took it before the server bound it.
+    with _poc.poc_server(
+        opt, workdir, name=f"s05 {label}", env=env, log_name=f"server-{label}.log", cpus=plan.server if plan else None
+    ) as (server, _url):
+        yield server, _at.Target(opt.key, weak, server.port or 0, sec.password, sec.jwt, access, ttl_s)
 
 
 @contextlib.contextmanager
 def poc_servers(
-    option: str, workdir: Path, sec: Secrets, specs: list[dict[str, Any]], redis: RedisService | None = None
+    option: Option | str, workdir: Path, sec: Secrets, specs: list[dict[str, Any]], redis: RedisService | None = None
 ) -> Iterator[list[_at.Target]]:
     """Several servers of one option started side by side (each start waits for its own readiness); their targets in ``specs`` order."""
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(specs)) as pool:
@@ -166,7 +162,7 @@ def run_attacks(ctx: ScenarioContext) -> ScenarioOutput:
             browser = await launch_chromium(pw)
             try:
                 specs = [{"weak": variant == "weak", "ttl_s": p["ttl_s"]} for variant in VARIANTS]
-                with redis_for(opt, ctx.workdir) as redis, poc_servers(opt, ctx.workdir, sec, specs, redis) as targets:
+                with redis_for(opt, ctx.workdir) as redis, poc_servers(ctx.option, ctx.workdir, sec, specs, redis) as targets:
                     # Outcomes, not timings: the two servers are attacked at the same time (each attack from its own address).
                     batteries = await asyncio.gather(*(_at.run_battery(t, browser, p["flood_attempts"]) for t in targets))
                     for i, (variant, (results, facts)) in enumerate(zip(VARIANTS, batteries)):
@@ -279,7 +275,10 @@ def run_cost(ctx: ScenarioContext) -> ScenarioOutput:
     """Login and handshake latency (open model), authenticated connections per second, memory per connection, Redis commands."""
     p, opt, sec = ctx.params, ctx.option.key, Secrets()
     out = ScenarioOutput()
-    with redis_for(opt, ctx.workdir) as redis, poc_server(opt, ctx.workdir, sec, ttl_s=3600, redis=redis, pinned=True) as (server, t):
+    with (
+        redis_for(opt, ctx.workdir) as redis,
+        poc_server(ctx.option, ctx.workdir, sec, ttl_s=3600, redis=redis, pinned=True) as (server, t),
+    ):
 
         async def go() -> None:
             logins, login_ms = await _logins(t, p["logins"])
@@ -338,7 +337,7 @@ def run_revocation(ctx: ScenarioContext) -> ScenarioOutput:
     p, opt, sec = ctx.params, ctx.option.key, Secrets()
     out = ScenarioOutput()
     specs = [{"ttl_s": p["ttl_s"], "name": "-A"}, {"ttl_s": p["ttl_s"], "name": "-B"}]
-    with redis_for(opt, ctx.workdir) as redis, poc_servers(opt, ctx.workdir, sec, specs, redis) as (a, b):
+    with redis_for(opt, ctx.workdir) as redis, poc_servers(ctx.option, ctx.workdir, sec, specs, redis) as (a, b):
 
         async def go() -> None:
             v = await _at.login(a, "alice")

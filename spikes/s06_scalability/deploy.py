@@ -5,35 +5,36 @@ table, then Redis for the multi-process options, then the server processes,
 then nginx in front of them), gives the URL and load-engine transport a
 client uses, and stops everything on exit, the servers first so they write
 their buffered rows before the database statistics are read.
+
+The server processes are the option's declared POC server (``Option.server`` in
+the plugin, started through :mod:`harness.poc` with ``{pg}``, ``{redis}`` and
+``{server_id}`` filled in) and the transport is its declared client adapter
+(``Option.client``): this module says only how many processes and whether Redis.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import machine
-from harness.plugin import NotRunnable
-from harness.process import LogReady, ServerProcess
+from harness.plugin import NotRunnable, Option
+from harness.poc import server_process
+from harness.process import ServerProcess
 from harness.services import NginxService, PostgresService, RedisService, ServiceUnavailable
 
-__all__ = ["POC_DIR", "OptionSetup", "SETUPS", "Deployment", "missing_tools"]
-
-POC_DIR = Path(__file__).resolve().parent / "poc"
+__all__ = ["OptionSetup", "SETUPS", "Deployment", "missing_tools"]
 
 
 @dataclass(frozen=True)
 class OptionSetup:
-    """How an option is deployed: which server script, how many processes, Redis or not, the load client."""
+    """How an option is deployed: how many server processes, Redis or not (the server and its client are the option's own)."""
 
-    script: str
     processes: int
     redis: bool
-    transport: str
 
     @property
     def tools(self) -> tuple[str, ...]:
@@ -43,10 +44,10 @@ class OptionSetup:
 
 #: Two processes for the scaled-out options: one per core of the 2-core machine the seed's budget assumes.
 SETUPS: dict[str, OptionSetup] = {
-    "native": OptionSetup("native_server.py", 1, False, "ws"),
-    "native-redis": OptionSetup("native_server.py", 2, True, "ws"),
-    "socketio": OptionSetup("socketio_server.py", 1, False, "socketio-raw"),
-    "socketio-redis": OptionSetup("socketio_server.py", 2, True, "socketio-raw"),
+    "native": OptionSetup(1, False),
+    "native-redis": OptionSetup(2, True),
+    "socketio": OptionSetup(1, False),
+    "socketio-redis": OptionSetup(2, True),
 }
 
 
@@ -55,12 +56,22 @@ def missing_tools(option: str) -> list[str]:
     return [t for t in SETUPS[option].tools if machine.find_tool(t) is None]
 
 
-class Deployment:
-    """The option's whole stack on loopback; a context manager."""
+def _declared(option: Option | str) -> Option:
+    """The option as the plugin declares it (its ``server`` and ``client``)."""
+    if isinstance(option, Option):
+        return option
+    from spikes.s06_scalability import spike  # imported here: the plugin imports this module (through scenarios.py)
 
-    def __init__(self, option: str, workdir: Path, *, processes: int | None = None, log=lambda s: None) -> None:
-        self.option = option
-        self.setup = SETUPS[option]
+    return spike.option(option)
+
+
+class Deployment:
+    """The option's whole stack on loopback; a context manager. ``option`` is the option or its key."""
+
+    def __init__(self, option: Option | str, workdir: Path, *, processes: int | None = None, log=lambda s: None) -> None:
+        self.spec = _declared(option)
+        self.option = self.spec.key
+        self.setup = SETUPS[self.option]
         self.processes = processes or self.setup.processes
         self.workdir = Path(workdir)
         self.log = log
@@ -68,17 +79,19 @@ class Deployment:
         self.redis: RedisService | None = None
         self.nginx: NginxService | None = None
         self.servers: list[ServerProcess] = []
+        self._url = ""  # the declared URL, {host} and {port} still to fill
         self._stack = contextlib.ExitStack()
 
     @property
     def transport(self) -> str:
-        return self.setup.transport
+        """The load engine's client adapter for this option: the one it declares (``Option.client``)."""
+        return self.spec.client
 
     @property
     def url(self) -> str:
-        """The URL clients connect to: nginx's with several processes, else the server's."""
+        """The URL clients connect to (the option's declared one): nginx's with several processes, else the server's."""
         port = self.nginx.port if self.nginx else self.servers[0].port
-        return f"ws://127.0.0.1:{port}/"
+        return self._url.replace("{host}", self.servers[0].host).replace("{port}", str(port))
 
     @property
     def components(self) -> dict[str, int]:
@@ -123,28 +136,19 @@ class Deployment:
         self._parallel([s for s in (self.pg, self.redis) if s is not None])
         self.pg.psql(SCHEMA)
         redis_url = self.redis.url if self.redis else ""
-        self.servers = [
-            ServerProcess(
-                f"{self.option} server {i}",
-                [
-                    sys.executable,
-                    str(POC_DIR / self.setup.script),
-                    "--port",
-                    "{port}",
-                    "--pg",
-                    self.pg.dsn,
-                    "--redis",
-                    redis_url,
-                    "--server-id",
-                    str(i),
-                ],
-                cwd=POC_DIR,
-                ready=LogReady(r"READY port=\d+"),
-                log_path=self.workdir / f"server-{i}.log",
+        declared = [
+            server_process(
+                self.spec,
+                self.workdir,
+                name=f"{self.option} server {i}",
+                values={"pg": self.pg.dsn, "redis": redis_url, "server_id": i},
+                log_name=f"server-{i}.log",
                 grace=20.0,  # a saturated server needs time to close its connections and write the rows it buffered
             )
             for i in range(self.processes)
         ]
+        self.servers = [server for server, _ in declared]
+        self._url = declared[0][1]
         self._parallel(self.servers)
         if self.processes > 1:
             self.nginx = self._stack.enter_context(

@@ -14,11 +14,26 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.load.locust import LOCUSTFILE, LocustPlan, MessagePlan, master_command, worker_command
-from harness.process import LogReady, ServerProcess, free_port
+from harness.poc import server_process
+from harness.process import ServerProcess, free_port
 from tests.utils import UNIT
 
-POC = Path(__file__).resolve().parents[2] / "spikes" / "s06_scalability" / "poc" / "native_server.py"
 LOCUST = (sys.executable, "-m", "locust")
+
+
+def native_server(tmp_path: Path) -> ServerProcess:
+    """Spike 6's native POC server as its option declares it (``Option.server``), persisting nothing, not started."""
+    from spikes.s06_scalability import spike
+
+    server, _ = server_process(
+        spike.option("native"),
+        tmp_path,
+        name="s06 native",
+        values={"pg": "", "redis": "", "server_id": 0},
+        log_name="server.log",
+        ready_timeout=20 * UNIT,
+    )
+    return server
 
 
 def test_plan_validation():
@@ -136,13 +151,7 @@ def test_cli_prints_and_writes(tmp_path):
 
 @pytest.mark.slow
 def test_master_and_two_workers_counts_add_up(tmp_path):
-    server = ServerProcess(
-        "s06 native",
-        [sys.executable, str(POC), "--port", "{port}"],
-        ready=LogReady(r"READY port=\d+"),
-        log_path=tmp_path / "server.log",
-        ready_timeout=20 * UNIT,
-    )
+    server = native_server(tmp_path)
     # The scheduled message carries a spike parameter, which only the master is given: the workers' users must get it from there.
     plan = LocustPlan(
         "test", users=12, spawn_rate=12, run_time_s=4, messages=MessagePlan(5.0, {"op": "echo", "tag": "$tag"}), params={"tag": "w"}
@@ -206,13 +215,7 @@ def test_master_and_two_workers_counts_add_up(tmp_path):
 def test_idle_generator_reports_its_own_memory(tmp_path):
     from harness.load.idle import run_idle_generator
 
-    server = ServerProcess(
-        "s06 native",
-        [sys.executable, str(POC), "--port", "{port}"],
-        ready=LogReady(r"READY port=\d+"),
-        log_path=tmp_path / "server.log",
-        ready_timeout=20 * UNIT,
-    )
+    server = native_server(tmp_path)
     calls = []
     with server:
         r = run_idle_generator(f"ws://127.0.0.1:{server.port}/", "ws", 200, hold_s=0.2, during_hold=lambda: calls.append(1) or "read")

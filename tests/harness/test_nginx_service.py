@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
-from harness.process import LogReady, ServerProcess
+from harness.poc import server_process
 from harness.services import NginxService
 from tests.harness.test_services import need
 from tests.utils import UNIT
 
 pytestmark = pytest.mark.slow
-
-POC = Path(__file__).resolve().parents[2] / "spikes" / "s06_scalability" / "poc" / "native_server.py"
 
 
 def test_config_has_everything_in_the_temp_dir(tmp_path):
@@ -44,14 +40,18 @@ def _established(pid: int, port: int) -> int:
 
 def test_proxies_websocket_upgrades_round_robin(tmp_path):
     need("nginx")
+    from spikes.s06_scalability import spike
+
+    # Spike 6's native POC server as its option declares it (Option.server), persisting nothing, without Redis.
     servers = [
-        ServerProcess(
-            f"poc-{i}",
-            [sys.executable, str(POC), "--port", "{port}"],
-            ready=LogReady(r"READY port=\d+"),
-            log_path=tmp_path / f"s{i}.log",
+        server_process(
+            spike.option("native"),
+            tmp_path,
+            name=f"poc-{i}",
+            values={"pg": "", "redis": "", "server_id": 0},
+            log_name=f"s{i}.log",
             ready_timeout=20 * UNIT,
-        )
+        )[0]
         for i in range(2)
     ]
     for s in servers:

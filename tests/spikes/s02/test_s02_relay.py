@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from harness.process import LogReady, ServerProcess
-from spikes.s02_state_sync import session
+from harness.poc import server_process, url_of
+from spikes.s02_state_sync import session, spike
 from tests.utils import UNIT
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -19,18 +14,18 @@ def relay(tmp_path):
     started = []
 
     def start(option: str) -> str:
-        proc = ServerProcess(
-            f"s02-{option}",
-            [sys.executable, "-m", "spikes.s02_state_sync.poc.relay", "--option", option, "--port", "{port}"],
-            cwd=ROOT,
-            ready=LogReady("listening"),
+        # The option's declared relay (Option.server), started as the scenarios start it.
+        proc, url = server_process(
+            spike.option(option),
+            tmp_path,
+            name=f"s02-{option}",
+            log_name=f"{option}.log",
             ready_timeout=20 * UNIT,
-            log_path=tmp_path / f"{option}.log",
             grace=5 * UNIT,
         )
         started.append(proc)
         proc.start()
-        return f"ws://127.0.0.1:{proc.port}"
+        return url_of(proc, url)
 
     yield start
     for p in started:
