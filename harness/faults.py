@@ -10,6 +10,7 @@ the wall clock (for people and logs), collected in a JSON-serialisable :class:`F
   RST), :class:`Blackhole` (nothing forwarded, nothing closed: half-open), :class:`CloseAfter` (close after N
   bytes) and :class:`Buffer` (hold N bytes before forwarding, as some corporate proxies do). Usable from sync
   code (``start()``/``stop()`` or ``with``: its loop runs in a thread) and from async code (``async with``).
+  :meth:`FaultProxy.reset_connections` is the one-off cut: every open connection reset at once, new ones served.
 * :class:`NetNamespace`: a network namespace with a veth pair (two addresses in 169.254.0.0/16, link-local and
   never routed), a way to run servers inside it, and nftables rules in it to *drop* (blackhole) or *reject with a
   TCP reset* (refused) a port: what the kernel does when a proxy cannot stand in (the client talks to the real
@@ -18,6 +19,12 @@ the wall clock (for people and logs), collected in a JSON-serialisable :class:`F
   :func:`kill_and_restart` (SIGKILL, restart on the same port), :func:`freeze` (SIGSTOP/SIGCONT of the process
   group), :func:`crash_redis`, :func:`pause_redis` (``CLIENT PAUSE``) and :func:`crash_postgres` (SIGQUIT to the
   postmaster: immediate shutdown, crash recovery at restart).
+
+A :class:`FaultLog` can tell someone as each fault begins (``FaultLog(on_fault=...)``: a scenario passes
+``lambda f: ctx.fault(f.kind, f.target, **f.details)`` so the run's observers hear every fault the harness injects).
+Where a scenario measures on another clock (a browser page's ``performance.now()``, a server's own), a
+:class:`ClockSync` estimated from paired readings maps the faults' monotonic times onto it, so a fault and the
+measurements it explains are subtracted on one clock.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Self, TypeVar
 
@@ -47,6 +54,7 @@ from harness.process import LOOPBACK, ReadyProbe, ServerError, ServerProcess, Tc
 __all__ = [
     "Fault",
     "FaultLog",
+    "ClockSync",
     "Direction",
     "Mode",
     "Pass",
@@ -111,22 +119,104 @@ class Fault:
         """Seconds from start to end on the monotonic clock; None while it lasts."""
         return None if self.ended_mono is None else self.ended_mono - self.started_mono
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *clocks: ClockSync) -> dict[str, Any]:
+        """The fault as JSON-ready data; each of ``clocks`` adds ``started_<name>``/``ended_<name>`` on that clock."""
         d = asdict(self)
         d["duration_s"] = self.duration
+        for clock in clocks:
+            d[f"started_{clock.name}"] = clock.to_other(self.started_mono)
+            d[f"ended_{clock.name}"] = None if self.ended_mono is None else clock.to_other(self.ended_mono)
         return d
 
 
-class FaultLog:
-    """The faults of a run, in start order; thread-safe, JSON-serialisable (:meth:`to_json`, :meth:`to_list`)."""
+@dataclass(frozen=True)
+class ClockSync:
+    """How another clock (``name``: a browser page's ``performance.now()``, a server's own) reads against ``time.monotonic()``.
 
-    def __init__(self) -> None:
+    ``other = monotonic * scale + offset``: ``scale`` is the other clock's units per second (1000 for milliseconds).
+    Estimated from paired readings (:meth:`from_readings`, :meth:`measure`): the other clock read between two
+    monotonic readings ``t0 <= t1``. The pair with the shortest round trip is used, its midpoint taken as the moment
+    of the reading, and half its round trip (in the other clock's units) is ``uncertainty``: the true offset is
+    within ``offset ± uncertainty``. No drift is estimated: right for another reader of the same clock (Chromium's
+    ``performance.now()`` on Linux counts CLOCK_MONOTONIC, as ``time.monotonic()`` does), and for any clock over a
+    short run.
+    """
+
+    name: str
+    offset: float
+    scale: float = 1.0
+    uncertainty: float = 0.0
+    samples: int = 0
+
+    def to_other(self, mono: float) -> float:
+        """A ``time.monotonic()`` value on the other clock."""
+        return mono * self.scale + self.offset
+
+    def to_mono(self, other: float) -> float:
+        """A reading of the other clock as ``time.monotonic()``."""
+        return (other - self.offset) / self.scale
+
+    @classmethod
+    def from_readings(cls, name: str, readings: Iterable[tuple[float, float, float]], *, scale: float = 1.0) -> ClockSync:
+        """From ``(t0, other, t1)`` triples: ``other`` read after monotonic ``t0`` and before monotonic ``t1``."""
+        pairs = list(readings)
+        if not pairs:
+            raise ValueError("a clock sync needs at least one reading")
+        if any(t1 < t0 for t0, _, t1 in pairs):
+            raise ValueError("each reading needs t0 <= t1 (monotonic before and after the other clock was read)")
+        t0, other, t1 = min(pairs, key=lambda r: r[2] - r[0])
+        return cls(name, other - (t0 + t1) / 2 * scale, scale, (t1 - t0) / 2 * scale, len(pairs))
+
+    @classmethod
+    async def measure(cls, name: str, read: Callable[[], Awaitable[float]], *, scale: float = 1.0, samples: int = 7) -> ClockSync:
+        """Read the other clock ``samples`` times through ``read`` (``lambda: page.evaluate("performance.now()")``)."""
+        readings = []
+        for _ in range(max(1, samples)):
+            t0 = time.monotonic()
+            other = float(await read())
+            readings.append((t0, other, time.monotonic()))
+        return cls.from_readings(name, readings, scale=scale)
+
+    def combine(self, other: ClockSync) -> ClockSync:
+        """The better-bounded of two estimates of the same clock (no drift: either is right within its uncertainty)."""
+        if (other.name, other.scale) != (self.name, self.scale):
+            raise ValueError(f"cannot combine clock {self.name!r} (x{self.scale}) with {other.name!r} (x{other.scale})")
+        best = self if self.uncertainty <= other.uncertainty else other
+        return ClockSync(best.name, best.offset, best.scale, best.uncertainty, self.samples + other.samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Told of each fault as it begins (on the thread that began it).
+FaultListener = Callable[[Fault], None]
+
+
+class FaultLog:
+    """The faults of a run, in start order; thread-safe, JSON-serialisable (:meth:`to_json`, :meth:`to_list`).
+
+    ``on_fault`` (and any listener added with :meth:`listen`) is called with each fault as it is added, that is as it
+    begins, on the thread that began it and outside the log's lock; its ``ended_*`` are not set yet. A listener
+    that raises makes the fault's injection raise: report, do not fail (``ScenarioContext.fault`` never raises).
+    """
+
+    def __init__(self, on_fault: FaultListener | None = None) -> None:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
+        self._listeners: list[FaultListener] = [] if on_fault is None else [on_fault]
+
+    def listen(self, listener: FaultListener) -> FaultListener:
+        """Call ``listener`` with every fault added from now on; return it."""
+        with self._lock:
+            self._listeners.append(listener)
+        return listener
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
             self._faults.append(fault)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(fault)
         return fault
 
     def begin(self, kind: str, target: str, **details: Any) -> Fault:
@@ -160,8 +250,9 @@ class FaultLog:
         """The faults not ended yet."""
         return [f for f in self.faults if f.ended_mono is None]
 
-    def to_list(self) -> list[dict[str, Any]]:
-        return [f.to_dict() for f in self.faults]
+    def to_list(self, *clocks: ClockSync) -> list[dict[str, Any]]:
+        """Every fault as :meth:`Fault.to_dict` (with its times on each of ``clocks`` too)."""
+        return [f.to_dict(*clocks) for f in self.faults]
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_list(), **kwargs)
@@ -493,9 +584,15 @@ class FaultProxy:
         with self._mode_lock:
             self._end_fault()
             self._mode = mode
+            fault = None
             if not isinstance(mode, Pass):
-                self._fault = self.log.begin(f"proxy-{mode.kind}", self.target, **_mode_details(mode))
-            fault = self._fault
+                details = _mode_details(mode)
+                if isinstance(mode, Reset):
+                    details["connections"] = len(self._conns)  # open now: all of them are reset
+                fault = Fault.begin(f"proxy-{mode.kind}", self.target, **details)
+            self._fault = fault
+        if fault is not None:
+            self.log.add(fault)  # outside the lock: the log's listeners may take their time
         for c in self._conns:
             c.counted = 0
         if isinstance(mode, Reset):
@@ -505,6 +602,25 @@ class FaultProxy:
             old, self._changed = self._changed, asyncio.Event()
             old.set()
         return fault
+
+    def reset_connections(self) -> Fault:
+        """Reset every open connection now (RST to both ends) and carry on in the current mode: a one-off cut.
+
+        What a dropped Wi-Fi, a NAT or load balancer forgetting its flows does: the client's connection dies
+        while the server stays up, and a new connection goes through at once (unlike ``cut(s, Reset())``, which
+        also refuses new connections for ``s`` seconds). Logged as a ``proxy-reset`` fault that starts just before
+        the first RST and ends after the last (``details["connections"]``: how many); a fault mode in force is
+        ended and begun again around it. Atomic on the proxy's loop: no connection is accepted in between.
+        """
+
+        def once() -> Fault:
+            previous = self._mode
+            fault = self._apply(Reset())
+            assert fault is not None
+            self._apply(previous)
+            return fault.end()
+
+        return self._call(once)
 
     def cut(self, seconds: float, mode: Mode | None = None) -> concurrent.futures.Future[None]:
         """``mode`` (default :class:`Blackhole`) for ``seconds``, then :class:`Pass`; returns at once (a future)."""

@@ -23,6 +23,7 @@ from harness.faults import (
     Bandwidth,
     Blackhole,
     Buffer,
+    ClockSync,
     CloseAfter,
     Delay,
     Fault,
@@ -116,6 +117,46 @@ def test_fault_log_is_json_and_records_both_clocks():
     assert isinstance(Fault.begin("x", "y").end(a=1).details["a"], int)
 
 
+def test_listeners_hear_each_fault_as_it_begins_outside_the_lock():
+    heard: list[tuple[str, float | None, int]] = []
+    # A listener may read the log (no deadlock): it runs outside the log's lock, and sees the fault not yet ended.
+    log = FaultLog(on_fault=lambda f: heard.append((f.kind, f.ended_mono, len(log))))
+    with log.record("kill", "server", signal="SIGKILL"):
+        assert heard == [("kill", None, 1)]
+    late: list[Fault] = []
+    log.listen(late.append)
+    f = log.begin("freeze", "x")
+    assert [h[0] for h in heard] == ["kill", "freeze"] and late == [f]
+
+
+def test_a_clock_sync_maps_faults_onto_another_clock():
+    # Another clock in ms, 5 s ahead: read between two monotonic readings; the tightest pair wins.
+    readings = [(10.0, 15_000.9, 10.002), (20.0, 25_000.2, 20.0004), (30.0, 35_003.0, 30.01)]
+    sync = ClockSync.from_readings("page_ms", readings, scale=1000.0)
+    assert sync.offset == pytest.approx(5_000.0) and sync.uncertainty == pytest.approx(0.2) and sync.samples == 3
+    assert sync.to_other(1.0) == pytest.approx(6_000.0) and sync.to_mono(6_000.0) == pytest.approx(1.0)
+    worse = ClockSync("page_ms", 5_001.0, 1000.0, 3.0, 2)
+    assert worse.combine(sync).offset == sync.offset and sync.combine(worse).samples == 5
+    with pytest.raises(ValueError):
+        sync.combine(ClockSync("server_s", 0.0))
+    with pytest.raises(ValueError):
+        ClockSync.from_readings("x", [])
+    fault = Fault("kill", "server", 2.0, 2.5)
+    d = fault.to_dict(sync)
+    assert d["started_page_ms"] == pytest.approx(7_000.0) and d["ended_page_ms"] == pytest.approx(7_500.0)
+    log = FaultLog()
+    log.begin("freeze", "x")
+    assert log.to_list(sync)[0]["ended_page_ms"] is None
+    # Measured against a clock that is monotonic itself, shifted: the offset comes back within the uncertainty.
+
+    async def shifted() -> float:
+        await asyncio.sleep(0)
+        return (time.monotonic() + 100.0) * 1000
+
+    live = asyncio.run(ClockSync.measure("shifted_ms", shifted, scale=1000.0, samples=5))
+    assert live.samples == 5 and abs(live.offset - 100_000.0) <= live.uncertainty + 1e-3
+
+
 # -- the proxy -------------------------------------------------------------------------------------
 
 
@@ -154,6 +195,26 @@ def test_reset_and_blackhole_are_told_apart(proxy: FaultProxy):
 
     kinds = [f.kind for f in proxy.log]
     assert kinds == ["proxy-blackhole", "proxy-reset"] and proxy.log.faults[0].ended_mono is not None
+
+
+def test_reset_connections_cuts_what_is_open_and_serves_what_comes_next(proxy: FaultProxy):
+    with connect(proxy) as a, connect(proxy) as b:
+        assert roundtrip(a) == b"ping" and roundtrip(b) == b"ping"
+        proxy.set_mode(Delay(0.01))
+        fault = proxy.reset_connections()
+        assert fault.kind == "proxy-reset" and fault.details["connections"] == 2 and fault.ended_mono is not None
+        for s in (a, b):
+            with pytest.raises(ConnectionResetError):
+                for _ in range(50):  # the RST may land after a send or two
+                    s.sendall(b"x")
+                    if not s.recv(10):
+                        pytest.fail("a clean close (FIN), not a reset")
+        # No refusal window: the next connection goes through at once, under the mode that was in force.
+        assert isinstance(proxy.mode, Delay)
+        with connect(proxy) as c:
+            assert roundtrip(c) == b"ping"
+    proxy.restore()
+    assert [f.kind for f in proxy.log] == ["proxy-delay", "proxy-reset", "proxy-delay"] and not proxy.log.open()
 
 
 def test_delay_is_measured(proxy: FaultProxy):
