@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.plugin import Chart, Option, ReportContent, Scenario, Spike, Table
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.results import RunResult
 from harness.stats import fmt_num, summarize
 from spikes.s09_message_protocol import scenarios as _sc
+from spikes.s09_message_protocol.browser_bench import BROWSER_LIBRARY, BROWSER_OPTIONS, LIBRARIES, measured_by
 from spikes.s09_message_protocol.decision import CRITERIA
 from spikes.s09_message_protocol.messages import MESSAGE_KINDS, STREAM_METHOD
 
@@ -96,6 +97,32 @@ SCENARIOS = (
         "decoder on PATH (shown, but not scored: it depends on the machine, not the format).",
         _sc.run_debugging,
     ),
+    Scenario(
+        "browser",
+        "Decode and encode in the browser, and bundle bytes",
+        "The tabletop's page decodes what the server sends, so each option's wire bytes are also read and written in headless "
+        "Chromium (harness/browser.py) with the library a browser would use for that format: the three JSON options with the "
+        "engine's JSON.parse / JSON.stringify (msgspec and orjson are Python only; their bytes are plain JSON), both MessagePack "
+        "options with @msgpack/msgpack, Protocol Buffers with protobufjs (its light build, tabletop.proto loaded as a JSON "
+        "descriptor), versions pinned by the spike's browser/package-lock.json. The page gets the first `stream_messages` "
+        "messages of the mixed stream (see `size`) as the Python codec encoded them, checks every one decodes to the same "
+        "object and round-trips through the page's own encoder, warms up for `warmup_ms` on the whole stream, then times "
+        "with performance.now() per message kind and for the whole stream: decode from the frame as the browser hands it "
+        "over (a string for a text frame, bytes for a binary one) to the app's plain object, every field read; encode from "
+        "the object the app holds (JSON.stringify returns a string, which WebSocket.send encodes as UTF-8 itself). Each of "
+        "`rounds` samples is the mean ns per message over passes filling `round_ms`. Bundle bytes: esbuild --bundle --minify "
+        "of an entry importing the library's encoder and decoder (protobufjs with the schema it needs), gzip -9; JSON adds 0. "
+        "Options that send the same bytes to the same library are measured once, on one of them: orjson and msgspec-json send "
+        "stdlib json's bytes, msgspec the positional MessagePack option's (identical over the stream, checked by a test), so "
+        "the step runs for json, msgpack and protobuf, and the others carry those figures. One Chromium launch per wire "
+        "format, so the step runs once and its samples are the rounds.",
+        _sc.run_browser,
+        _sc.BROWSER_PARAMS,
+        _sc.BROWSER_QUICK,
+        requires=("chromium", "node", "npm"),
+        options=BROWSER_OPTIONS,
+        max_repeats=1,
+    ),
 )
 
 
@@ -103,6 +130,11 @@ def _flat(spread: dict[str, list[tuple[float, float] | None]]) -> str:
     """A caption's note when every repeat measured the same values, so the whiskers have no height."""
     ranges = [r for rs in spread.values() for r in rs if r is not None]
     return " Every repeat measured the same sizes, so the whiskers have no height." if ranges and all(lo == hi for lo, hi in ranges) else ""
+
+
+def run_params(run: RunResult, scenario: str) -> dict[str, Any]:
+    """The parameters a scenario ran with in ``run`` (empty if it did not run)."""
+    return next((dict(sr.params) for sr in run.scenarios if sr.scenario == scenario), {})
 
 
 def _ns(x: float) -> str:
@@ -152,6 +184,86 @@ class MessageProtocolSpike(Spike):
 
     def _sizes(self, run: RunResult, name: str, kinds: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
         return {o: {k: run.median("size", o, name, message=k) for k in kinds} for o in run.options}
+
+    # -- the browser step -------------------------------------------------------------
+    @staticmethod
+    def _browser_tables(run: RunResult, titles: dict[str, str]) -> list[Table]:
+        """Decode and encode per message in Chromium per wire format, and the bytes its browser library adds to the page."""
+        steps = {o: sr for o in run.options if (sr := run.ok("browser", o)) is not None}
+        if not steps:
+            return []
+        # One column per measured wire format, naming every option whose bytes it is.
+        shared = {m: [titles[o] for o in run.options if BROWSER_LIBRARY[o] == BROWSER_LIBRARY[m]] for m in steps}
+        headers = ["Message", *(f"{LIBRARIES[BROWSER_LIBRARY[m]]['title'].split(' (')[0]} ({', '.join(shared[m])})" for m in steps)]
+        first = next(iter(steps.values()))
+        label, n = first.fact.get("browser_label", "Chromium"), len(first.measurement("browser_decode_ns", message="mixed").samples)
+        counts = {k: int(first.measurement("browser_messages", message=k).median) for k in (*MESSAGE_KINDS, "mixed")}
+        note = (
+            f"{label}; one launch per wire format, {n} samples (rounds) per cell, each the mean over whole passes of the "
+            f"messages of that kind among the first {counts['mixed']} of the mixed stream ("
+            + ", ".join(f"{k} {counts[k]}" for k in MESSAGE_KINDS)
+            + f"); performance.now() steps by {fmt_num(first.fact['clock_step_us'])} µs here, and a round lasts at least "
+            f"{fmt_num(run_params(run, 'browser').get('round_ms', 0))} ms. Options in one column send identical bytes, which the "
+            "page reads with one library."
+        )
+        tables = []
+        for name, title in (("browser_decode_ns", "decode"), ("browser_encode_ns", "encode")):
+            rows = []
+            for k in (*MESSAGE_KINDS, "mixed"):
+                cells = [k if k != "mixed" else "mixed (the whole stream)"]
+                for sr in steps.values():
+                    smp = summarize(sr.measurement(name, message=k).samples)
+                    cells.append(f"{_ns(smp.median)} (IQR {_ns(smp.p25)}-{_ns(smp.p75)})")
+                rows.append(cells)
+            tables.append(Table(f"In the browser: {title} time per message, median (interquartile range)", headers, rows, note))
+        rows = []
+        for m, sr in steps.items():
+            f = sr.fact
+            versions = ", ".join(f"{p} {v}" for p, v in f["packages"].items())
+            extra = f["sizes_extra"].get("minimal_runtime_gzip_bytes")
+            gz = fmt_num(sr.measurement("bundle_gzip_bytes").median)
+            if extra is not None:
+                gz += f" (protobufjs/minimal alone, the runtime of code generated by pbjs: {fmt_num(extra)})"
+            ok = sum(r["own"] for r in f["roundtrip"].values()), sum(r["messages"] for r in f["roundtrip"].values())
+            rows.append(
+                [
+                    ", ".join(shared[m]),
+                    f"{f['library']}" + (f": {versions}" if versions else ""),
+                    fmt_num(sr.measurement("bundle_min_bytes").median),
+                    gz,
+                    f"{ok[0]} / {ok[1]}" + ("" if f["roundtrip_ok"] else " (some failed)"),
+                ]
+            )
+        tables.append(
+            Table(
+                "In the browser: the library each wire format's page would use, and the bytes it adds to the bundle",
+                ["Options", "Browser library (pinned)", "Minified bytes", "Gzip -9 bytes", "Messages round-tripped in the page"],
+                rows,
+                "esbuild --bundle --minify of an entry importing the library's encoder and decoder (protobufjs: its light build and "
+                "tabletop.proto as a JSON descriptor, which it needs at run time), then gzip -9; JSON.parse ships with the engine. "
+                "Round-tripped: the page decoded the Python codec's bytes to the same object, and its own encoding back to it.",
+            )
+        )
+        return tables
+
+    @staticmethod
+    def _browser_findings(run: RunResult) -> list[Finding]:
+        """What the page pays for each option's wire format: the library's bytes, and the time to decode the mix in Chromium."""
+        out = []
+        for o in run.options:
+            sr = run.ok("browser", measured_by(o))
+            if sr is None:
+                continue
+            gz, dec = sr.measurement("bundle_gzip_bytes").median, sr.measurement("browser_decode_ns", message="mixed").median
+            lib = sr.fact["library"].split(" (")[0]
+            decode = f"decodes the tabletop mix in {_ns(dec)} per message in Chromium"
+            if gz == 0:
+                out.append(
+                    Finding(o, True, f"the page reads its frames with the browser's own {lib}: no library in the bundle, and it {decode}.")
+                )
+            else:
+                out.append(Finding(o, False, f"the page must ship {lib} to read its frames: {fmt_num(gz)} bytes gzipped; it {decode}."))
+        return out
 
     # -- the document's Results -----------------------------------------------------
     def report(self, run: RunResult) -> ReportContent:
@@ -259,6 +371,8 @@ class MessageProtocolSpike(Spike):
                 for f in facts
             ]
             content.tables.append(Table("Debugging ease: measured facts", ["Fact", *(titles[o] for o in opts)], rows))
+        content.tables.extend(self._browser_tables(run, titles))
+        content.findings.extend(self._browser_findings(run))
         # Charts, each with the spread across repeats in its own unit (sizes repeat exactly, so theirs is zero wide).
         raw = self._sizes(run, "size_raw", MESSAGE_KINDS)
         raw_spread = {titles[o]: [run.spread("size", o, "size_raw", message=k) for k in MESSAGE_KINDS] for o in opts}

@@ -23,6 +23,20 @@ def _round_trip(kind: str):
     return value
 
 
+def _browser(name: str, **tags: str):
+    """A value of the browser step, read from the option that measured this option's bytes (its wire format's)."""
+
+    def value(run: RunResult, option: str) -> float:
+        from spikes.s09_message_protocol.browser_bench import measured_by
+
+        v = run.median("browser", measured_by(option), name, **tags)
+        if v is None:
+            raise NotMeasured(f"the browser step did not run for {measured_by(option)}")
+        return v
+
+    return value
+
+
 #: The traffic a player receives, for the cost model: an assumption (this spike measures per message, not per player),
 #: the same 30 messages a second the size utilities below are written for.
 RECEIVED_PER_PLAYER_S = 30.0
@@ -91,8 +105,44 @@ CRITERIA = (
                 min_diff=100,
                 fmt=_us,
             ),
+            Part(
+                "browser decode of the tabletop mix",
+                Derived(
+                    _browser("browser_decode_ns", message="mixed"),
+                    "median ns per message decoding the mixed stream in Chromium (`browser`), measured on the option sending "
+                    "the same bytes to the same library where the step ran for that one",
+                ),
+                "ns per message",
+                Utility(
+                    5000,
+                    200_000,
+                    "a player's page decodes the table's traffic on its main thread: a burst of 80 messages in one 16 ms frame "
+                    "(a reconnect's catch-up, a busy table) costs 0.4 ms at 5 µs a message and the whole frame at 200 µs",
+                    log=True,
+                ),
+                min_diff=500,
+                fmt=lambda v: _us(v / 1000),
+            ),
+            Part(
+                "library bytes the page downloads (gzip)",
+                Derived(
+                    _browser("bundle_gzip_bytes"),
+                    "gzip -9 bytes of the esbuild bundle of the library the page reads the format with (`browser`; JSON: 0)",
+                    exact=True,
+                ),
+                "B",
+                Utility(
+                    5000,
+                    100_000,
+                    "downloaded before the board shows: on a slow 4G link (1.6 Mbit/s, Chrome DevTools' preset) 5 kB take 25 ms "
+                    "and 100 kB half a second",
+                    log=True,
+                ),
+                min_diff=1000,
+            ),
         ),
-        "server CPU per message, where the traffic is (cursors) and where a stall hurts (snapshots)",
+        "CPU per message on the server, where the traffic is (cursors) and where a stall hurts (snapshots), and in the "
+        "player's browser (decoding the mix, Chromium), plus the decoder's bytes in the page",
     ),
     Criterion(
         "Maintenance",

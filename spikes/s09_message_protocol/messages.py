@@ -13,6 +13,7 @@ nearly identical and a shared deflate context shrank them 93 times.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -99,6 +100,11 @@ _EMOJI = ("🎲", "😂", "🔥", "💀", "⚔️", "🛡️", "👀", "🙏", "
 _CHAT_LENGTHS = ((1, 3), (4, 9), (10, 18), (19, 40))
 _CHAT_LENGTH_WEIGHTS = (0.30, 0.45, 0.20, 0.05)
 _DICE = ("d4", "d6", "d8", "d10", "d12", "d20", "d100")
+#: Points in a freehand stroke: log-uniform between these, so most are short marks (a tick, a circle round a token) and
+#: a few are long paths (a wall, a route across the map); the first stroke of a session, the sample, has 200.
+_STROKE_POINTS = (8, 600)
+_STROKE_POINTS_LOG = (math.log(_STROKE_POINTS[0]), math.log(_STROKE_POINTS[1]))
+_SAMPLE_STROKE_POINTS = 200
 
 #: How the streams vary, for the spike's Method text.
 STREAM_METHOD = (
@@ -107,7 +113,8 @@ STREAM_METHOD = (
     f"{MIX_BLOCK} messages, shuffled). Cursors random-walk per player; "
     "a token move shifts a random token by up to 40 px and carries a running sequence number; timestamps advance 5-59 ms "
     "per message; chat lines are 1-40 words drawn by Zipf weight from a vocabulary of "
-    f"{len(_VOCAB)} tabletop words, with dice rolls, numbers and emoji; strokes are 200-point freehand lines with fresh ids; "
+    f"{len(_VOCAB)} tabletop words, with dice rolls, numbers and emoji; strokes are freehand lines with fresh ids and "
+    f"{_STROKE_POINTS[0]}-{_STROKE_POINTS[1]} points (log-uniform: mostly short marks, a few long paths); "
     "between two snapshots tokens move, take damage, change conditions, and a defeated monster is replaced by a new one. "
     "The `mixed` stream is that session's traffic in order; the stream of one kind is the messages of that kind taken "
     "from the same session in order."
@@ -195,8 +202,10 @@ class _World:
 
     def stroke(self) -> dict[str, Any]:
         rng = self.rng
+        # The first stroke of a session (the sample) has 200 points; later ones range from a quick tick to a long path.
+        n = _SAMPLE_STROKE_POINTS if self.seq == 0 else round(math.exp(rng.uniform(*_STROKE_POINTS_LOG)))
         x, y, points = rng.uniform(100, 2500), rng.uniform(100, 1500), []
-        for _ in range(200):  # a freehand line: small steps in a slowly turning direction
+        for _ in range(n):  # a freehand line: small steps in a slowly turning direction
             x, y = x + rng.uniform(-2, 6), y + rng.uniform(-4, 4)
             points += [_q(x), _q(y)]
         return {

@@ -19,12 +19,18 @@ __all__ = [
     "run_speed",
     "run_type_safety",
     "run_debugging",
+    "BROWSER_PARAMS",
+    "BROWSER_QUICK",
+    "run_browser",
 ]
 
 SIZE_PARAMS = {"stream_messages": 1000}
 SIZE_QUICK = {"stream_messages": 200}
 SPEED_PARAMS = {"samples": 15, "sample_s": 0.02, "warmup_s": 0.1}
 SPEED_QUICK = {"samples": 5, "sample_s": 0.003, "warmup_s": 0.02}
+#: The browser bench: the mixed stream's first ``stream_messages``, ``rounds`` samples per figure, each a loop of ``round_ms``.
+BROWSER_PARAMS = {"stream_messages": 1000, "rounds": 7, "round_ms": 15, "warmup_ms": 500}
+BROWSER_QUICK = {"stream_messages": 200, "rounds": 3, "round_ms": 10, "warmup_ms": 100}
 
 
 def run_size(ctx: ScenarioContext) -> ScenarioOutput:
@@ -83,5 +89,41 @@ def run_debugging(ctx: ScenarioContext) -> ScenarioOutput:
     scored = {k: f for k, f in facts.items() if k != "cli_decoder_on_path"}
     out.add("debug_facts_true", "facts", [sum(f["value"] for f in scored.values())], better="higher")
     out.add("debug_facts_total", "facts", [len(scored)], better=None)
+    ctx.advance(1.0)
+    return out
+
+
+def run_browser(ctx: ScenarioContext) -> ScenarioOutput:
+    """Decode and encode of the option's wire bytes in Chromium, with the library the page would use, and its bundle bytes."""
+    from . import browser_bench as bb
+
+    family = bb.BROWSER_LIBRARY[ctx.option.key]
+    sizes = bb.library_sizes()[family]  # builds the bundles first (cached), before any browser starts
+    ctx.advance(0.2)
+    messages = stream("mixed", ctx.params["stream_messages"])
+    timing = {"rounds": ctx.params["rounds"], "roundMs": ctx.params["round_ms"], "warmupMs": ctx.params["warmup_ms"]}
+    page = bb.run_browser_bench(ctx.option.key, messages, timing)
+    data = page.data
+    out = ScenarioOutput()
+    for kind, r in data["results"].items():
+        out.add("browser_decode_ns", "ns/message", r["decode_ns"], message=kind)
+        out.add("browser_encode_ns", "ns/message", r["encode_ns"], message=kind)
+        out.add("browser_messages", "messages", [r["messages"]], better=None, message=kind)
+    out.add("bundle_gzip_bytes", "bytes", [sizes["gzip_bytes"]])
+    out.add("bundle_min_bytes", "bytes", [sizes["min_bytes"]])
+    out.facts.update(
+        {
+            "library": bb.LIBRARIES[family]["title"],
+            "family": family,
+            "packages": bb.package_versions(family),
+            "roundtrip": data["roundtrip"],
+            "roundtrip_ok": all(r["from_python"] == r["own"] == r["messages"] for r in data["roundtrip"].values()),
+            "clock_step_us": data["clock_step_us"],
+            "cross_origin_isolated": data["cross_origin_isolated"],
+            "browser": page.to_dict(),
+            "browser_label": page.label(),
+            "sizes_extra": {k: v for k, v in sizes.items() if k not in ("gzip_bytes", "min_bytes")},
+        }
+    )
     ctx.advance(1.0)
     return out
