@@ -39,7 +39,7 @@ from typer.core import TyperCommand
 from harness import machine
 from harness.load.clients import get_client_class, transports
 from harness.load.schedules import ARRIVALS
-from harness.load.spec import MODES
+from harness.load.spec import MODES, ReconnectPolicy
 from harness.plugin import Spike, SpikeLoadError, discover, source_hash
 from harness.report.render import PARTIAL_DIR, decide, document_run, document_runs, previous_runs, render_index, render_spike
 from harness.results import ResultsError, RunResult, runs_by_spike, scan_runs
@@ -754,7 +754,9 @@ _LOAD_EPILOG = (
     "2 a usage error (an unknown option, a bad value, a server not on this machine without --allow-remote; one line names it); "
     "3 the run finished but a connection did not connect or was dropped, messages were lost, a generator process failed "
     "or errors were counted (one line says which; the table or JSON is printed too when anything connected); "
-    "4 the load engine itself failed (SPIKE_DEBUG=1 prints the traceback); 130 interrupted by Ctrl-C."
+    "4 the load engine itself failed (SPIKE_DEBUG=1 prints the traceback); 130 interrupted by Ctrl-C. "
+    "With --reconnect a dropped connection that came back is no failure: the account's losses, duplicates and unexpected "
+    "messages are, and so is a connection that never came back."
 )
 
 
@@ -771,6 +773,19 @@ def _choice(names: Sequence[str]) -> Callable[[str], str]:
 
 def _transport(text: str) -> str:
     return _choice(transports())(text)
+
+
+def _resume(text: str) -> str:
+    from harness.load.clients.resume import resume_adapters
+
+    return _choice(resume_adapters())(text)
+
+
+def _reconnect_policy(text: str) -> ReconnectPolicy:
+    try:
+        return ReconnectPolicy.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -958,7 +973,51 @@ def load_summary_table(result: LoadResult) -> Table:
     t.add_row("client bound", f"[bold red]{escape(bound)}[/]" if result.client_bound else bound)
     if result.errors:
         t.add_row("errors", escape(f"{result.error_count}: " + "; ".join(result.errors[:5])))
+    if result.account is not None:
+        _account_rows(t, result)
     return t
+
+
+def _account_rows(t: Table, result: LoadResult) -> None:
+    """The account's total (``harness.load.account``: the counts and their fractions) and the recovery after each fault."""
+    from harness.load.account import OUTCOMES
+
+    account = result.account or {}
+    total = account.get("total", {})
+
+    def cell(name: str) -> str:
+        entry = total.get(name, {})
+        frac = entry.get("fraction")
+        return f"{name.replace('_', ' ')} {entry.get('count', 0):,}" + (f" ({frac:.2%})" if frac is not None else "")
+
+    t.add_row("account (total)", ", ".join(cell(name) for name in OUTCOMES))
+    t.add_row(
+        "account basis",
+        f"{total.get('expected', 0):,} expected deliveries, {total.get('arrivals', 0):,} arrivals, {total.get('unsent', 0):,} unsent",
+    )
+    if result.spec.get("reconnect") is not None:
+        t.add_row("reconnections", f"{result.reconnected} after {result.dropped} drop(s)")
+    for rec in account.get("recovery", []):
+        first = rec.get("first_delivery_ms")
+        slowest = rec.get("slowest_connection_ms")
+        t.add_row(
+            f"recovery after {rec.get('kind')}",
+            ("no delivery after it" if first is None else f"first delivery {first:.1f} ms after its end")
+            + f"; {rec.get('connections_recovered')}/{rec.get('connections')} connections"
+            + ("" if slowest is None else f", the slowest after {slowest:.1f} ms"),
+        )
+
+
+def _errors_besides(result: LoadResult, prefixes: tuple[str, ...]) -> int:
+    """Errors counted in ``result`` other than those whose message starts with one of ``prefixes``."""
+    import re
+
+    excluded = 0
+    for entry in result.errors:
+        m = re.fullmatch(r"(.*) \(x(\d+)\)", entry, flags=re.S)
+        if m and m.group(1).startswith(prefixes):
+            excluded += int(m.group(2))
+    return result.error_count - excluded
 
 
 def load_outcome(result: LoadResult) -> str | None:
@@ -985,14 +1044,32 @@ def load_outcome(result: LoadResult) -> str | None:
             reasons.append(f"{pending} still connecting when the run ended (a longer --duration or a faster server helps)")
         process = [e for e in result.errors if e.startswith("generator process")]
         problems.append(f"{result.connected}/{n} connected: " + "; ".join(reasons + process[:1]))
-    if result.dropped:
+    reconnecting = result.spec.get("reconnect") is not None
+    if reconnecting:
+        if result.dropped > result.reconnected:
+            problems.append(f"{result.dropped - result.reconnected} of {result.dropped} dropped connection(s) did not come back")
+    elif result.dropped:
         problems.append(f"{result.dropped} connection(s) dropped by the server")
-    if result.lost:
-        grace = result.spec.get("grace_s")
-        within = f" within --grace {grace:g} s of the last send" if isinstance(grace, int | float) else ""
+    grace = result.spec.get("grace_s")
+    within = f" within --grace {grace:g} s of the last send" if isinstance(grace, int | float) else ""
+    if result.account is not None:
+        total = result.account.get("total", {})
+        count = {
+            name: int(total.get(name, {}).get("count", 0)) for name in ("lost_after_ack", "lost_without_ack", "duplicated", "unexpected")
+        }
+        if count["lost_after_ack"] or count["lost_without_ack"]:
+            problems.append(
+                f"{count['lost_after_ack'] + count['lost_without_ack']} of {total.get('expected', 0)} expected deliveries lost "
+                f"({count['lost_after_ack']} after acknowledgement, {count['lost_without_ack']} without){within}"
+            )
+        if count["duplicated"] or count["unexpected"]:
+            problems.append(f"{count['duplicated']} duplicated and {count['unexpected']} unexpected message(s) arrived")
+    elif result.lost:
         problems.append(f"{result.lost} of {result.expected} expected message(s) lost: no reply or delivery{within}")
-    if result.error_count and not problems:
-        problems.append(f"{result.error_count} error(s): " + "; ".join(result.errors[:3]))
+    # With --reconnect, drops and reconnection attempts are the faults under test: the account measures what they cost.
+    errors = _errors_besides(result, ("dropped: ", "reconnect: ")) if reconnecting else result.error_count
+    if errors and not problems:
+        problems.append(f"{errors} error(s): " + "; ".join(result.errors[:3]))
     return "; ".join(problems) or None
 
 
@@ -1111,6 +1188,36 @@ def load(
         str | None,
         typer.Option("--cpus", metavar="LIST", help="Pin the generator processes to these CPUs, e.g. 0,1 or 0-3.", show_default=False),
     ] = None,
+    account: Annotated[
+        bool,
+        typer.Option(
+            "--account",
+            help="Count every message: sent, delivered, lost after or without acknowledgement, duplicated, unexpected, "
+            "reordered, per connection and in total (on with --reconnect; costs generator CPU).",
+        ),
+    ] = False,
+    reconnect: Annotated[
+        ReconnectPolicy | None,
+        typer.Option(
+            "--reconnect",
+            parser=_reconnect_policy,
+            metavar="BASE[,CAP[,N]]",
+            help="Bring dropped connections back: exponential backoff from BASE s up to CAP s (default 5) with full jitter, "
+            "at most N attempts in a row (default: no limit); 'on' for 0.1,5. Open model only.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        str,
+        typer.Option(
+            "--resume",
+            parser=_resume,
+            metavar="NAME",
+            help="How a reconnected client asks for what it missed (with --reconnect): none; last-seq (rejoin after "
+            "the last room sequence number seen; the server replays); socketio-recovery (Socket.IO connection state "
+            "recovery, --transport socketio-raw).",
+        ),
+    ] = "none",
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a server that is not on this machine.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON instead of a table.")] = False,
 ) -> None:
@@ -1143,6 +1250,10 @@ def load(
             raise ValueError(f"--window {window} needs --closed-loop --rate inf --mode echo (a throughput run)")
         if compression and not get_client_class(transport).supports_compression:
             raise ValueError(f"--compression: the {transport} client does not negotiate permessage-deflate; use --transport ws-websockets")
+        if resume != "none" and reconnect is None:
+            raise ValueError(f"--resume {resume} needs --reconnect: only a reconnecting client resumes")
+        if reconnect is not None and closed_loop:
+            raise ValueError("--reconnect needs the open model: drop --closed-loop")
         spec = LoadSpec(
             url=url,
             transport=transport,
@@ -1163,6 +1274,9 @@ def load(
             compression=compression,
             cpu_affinity=parse_cpus(cpus) if cpus is not None else None,
             allow_remote=allow_remote,
+            account=account,
+            reconnect=reconnect,
+            resume=resume,
         )
     except ValueError as exc:
         raise _load_error(ctx, EXIT_USAGE, str(exc)) from None

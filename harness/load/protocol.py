@@ -14,6 +14,18 @@ send time in nanoseconds on the ``time.time_ns()`` clock (so receivers in
 other processes can compute a latency); ``c`` is the integer id of the
 sending connection within the run; ``d`` is an ASCII payload string.
 
+Optional, for servers that number and replay (what a resuming client needs,
+``harness.load.clients.resume``; ``reference_server --numbered`` does it)::
+
+    server -> every member  the broadcast object plus "n": the room's sequence number, 1, 2, ...
+    client -> server  {"op": "join", "room": "r1", "after": 41}
+    server -> client  {"op": "joined", "room": "r1"}, then every broadcast it still holds with n > 41, in order
+    server -> client  {"op": "ack", "c": 3, "seq": 7}: the server has message 7 of connection 3
+
+A counting run (``LoadSpec.counting``) takes an ``ack``, or the sender's own
+copy of its echo or broadcast, as the server's acknowledgement of a message
+(``harness.load.account``); an ``ack`` is never a delivery.
+
 Socket.IO (default namespace ``/``, websocket transport only): the client
 emits the events ``echo``, ``join`` and ``broadcast`` with the same object,
 minus ``op`` (the event name carries it), as the single argument; the server
@@ -33,6 +45,7 @@ __all__ = [
     "OP_JOIN",
     "OP_JOINED",
     "OP_BROADCAST",
+    "OP_ACK",
     "SIO_CLIENT_EVENTS",
     "SIO_SERVER_EVENTS",
     "make_payload",
@@ -54,6 +67,7 @@ OP_ECHO = "echo"
 OP_JOIN = "join"
 OP_JOINED = "joined"
 OP_BROADCAST = "broadcast"
+OP_ACK = "ack"
 
 #: Events a Socket.IO client emits, and events a Socket.IO server emits back.
 SIO_CLIENT_EVENTS = (OP_ECHO, OP_JOIN, OP_BROADCAST)

@@ -15,6 +15,16 @@ SIGTERM or SIGINT, or until its parent process exits. Transports:
 ``--stall-after N --stall-ms M`` blocks the server's event loop for M ms
 once, at its N-th message, like a long garbage-collection pause; the tests
 use it to show coordinated-omission correction at work.
+
+``--numbered`` (``ws`` only) numbers each room's broadcasts (``"n": 1, 2,
+...`` added to the object), keeps the last ``--replay-buffer`` of them in
+memory, and answers a join carrying ``"after": n`` with ``joined`` and then
+every broadcast it holds after ``n``, in order: the server a ``last-seq``
+resume adapter (``harness.load.clients.resume``) resumes against. The
+buffer lives as long as the process: a killed server forgets it.
+``--kick-after N`` closes, once, the connection of one member of the room
+other than the sender, after the N-th broadcast: a drop with the server up,
+for the tests of reconnecting and resuming clients.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import os
 import signal
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,7 +49,7 @@ from harness.load.clients.ws_raw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Fra
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Stall", "serve_ws", "serve_socketio", "serve_raw_echo", "main"]
+__all__ = ["Stall", "Numbering", "serve_ws", "serve_socketio", "serve_raw_echo", "main"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -81,11 +91,40 @@ async def _until_signalled() -> None:
     watcher.cancel()
 
 
-async def serve_ws(host: str, port: int, stall: Stall) -> None:
-    """The whole protocol over ``websockets``."""
+class Numbering:
+    """``--numbered``: each room's broadcasts numbered and the last ``keep`` of them held for replay."""
+
+    def __init__(self, keep: int = 100_000, kick_after: int = 0) -> None:
+        self.keep = keep
+        self.kick_after = kick_after
+        self.count: dict[str, int] = defaultdict(int)
+        self.held: dict[str, deque[tuple[int, str]]] = defaultdict(lambda: deque(maxlen=self.keep))
+        self.total = 0
+
+    def number(self, room: str, msg: dict[str, Any]) -> str:
+        """The broadcast as sent to members: with its room sequence number ``n``; held for replay."""
+        n = self.count[room] = self.count[room] + 1
+        msg["n"] = n
+        text = orjson.dumps(msg).decode()
+        self.held[room].append((n, text))
+        self.total += 1
+        return text
+
+    def after(self, room: str, n: int) -> list[str]:
+        """The held broadcasts of ``room`` numbered above ``n``, in order."""
+        return [text for k, text in self.held.get(room, ()) if k > n]
+
+    def kick_now(self) -> bool:
+        """Whether this broadcast is the one after which a member is kicked (once)."""
+        return bool(self.kick_after) and self.total == self.kick_after
+
+
+async def serve_ws(host: str, port: int, stall: Stall, numbering: Numbering | None = None) -> None:
+    """The whole protocol over ``websockets``; with ``numbering``, numbered broadcasts and replay after a join's ``after``."""
     from websockets.asyncio.server import broadcast, serve
 
     rooms: dict[str, set[ServerConnection]] = defaultdict(set)
+    kicks: set[asyncio.Task[None]] = set()
 
     async def handler(ws: ServerConnection) -> None:
         joined: list[str] = []
@@ -99,8 +138,27 @@ async def serve_ws(host: str, port: int, stall: Stall) -> None:
                 op = msg.get("op")
                 if op == protocol.OP_ECHO:
                     await ws.send(raw)  # the same object, unchanged
+                elif op == protocol.OP_BROADCAST and numbering is not None:
+                    room = str(msg.get("room"))
+                    members = rooms.get(room, set())
+                    broadcast(members, numbering.number(room, msg))
+                    if numbering.kick_now():
+                        others = [m for m in members if m is not ws]
+                        if others:  # closed in a task of its own: the sender's messages keep flowing
+                            kicks.add(task := asyncio.create_task(others[0].close()))
+                            task.add_done_callback(kicks.discard)
                 elif op == protocol.OP_BROADCAST:
                     broadcast(rooms.get(msg.get("room"), ()), raw)
+                elif op == protocol.OP_JOIN and numbering is not None:
+                    room = str(msg.get("room"))
+                    joined.append(room)
+                    # Joined, then the replay, then live broadcasts: no await in between, so none slips past in the gap.
+                    after = msg.get("after")
+                    frames = [orjson.dumps(protocol.joined_message(room)).decode()]
+                    frames += numbering.after(room, after) if isinstance(after, int) else []
+                    for frame in frames:
+                        broadcast([ws], frame)
+                    rooms[room].add(ws)
                 elif op == protocol.OP_JOIN:
                     room = str(msg.get("room"))
                     rooms[room].add(ws)
@@ -222,9 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--stall-after", type=int, default=0, help="stall once at this message (0: never)")
     ap.add_argument("--stall-ms", type=float, default=0.0)
+    ap.add_argument("--numbered", action="store_true", help="ws: number broadcasts per room and replay after a join's 'after'")
+    ap.add_argument("--replay-buffer", type=int, default=100_000, help="--numbered: broadcasts held per room for replay")
+    ap.add_argument("--kick-after", type=int, default=0, help="--numbered: close one non-sending member once, after this broadcast")
     ap.add_argument("--no-uvloop", action="store_true")
     args = ap.parse_args(argv)
-    coro = _SERVERS[args.transport](args.host, args.port, Stall(args.stall_after, args.stall_ms))
+    stall = Stall(args.stall_after, args.stall_ms)
+    if args.numbered and args.transport != "ws":
+        ap.error("--numbered needs --transport ws")
+    if args.kick_after and not args.numbered:
+        ap.error("--kick-after needs --numbered")
+    if args.numbered:
+        coro = serve_ws(args.host, args.port, stall, Numbering(args.replay_buffer, args.kick_after))
+    else:
+        coro = _SERVERS[args.transport](args.host, args.port, stall)
     if args.no_uvloop:
         asyncio.run(coro)
     else:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from harness.load.clients import transports
+from harness.load.clients.resume import get_resume_class, resume_adapters
+from harness.load.report import GeneratorReport
 from harness.load.schedules import ARRIVALS
 from harness.load.system import check_loopback_url
 
 if TYPE_CHECKING:
     from harness.plugin import ScenarioOutput
 
-__all__ = ["MODES", "LoadSpec", "GeneratorResult", "LoadResult", "SAMPLE_UNITS", "CLIENT_BOUND_CPU", "CLIENT_BOUND_LAG_MS"]
+__all__ = [
+    "MODES",
+    "ReconnectPolicy",
+    "LoadSpec",
+    "GeneratorResult",
+    "LoadResult",
+    "SAMPLE_UNITS",
+    "CLIENT_BOUND_CPU",
+    "CLIENT_BOUND_LAG_MS",
+]
 
 #: What each connection does: echo requests, or broadcasts to a room it joined.
 MODES = ("echo", "broadcast")
@@ -22,6 +34,57 @@ MODES = ("echo", "broadcast")
 CLIENT_BOUND_CPU = 0.90
 #: An open-model generator this late (p99 send lag, ms) is not keeping its schedule.
 CLIENT_BOUND_LAG_MS = 10.0
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a dropped connection comes back: exponential backoff with full jitter, at most ``max_attempts`` tries in a row.
+
+    Before attempt ``k`` (0 for the first after a drop) the client sleeps a
+    uniformly random time in ``[0, min(cap_s, base_s * 2**k)]`` ("full
+    jitter", as in AWS's *Exponential Backoff and Jitter*): clients dropped
+    together do not come back together. ``max_attempts`` 0: no limit (until
+    the run ends).
+    """
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    max_attempts: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.base_s) and math.isfinite(self.cap_s)) or self.base_s <= 0 or self.cap_s < self.base_s:
+            raise ValueError("reconnect: base_s must be > 0 and cap_s >= base_s, both finite seconds")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 0:
+            raise ValueError("reconnect: max_attempts must be an integer >= 0 (0: no limit)")
+
+    def ceiling_s(self, attempt: int) -> float:
+        """The longest sleep before attempt ``attempt`` (0-based)."""
+        return min(self.cap_s, self.base_s * 2.0 ** min(attempt, 64))
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The sleep before attempt ``attempt``: uniform in ``[0, ceiling_s(attempt)]``."""
+        uniform = (rng or random.Random()).uniform
+        return float(uniform(0.0, self.ceiling_s(attempt)))
+
+    def gives_up_after(self, attempt: int) -> bool:
+        """Whether no attempt follows attempt ``attempt`` (0-based) when it failed."""
+        return self.max_attempts > 0 and attempt + 1 >= self.max_attempts
+
+    @classmethod
+    def parse(cls, text: str) -> ReconnectPolicy:
+        """``BASE[,CAP[,MAX_ATTEMPTS]]`` in seconds, e.g. ``0.1,5,20``; ``on`` for the defaults."""
+        if text.strip().lower() in ("on", "yes", "default"):
+            return cls()
+        parts = [p.strip() for p in text.split(",")]
+        if not 1 <= len(parts) <= 3:
+            raise ValueError(f"{text!r}: expected BASE[,CAP[,MAX_ATTEMPTS]] (seconds, seconds, count), e.g. 0.1,5,20")
+        try:
+            base = float(parts[0])
+            cap = float(parts[1]) if len(parts) > 1 else max(cls.cap_s, base)
+            attempts = int(parts[2]) if len(parts) > 2 else 0
+        except ValueError:
+            raise ValueError(f"{text!r}: expected BASE[,CAP[,MAX_ATTEMPTS]] (seconds, seconds, count), e.g. 0.1,5,20") from None
+        return cls(base, cap, attempts)
 
 
 @dataclass(frozen=True)
@@ -50,6 +113,14 @@ class LoadSpec:
     measures throughput: its latencies include the wait behind the window
     and the generator's short naps between reads (at most 1 ms); measure
     latency with the open model.
+
+    ``account`` counts every message into ``harness.load.account.Account``
+    (sent, delivered, lost after and without acknowledgement, duplicated,
+    unexpected, reordered; ``LoadResult.account``). It costs per-message
+    bookkeeping, so it is off unless asked for, and on whenever ``reconnect``
+    is set: a ``ReconnectPolicy`` brings dropped connections back (open model
+    only), and the ``resume`` adapter (``harness.load.clients.resume``: ``none``,
+    ``last-seq``, ...) says how a reconnected client asks for what it missed.
     """
 
     url: str
@@ -72,6 +143,9 @@ class LoadSpec:
     seed: int = 0
     cpu_affinity: tuple[int, ...] | None = None
     window: int = 1
+    account: bool = False
+    reconnect: ReconnectPolicy | None = None
+    resume: str = "none"
 
     def __post_init__(self) -> None:
         check_loopback_url(self.url, self.allow_remote)
@@ -104,6 +178,22 @@ class LoadSpec:
             raise ValueError("window > 1 (requests outstanding per connection) needs closed_loop=True, rate=inf and mode='echo'")
         if self.cpu_affinity is not None:
             object.__setattr__(self, "cpu_affinity", tuple(self.cpu_affinity))
+        if isinstance(self.reconnect, dict):
+            object.__setattr__(self, "reconnect", ReconnectPolicy(**self.reconnect))
+        if self.resume not in resume_adapters():
+            raise ValueError(f"unknown resume adapter {self.resume!r}; known: {', '.join(resume_adapters())}")
+        supported = get_resume_class(self.resume).transports
+        if supported is not None and self.transport not in supported:
+            raise ValueError(f"resume {self.resume!r} needs transport {' or '.join(supported)}, not {self.transport!r}")
+        if self.resume != "none" and self.reconnect is None:
+            raise ValueError(f"resume {self.resume!r} needs reconnect (a ReconnectPolicy): only a reconnecting client resumes")
+        if self.reconnect is not None and self.closed_loop:
+            raise ValueError("reconnect needs the open model (closed_loop=False): a closed loop stops at its first drop")
+
+    @property
+    def counting(self) -> bool:
+        """Whether every message is counted into the account (``account``, or any ``reconnect``)."""
+        return self.account or self.reconnect is not None
 
     @property
     def sending_connections(self) -> int:
@@ -120,6 +210,10 @@ class LoadSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data (infinity as the string ``"inf"``)."""
         d = asdict(self)
+        # Left out at their defaults, so the spec stored by runs that do not count stays what it was.
+        for name, default in (("account", False), ("reconnect", None), ("resume", "none")):
+            if d[name] == default:
+                del d[name]
         if math.isinf(self.rate):
             d["rate"] = "inf"
         if self.cpu_affinity is not None:
@@ -159,36 +253,8 @@ SAMPLE_UNITS: dict[str, tuple[str, str | None]] = {
 }
 
 
-class GeneratorResult(TypedDict):
-    """What one generator process sends back to the parent (pickled), merged into a ``LoadResult``.
-
-    Typed so that a misspelt key or a count of the wrong type is a type error
-    in ``merge_results``, not an ``Any`` that flows into the stored numbers.
-    """
-
-    index: int
-    pid: int
-    latency: str  # HDR histograms, encoded (histogram.encode)
-    service: str
-    lag: str
-    clamped: int
-    sent: int
-    received: int
-    unexpected: int
-    outstanding: int
-    unsent: int
-    connected: int
-    members: int
-    connect_ms: list[float]
-    failed_connects: dict[str, int]
-    dropped: int
-    bytes_in: int
-    bytes_out: int
-    cpu_s: float
-    wall_s: float
-    cpu: float
-    window_s: float
-    errors: dict[str, int]
+#: The per-process report, by its former name (now a frozen dataclass, ``harness.load.report``).
+GeneratorResult = GeneratorReport
 
 
 @dataclass
@@ -202,6 +268,9 @@ class LoadResult:
     the latency. Bytes are message traffic after the handshake, framing
     included. ``client_bound`` means the generator, not the server, was the
     limit: its numbers must never be presented as the server's.
+    ``reconnected`` counts successful reconnections (``LoadSpec.reconnect``);
+    ``account`` is ``harness.load.account.Account.to_dict()`` when the run
+    counted every message (``LoadSpec.counting``), else None.
     """
 
     spec: dict[str, Any]
@@ -236,6 +305,8 @@ class LoadResult:
     client_bound_reasons: list[str] = field(default_factory=list)
     error_count: int = 0
     errors: list[str] = field(default_factory=list)
+    reconnected: int = 0
+    account: dict[str, Any] | None = None
 
     def to_samples(self) -> dict[str, list[float]]:
         """Raw numbers to store, by name (units in ``SAMPLE_UNITS``); empty latency entries are left out."""

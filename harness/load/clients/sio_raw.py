@@ -10,7 +10,11 @@ opens ``/socket.io/?EIO=4&transport=websocket``, waits for the engine.io
 open packet (``0{...}``), connects the default namespace (``40`` -> ``40{...}``),
 answers pings (``2`` -> ``3``), and sends events as ``42["event",{...}]``.
 No acknowledgements, no binary attachments, no namespaces other than ``/``:
-the load protocol needs none of them. Use ``socketio`` (AsyncClient) to
+the load protocol needs none of them. For connection state recovery
+(``harness.load.clients.resume``, ``socketio-recovery``) it keeps the
+session's ``pid`` from the server's CONNECT reply and the offset a recovering
+server appends to each event (``offset``), and sends ``auth`` (``{"pid",
+"offset"}``) in its CONNECT packet when set. Use ``socketio`` (AsyncClient) to
 measure what a Python Socket.IO client costs; use this one to load a server.
 """
 
@@ -54,6 +58,10 @@ class RawSocketIOClient(RawWebSocketClient):
     ) -> None:
         super().__init__(engineio_ws_url(url), on_message, on_close, compression=compression, shared=shared)
         self._ready: asyncio.Future[None] | None = None
+        self.auth: dict[str, Any] | None = None  # sent in the CONNECT packet
+        self.sid: str | None = None
+        self.pid: str | None = None  # the private session id of a server with connection state recovery
+        self.offset: str | None = None  # the last event offset such a server sent
 
     async def connect(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -84,8 +92,11 @@ class RawSocketIOClient(RawWebSocketClient):
                 except (orjson.JSONDecodeError, ValueError, TypeError):
                     self.on_message({"op": None, "raw": payload})
                     return
+                if len(args) > 1 and self.pid is not None and isinstance(args[-1], str):
+                    self.offset = args[-1]  # connection state recovery: the event's offset comes last
                 self.on_message(protocol.from_sio(event, args[0] if args else None))
-            elif sio == b"0":  # namespace connected
+            elif sio == b"0":  # namespace connected: 40{"sid": ..., "pid": ...}
+                self._on_connected(payload[2:])
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
             elif sio == b"4":  # connect error
@@ -96,6 +107,16 @@ class RawSocketIOClient(RawWebSocketClient):
         elif kind == b"2":  # engine.io ping: answer or the server drops us after pingTimeout
             self._write_text(b"3" + payload[1:])
         elif kind == b"0":  # engine.io open: now connect the default namespace
-            self._write_text(b"40")
+            self._write_text(b"40" + (orjson.dumps(self.auth) if self.auth else b""))
         elif kind == b"1":  # engine.io close
             self._fail("closed by server (engine.io close)")
+
+    def _on_connected(self, body: bytes) -> None:
+        try:
+            data = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(data, dict):
+            sid, pid = data.get("sid"), data.get("pid")
+            self.sid = sid if isinstance(sid, str) else None
+            self.pid = pid if isinstance(pid, str) else None

@@ -292,3 +292,75 @@ def test_outcome_names_what_failed_in_a_finished_run():
         outcome(_result(error_count=2, errors=["join: no 'joined' reply in 10 s (x2)"]))
         == "2 error(s): join: no 'joined' reply in 10 s (x2)"
     )
+
+
+# -- the account and reconnecting clients -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--reconnect", "fast"], ["--reconnect 'fast': expected BASE[,CAP[,MAX_ATTEMPTS]]"]),
+        (["--reconnect", "0,1"], ["--reconnect", "base_s must be > 0"]),
+        (["--resume", "telepathy"], ["--resume 'telepathy' is not one of", "last-seq"]),
+        (["--resume", "last-seq"], ["--resume last-seq needs --reconnect"]),
+        (["--reconnect", "on", "--closed-loop"], ["--reconnect needs the open model"]),
+    ],
+)
+def test_bad_reconnect_options_are_one_line_exit_2(args, needles, monkeypatch):
+    monkeypatch.setattr(engine, "run_load", lambda spec: pytest.fail("the engine must not start"))
+    assert_one_line_error(load(URL, *args), EXIT_USAGE, *needles)
+
+
+def test_the_engine_gets_the_reconnect_policy_and_the_resume_adapter(specs):
+    from harness.load.spec import ReconnectPolicy
+
+    assert load(URL, "--reconnect", "0.05,2,9", "--resume", "last-seq").exit_code == 0
+    assert load(URL, "--account").exit_code == 0
+    reconnecting, counting = specs
+    assert reconnecting.reconnect == ReconnectPolicy(0.05, 2.0, 9) and reconnecting.resume == "last-seq" and reconnecting.counting
+    assert counting.account and counting.reconnect is None and counting.resume == "none"
+
+
+def _account(**counts: int) -> dict:
+    names = ("sent", "delivered", "lost_after_ack", "lost_without_ack", "duplicated", "unexpected", "reordered")
+    total = {n: {"count": counts.get(n, 0), "fraction": None} for n in names}
+    total.update(expected=counts.get("expected", 0), arrivals=0, unsent=0, reconnects=0)
+    return {"mode": "echo", "total": total, "connections": {}, "recovery": []}
+
+
+def test_with_reconnect_a_drop_that_came_back_is_no_failure_but_loss_is():
+    spec = {"url": "ws://127.0.0.1:4000/", "reconnect": {"base_s": 0.1, "cap_s": 5.0, "max_attempts": 0}, "grace_s": 1.0}
+    errors = ["dropped: connection lost (x2)", "reconnect: connection refused (x5)"]
+    clean = _result(spec=spec, dropped=2, reconnected=2, error_count=7, errors=errors, account=_account(expected=10, delivered=10))
+    assert outcome(clean) is None
+    assert outcome(_result(spec=spec, dropped=2, reconnected=1, account=_account())) == "1 of 2 dropped connection(s) did not come back"
+    lossy = _result(spec=spec, dropped=1, reconnected=1, account=_account(expected=10, delivered=7, lost_after_ack=1, lost_without_ack=2))
+    assert outcome(lossy) == "3 of 10 expected deliveries lost (1 after acknowledgement, 2 without) within --grace 1 s of the last send"
+    assert outcome(_result(spec=spec, account=_account(duplicated=2, unexpected=1))) == "2 duplicated and 1 unexpected message(s) arrived"
+    other = _result(spec=spec, error_count=3, errors=["dropped: x (x1)", "cleanup: boom (x2)"], account=_account())
+    assert outcome(other) == "2 error(s): dropped: x (x1); cleanup: boom (x2)"
+
+
+def test_the_table_and_json_carry_the_account(monkeypatch):
+    import json
+
+    from harness.load.spec import ReconnectPolicy
+
+    def run(spec: LoadSpec) -> LoadResult:
+        account = _account(sent=10, expected=10, delivered=10)
+        account["recovery"] = [
+            {"kind": "kill", "first_delivery_ms": 12.5, "connections": 2, "connections_recovered": 2, "slowest_connection_ms": 30.0}
+        ]
+        return LoadResult(spec=spec.to_dict(), connections=2, connected=2, dropped=2, reconnected=2, account=account)
+
+    monkeypatch.setattr(engine, "run_load", run)
+    res = load(URL, "-c", "2", "--reconnect", "on")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.replace("│", " ").split())
+    assert "account (total)" in text and "lost after ack 0" in text and "reconnections 2 after 2 drop(s)" in text
+    assert "recovery after kill first delivery 12.5 ms after its end; 2/2 connections, the slowest after 30.0 ms" in text
+    res = load(URL, "-c", "2", "--reconnect", "on", "--json")
+    data = json.loads(res.output)
+    assert data["account"]["total"]["delivered"]["count"] == 10 and data["reconnected"] == 2
+    assert LoadSpec.from_dict(data["spec"]).reconnect == ReconnectPolicy()

@@ -7,6 +7,7 @@ import pytest
 from harness.load import LoadResult, LoadSpec
 from harness.load.engine import make_shares, merge_results
 from harness.load.histogram import LatencyRecorder
+from harness.load.report import GeneratorReport
 from harness.load.spec import SAMPLE_UNITS
 from harness.plugin import ScenarioOutput
 
@@ -61,30 +62,31 @@ def _part(index, sent, received, cpu=0.2, members=0, outstanding=0, lag_us=50):
         lat.record(300)
     for _ in range(sent):
         lag.record(lag_us)
-    return {
-        "index": index,
-        "latency": lat.encode(),
-        "service": lat.encode(),
-        "lag": lag.encode(),
-        "clamped": 0,
-        "sent": sent,
-        "received": received,
-        "unexpected": 0,
-        "outstanding": outstanding,
-        "unsent": 0,
-        "connected": 2,
-        "members": members,
-        "connect_ms": [1.0, 2.0],
-        "failed_connects": {},
-        "dropped": 0,
-        "bytes_in": 100,
-        "bytes_out": 120,
-        "cpu_s": cpu,
-        "wall_s": 1.0,
-        "cpu": cpu,
-        "window_s": 2.0,
-        "errors": {},
-    }
+    return GeneratorReport(
+        index=index,
+        pid=0,
+        latency=lat.encode(),
+        service=lat.encode(),
+        lag=lag.encode(),
+        clamped=0,
+        sent=sent,
+        received=received,
+        unexpected=0,
+        outstanding=outstanding,
+        unsent=0,
+        connected=2,
+        members=members,
+        connect_ms=(1.0, 2.0),
+        failed_connects={},
+        dropped=0,
+        bytes_in=100,
+        bytes_out=120,
+        cpu_s=cpu,
+        wall_s=1.0,
+        cpu=cpu,
+        window_s=2.0,
+        errors={},
+    )
 
 
 def test_merge_counts_broadcast_deliveries_per_room_member():

@@ -9,6 +9,7 @@ import pytest
 from harness.load import LoadResult, LoadSpec, run_load
 from harness.load.engine import merge_results
 from harness.load.histogram import LatencyRecorder
+from harness.load.report import GeneratorReport
 from harness.load.spec import SAMPLE_UNITS
 from tests.harness.load.servers import reference_server
 from tests.utils import UNIT
@@ -38,32 +39,33 @@ def test_the_window_round_trips_and_old_specs_read_as_one():
     assert LoadSpec.from_dict(old).window == 1
 
 
-def _part(index: int, received: int, cpu_s: float) -> dict:
+def _part(index: int, received: int, cpu_s: float) -> GeneratorReport:
     empty = LatencyRecorder().encode()
-    return {
-        "index": index,
-        "latency": empty,
-        "service": empty,
-        "lag": empty,
-        "clamped": 0,
-        "sent": received,
-        "received": received,
-        "unexpected": 0,
-        "outstanding": 0,
-        "unsent": 0,
-        "connected": 1,
-        "members": 0,
-        "connect_ms": [1.0],
-        "failed_connects": {},
-        "dropped": 0,
-        "bytes_in": 0,
-        "bytes_out": 0,
-        "cpu_s": cpu_s,
-        "wall_s": 1.0,
-        "cpu": cpu_s,
-        "window_s": 1.0,
-        "errors": {},
-    }
+    return GeneratorReport(
+        index=index,
+        pid=0,
+        latency=empty,
+        service=empty,
+        lag=empty,
+        clamped=0,
+        sent=received,
+        received=received,
+        unexpected=0,
+        outstanding=0,
+        unsent=0,
+        connected=1,
+        members=0,
+        connect_ms=(1.0,),
+        failed_connects={},
+        dropped=0,
+        bytes_in=0,
+        bytes_out=0,
+        cpu_s=cpu_s,
+        wall_s=1.0,
+        cpu=cpu_s,
+        window_s=1.0,
+        errors={},
+    )
 
 
 def test_generator_cpu_time_per_message_is_summed_over_processes():
