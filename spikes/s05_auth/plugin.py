@@ -14,11 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness import frames
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.poc import PocServer
 from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s05_auth import core
+from spikes.s05_auth import robustness as _rb
 from spikes.s05_auth import scenarios as _sc
 from spikes.s05_auth.attacks import ATTACK_TITLES, ATTACKS
 from spikes.s05_auth.decision import CRITERIA, GATES
@@ -123,6 +125,7 @@ SCENARIOS = (
         _sc.REVOCATION_QUICK,
         max_repeats=2,
     ),
+    frames.robustness_scenario(plan=_rb.PLAN, start=_rb.start),
 )
 
 
@@ -304,7 +307,10 @@ class AuthSpike(Spike):
         self._settings(run, content)
         self._browser_note(run, content, opts, titles)
         content.charts.append(self._attacks_chart(run, opts, titles))
-        content.findings = self._findings(run)
+        robustness = frames.robustness_table(run, titles)
+        if robustness is not None:
+            content.tables.append(robustness)
+        content.findings = self._findings(run) + frames.robustness_findings(run)
         content.notes.append(
             f"Criterion weights: {', '.join(f'{k} {v}%' for k, v in run.weights.items())}. Security is added to the seed's matrix because an "
             "authentication scheme that lets an attack through is not a candidate however fast it is; the other five keep the seed's order."

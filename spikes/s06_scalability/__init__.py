@@ -14,6 +14,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from harness import frames
 from harness.load.locust import LocustPlan
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.poc import PocServer
@@ -21,6 +22,7 @@ from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import locust_users as _lu
+from spikes.s06_scalability import robustness as _rb
 from spikes.s06_scalability import scenarios as _sc
 from spikes.s06_scalability.decision import CRITERIA, GATES
 
@@ -152,6 +154,7 @@ SCENARIOS = (
         options=("native",),
         max_repeats=1,
     ),
+    frames.robustness_scenario(start=_rb.start, requires=("postgres",)),
 )
 
 #: The scenarios that load the POC servers (the generator scenario measures the generator).
@@ -736,7 +739,10 @@ class ScalabilitySpike(Spike):
             "are needed. Persistence is batched: each server buffers chat messages and writes them with COPY every 50 ms or 1,000 rows "
             "(one transaction per batch)."
         )
-        content.findings = self._findings(run)
+        robustness = frames.robustness_table(run, titles)
+        if robustness is not None:
+            content.tables.append(robustness)
+        content.findings = self._findings(run) + frames.robustness_findings(run)
         return content
 
     # -- cells ----------------------------------------------------------------------------------

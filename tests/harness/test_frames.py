@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
+from harness import frames
 from harness.frames import (
     CASE_NAMES,
     TABLE_HEADER,
@@ -25,6 +26,8 @@ from harness.frames import (
     run_battery_sync,
     wrong_type,
 )
+from harness.plugin import Option, ScenarioContext
+from harness.results import MeasurementRecord, RunResult, ScenarioResult
 from tests.utils import UNIT
 
 SERVER = r'''
@@ -292,3 +295,215 @@ def test_the_fragmented_case_reaches_the_server_as_a_text_frame_and_continuation
     sizes = asyncio.run(run())
     # websockets ends an iterated message with an empty final continuation frame: three parts, then that.
     assert len(sizes) >= 3 and all(sizes[:3]) and sum(sizes) == len('{"type": "no-such-type"}')
+
+
+# -- Socket.IO framing -------------------------------------------------------------------------------
+
+SIO_BASE = {"type": "join", "room": "table-1"}
+SIO_EXTRAS = ["eio-unknown-packet", "eio-empty-packet", "sio-unknown-packet", "sio-unknown-namespace"]
+
+
+def test_the_socketio_framing_puts_every_case_in_an_event_packet_and_adds_raw_packets():
+    framing = frames.socketio_framing()
+    cases = {c.name: c for c in framing.cases(SIO_BASE)}
+    assert list(cases) == [*CASE_NAMES, *SIO_EXTRAS]
+    assert framing.encode({"type": "echo", "n": 1}) == '42["echo", {"n": 1}]' and framing.encode({"type": "ping"}) == '42["ping"]'
+    # JSON values become the data of the base message's event; text that is not JSON follows "42" as it is.
+    assert cases["not-json"].payload == "42this is not JSON {"
+    assert cases["json-array"].payload == '42["join",[1,2,3]]'
+    assert cases["number"].payload == '42["join",42]' and cases["null"].payload == '42["join",null]'
+    deep = cases["deep-nesting"].payload
+    assert isinstance(deep, str) and deep.startswith('42["join",{"a":') and deep.endswith("}]") and deep.count("{") == 10_000
+    assert json.loads(cases["unknown-type"].payload[2:]) == ["no-such-type"]
+    assert json.loads(cases["type-not-string"].payload[2:]) == [12345, {"room": "table-1"}]
+    assert json.loads(cases["wrong-field-types"].payload[2:]) == ["join", {"room": 12345}]
+    big = cases["big-text"]
+    assert big.size() >= 10 * 1024 * 1024 and json.loads(big.payload[2:])[0] == "join"
+    bad = cases["bad-utf8"].payload
+    assert cases["bad-utf8"].kind == "text-bytes" and isinstance(bad, bytes) and bad.startswith(b"42[")
+    with pytest.raises(UnicodeDecodeError):
+        bad.decode()
+    assert cases["binary"].kind == "binary" and cases["binary"].payload == bytes(range(256))
+    assert cases["fragmented"].kind == "fragments" and "".join(cases["fragmented"].payload) == cases["unknown-type"].payload
+    assert cases["eio-empty-packet"].payload == "" and cases["eio-unknown-packet"].payload == "9"
+    assert cases["sio-unknown-namespace"].payload.startswith("42/no-such-namespace,")
+    # A namespace other than / goes in every packet.
+    assert frames.socketio_framing("/game").encode({"type": "echo"}) == '42/game,["echo"]'
+    # Its answers: an error event, a disconnect, a connect error, an Engine.IO close; its heartbeat is no answer.
+    assert all(framing.is_error(f) for f in ('42["error",{"error":"x"}]', "41", '44{"message":"no"}', "1"))
+    assert not framing.is_error('42["echo",{}]') and framing.is_noise("2") and not framing.is_noise('42["echo"]')
+    assert frames.socketio_url("http://127.0.0.1:5/x") == "ws://127.0.0.1:5/socket.io/?EIO=4&transport=websocket"
+    assert framing.endpoint("ws://h:1/") == "ws://h:1/socket.io/?EIO=4&transport=websocket"
+
+
+async def _engineio_server(ws, refuse: bool = False):
+    """A small Socket.IO server: the handshakes, an echo event, an error event for anything else, close 1008 for no packet."""
+    from websockets.exceptions import ConnectionClosed
+
+    await ws.send('0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}')
+    try:
+        async for frame in ws:
+            if frame == "40":
+                await ws.send('44{"message":"refused"}' if refuse else '40{"sid":"s1"}')
+                continue
+            if isinstance(frame, str) and (not frame or frame[0] not in "0123456"):
+                await ws.close(1008, "not an Engine.IO packet")
+                return
+            await ws.send("2")  # a heartbeat first: no answer
+            try:
+                event = json.loads(frame[2:]) if isinstance(frame, str) and frame.startswith("42[") else None
+            except (ValueError, RecursionError):
+                event = None
+            if isinstance(event, list) and event and event[0] == "echo":
+                await ws.send(frame)
+            else:
+                await ws.send('42["error",{"error":"bad packet"}]')
+    except ConnectionClosed:
+        pass
+
+
+def _sio_battery(refuse: bool = False, **kwargs) -> frames.FrameReport:
+    from websockets.asyncio.server import serve
+
+    async def run() -> frames.FrameReport:
+        async with serve(lambda ws: _engineio_server(ws, refuse), "127.0.0.1", 0, max_size=1024 * 1024) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            framing = frames.socketio_framing()
+            probe = Probe({"type": "echo", "n": 1}, expect=lambda f: isinstance(f, str) and f.startswith('42["echo"'))
+            return await run_battery(framing.endpoint(f"http://127.0.0.1:{port}"), probe, base_message=SIO_BASE, framing=framing, **kwargs)
+
+    return asyncio.run(run())
+
+
+def test_a_socketio_battery_connects_first_sends_each_case_in_packets_and_ignores_the_heartbeat():
+    report = _sio_battery(timeout=UNIT)
+    got = report.by_case()
+    assert report.passed, report.markdown()
+    assert [r.case for r in report.results] == [*CASE_NAMES, *SIO_EXTRAS]
+    assert got["not-json"].answer is Answer.ERROR_MESSAGE and got["not-json"].replies == ('42["error",{"error":"bad packet"}]',)
+    assert got["big-text"].close_code == 1009 and got["bad-utf8"].close_code == 1007
+    assert got["eio-empty-packet"].close_code == 1008 and got["eio-unknown-packet"].answer_text() == "close 1008 (policy violation)"
+    assert all("2" not in r.replies for r in report.results)
+
+
+def test_a_refused_socketio_connect_is_no_connection_and_the_server_not_serving():
+    report = _sio_battery(refuse=True, timeout=UNIT, cases=["not-json", "sio-unknown-packet"])
+    first = report.results[0]
+    assert first.answer is Answer.NO_CONNECTION and "refused" in first.detail and first.still_serving is False
+    assert report.results[1].answer is Answer.NOT_RUN
+
+
+def test_a_close_frame_without_a_status_code_is_not_a_clear_answer():
+    from websockets.asyncio.server import serve
+
+    async def close_bare(ws):
+        await ws.recv()
+        async with ws.send_context():
+            ws.protocol.send_close()  # a close frame with no status code
+        await ws.wait_closed()
+
+    async def run() -> frames.FrameReport:
+        async with serve(close_bare, "127.0.0.1", 0) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            return await run_battery(f"ws://127.0.0.1:{port}/", lambda url: asyncio.sleep(0, True), cases=["not-json"], timeout=UNIT)
+
+    r = asyncio.run(run()).results[0]
+    assert r.answer is Answer.CLOSE and r.close_code == 1005 and not r.passed
+    assert r.answer_text() == "a close frame without a status code" and r.failures() == [
+        "no clear answer (a close frame without a status code)"
+    ]
+
+
+def test_the_load_protocol_plans():
+    ws = frames.protocol_plan("ws")
+    assert ws.framing is None and ws.cases is not None and set(ws.cases) == set(CASE_NAMES) - {"binary", "type-not-string"}
+    assert set(ws.left_out) == {"binary", "type-not-string"} and isinstance(ws.probe, Probe) and ws.probe.expect('{"op": "echo"}')
+    sio = frames.protocol_plan("socketio-raw")
+    assert sio.framing is not None and sio.framing.name == "socketio" and sio.cases is None
+    assert isinstance(sio.probe, Probe) and sio.probe.encoded(sio.framing).startswith('42["echo", {')
+
+
+def test_a_server_of_several_processes_has_each_log_read_for_its_own_growth():
+    logs = [["a\n", "b\n"]]
+    assert frames._grown(["a\n", "b\n"], ["a\nTraceback x\n", "b\n"]) == "Traceback x\n"
+    assert frames._grown(["a\n"], ["a\n", "new\n"]) == "new\n"  # a process that started later
+    assert frames._logs(lambda: logs[0]) == ["a\n", "b\n"] and frames._logs(lambda: "one") == ["one"] and frames._logs(None) == []
+
+
+# -- the scenario, the table and the findings -------------------------------------------------------
+
+
+def _scenario_output(mode: str, tmp_path: Path):
+    import contextlib
+
+    workdir = tmp_path / mode
+    workdir.mkdir()
+
+    @contextlib.contextmanager
+    def start(ctx):
+        srv = _start(mode, ctx.workdir)
+        try:
+            yield frames.BatteryTarget(srv.url, srv.log)
+        finally:
+            srv.proc.kill()
+            srv.proc.wait()
+
+    plan = frames.BatteryPlan(
+        PROBE, base_message=BASE, cases=["not-json", "json-array", "big-text"], left_out={"binary": "a test's reason"}
+    )
+    scenario = frames.robustness_scenario(plan=lambda option: plan, start=start, timeout_s=UNIT)
+    assert scenario.key == "robustness" and scenario.max_repeats == 1 and scenario.params == {"timeout_s": UNIT}
+    ctx = ScenarioContext(Option(mode, mode.title()), scenario.resolved_params(True), 0, True, workdir, log=lambda s: None)
+    return scenario.run(ctx)
+
+
+def _run_of(outputs: dict[str, object], not_run: str = "") -> RunResult:
+    scenarios = []
+    for option, out in outputs.items():
+        ms = [MeasurementRecord(m.name, m.unit, m.tags, m.better, [m.samples]) for m in out.measurements]
+        scenarios.append(ScenarioResult("robustness", option, "ok", "", {"timeout_s": UNIT}, ms, [out.facts], [1.0]))
+    if not_run:
+        scenarios.append(ScenarioResult("robustness", not_run, "not_run", "postgres is not installed", {}, [], [], []))
+    options = [*outputs, *([not_run] if not_run else [])]
+    return RunResult(
+        run_id="t",
+        spike={"number": 77, "slug": "t", "title": "T", "source_hash": "x"},
+        profile="quick",
+        author="test",
+        started_at="2026-12-01T00:00:00+00:00",
+        finished_at="2026-12-01T00:01:00+00:00",
+        duration_s=60.0,
+        machine={},
+        parameters={"repeat": 1, "options": options, "scenarios": ["robustness"], "weights": {}},
+        complexity={},
+        scenarios=scenarios,
+    )
+
+
+def test_the_robustness_scenario_stores_each_case_and_the_table_and_findings_read_it_back(tmp_path: Path):
+    good, broken = _scenario_output("good", tmp_path), _scenario_output("broken", tmp_path)
+    stored = good.facts[frames.FACT]
+    assert stored["passed"] is True and stored["log_checked"] is True and good.facts["framing"] == "plain"
+    assert good.facts["left_out"] == {"binary": "a test's reason"}
+    passed = {m.tags["case"]: m.samples for m in good.measurements if m.name == "case_passed"}
+    assert passed == {"not-json": [1.0], "json-array": [1.0], "big-text": [1.0]}
+    assert [m.samples for m in good.measurements if m.name == "close_code"] == [[1009.0]]
+    assert [m.samples for m in broken.measurements if m.name == "cases_failed"] == [[1.0]]
+    json.dumps(good.facts)
+    json.dumps(broken.facts)
+
+    run = _run_of({"good": good, "broken": broken}, not_run="absent")
+    table = frames.robustness_table(run, {"good": "Good server", "broken": "Broken server"})
+    assert table is not None and table.headers == ["Case", "Good server", "Broken server", "absent"]
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["not-json"][:2] == ["pass: error message", "pass: error message"]
+    assert rows["json-array"][0] == "pass: error message"
+    assert rows["json-array"][1].startswith("**FAIL**: dropped without a close frame") and "traceback" in rows["json-array"][1]
+    assert rows["big-text"][:2] == ["pass: close 1009 (message too big)"] * 2
+    assert rows["not-json"][2] == "not run"  # the option whose step did not run
+    assert rows["**passed**"] == ["3 of 3", "2 of 3", "-"]
+    assert "binary for Good server, Broken server (a test's reason)" in table.note
+    findings = frames.robustness_findings(run)
+    assert [(f.option, f.good) for f in findings] == [("broken", False)]
+    assert "1 of 3 hostile-frame cases" in findings[0].text and "json-array" in findings[0].text
+    assert frames.robustness_table(run, scenario="no-such-scenario") is None

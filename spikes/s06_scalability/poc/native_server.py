@@ -8,6 +8,11 @@ delivered to the room's members in this process, as in Spike 1. With
 PUBLISHed, and every process subscribed to the channel (the ones with a member
 in the room) delivers it to its own members, the sender's process included, so
 a message takes the same path whichever process the members are on.
+As in Spike 1, a ``join`` or ``broadcast`` without a string room and an unknown
+op get ``{"op": "error", ...}``, and a frame that is not a JSON object with an
+op closes the connection with 1007 (found by the hostile-frame battery,
+``harness/frames.py``: an unknown op got silence, a number for a room was
+joined, or broke the Redis subscription).
 """
 
 from __future__ import annotations
@@ -85,7 +90,9 @@ class Server:
                     continue
                 msg = orjson.loads(frame)
                 op = msg["op"]
-                if op == "echo":
+                if op in ("join", "broadcast") and not isinstance(msg["room"], str):
+                    await ws.send(orjson.dumps({"op": "error", "reason": "room must be a string"}).decode())
+                elif op == "echo":
                     if self.store is not None:
                         self.store.add("echo", msg)
                     await ws.send(frame)
@@ -100,6 +107,8 @@ class Server:
                         await self.redis.publish(_PREFIX + msg["room"], frame)
                     else:
                         broadcast(self.rooms.get(msg["room"], ()), frame)
+                else:
+                    await ws.send(orjson.dumps({"op": "error", "reason": "unknown op"}).decode())
         except ConnectionClosed:
             pass
         except (ValueError, KeyError, TypeError):

@@ -1,56 +1,56 @@
-"""Spike 5's POC server against the harness's hostile-frame battery: every frame gets a clear answer, no traceback.
+"""Spike 5's POC servers against the harness's hostile-frame battery: every frame gets a clear answer, no traceback.
 
-Found by the battery's first run (issue 17): a JSON array raised AttributeError in the connection handler
-(a traceback, the connection dropped without a close code) on every option; binary frames got silence.
+Each battery connection (and the probe's) is authenticated the option's way, as the spike's robustness scenario does
+(``spikes/s05_auth/robustness.py``). Found by the battery's first run (issue 17): a JSON array raised AttributeError in
+the connection handler (a traceback, the connection dropped without a close code) on every option; binary frames got
+silence.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from harness import frames
-from spikes.s05_auth import attacks
-from spikes.s05_auth.core import COOKIE_NAME
+from harness.plugin import ScenarioContext
+from spikes.s05_auth import robustness, spike
+from tests.spikes.s05.conftest import require
 from tests.utils import UNIT
 
 pytestmark = pytest.mark.slow  # a real POC server
 
 
-@pytest.mark.parametrize("option", ["cookie", "jwt-param"])
+@pytest.mark.parametrize("option", ["cookie", "jwt-param", "refresh", "sessions"])
 def test_every_hostile_frame_gets_a_clear_answer_and_the_server_keeps_serving(start, option):
+    if option == "sessions":
+        require("redis-server")
     t = start(option)
+    logs = sorted(t.access_log.parent.glob("server-*.log"))
 
     async def go() -> frames.FrameReport:
-        async def connect_kwargs() -> dict:
-            fresh = await attacks.login(t, "alice", attacks.SOURCE["victim"])
-            headers = {"Origin": t.own_origin}
-            if option == "cookie":
-                headers["Cookie"] = f"{COOKIE_NAME}={fresh.credential}"
-                return {"additional_headers": headers}
-            return {"additional_headers": headers, "subprotocols": [attacks.SUBPROTOCOL, fresh.credential]}
-
-        kwargs = await connect_kwargs()
-
-        async def prelude(ws) -> None:  # the welcome comes first
-            welcome = json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
-            assert welcome["type"] == "welcome"
-
-        probe = frames.Probe({"type": "act", "seq": 10**9}, expect=lambda f: json.loads(f).get("type") in ("ack", "reject"))
-        log_path = t.access_log.parent
-        logs = sorted(log_path.glob("*.log"))
+        target = await robustness.target_for(t, lambda: [p.read_text(errors="replace") for p in logs], timeout=5 * UNIT)
         return await frames.run_battery(
-            f"ws://127.0.0.1:{t.port}/ws",
-            probe,
-            base_message={"type": "act", "seq": 1, "data": {"move": "token-7", "x": 3, "y": 4}},
-            prelude=prelude,
-            connect_kwargs=kwargs,
-            server_log=(lambda: "".join(p.read_text(errors="replace") for p in logs)) if logs else None,
+            target.url,
+            robustness.PLAN.probe,
+            base_message=robustness.PLAN.base_message,
+            prelude=target.prelude,
+            connect_kwargs=target.connect_kwargs,
+            server_log=target.server_log,
             timeout=3 * UNIT,
         )
 
     report = asyncio.run(go())
     failed = [(r.case, r.answer_text(), r.failures()) for r in report.failed()]
     assert not failed, failed
+    assert [r.case for r in report.results] == list(frames.CASE_NAMES) and report.log_checked
+
+
+@pytest.mark.slow
+def test_the_robustness_scenario_runs_the_battery_against_the_recommended_server(tmp_path):
+    ctx = ScenarioContext(spike.option("jwt-param"), {"timeout_s": 3 * UNIT}, 0, True, tmp_path, log=lambda s: None)
+    out = spike.scenario("robustness").run(ctx)
+    stored = out.facts[frames.FACT]
+    assert stored["passed"] is True, [r for r in stored["results"] if not r["passed"]]
+    assert stored["log_checked"] is True and out.facts["framing"] == "plain"
+    assert "Bearer" not in str(stored) and "token=" not in str(stored)  # no credential in what is stored

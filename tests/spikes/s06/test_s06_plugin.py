@@ -21,6 +21,7 @@ TINY = {
     "few-busy": {"connections": 5, "rate": 10.0, "duration_s": 1.5},
     "burst": {"connections": 20, "burst_s": 1.0, "hold_s": 1.5},
     "generator-idle": {"connections": 100, "hold_s": 0.5},
+    "robustness": {},  # the hostile-frame battery: no size to scale down
 }
 
 
@@ -66,6 +67,7 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
         "Burst: connect time distribution",
         "The load generator holding idle connections in one process",
         "Projection to 10k, 100k and 1M connections",
+        "Hostile frames: the answer to each case",
         "**Quick profile**",
     ):
         assert title in doc
