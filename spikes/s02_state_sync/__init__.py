@@ -13,10 +13,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from harness import frames
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.poc import PocServer
 from harness.results import RunResult
 from harness.stats import fmt_num
+from spikes.s02_state_sync import robustness as _rb
 from spikes.s02_state_sync import scenarios as _sc
 from spikes.s02_state_sync.decision import CRITERIA, GATES, _fmt_b, _fmt_s
 from spikes.s02_state_sync.traces import CREDIT
@@ -67,7 +69,7 @@ SCENARIOS = (
         "The automerge-paper trace (259,778 edits by one author) replayed through each option: a writer replica makes each edit, its "
         "message is delivered (through the server core for OT and LWW) to a reader replica; time with perf_counter over the whole "
         "replay, bytes of every message, the final text checked against the trace. Memory: peak RSS growth of the same replay in a "
-        "fresh process (pycrdt's memory is outside Python's allocator). For the CRDT also the same replay written directly on pycrdt, "
+        "fresh process (pycrdt's memory is outside Python's allocator). For the CRDT also the same replay written directly on pycrdt (the reader skips the sync step's gap check: one writer, in order, no gap can occur), "
         "interleaved round by round, and one transaction per 1, 10, 100 and 1000 edits. Speed is reported twice: over the edits each "
         "option replayed (LWW replays a prefix, `lww_edits`), and over the same first `lww_edits` edits for every option (the figure "
         "the Performance score uses), replayed again in each round; for LWW both are the same replays.",
@@ -78,11 +80,13 @@ SCENARIOS = (
     ),
     Scenario(
         "concurrent-trace",
-        "Concurrent trace replay (friendsforever)",
-        "The friendsforever trace (two authors typing at once, 26,078 transactions with a parents DAG). CRDT: one Doc per author; "
-        "before an author's transaction, exactly the updates of its parents' history it lacks are merged in. OT: two-party Jupiter; an "
-        "author receives exactly the other's operations its transaction's parents know, each transformed against its own operations "
-        "the sender had not seen. Both must end exactly at the trace's endContent.",
+        "Concurrent trace replay (friendsforever, two and four authors)",
+        "The friendsforever trace (two authors typing at once, 26,078 transactions with a parents DAG), and friendsforever-x2, four "
+        "authors derived from it (no trace of three or more authors is vendored; how: the table's note). CRDT: one Doc per author; "
+        "before an author's transaction, exactly the updates of its parents' history it lacks are merged in. OT: one central Jupiter "
+        "server, every author a client of it; a client sends each operation as it is made, the server transforms it past what it had "
+        "sent that client and the client had not applied, and forwards it to every other client; before a transaction its author's "
+        "client applies the server's messages its parents know. Both must end exactly at the trace's endContent.",
         _sc.run_concurrent_trace,
         options=("ot", "crdt"),
         max_repeats=1,
@@ -97,9 +101,11 @@ SCENARIOS = (
         "position (the last writer wins, by design), so a token move counts as lost only when the token's final position is one the "
         "move's author had already seen, directly or through a chain of moves each made after seeing the previous (the later, "
         "informed move should have replaced it), or when a moved token is missing or stands where no move put it. Also the bytes "
-        "one edit of each kind sends, and whether three replicas converge exchanging messages peer to peer, every message delivered "
-        "once in random order with no server (for the CRDT, the updates a peer received but whose content its state lacks are "
-        "counted, then one state-vector exchange per pair is made).",
+        "one edit of each kind sends, and whether three replicas converge exchanging messages peer to peer with no server, every "
+        "update delivered once in a random order, over `p2p_rounds` seeded orders. The CRDT runs its sync step (Yjs sync: state "
+        "vectors exchanged on connect, and sent to an update's sender when the update has a gap, answered with what is missing, "
+        "the answers in the same random order); the same orders are replayed without it, and the updates a peer received but "
+        "whose content its state lacks are counted.",
         _sc.run_intent,
         _sc.INTENT_PARAMS,
         _sc.INTENT_QUICK,
@@ -129,6 +135,7 @@ SCENARIOS = (
         _sc.OFFLINE_QUICK,
         max_repeats=1,
     ),
+    frames.robustness_scenario(plan=_rb.plan),
 )
 
 
@@ -162,13 +169,15 @@ class StateSyncSpike(Spike):
 
     @staticmethod
     def checks(run: RunResult, o: str) -> tuple[int, int]:
-        """Correctness checks passed and made: trace end states, replicas equal, sessions and offline merges converged."""
+        """Correctness checks passed and made: trace end states, replicas equal, sessions and offline merges converged, and peer-to-peer
+        rounds converged with the option's own sync (``p2p_converged``; runs before it have none)."""
         passed = total = 0
         for scen, names in (
             ("trace-replay", ("final_text_equal",)),
             ("concurrent-trace", ("final_text_equal", "replicas_equal")),
             ("session", ("converged",)),
             ("offline", ("merged",)),
+            ("intent", ("p2p_converged",)),
         ):
             sr = run.ok(scen, o)
             if sr is None:
@@ -242,7 +251,11 @@ class StateSyncSpike(Spike):
         # Comparison matrix from the issue.
         big = self._largest(run)
         rows = []
-        conv_row = ["Convergence guarantee (measured through the server: traces, relay sessions, offline merges)"]
+        p2p_checked = any(sr is not None and sr.find("p2p_converged") for sr in (run.ok("intent", o) for o in opts))
+        conv_row = [
+            "Convergence guarantee (checks passed: trace end states, relay sessions, offline merges"
+            + (", peer-to-peer rounds with the option's own sync)" if p2p_checked else "; measured through the server)")
+        ]
         for o in opts:
             passed, total = self.checks(run, o)
             conv_row.append(f"{passed} of {total} checks converged/exact" if total else "not run")
@@ -357,22 +370,40 @@ class StateSyncSpike(Spike):
         # Concurrent trace.
         copts = [o for o in opts if run.result("concurrent-trace", o) is not None]
         if copts:
-            rows = [
-                ["final text equals endContent", *(cell("concurrent-trace", o, "final_text_equal", yes_no) for o in copts)],
-                ["both authors' replicas equal", *(cell("concurrent-trace", o, "replicas_equal", yes_no) for o in copts)],
-                ["transactions that could not be mapped", *(cell("concurrent-trace", o, "mapping_failures", fmt_num) for o in copts)],
-                ["replay time", *(cell("concurrent-trace", o, "replay_s", _fmt_s) for o in copts)],
-                ["bytes exchanged per transaction", *(cell("concurrent-trace", o, "bytes_per_txn", fmt_num) for o in copts)],
-            ]
-            lww_typing = cell("intent", "lww", "case_lost", fmt_num, case="same-place typing") if "lww" in opts else "not run"
-            content.tables.append(
-                Table(
-                    "Replay of friendsforever (two concurrent authors)",
-                    ["Measure", *(titles[o] for o in copts)],
-                    rows,
-                    f"LWW is not replayed: its note is one register, which keeps one of two concurrent edits (same-place typing lost {lww_typing} of 6 characters in the intent cases).",
-                )
+            # Runs before the four-author trace stored no "traces" fact: friendsforever alone, untagged.
+            tfacts: dict[str, Any] = next(
+                (sr.fact["traces"] for sr in (run.ok("concurrent-trace", o) for o in copts) if sr and sr.fact.get("traces")), {}
             )
+            labels = list(tfacts) or ["friendsforever"]
+            rows = []
+            for label in labels:
+                f = tfacts.get(label, {})
+                who = f"{label}, {f['authors']} authors" if f else f"{label}, 2 authors"
+                tags = {"trace": label} if f.get("how", "vendored, unchanged") != "vendored, unchanged" else {}
+                for name, measure, fmt in (
+                    ("final_text_equal", "final text equals endContent", yes_no),
+                    ("replicas_equal", "every author's replica equal", yes_no),
+                    ("mapping_failures", "transactions that could not be mapped", fmt_num),
+                    ("replay_s", "replay time", _fmt_s),
+                    ("bytes_per_txn", "bytes exchanged per transaction", fmt_num),
+                ):
+                    rows.append([f"{who}: {measure}", *(cell("concurrent-trace", o, name, fmt, **tags) for o in copts)])
+            lww_typing = cell("intent", "lww", "case_lost", fmt_num, case="same-place typing") if "lww" in opts else "not run"
+            note = (
+                "OT: one central Jupiter server, every author a client of it. "
+                f"LWW is not replayed: its note is one register, which keeps one of two concurrent edits (same-place typing lost {lww_typing} of 6 characters in the intent cases)."
+            )
+            for label, f in tfacts.items():
+                if f.get("how", "vendored, unchanged") != "vendored, unchanged":
+                    note += f" {label} ({fmt_num(f['txns'])} transactions, {fmt_num(f['end_length'])} characters): {f['how']}"
+                    if f.get("concurrent_txns") is not None:
+                        note += f" {fmt_num(f['concurrent_txns'])} of its transactions were made without knowing every earlier one."
+            title = (
+                "Replay of concurrent traces ("
+                + "; ".join(f"{label}: {tfacts[label]['authors'] if label in tfacts else 2} authors" for label in labels)
+                + ")"
+            )
+            content.tables.append(Table(title, ["Measure", *(titles[o] for o in copts)], rows, note))
         # Intent cases.
         cases: dict[str, Any] = next((sr.fact.get("cases", {}) for sr in (run.ok("intent", o) for o in opts) if sr), {})
         if cases:
@@ -489,7 +520,10 @@ class StateSyncSpike(Spike):
                 spread={titles[o]: [run.spread("trace-replay", o, "replay_s")] for o in opts},
             )
         )
-        content.findings = self._intent_findings(run)
+        robustness = frames.robustness_table(run, titles)
+        if robustness is not None:
+            content.tables.append(robustness)
+        content.findings = self._intent_findings(run) + frames.robustness_findings(run)
         content.notes.append(f"Data: {CREDIT}")
         content.notes.append(
             "Deterministic scenarios (trace checks, intent cases) run once; timed ones keep every raw sample. Scores come from these measurements by the utilities under the matrix."
@@ -553,6 +587,9 @@ class StateSyncSpike(Spike):
         p2p = sr.fact.get("peer_to_peer")
         if p2p is None:
             return "yes: operations carry server revisions (no peer-to-peer mode)"
+        if "rounds" in p2p:
+            return StateSyncSpike._p2p_rounds_text(p2p)
+        # Runs before the sync step: one random order, then one state-vector exchange per pair.
         if p2p["delivered"]:
             return "no: 3 replicas converged peer to peer, every message delivered once in random order"
         if "unapplied" in p2p:
@@ -573,6 +610,29 @@ class StateSyncSpike(Spike):
                 f"one state-vector exchange per pair re-sent what each peer lacked and they converged{where}"
             )
         return f"peer-to-peer merge did NOT converge, even after a state-vector exchange: {why}{where}"
+
+    @staticmethod
+    def _p2p_rounds_text(p2p: dict[str, Any]) -> str:
+        """The peer-to-peer cell from the stored rounds: the option's own protocol first (the same samples as the
+        'Convergence guarantee' row's peer-to-peer checks), then, labelled, the CRDT without its sync step."""
+        k, ok = p2p["rounds"], p2p["converged"]
+        head = "no" if ok == k else "not without a server: NOT every round converged"
+        if p2p.get("sync") is None:
+            return f"{head}: 3 replicas converged peer to peer in {ok} of {k} random delivery orders, every message delivered once"
+        text = (
+            f"{head}: with its sync step ({p2p['sync']}), 3 peers with no server converged in {ok} of {k} random delivery orders, "
+            f"every update delivered once; {fmt_num(p2p['sync_requests'])} sync requests, {_fmt_b(p2p['sync_bytes'])} of state "
+            "vectors and answers in all"
+        )
+        bare = p2p.get("without_sync")
+        if bare:
+            text += (
+                f". Without the sync step (the same orders, each update delivered once and nothing more) they converged in "
+                f"{bare['converged']} of {k}: in {bare['rounds_behind']} rounds a peer lacked updates it had received "
+                f"({bare['unapplied']} of {fmt_num(bare['updates'])} in all; Yrs holds an update that arrives before one it depends on "
+                "as pending, and it stayed unapplied)"
+            )
+        return text + "; through the relay updates arrive in the server's order"
 
     @staticmethod
     def _maturity(run: RunResult, o: str) -> str:

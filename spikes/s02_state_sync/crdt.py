@@ -6,21 +6,30 @@ do. ``CodePoints`` converts: while every character inserted so far is ASCII
 the two counts are the same, and only after the first non-ASCII insert does it
 keep a mirror string to convert positions.
 
-Sync is the Yjs protocol's two messages: a state vector (``S``: what I have)
-answered by an update with what the other lacks (``U``). Every local
-transaction yields one update, which the relay forwards.
+Sync is the Yjs protocol's three messages (y-protocols' sync step 1, sync
+step 2 and update): a state vector (``S``: what I have), answered by an
+update with what the other lacks (``D``), and the update of every local
+transaction (``U``), which the relay forwards. A replica sends its state
+vector on connect, and again to the sender of an update it could not apply
+because an earlier update it depends on has not arrived (a gap: part of the
+update is not covered by the document's state vector after applying it; Yrs
+keeps such an update pending, and pycrdt 0.14 was seen not to integrate it
+when the missing update came). The answer re-sends the missing updates and
+the held one, so peers that receive each other's updates in any order
+converge. An answer (``D``) never triggers another request, so a sync ends.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, get_update
 
-__all__ = ["CodePoints", "CrdtReplica", "CrdtRelay", "UPDATE", "STATE"]
+__all__ = ["CodePoints", "CrdtReplica", "CrdtRelay", "UPDATE", "STATE", "SYNC"]
 
-UPDATE = b"U"
-STATE = b"S"
+UPDATE = b"U"  # an update: one local transaction (forwarded by the relay)
+STATE = b"S"  # sync step 1: my state vector
+SYNC = b"D"  # sync step 2: the update answering a state vector (what the asker lacked)
 
 
 class CodePoints:
@@ -52,8 +61,15 @@ class CodePoints:
 class CrdtReplica:
     """One replica of the tabletop: a pycrdt Doc whose every local transaction becomes an outgoing update."""
 
-    def __init__(self, client_id: int | None = None) -> None:
+    def __init__(self, client_id: int | None = None, resync_on_gap: bool = True) -> None:
+        """``resync_on_gap``: check every received update for a gap and ask its sender for what is missing.
+
+        The trace replays turn it off: their delivery is causal by construction, so no gap can occur,
+        and the check (a diff of the update against the state vector) would only add to the timed replay.
+        """
         self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
+        self.resync_on_gap = resync_on_gap
+        self.gaps = 0  # updates received with a gap (each answered with a state vector)
         self.note = self.doc.get("note", type=Text)
         self.tokens = self.doc.get("tokens", type=Map)
         self.strokes = self.doc.get("strokes", type=Map)
@@ -136,10 +152,18 @@ class CrdtReplica:
     def state_vector(self) -> bytes:
         return STATE + self.doc.get_state()
 
+    def has_gap(self, update: bytes) -> bool:
+        """Whether ``update``, already applied, holds items the document lacks (held pending: one it depends on has not arrived).
+
+        ``get_update(update, state)`` is the part of the update the state does not cover; an update's first
+        var-uint counts the clients it has items of, so a first byte of 0 means none is missing.
+        """
+        return get_update(update, self.doc.get_state())[:1] != b"\x00"
+
     def receive(self, msg: bytes) -> list[bytes]:
-        """Apply an update, or answer a state vector with the update the sender lacks."""
+        """Apply an update (asking its sender for what is missing if it has a gap), or answer a state vector."""
         kind = msg[:1]
-        if kind == UPDATE:
+        if kind == UPDATE or kind == SYNC:
             if self._sub is None:  # nothing listens: no local update to tell apart (a pure reader)
                 self.doc.apply_update(msg[1:])
             else:
@@ -149,9 +173,12 @@ class CrdtReplica:
                 finally:
                     self._remote = False
             self._stale = True
+            if kind == UPDATE and self.resync_on_gap and self.has_gap(msg[1:]):
+                self.gaps += 1
+                return [self.state_vector()]
             return []
         if kind == STATE:
-            return [UPDATE + self.doc.get_update(msg[1:])]
+            return [SYNC + self.doc.get_update(msg[1:])]
         raise ValueError(f"unknown CRDT message kind {kind!r}")
 
     def view(self) -> dict[str, Any]:
@@ -176,9 +203,10 @@ class CrdtRelay:
 
     def on_message(self, sender: Any, msg: bytes, clients: list[Any]) -> list[tuple[Any, bytes]]:
         kind = msg[:1]
-        if kind == UPDATE:
-            self.replica.receive(msg)
-            return [(c, msg) for c in clients if c != sender]
+        if kind == UPDATE or kind == SYNC:
+            # A client's answer to our state vector is news to the others too: forwarded as an update.
+            replies = self.replica.receive(msg)
+            return [(sender, m) for m in replies] + [(c, UPDATE + msg[1:]) for c in clients if c != sender]
         if kind == STATE:
             # Answer with what the client lacks, and ask for what we lack.
             return [(sender, m) for m in self.replica.receive(msg)] + [(sender, self.replica.state_vector())]

@@ -34,7 +34,7 @@ def _fmt_b(x: float | None) -> str:
 
 
 def _checks_fraction(run: RunResult, option: str) -> float:
-    """Correctness checks passed / made: trace end states, replicas equal, sessions and offline merges converged."""
+    """Correctness checks passed / made: trace end states, replicas equal, sessions and offline merges converged, peer to peer."""
     passed, total = _spike().checks(run, option)
     if not total:
         raise NotMeasured("no correctness check ran")
@@ -80,7 +80,8 @@ GATES = (
         "data loss",
         Derived(
             _checks_fraction,
-            "correctness checks passed / made (trace end states equal endContent, replicas equal, sessions and offline merges converged)",
+            "correctness checks passed / made (trace end states equal endContent, replicas equal, sessions and offline merges "
+            "converged, peer-to-peer rounds converged with the option's own sync)",
         ),
         "of checks",
         "replicas that disagree lose edits silently",

@@ -86,11 +86,35 @@ def encode(writes: list[tuple[str, Any, Stamp]]) -> bytes:
     return json.dumps([[k, v, list(s)] for k, v, s in writes], separators=(",", ":")).encode()
 
 
+def _valid(key: Any, stamp: Any) -> bool:
+    """A field name and a ``[wall ms, counter, replica]`` stamp: anything else would break ordering for every later write."""
+    return (
+        isinstance(key, str)
+        and type(stamp) is list
+        and len(stamp) == 3
+        and type(stamp[0]) is int
+        and type(stamp[1]) is int
+        and isinstance(stamp[2], str)
+    )
+
+
 def decode(msg: bytes) -> list[tuple[str, Any, Stamp]]:
+    """A message's writes; ``ValueError`` unless it is a JSON list of ``[field, value, stamp]`` with a valid stamp each.
+
+    Checked, because one write with a stamp of another shape (a string, say) would make every later comparison of
+    that field's stamps raise: a field no honest client could write again.
+    """
     try:
-        return [(k, v, tuple(s)) for k, v, s in json.loads(msg)]
-    except (ValueError, TypeError) as exc:
+        writes = json.loads(msg)
+        if type(writes) is not list:
+            raise TypeError(f"a JSON {type(writes).__name__}, not a list of writes")
+        out = [(k, v, tuple(s)) for k, v, s in writes]
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"not an LWW message: {exc}") from None
+    for k, _, s in out:
+        if not _valid(k, list(s)):
+            raise ValueError(f"not an LWW write: field {k!r}, stamp {list(s)!r}"[:200])
+    return out
 
 
 class LWWReplica:

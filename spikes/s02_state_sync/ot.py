@@ -16,8 +16,10 @@ last; a deleted stroke stays deleted (a concurrent extension is lost).
 AwaitingWithBuffer) and ``OTServer`` the central server that transforms an
 incoming operation against the operations since the client's revision.
 ``JupiterSite`` is the two-party Jupiter algorithm (each side transforms the
-other's operations against its own unacknowledged ones), which replays a
-two-author trace with any causal delivery.
+other's operations against its own unacknowledged ones), and ``JupiterServer``
+the central server built from it: one link per client, so N authors edit
+through one server, each edit sent as it is made. The concurrent trace
+replays go through it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "OTClient",
     "OTServer",
     "JupiterSite",
+    "JupiterServer",
     "OTError",
     "OTReplica",
     "OTRelay",
@@ -150,8 +153,45 @@ def compose_text(a: TextOp, b: TextOp) -> TextOp:
     return out
 
 
+def _as_insert(op: TextOp) -> tuple[int, str, int] | None:
+    """``(pos, text, document length)`` when ``op`` only inserts one string (typing), else None."""
+    n = len(op)
+    if n == 3:
+        x, t, y = op
+        if type(t) is str and type(x) is int and type(y) is int and x > 0 and y > 0:
+            return x, t, x + y
+    elif n == 2:
+        x, y = op
+        if type(x) is str and type(y) is int and y > 0:
+            return 0, x, y
+        if type(y) is str and type(x) is int and x > 0:
+            return x, y, x
+    elif n == 1 and type(op[0]) is str:
+        return 0, op[0], 0
+    return None
+
+
+def _insert_op(pos: int, text: str, length: int) -> TextOp:
+    return ([pos] if pos else []) + [text] + ([length - pos] if length > pos else [])
+
+
 def transform_text(a: TextOp, b: TextOp) -> tuple[TextOp, TextOp]:
-    """``(a', b')`` for two operations on one document; ``a`` inserts first on a tie."""
+    """``(a', b')`` for two operations on one document; ``a`` inserts first on a tie.
+
+    Two plain inserts (most of a typing trace) take a shortcut with the same result as the general walk
+    (a test holds them equal).
+    """
+    fa, fb = _as_insert(a), _as_insert(b)
+    if fa is not None and fb is not None and fa[2] == fb[2]:
+        (pa, sa, n), (pb, sb, _) = fa, fb
+        if pa <= pb:
+            return _insert_op(pa, sa, n + len(sb)), _insert_op(pb + len(sa), sb, n + len(sa))
+        return _insert_op(pa + len(sb), sa, n + len(sb)), _insert_op(pb, sb, n + len(sa))
+    return _transform_walk(a, b)
+
+
+def _transform_walk(a: TextOp, b: TextOp) -> tuple[TextOp, TextOp]:
+    """``transform_text`` for any two operations: one walk over both."""
     if base_length(a) != base_length(b):
         raise OTError("transform: operations on documents of different lengths")
     a2: TextOp = []
@@ -358,12 +398,18 @@ class JupiterSite:
     def local(self, ops: list[Prim]) -> tuple[list[Prim], int]:
         """Apply a local edit; return the message ``(op, operations of the other side seen)``."""
         apply(self.state, ops)
+        return self.record(ops)
+
+    def record(self, ops: list[Prim]) -> tuple[list[Prim], int]:
+        """Note an operation already applied on this side (a server link: the server's state holds it); return the message."""
         self.pending.append((self.sent, list(ops)))
         self.sent += 1
         return list(ops), self.received
 
-    def receive(self, ops: list[Prim], seen: int) -> None:
-        """The other side's operation, made after it had seen ``seen`` of ours."""
+    def integrate(self, ops: list[Prim], seen: int) -> list[Prim]:
+        """The other side's operation, made after it had seen ``seen`` of ours, transformed past the rest of ours (not applied)."""
+        if not 0 <= seen <= self.sent:
+            raise OTError(f"the other side saw {seen} of our operations; we sent {self.sent}")
         self.pending = [(n, p) for n, p in self.pending if n >= seen]
         out = []
         for n, mine in self.pending:
@@ -373,8 +419,53 @@ class JupiterSite:
                 ops, mine = transform(ops, mine)
             out.append((n, mine))
         self.pending = out
-        apply(self.state, ops)
         self.received += 1
+        return ops
+
+    def receive(self, ops: list[Prim], seen: int) -> None:
+        """The other side's operation, made after it had seen ``seen`` of ours: transform and apply."""
+        apply(self.state, self.integrate(ops, seen))
+
+
+@dataclass
+class JupiterServer:
+    """The Jupiter central server for any number of clients (Nichols et al., 1995): one history, one two-party link per client.
+
+    Each client is a ``JupiterSite(priority=True)`` and sends every edit at once with how many of the
+    server's messages to it it had applied. The server's end of that client's link
+    (``JupiterSite(priority=False)``, its own state unused) transforms the operation past the server's
+    messages the client had not yet applied; the result fits the server's state, is applied, appended to
+    the history and sent down every other link. The incoming operation is transformed as the one ordered
+    last (its token move wins, its insert goes first on a tie), the rule ``OTServer`` follows. Unlike the
+    ot.js client, nothing waits for an acknowledgement, so a client's edits reach the others one by one,
+    as they were made.
+    """
+
+    state: dict[str, Any] = field(default_factory=empty_state)
+    history: list[list[Prim]] = field(default_factory=list)
+    links: dict[Any, JupiterSite] = field(default_factory=dict)
+
+    def connect(self, client: Any) -> list[tuple[list[Prim], int]]:
+        """A client joins with an empty document: the history so far, as the messages it must apply first."""
+        if client in self.links:
+            raise OTError(f"client {client!r} is already connected")
+        link = self.links[client] = JupiterSite(priority=False)
+        return [link.record(ops) for ops in self.history]
+
+    def receive(self, client: Any, ops: list[Prim], seen: int) -> list[tuple[Any, list[Prim], int]]:
+        """A client's operation, made after it had applied ``seen`` of the server's messages to it: ``(client, op, seen)`` to send."""
+        link = self.links.get(client)
+        if link is None:
+            raise OTError(f"operation from {client!r}, which never connected")
+        ops = link.integrate(ops, seen)
+        apply(self.state, ops)
+        self.history.append(ops)
+        out = []
+        for c, other in self.links.items():
+            if c != client:
+                op, s = other.record(ops)
+                out.append((c, op, s))
+        return out
 
 
 # -- the tabletop over messages (the same interface as the CRDT and LWW replicas) ------

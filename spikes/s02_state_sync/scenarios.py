@@ -15,8 +15,9 @@ from typing import Any
 from pycrdt import Doc
 
 from harness.plugin import ScenarioContext, ScenarioOutput
+from harness.poc import poc_server
 from harness.probes import ProcessSampler, rss_bytes
-from harness.process import LogReady, ServerProcess, pin_plan
+from harness.process import ServerProcess, pin_plan
 from spikes.s02_state_sync import crdt, session, traces
 from spikes.s02_state_sync.tabletop import Ledger, Network, Workload, lost_total, make_replica
 
@@ -49,7 +50,7 @@ KINDS = {
 #: trace length; it replays a prefix (``lww_edits``), and the document says so.
 TRACE_PARAMS = {"edits": 0, "lww_edits": 50000, "rounds": 2, "batches": [1, 10, 100, 1000], "memory": True}
 TRACE_QUICK = {"edits": 20000, "lww_edits": 5000, "rounds": 3}
-INTENT_PARAMS = {"rounds": 30, "replicas": 4, "edits": 80, "note_chars": 1000}
+INTENT_PARAMS = {"rounds": 30, "replicas": 4, "edits": 80, "note_chars": 1000, "p2p_rounds": 10}
 INTENT_QUICK = {"rounds": 8}
 SESSION_PARAMS = {"clients": [2, 10, 50], "rate": 2.0, "duration_s": 10.0, "latency_ms": 50}
 SESSION_QUICK = {"clients": [2, 10], "duration_s": 2.0}
@@ -135,18 +136,40 @@ def run_trace_replay(ctx: ScenarioContext) -> ScenarioOutput:
     return out
 
 
+#: The concurrent traces replayed: (label, copies). ``None``: the vendored two-author trace itself; ``2``: two
+#: interleaved copies of it, four authors (``traces.interleaved``; no trace of three or more authors is vendored).
+CONCURRENT_TRACES: tuple[tuple[str, int | None], ...] = (("friendsforever", None), ("friendsforever-x2", 2))
+
+
 def run_concurrent_trace(ctx: ScenarioContext) -> ScenarioOutput:
-    """friendsforever (two authors, parents DAG) through OT or CRDT: exact endContent match, time."""
-    trace = traces.load("friendsforever")
+    """friendsforever (two authors) and friendsforever-x2 (four, derived from it) through OT (a Jupiter server, every author
+    a client) or CRDT (a Doc per author): exact endContent match, time.
+
+    The two-author trace's measurements carry no tag (as in earlier runs); the derived trace's carry ``trace``.
+    """
     fn = traces.replay_concurrent_ot if ctx.option.key == "ot" else traces.replay_concurrent_crdt
-    r = fn(trace)
     out = ScenarioOutput()
-    out.add("final_text_equal", "bool", [1.0 if r.final_text == trace["endContent"] else 0.0], "higher")
-    out.add("replicas_equal", "bool", [1.0 if r.extra["replicas_equal"] else 0.0], "higher")
-    out.add("mapping_failures", "txns", [r.extra["mapping_failures"]])
-    out.add("replay_s", "s", [r.seconds])
-    out.add("bytes_per_txn", "bytes", [r.message_bytes / r.edits])
-    out.facts.update({"txns": r.edits, "end_length": len(trace["endContent"]), "final_length": len(r.final_text)})
+    facts: dict[str, Any] = {}
+    for label, copies in CONCURRENT_TRACES:
+        trace = traces.load("friendsforever") if copies is None else traces.interleaved("friendsforever", copies)
+        r = fn(trace)
+        tags = {} if copies is None else {"trace": label}
+        out.add("final_text_equal", "bool", [1.0 if r.final_text == trace["endContent"] else 0.0], "higher", **tags)
+        out.add("replicas_equal", "bool", [1.0 if r.extra["replicas_equal"] else 0.0], "higher", **tags)
+        out.add("mapping_failures", "txns", [r.extra["mapping_failures"]], **tags)
+        out.add("replay_s", "s", [r.seconds], **tags)
+        out.add("bytes_per_txn", "bytes", [r.message_bytes / r.edits], **tags)
+        facts[label] = {
+            "authors": r.extra["authors"],
+            "txns": r.edits,
+            "end_length": len(trace["endContent"]),
+            "final_length": len(r.final_text),
+            "how": trace.get("how", "vendored, unchanged"),
+            "concurrent_txns": trace.get("concurrent_txns"),
+        }
+        if copies is None:
+            out.facts.update({k: facts[label][k] for k in ("txns", "end_length", "final_length")})
+    out.facts["traces"] = facts
     return out
 
 
@@ -258,47 +281,83 @@ def _unapplied(replica: Any, received: list[bytes]) -> int:
     return n
 
 
-def _peer_to_peer(option: str, rng: random.Random) -> dict[str, Any] | None:
-    """Three replicas exchange their messages directly, in random order, no server: do they converge?
+def _peer_to_peer(option: str, rng: random.Random, sync: bool = True) -> dict[str, Any] | None:
+    """Three replicas edit and exchange their messages directly, in random order, no server: do they converge?
 
-    ``delivered``: after every message arrived once; ``resynced``: after, in addition, one
-    state-vector exchange between every pair (CRDT only; the Yjs sync protocol's repair step).
-    CRDT also: ``updates`` delivered in all, ``unapplied`` of them missing from the state of the
-    peer that received them once everything was delivered (Yrs holds an update whose dependencies
-    have not arrived as pending), and ``peers_behind``, the peers missing at least one.
+    Every update is delivered once to every other peer, in a random order (a peer may get an update
+    before one it depends on). ``sync`` (CRDT): the Yjs sync step, as deployments run it: on connect
+    every peer sends its state vector to every other (answered with what it lacks), and a peer that
+    receives an update with a gap sends its state vector back to that update's sender, whose answer
+    re-sends what is missing; answers travel in the same random order. Without it (``sync=False``),
+    the updates are only delivered once. Returns ``converged``, ``updates`` (update messages
+    delivered), for the CRDT ``sync_requests`` (gaps answered) and ``sync_bytes`` (state vectors and
+    answers, connect included), and, without the sync step, ``unapplied`` (delivered updates missing
+    from the state of the peer that received them at the end: Yrs holds an update whose dependencies
+    have not arrived as pending) and ``peers_behind`` (the peers missing at least one).
     None: the option has no peer-to-peer mode.
     """
     if option == "ot":
         return None  # OT client operations carry server revisions: the protocol needs the server's order
-    reps = [make_replica(option, i) for i in range(3)]
+    is_crdt = option == "crdt"
+    sync = sync and is_crdt
+    reps = [crdt.CrdtReplica(client_id=i + 1, resync_on_gap=sync) if is_crdt else make_replica(option, i) for i in range(3)]
     ledger = Ledger()
     work = [Workload(i, ledger, rng) for i in range(3)]
-    inflight: list[tuple[int, bytes]] = []
+    inflight: list[tuple[int, int, bytes]] = []  # (from, to, message)
     received: list[list[bytes]] = [[] for _ in reps]
+    sync_bytes = 0
+    if sync:  # on connect
+        inflight += [(i, j, reps[i].state_vector()) for i in range(3) for j in range(3) if i != j]
+
+    def deliver(src: int, dst: int, m: bytes) -> None:
+        nonlocal sync_bytes
+        if is_crdt and m[:1] != crdt.UPDATE:
+            sync_bytes += len(m)
+        received[dst].append(m)
+        inflight.extend((dst, src, r) for r in reps[dst].receive(m))
+
     for _ in range(60):
         i = rng.randrange(3)
         work[i].edit(reps[i])
-        inflight += [(j, m) for m in reps[i].take_outbox() for j in range(3) if j != i]
-        rng.shuffle(inflight)
+        inflight += [(i, j, m) for m in reps[i].take_outbox() for j in range(3) if j != i]
         while inflight and rng.random() < 0.5:
-            j, m = inflight.pop()
-            reps[j].receive(m)
-            received[j].append(m)
-    for j, m in inflight:
-        reps[j].receive(m)
-        received[j].append(m)
+            deliver(*inflight.pop(rng.randrange(len(inflight))))
+    while inflight:
+        deliver(*inflight.pop(rng.randrange(len(inflight))))
     views = [r.view() for r in reps]
-    out: dict[str, Any] = {"delivered": all(v == views[0] for v in views)}
-    if hasattr(reps[0], "state_vector"):
+    updates = sum(1 for got in received for m in got if not is_crdt or m[:1] == crdt.UPDATE)
+    out: dict[str, Any] = {"converged": all(v == views[0] for v in views), "updates": updates}
+    if is_crdt and sync:
+        out.update({"sync_requests": sum(r.gaps for r in reps), "sync_bytes": sync_bytes})
+    elif is_crdt:
         missing = [_unapplied(r, got) for r, got in zip(reps, received, strict=True)]
-        out.update({"updates": sum(len(g) for g in received), "unapplied": sum(missing), "peers_behind": sum(1 for n in missing if n)})
-        for a in reps:
-            for b in reps:
-                if a is not b:
-                    for m in b.receive(a.state_vector()):
-                        a.receive(m)
-        views = [r.view() for r in reps]
-    out["resynced"] = all(v == views[0] for v in views)
+        out.update({"unapplied": sum(missing), "peers_behind": sum(1 for n in missing if n)})
+    return out
+
+
+def _peer_to_peer_rounds(option: str, rounds: int) -> dict[str, Any] | None:
+    """``_peer_to_peer`` over ``rounds`` seeded random orders, with the option's sync (the CRDT's sync step) and, for the
+    CRDT, the same orders again without it: per-round results and totals, the facts both the matrix rows are written from."""
+    if option == "ot":
+        return None
+    runs = [_peer_to_peer(option, random.Random(3 + k)) for k in range(rounds)]
+    out: dict[str, Any] = {
+        "rounds": rounds,
+        "converged": sum(1 for r in runs if r and r["converged"]),
+        "per_round": runs,
+        "sync": "state vectors on connect and on a gap" if option == "crdt" else None,
+    }
+    if option == "crdt":
+        bare = [_peer_to_peer(option, random.Random(3 + k), sync=False) for k in range(rounds)]
+        out["sync_requests"] = sum(r["sync_requests"] for r in runs if r)
+        out["sync_bytes"] = sum(r["sync_bytes"] for r in runs if r)
+        out["without_sync"] = {
+            "converged": sum(1 for r in bare if r and r["converged"]),
+            "updates": sum(r["updates"] for r in bare if r),
+            "unapplied": sum(r["unapplied"] for r in bare if r),
+            "rounds_behind": sum(1 for r in bare if r and r["peers_behind"]),
+            "per_round": bare,
+        }
     return out
 
 
@@ -341,8 +400,13 @@ def run_intent(ctx: ScenarioContext) -> ScenarioOutput:
     out.add("workload_lost_fraction", "fraction", fractions)
     for kind, b in _message_bytes(opt, p["note_chars"]).items():
         out.add("edit_message_bytes", "bytes", [b], kind=kind)
-    p2p = _peer_to_peer(opt, random.Random(3))
+    p2p = _peer_to_peer_rounds(opt, p.get("p2p_rounds", 10))
     out.facts["peer_to_peer"] = p2p
+    if p2p is not None:  # the option's own protocol (the CRDT with its sync step): a correctness check
+        out.add("p2p_converged", "bool", [1.0 if r["converged"] else 0.0 for r in p2p["per_round"]], "higher")
+        if "without_sync" in p2p:  # shown, labelled, not a check: why the sync step is there
+            out.add("p2p_converged_without_sync", "bool", [1.0 if r["converged"] else 0.0 for r in p2p["without_sync"]["per_round"]], None)
+            out.add("p2p_sync_requests", "requests", [r["sync_requests"] for r in p2p["per_round"]], None)
     out.facts["library"] = {d: importlib.metadata.version(d) for d in ctx.option.dependencies}
     return out
 
@@ -352,18 +416,16 @@ def run_intent(ctx: ScenarioContext) -> ScenarioOutput:
 
 @contextlib.contextmanager
 def relay(ctx: ScenarioContext, tag: str) -> Iterator[tuple[ServerProcess, str]]:
-    """The option's relay server, fresh, on a free port, pinned to its own core when there are two."""
+    """The option's relay server (as the option declares it), fresh, on a free port, pinned to its own core when there are two."""
     plan = pin_plan()
-    server = ServerProcess(
-        f"s02 {ctx.option.key} relay",
-        [sys.executable, "-m", "spikes.s02_state_sync.poc.relay", "--option", ctx.option.key, "--port", "{port}"],
-        cwd=ROOT,
-        ready=LogReady("listening"),
-        log_path=ctx.workdir / f"relay-{tag}.log",
+    with poc_server(
+        ctx.option,
+        ctx.workdir,
+        name=f"s02 {ctx.option.key} relay",
+        log_name=f"relay-{tag}.log",
         cpus=plan.server if plan else None,
-    )
-    with server:
-        yield server, f"ws://127.0.0.1:{server.port}"
+    ) as (server, url):
+        yield server, url
 
 
 def run_session(ctx: ScenarioContext) -> ScenarioOutput:

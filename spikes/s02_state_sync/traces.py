@@ -3,16 +3,21 @@
 ``data/README.md`` holds the source, commit and credit. A sequential trace
 is replayed by one writer replica whose every message is delivered to a
 second (reader) replica, so each option does the work of real sync: produce
-the message, ship its bytes, apply it elsewhere. The concurrent trace
-(two authors with a ``parents`` DAG) is replayed with every transaction made
-on exactly the state its parents describe.
+the message, ship its bytes, apply it elsewhere. A concurrent trace
+(any number of authors with a ``parents`` DAG) is replayed with every
+transaction made on exactly the state its parents describe: for OT, every
+author a client of one central Jupiter server. ``interleaved`` derives a
+trace with more authors from a two-author one (``INTERLEAVED`` says how).
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
+import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +37,8 @@ __all__ = [
     "replay_pycrdt_direct",
     "replay_concurrent_crdt",
     "replay_concurrent_ot",
+    "interleaved",
+    "INTERLEAVED",
     "TraceError",
 ]
 
@@ -39,7 +46,22 @@ DATA = Path(__file__).parent / "data"
 CREDIT = (
     "Editing traces from the public josephg/editing-traces repository (commit 762fa6c51605c88a05ebe5c4b9d4540caca30b97), "
     "licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/). Credit: Joseph Gentle and the Automerge project "
-    "(automerge-paper). Files unchanged, copied to spikes/s02_state_sync/data/."
+    "(automerge-paper). Files unchanged, copied to spikes/s02_state_sync/data/. The four-author trace friendsforever-x2 is an "
+    "adaptation of friendsforever made at run time (traces.interleaved), not a file of the repository."
+)
+
+#: How ``interleaved`` derives a trace with more authors (no trace of three or more authors is vendored).
+INTERLEAVED = (
+    "{copies} copies of {name} ({authors} authors each, {total} in all), each copy typing its own region of one document, "
+    "the regions in copy order separated by a blank line that a first transaction inserts. The copies' transactions are "
+    "merged into one order at random (seed {seed}), each copy's own order kept. A transaction keeps its patches and its "
+    "parents in its copy, and also knows every transaction of the other copies that comes before its cut: the place in the "
+    "merged order of the first transaction of its own copy's other authors it does not know (or its own place, if it "
+    "knows all before it). It therefore knows of every other author exactly the transactions before that cut, as a client "
+    "of a central server that orders transactions as they were made would. Patches of a copy after the first are shifted "
+    "by the length of the earlier regions as the transaction sees them (their merged state at the cut, computed with "
+    "pycrdt) plus the separators. No two authors insert concurrently at one place, so endContent is the copies' "
+    "endContents joined by the separator."
 )
 
 
@@ -112,7 +134,8 @@ def replay(option: str, seq: list[tuple[int, int, str]], start: str = "", batch:
 
 
 def _replay_crdt(seq: list[tuple[int, int, str]], start: str, batch: int) -> Replay:
-    writer, reader = crdt.CrdtReplica(client_id=1), crdt.CrdtReplica(client_id=2)
+    # In order from one writer: no gap can occur, so the reader skips the sync step's gap check.
+    writer, reader = crdt.CrdtReplica(client_id=1), crdt.CrdtReplica(client_id=2, resync_on_gap=False)
     if start:
         writer.insert_note(0, start)
         for m in writer.take_outbox():
@@ -253,7 +276,7 @@ def replay_concurrent_crdt(trace: dict[str, Any], limit: int | None = None) -> R
     txns = trace["txns"] if limit is None else trace["txns"][:limit]
     _check_order(txns)
     n = trace.get("numAgents", 1 + max(t["agent"] for t in txns))
-    docs = [crdt.CrdtReplica(client_id=a + 1) for a in range(n)]
+    docs = [crdt.CrdtReplica(client_id=a + 1, resync_on_gap=False) for a in range(n)]  # causal delivery: no gap
     have: list[set[int]] = [set() for _ in range(n)]
     update: list[bytes] = []
     nbytes = nmsg = 0
@@ -284,69 +307,214 @@ def replay_concurrent_crdt(trace: dict[str, Any], limit: int | None = None) -> R
     dt = time.perf_counter() - t0
     texts = [str(d.note) for d in docs]
     return Replay(
-        "crdt", len(txns), dt, nbytes, nmsg, texts[0], docs[0].size(), {"replicas_equal": len(set(texts)) == 1, "mapping_failures": 0}
+        "crdt",
+        len(txns),
+        dt,
+        nbytes,
+        nmsg,
+        texts[0],
+        docs[0].size(),
+        {"replicas_equal": len(set(texts)) == 1, "mapping_failures": 0, "authors": n},
     )
 
 
 def replay_concurrent_ot(trace: dict[str, Any], limit: int | None = None) -> Replay:
-    """Two-party Jupiter between the two agents: each transaction is made after receiving exactly the other's operations its parents know.
+    """Every author a client of one Jupiter server (``ot.JupiterServer``); each transaction is made on exactly its parents' state.
 
-    Each message carries how many of the receiver's operations the sender had
-    seen, and the receiver transforms it against its own operations the sender
-    had not (the per-link algorithm a Jupiter server runs for each client). A
-    transaction whose parents need an operation of the other agent not yet
-    made, or a trace with other than two agents, is a mapping failure, counted.
+    A client sends each transaction's operation to the server as it makes it; the server transforms it
+    past what it had sent that client and the client had not yet applied, applies it and sends it to every
+    other client, in its own order (here the file order). Before a transaction, its author's client
+    applies the server's messages, in the order they came, while they belong to the transaction's causal
+    history. When the history wants a message that waits behind one it does not know (or one not yet
+    made), the transaction cannot be made on its parents' state through a central server: a mapping
+    failure, counted. Any number of authors.
     """
     txns = trace["txns"] if limit is None else trace["txns"][:limit]
-    if trace.get("numAgents", 2) != 2:
-        raise TraceError("the OT replay maps two agents onto two Jupiter sites")
     _check_order(txns)
-    sites = [ot.JupiterSite(priority=True), ot.JupiterSite(priority=False)]
-    inbox: list[list[tuple[int, list, int]]] = [[], []]  # per receiver: (txn index, op, seen) in send order
-    known: list[int] = []  # per txn: how many of the other agent's txns its history holds
-    count = [0, 0]  # txns made per agent so far
-    idx_in_agent: list[int] = []
+    n = int(trace.get("numAgents") or (1 + max((t["agent"] for t in txns), default=0)))
+    server = ot.JupiterServer()
+    clients = [ot.JupiterSite(priority=True) for _ in range(n)]
+    for a in range(n):
+        server.connect(a)
+    inbox: list[deque[tuple[int, list, int]]] = [deque() for _ in range(n)]  # server -> client: (txn, op, seen), in server order
+    vec: list[list[int]] = []  # per txn: per author, how many of that author's txns its causal history holds (itself included)
+    nth: list[int] = []  # per txn: its place among its author's txns
+    count = [0] * n
+    applied = [[0] * n for _ in range(n)]  # per client, per author: that author's operations applied from the server
     failures = 0
     nbytes = nmsg = 0
     t0 = time.perf_counter()
     for i, t in enumerate(txns):
-        a, b = t["agent"], 1 - t["agent"]
-        # How many of b's transactions are in this transaction's causal history.
-        k = 0
+        a = t["agent"]
+        if not 0 <= a < n:
+            raise TraceError(f"transaction {i}: agent {a} is not one of the trace's {n}")
+        v = [0] * n
         for p in t["parents"]:
-            k = max(k, idx_in_agent[p] + 1 if txns[p]["agent"] == b else known[p])
-        known.append(k)
-        idx_in_agent.append(count[a])
-        if k > sites[a].received + len(inbox[a]):
-            failures += 1  # the parents know an operation of b that b has not made
-        while sites[a].received < k and inbox[a]:
-            _, op, seen = inbox[a].pop(0)
-            sites[a].receive(op, seen)
+            v = [x if x >= y else y for x, y in zip(v, vec[p], strict=True)]
+        box, got = inbox[a], applied[a]
+        while box and nth[box[0][0]] < v[txns[box[0][0]]["agent"]]:
+            j, op, seen = box.popleft()
+            clients[a].receive(op, seen)
+            got[txns[j]["agent"]] += 1
             nbytes += len(json.dumps(op)) + 8
             nmsg += 1
+        if v[a] != count[a] or any(got[b] != v[b] for b in range(n) if b != a):
+            failures += 1  # the parents' state is not one this client can be in
         ops = []
-        doc_len = len(sites[a].state["note"])
+        doc_len = len(clients[a].state["note"])
         for pos, nd, ins in t["patches"]:
             ops.append(("note", ot.text_op(doc_len, pos, nd, ins)))
             doc_len += len(ins) - nd
-        op, seen = sites[a].local(ops)
-        inbox[b].append((i, op, seen))
+        op, seen = clients[a].local(ops)
+        nbytes += len(json.dumps(op)) + 8
+        nmsg += 1
+        for c, sop, s in server.receive(a, op, seen):
+            inbox[c].append((i, sop, s))
+        v[a] = count[a] + 1
+        vec.append(v)
+        nth.append(count[a])
         count[a] += 1
-    for a in (0, 1):
+    for a in range(n):
         while inbox[a]:
-            _, op, seen = inbox[a].pop(0)
-            sites[a].receive(op, seen)
+            _, op, seen = inbox[a].popleft()
+            clients[a].receive(op, seen)
             nbytes += len(json.dumps(op)) + 8
             nmsg += 1
     dt = time.perf_counter() - t0
-    texts = [s.state["note"] for s in sites]
+    texts = [c.state["note"] for c in clients]
     return Replay(
         "ot",
         len(txns),
         dt,
         nbytes,
         nmsg,
-        texts[0],
-        len(texts[0].encode()),
-        {"replicas_equal": texts[0] == texts[1], "mapping_failures": failures},
+        server.state["note"],
+        len(server.state["note"].encode()),
+        {"replicas_equal": all(x == server.state["note"] for x in texts), "mapping_failures": failures, "authors": n},
     )
+
+
+# -- a concurrent trace with more authors, derived from a concurrent trace ---------------------------
+
+
+def _merged_lengths(trace: dict[str, Any]) -> list[int]:
+    """``L[k]``: code points of the merged state of the trace's first ``k`` transactions (pycrdt, independent of the OT code)."""
+    txns = trace["txns"]
+    n = int(trace.get("numAgents") or (1 + max(t["agent"] for t in txns)))
+    docs = [crdt.CrdtReplica(client_id=a + 1, resync_on_gap=False) for a in range(n)]
+    have: list[set[int]] = [set() for _ in range(n)]
+    update: list[bytes] = []
+    cut = crdt.CrdtReplica(client_id=n + 1, resync_on_gap=False)
+    ascii_only = all(ins.isascii() for t in txns for _, _, ins in t["patches"])
+    out = [0]
+    for i, t in enumerate(txns):
+        a = t["agent"]
+        for j in _ancestors_missing(txns, t["parents"], have[a]):
+            have[a].add(j)
+            if len(update[j]) > 1:
+                docs[a].receive(update[j])
+        with docs[a].transaction():
+            for pos, nd, ins in t["patches"]:
+                docs[a].delete_note(pos, nd)
+                if ins:
+                    docs[a].insert_note(pos, ins)
+        got = docs[a].take_outbox()
+        update.append(got[0] if len(got) == 1 else crdt.UPDATE)
+        have[a].add(i)
+        if len(update[i]) > 1:
+            cut.receive(update[i])
+        out.append(len(cut.note) if ascii_only else len(str(cut.note)))
+    return out
+
+
+@lru_cache(maxsize=2)
+def interleaved(name: str, copies: int = 2, seed: int = 1, sep: str = "\n\n") -> dict[str, Any]:
+    """A concurrent trace of ``copies`` x its authors, derived from the concurrent trace ``name``, as ``INTERLEAVED`` says.
+
+    The result has the trace format (``numAgents``, ``endContent``, ``txns`` with ``agent``, ``parents``,
+    ``patches``; parents minimal) plus ``derived_from`` and ``how`` (``INTERLEAVED`` filled in).
+    """
+    src = load(name)
+    if src.get("startContent"):
+        raise TraceError(f"{name}: a concurrent trace starts from the empty document")
+    txns = src["txns"]
+    na = int(src.get("numAgents") or (1 + max(t["agent"] for t in txns)))
+    _check_order(txns)
+    n = copies * na
+    lengths = _merged_lengths(src)
+    rng = random.Random(seed)
+    # The merged order: each step takes the next transaction of a copy chosen at random (seeded).
+    left = [len(txns)] * copies
+    order: list[tuple[int, int]] = []
+    nxt = [0] * copies
+    while any(left):
+        c = rng.choice([k for k in range(copies) if left[k]])
+        order.append((c, nxt[c]))
+        nxt[c] += 1
+        left[c] -= 1
+    where = {ck: m + 1 for m, ck in enumerate(order)}  # merged index in the new trace (0 is the separators)
+    # The original trace: per txn, how many of each author's txns its history holds (itself included).
+    count, vec = [0] * na, []
+    for t in txns:
+        v = [0] * na
+        for p in t["parents"]:
+            v = [max(x, y) for x, y in zip(v, vec[p], strict=True)]
+        count[t["agent"]] += 1
+        v[t["agent"]] = count[t["agent"]]
+        vec.append(v)
+    chains = [[k for k, t in enumerate(txns) if t["agent"] == x] for x in range(na)]
+    positions = [[m for m, (c, k) in enumerate(order, 1) if c == cc and txns[k]["agent"] == x] for cc in range(copies) for x in range(na)]
+    seps = sep * (copies - 1)
+    out: list[dict[str, Any]] = [{"agent": 0, "parents": [], "patches": [[0, 0, seps]] if seps else []}]
+    newvec: list[list[int]] = [[0] * n]
+    newvec[0][0] = 1
+    newnth = [0]
+    newcount = [0] * n
+    newcount[0] = 1
+    unaware = 0  # transactions made without knowing every earlier one (concurrent with at least one)
+    for m, (c, k) in enumerate(order, 1):
+        t = txns[k]
+        x = t["agent"]
+        agent = c * na + x
+        # The cut: this transaction knows, of every other author, exactly the transactions before it in the merged order.
+        cut = m
+        for y in range(na):
+            if y != x and vec[k][y] < len(chains[y]):
+                cut = min(cut, where[(c, chains[y][vec[k][y]])])
+        unaware += cut < m
+        cand = [where[(c, p)] for p in t["parents"]] or [0]
+        offset = 0  # this copy's region starts after the earlier copies' regions, as this transaction sees them
+        for cc in range(copies):
+            if cc == c:
+                continue
+            known = 0
+            for y in range(na):
+                got = bisect.bisect_left(positions[cc * na + y], cut)
+                if got:
+                    cand.append(positions[cc * na + y][got - 1])
+                known += got
+            if cc < c:
+                offset += lengths[known] + len(sep)
+        # Minimal parents: drop one that another candidate's history already holds.
+        cand = sorted(set(cand))
+        parents = [p for p in cand if not any(q != p and newvec[q][out[p]["agent"]] > newnth[p] for q in cand)]
+        v = [0] * n
+        for p in parents:
+            v = [max(a_, b_) for a_, b_ in zip(v, newvec[p], strict=True)]
+        newnth.append(newcount[agent])
+        newcount[agent] += 1
+        v[agent] = newcount[agent]
+        newvec.append(v)
+        out.append({"agent": agent, "parents": parents, "patches": [[pos + offset, nd, ins] for pos, nd, ins in t["patches"]]})
+    end = sep.join([src["endContent"]] * copies)
+    how = INTERLEAVED.format(copies=copies, name=name, authors=na, total=n, seed=seed)
+    return {
+        "kind": "concurrent",
+        "numAgents": n,
+        "startContent": "",
+        "endContent": end,
+        "txns": out,
+        "derived_from": name,
+        "how": how,
+        "concurrent_txns": unaware,
+    }

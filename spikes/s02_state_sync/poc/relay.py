@@ -5,8 +5,11 @@ Each connection is a client; every binary frame goes to the core's
 ``on_message``, and each ``(target, frame)`` it returns is sent to that
 client. The OT core transforms and acknowledges, the CRDT core forwards
 updates and answers state vectors, the LWW core merges and forwards the
-writes that won. The server prints one line when it listens, for the
-harness's readiness probe.
+writes that won. A frame the core cannot read (not the option's message: not
+JSON, the wrong shape, an unknown kind, an update pycrdt rejects) closes that
+connection with 1008 and the core's reason, instead of a traceback and 1011
+(the hostile-frame battery, ``harness/frames.py``). The server prints one line
+when it listens, for the harness's readiness probe.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from websockets.exceptions import ConnectionClosed
 
 from spikes.s02_state_sync.tabletop import OPTIONS, make_server
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "BAD_MESSAGE"]
+
+#: What a core raises on a message it cannot read (OTError is a ValueError; pycrdt raises ValueError on a bad update).
+BAD_MESSAGE = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
 
 
 async def run(option: str, host: str, port: int) -> None:
@@ -45,7 +51,13 @@ async def run(option: str, host: str, port: int) -> None:
             send(core.on_connect(cid))
             async for frame in ws:
                 data = frame if isinstance(frame, bytes) else frame.encode()
-                send(core.on_message(cid, data, list(conns)))
+                try:
+                    out = core.on_message(cid, data, list(conns))
+                except BAD_MESSAGE as exc:
+                    reason = f"bad {option} message: {type(exc).__name__}: {exc}"
+                    await ws.close(1008, reason.encode()[:120].decode("utf-8", "ignore"))  # a close reason: 123 bytes at most
+                    return
+                send(out)
         except ConnectionClosed:
             pass
         finally:

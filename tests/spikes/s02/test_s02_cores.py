@@ -45,6 +45,22 @@ def test_compose_equals_applying_in_turn(case):
     assert ot.apply_text(doc, ot.compose_text(a, b)) == ot.apply_text(mid, b)
 
 
+@st.composite
+def two_inserts(draw):
+    doc = draw(st.text(ALPHABET, max_size=12))
+    a = ot.text_op(len(doc), draw(st.integers(0, len(doc))), 0, draw(st.text(ALPHABET, min_size=1, max_size=4)))
+    b = ot.text_op(len(doc), draw(st.integers(0, len(doc))), 0, draw(st.text(ALPHABET, min_size=1, max_size=4)))
+    return doc, a, b
+
+
+@given(two_inserts())
+def test_the_shortcut_for_two_inserts_equals_the_general_walk(case):
+    doc, a, b = case
+    assert ot._as_insert(a) is not None and ot._as_insert(b) is not None
+    assert ot.transform_text(a, b) == ot._transform_walk(a, b)
+    assert ot.transform_text(b, a) == ot._transform_walk(b, a)
+
+
 def test_tie_puts_the_first_operations_insert_first():
     a, b = ot.text_op(2, 1, 0, "abc"), ot.text_op(2, 1, 0, "xyz")
     a2, b2 = ot.transform_text(a, b)

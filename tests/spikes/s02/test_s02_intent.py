@@ -35,9 +35,10 @@ def test_lww_loses_one_of_two_concurrent_writes_to_one_field():
 
 def test_peer_to_peer_merge_without_a_server():
     assert scenarios._peer_to_peer("ot", random.Random(3)) is None
-    assert scenarios._peer_to_peer("lww", random.Random(3)) == {"delivered": True, "resynced": True}
-    # Yrs may leave an update pending after random-order delivery; one state-vector exchange repairs it.
-    assert scenarios._peer_to_peer("crdt", random.Random(3))["resynced"] is True
+    assert scenarios._peer_to_peer("lww", random.Random(3)) == {"converged": True, "updates": 120}
+    # Yrs may leave an update pending after random-order delivery; the sync step asks for what is missing.
+    crdt = scenarios._peer_to_peer("crdt", random.Random(3))
+    assert crdt["converged"] is True and crdt["updates"] == 120 and crdt["sync_bytes"] > 0
 
 
 @pytest.mark.parametrize("option", ["ot", "crdt", "lww"])

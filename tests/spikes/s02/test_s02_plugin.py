@@ -42,6 +42,7 @@ def _measures_every_scenario_and_option(run: RunResult) -> None:
         assert run.median("session", o, "converged", clients="3") == 1.0
         assert run.median("trace-replay", o, "memory_bytes") is None  # not measured in this run: shown as not run
         assert run.median("offline", o, "merged") == 1.0
+        assert run.median("robustness", o, "cases_failed") == 0  # every hostile frame got a clear answer (harness/frames.py)
     for o in ("ot", "crdt"):
         assert run.median("concurrent-trace", o, "final_text_equal") == 1.0
         assert run.median("intent", o, "workload_lost_fraction") == 0.0
@@ -72,14 +73,19 @@ def _the_document_shows_the_credit_the_matrix_and_a_derived_recommendation(run: 
     for title in (
         "Comparison matrix",
         "Replay of automerge-paper",
-        "Replay of friendsforever",
+        "Replay of concurrent traces (friendsforever: 2 authors; friendsforever-x2: 4 authors)",
         "Intent cases",
         "Session over the real server",
         "Offline editing, then reconnect",
         "CRDT replay: this spike's code against pycrdt directly",
         "Recommendation per kind of tabletop state",
+        "Hostile frames: the answer to each case",
     ):
         assert title in text, title
+    # Four authors through OT's central server and the CRDT, both exactly at endContent (issue 18).
+    for o in ("ot", "crdt"):
+        assert run.median("concurrent-trace", o, "final_text_equal", trace="friendsforever-x2") == 1.0
+        assert run.median("concurrent-trace", o, "mapping_failures", trace="friendsforever-x2") == 0.0
     rows = {r[0]: r[1] for r in spike.recommendation_by_kind(run)}
     assert set(rows) == {"token positions", "strokes", "note text"}
     # LWW loses note edits in the workload, so it is never the note's strategy.
