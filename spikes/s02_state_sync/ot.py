@@ -235,29 +235,42 @@ def empty_state() -> dict[str, Any]:
     return {"note": "", "tokens": {}, "strokes": {}}
 
 
-def _apply_prim(state: dict[str, Any], p: Prim) -> None:
-    kind = p[0]
-    if kind == "note":
-        state["note"] = apply_text(state["note"], p[1])
-    elif kind == "token":
-        state["tokens"][p[1]] = [p[2], p[3]]
-    elif kind == "stroke_add":
-        state["strokes"][p[1]] = list(p[2])
-    elif kind == "stroke_ins":
-        pts = state["strokes"].get(p[1])
-        if pts is None:
-            raise OTError(f"stroke {p[1]!r} does not exist")
-        pts[p[2] : p[2]] = p[3]
-    elif kind == "stroke_del":
-        state["strokes"].pop(p[1], None)
-    else:
-        raise OTError(f"unknown operation {kind!r}")
-
-
 def apply(state: dict[str, Any], ops: list[Prim]) -> dict[str, Any]:
-    """Apply a tabletop operation in place and return the state."""
+    """Apply a tabletop operation in place and return the state: all of it or, if any part is invalid, none of it.
+
+    The parts are staged (the note as a new string, touched strokes copied on write) and committed at the end, so
+    an operation whose second part is invalid leaves the server's state as it was, in step with its history.
+    """
+    note = state["note"]
+    tokens: dict[str, list[Any]] = {}
+    strokes: dict[str, list[Any] | None] = {}  # None: deleted
     for p in ops:
-        _apply_prim(state, p)
+        kind = p[0]
+        if kind == "note":
+            note = apply_text(note, p[1])
+        elif kind == "token":
+            tokens[p[1]] = [p[2], p[3]]
+        elif kind == "stroke_add":
+            strokes[p[1]] = list(p[2])
+        elif kind == "stroke_ins":
+            staged = p[1] in strokes
+            pts = strokes[p[1]] if staged else state["strokes"].get(p[1])
+            if pts is None:
+                raise OTError(f"stroke {p[1]!r} does not exist")
+            if not staged:
+                pts = strokes[p[1]] = list(pts)
+            pts[p[2] : p[2]] = p[3]
+        elif kind == "stroke_del":
+            strokes[p[1]] = None
+        else:
+            raise OTError(f"unknown operation {kind!r}")
+    state["note"] = note
+    state["tokens"].update(tokens)
+    for sid, pts in strokes.items():
+        if pts is None:
+            state["strokes"].pop(sid, None)
+        else:
+            state["strokes"][sid] = pts
     return state
 
 

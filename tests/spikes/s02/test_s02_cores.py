@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -231,3 +232,23 @@ def test_lww_loses_a_concurrent_note_edit_and_ot_crdt_do_not():
     assert results["ot"] in ("abcxyz", "xyzabc") and results["crdt"] in ("abcxyz", "xyzabc")
     assert results["lww"] in ("abc", "xyz")
     assert lost_total(Ledger(inserted={"abc", "xyz"}).lost({"note": results["lww"], "strokes": {}})) == 1
+
+
+def test_an_operation_with_an_invalid_part_changes_nothing_and_is_not_in_history():
+    # Found by the hostile-frame battery: a valid first part used to be applied before the second part failed,
+    # leaving the server's state out of step with its history.
+    server = ot.OTServer()
+    server.receive(0, [("note", ["hello"])])
+    before = copy.deepcopy(server.state)
+    with pytest.raises(ot.OTError):
+        server.receive(1, [("token", "t1", 1.0, 2.0), ("stroke_ins", "missing", 0, [1.0])])
+    assert server.state == before and server.revision == 1
+    with pytest.raises(ot.OTError):
+        server.receive(1, [("stroke_add", "s1", [0.0]), ("note", [99, "x"])])  # a note op longer than the note
+    assert server.state == before and server.revision == 1
+
+
+def test_parts_of_one_operation_see_each_other():
+    state = ot.apply(ot.empty_state(), [("stroke_add", "s", [1.0, 2.0]), ("stroke_ins", "s", 1, [9.0]), ("token", "t", 3, 4)])
+    assert state["strokes"] == {"s": [1.0, 9.0, 2.0]} and state["tokens"] == {"t": [3, 4]}
+    assert ot.apply(state, [("stroke_del", "s"), ("stroke_add", "s", [5.0])])["strokes"] == {"s": [5.0]}
