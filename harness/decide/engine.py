@@ -9,7 +9,10 @@ The steps, in order (the README's "How a recommendation is made"):
    fails a gate cannot be recommended; the matrix says which gate and the value.
 3. **Not measured.** A criterion that could not be measured for some option is
    left out for every option, and the remaining weights are renormalised to
-   100; the document says which and why.
+   100; the document says which and why. So is a part that declares
+   ``max_spread`` when some option's repeats of it spread by more than that: a
+   value that does not repeat ranks nobody (the criterion's other parts are
+   renormalised; a criterion of that one part is left out).
 4. **Scores.** Each part's value goes through its utility (good enough = 10,
    unacceptable = 0); a criterion's score is the weighted mean of its parts;
    the total is the weighted sum over criteria.
@@ -350,7 +353,14 @@ def _formula(criterion: Criterion) -> str:
     total_w = sum(p.weight for p in criterion.parts)
     for p in criterion.parts:
         share = f"{p.weight / total_w:.0%} " if len(criterion.parts) > 1 else ""
-        parts.append(f"{share}{p.label}, {p.source.describe()}: {p.utility.text(p.show)}; under {p.show(p.min_diff)} apart is a tie")
+        spread = (
+            f", and an option whose repeats spread by more than {p.max_spread:.0%} of its median ties with every other"
+            if p.max_spread is not None
+            else ""
+        )
+        parts.append(
+            f"{share}{p.label}, {p.source.describe()}: {p.utility.text(p.show)}; under {p.show(p.min_diff)} apart is a tie{spread}"
+        )
     about = f"{criterion.about[:1].upper()}{criterion.about[1:]}. " if criterion.about else ""
     if len(parts) == 1:
         return f"{about}Score = {parts[0]}."
@@ -365,12 +375,19 @@ def _part_tied(a: PartValue, b: PartValue, alpha: float = 0.05) -> tuple[bool, s
     option's repeats meets the other's) and there are too few repeats for a
     Mann-Whitney test over them to say otherwise. Single values that differ by
     at least the smallest difference are not a tie: that difference is the
-    declared noise floor.
+    declared noise floor. A part declaring ``max_spread`` also ties when either
+    option's repeats spread by more than that fraction of their median.
     """
     p = a.part
     gap = abs(a.value - b.value)
     if gap < p.min_diff:
         return True, f"{p.label} {p.show(a.value)} vs {p.show(b.value)}, under {p.show(p.min_diff)} apart"
+    for side in (a, b):
+        if p.too_spread(side.repeats):
+            return (
+                True,
+                f"{p.label}: repeats {p.show(min(side.repeats))}-{p.show(max(side.repeats))} spread over {p.max_spread:.0%}, not ranked",
+            )
     if p.source.exact or max(a.repeats) < min(b.repeats) or max(b.repeats) < min(a.repeats):
         return False, ""
     sep: Separation = separate([[v] for v in a.repeats], [[v] for v in b.repeats], min_effect=0.0, alpha=alpha)
@@ -491,6 +508,28 @@ def evaluate(spike: Spike, run: RunResult, weights: Mapping[str, int] | None = N
         gaps = [o for o in options if cells[o][name].score is None]
         if gaps:
             left_out[name] = "; ".join(f"not measured for {titles.get(o, o)}: {cells[o][name].missing}" for o in gaps)
+    # ... and a part whose repeats spread past its max_spread for some option: it ranks nobody, so out for every option
+    for name in criteria:
+        if name in left_out:
+            continue
+        for i, p in enumerate(declared[name].parts):
+            spread = [o for o in options if p.too_spread(cells[o][name].parts[i].repeats)]
+            if not spread:
+                continue
+            why = "; ".join(
+                f"{p.label} of {titles.get(o, o)} spread {p.show(min(pv.repeats))}-{p.show(max(pv.repeats))} over its repeats, "
+                f"more than {p.max_spread:.0%} of its median"
+                for o in spread
+                if (pv := cells[o][name].parts[i])
+            )
+            for o in options:
+                cell = cells[o][name]
+                cell.parts[i] = dataclasses.replace(cell.parts[i], part=dataclasses.replace(p, weight=0.0))
+                total_w = sum(pv.part.weight for pv in cell.parts)
+                cell.score = sum(pv.part.weight * pv.score for pv in cell.parts) / total_w if total_w else None
+            if any(cells[o][name].score is None for o in options):
+                left_out[name] = why
+                break
     measured = [c for c in criteria if c not in left_out]
     used = _renormalise(weights, measured)
 

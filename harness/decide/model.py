@@ -208,6 +208,11 @@ class Part:
     ``min_diff`` is the smallest difference, in ``unit``, that matters: two
     options closer than that tie on this part whatever the repeats say.
     ``weight`` is its share of the criterion when a criterion has several parts.
+    ``max_spread`` (a fraction, 0.10 = 10%) declares a quantity that does not
+    always repeat: when one option's per-repeat values spread (max - min) by more
+    than that fraction of their median, its runs disagree too much to rank it, and
+    the options tie on this part: it is left out of the criterion for every
+    option (the other parts renormalised), as a part not measured would be.
     """
 
     label: str
@@ -217,9 +222,22 @@ class Part:
     min_diff: float
     weight: float = 1.0
     fmt: Callable[[float], str] | None = None
+    max_spread: float | None = None
 
     def show(self, value: float) -> str:
         return self.fmt(value) if self.fmt else fmt_num(value, self.unit)
+
+    def spread(self, repeats: Sequence[float]) -> float | None:
+        """(max - min) / median of per-repeat values; ``None`` with fewer than two or a zero median."""
+        if len(repeats) < 2:
+            return None
+        med = statistics.median(repeats)
+        return (max(repeats) - min(repeats)) / abs(med) if med else None
+
+    def too_spread(self, repeats: Sequence[float]) -> bool:
+        """Whether these repeats disagree by more than ``max_spread`` (always ``False`` when none is declared)."""
+        s = self.spread(repeats)
+        return self.max_spread is not None and s is not None and s > self.max_spread
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """Spike 1: native WebSocket vs Socket.IO vs SvelteKit's approach, with real servers and clients.
 
-The plugin object ``spike`` declares the three options (their POC servers and
+The plugin object ``spike`` declares the four options (their POC servers and
 browser clients under ``poc/``), the scenarios (``scenarios.py``), and how the
-stored measurements become scores, tables, charts and findings.
+stored measurements become scores, tables, charts and findings. Socket.IO is
+measured twice, on the same protocol and the same browser client: python-socketio
+and Node's socket.io (its reference server), so the document separates Socket.IO
+the protocol from one implementation of it and says what the backend runtime costs.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from harness import frames
 from harness.load.spec import CLIENT_BOUND_CPU
 from harness.plugin import Chart, Finding, NotRunnable, Option, ReportContent, Scenario, Spike, Table
 from harness.poc import PocServer
@@ -17,7 +21,7 @@ from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s01_websocket_impl import build
 from spikes.s01_websocket_impl import scenarios as _sc
-from spikes.s01_websocket_impl.decision import CRITERIA, GATES, _kib, _ms
+from spikes.s01_websocket_impl.decision import CRITERIA, GATES, MEMORY_MAX_SPREAD, _kib, _ms, memory_counts
 
 __all__ = ["WebSocketImplSpike", "spike"]
 
@@ -68,6 +72,18 @@ OPTIONS = (
         ("poc/socketio/server.py", "poc/socketio/client.js"),
         ("python-socketio", "aiohttp", "socket.io-client"),
         server=_server("socketio"),
+        client="socketio",
+    ),
+    Option(
+        "socketio-node",
+        "Socket.IO (Node socket.io)",
+        "Socket.IO's reference server, Node's socket.io 4.8 on a Node HTTP server, with the same events as the python-socketio server "
+        "and socket.io's own parser made to keep integers beyond 2^53 exact (JavaScript numbers are doubles; the load protocol's "
+        "nanosecond timestamps have 19 digits); the same socket.io-client in the browser",
+        ("poc/socketio_node/server.js", "poc/socketio_node/parser.js", "poc/socketio/client.js"),
+        ("socket.io", "socket.io-parser", "socket.io-client"),
+        requires=("node",),
+        server=_server("socketio-node"),
         client="socketio",
     ),
     Option(
@@ -134,8 +150,11 @@ SCENARIOS = (
     Scenario(
         "memory",
         "Memory per idle connection",
-        "Server RSS (whole process tree) once it holds still with no connection, then with N idle connections open: (RSS with N - RSS with none) / N; "
-        "each repeat is the median of several fresh servers measured side by side.",
+        "Server RSS (whole process tree) once it holds still with no connection, then with N idle connections open, at each N in turn on the "
+        "same servers: (RSS with N - RSS with none) / N; each repeat is the median of several fresh servers measured side by side. A Node "
+        "server (run with --expose-gc) is sent SIGUSR2 before each reading: it runs a full garbage collection and prints V8's used heap, "
+        "kept beside RSS as heap per connection. Where one option's repeats differ by more than "
+        f"{MEMORY_MAX_SPREAD:.0%}, the decision ties the options on memory instead of ranking them.",
         _sc.run_memory,
         _sc.MEMORY_PARAMS,
         _sc.MEMORY_QUICK,
@@ -162,6 +181,7 @@ SCENARIOS = (
         _sc.RECONNECT_QUICK,
         requires=("chromium",),
     ),
+    frames.robustness_scenario(),
 )
 
 
@@ -294,30 +314,19 @@ class WebSocketImplSpike(Spike):
             )
         # Broadcast, memory.
         rows = []
-        for label, scen, name, fmt in (
-            ("broadcast deliveries/s", "broadcast", "received_rate", lambda v: fmt_num(v)),
-            ("broadcast p99 latency", "broadcast", "latency_p99_ms", _ms),
-            ("broadcast messages lost", "broadcast", "lost", lambda v: fmt_num(v)),
-            ("memory per idle connection, median", "memory", "memory_per_connection_bytes", _kib),
-            ("idle connections open at the reading, per server", "memory", "idle_connected", lambda v: fmt_num(v)),
+        for label, name, fmt in (
+            ("broadcast deliveries/s", "received_rate", lambda v: fmt_num(v)),
+            ("broadcast p99 latency", "latency_p99_ms", _ms),
+            ("broadcast messages lost", "lost", lambda v: fmt_num(v)),
         ):
             cells = []
             for o in opts:
-                sr = run.ok(scen, o)
-                tags = {"room": str(sr.params["room_size"])} if sr and scen == "broadcast" else {}
-                v = _m(sr, name, **tags)
-                cells.append(fmt(v) if v is not None else self._why_missing(run, scen, o))
+                sr = run.ok("broadcast", o)
+                v = _m(sr, name, room=str(sr.params["room_size"])) if sr else None
+                cells.append(fmt(v) if v is not None else self._why_missing(run, "broadcast", o))
             rows.append([label, *cells])
-        rows[4:4] = [
-            [
-                "memory per idle connection, range of the repeats",
-                *(self._memory_spread(run, o, "memory_per_connection_bytes", "repeats") for o in opts),
-            ],
-            [
-                "memory per idle connection, range of single servers",
-                *(self._memory_spread(run, o, "server_memory_per_connection_bytes", "servers") for o in opts),
-            ],
-        ]
+        mem_counts = self._memory_counts(run)
+        rows += self._memory_rows(run, mem_counts)
         params = {sr.scenario: sr.params for sr in run.scenarios}
         caption = []
         if "broadcast" in params:
@@ -335,7 +344,20 @@ class WebSocketImplSpike(Spike):
                 if m.get("servers", 1) > 1
                 else ""
             )
-            caption.append(f"Memory: {m['connections']} idle connections{quiet}{servers}.")
+            n_text = " and ".join(fmt_num(float(n)) for n in mem_counts) if mem_counts else str(m["connections"])
+            in_turn = ", reached in turn on the same servers" if len(mem_counts) > 1 else ""
+            at_largest = m.get("servers_at_largest")
+            if len(mem_counts) > 1 and at_largest is not None and at_largest < m.get("servers", 1):
+                servers += (
+                    f"; {at_largest} of {'them' if servers else 'the servers'} went on to {fmt_num(float(mem_counts[-1]))}, where a "
+                    f"server's own start-to-start noise is spread over {float(mem_counts[-1]) / float(mem_counts[0]):g}x the connections"
+                )
+            heap = (
+                "; a Node server ran a full garbage collection (SIGUSR2, --expose-gc) before each reading and reported V8's used heap"
+                if any((sr := run.ok("memory", o)) and sr.find("heap_per_connection_bytes") for o in opts)
+                else ""
+            )
+            caption.append(f"Memory: {n_text} idle connections{in_turn}{quiet}{servers}{heap}.")
             unsettled = [
                 f"{titles[o]} repeat {i + 1} ({', '.join(f['unsettled'])})"
                 for o in opts
@@ -349,11 +371,26 @@ class WebSocketImplSpike(Spike):
                     "those readings are the median of the last window and may be off."
                 )
         content.tables.append(Table("Fan-out and memory", ["Metric", *head], rows, " ".join(caption)))
-        mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes")] for o in opts}
-        mem_spread = {titles[o]: [run.spread("memory", o, "memory_per_connection_bytes")] for o in opts}
+        spread_note = self._memory_spread_note(run)
+        if spread_note:
+            content.notes.append(spread_note)
+        mem_tags = [{"connections": n} for n in mem_counts] or [{}]
+        mem = {titles[o]: [_m(run.ok("memory", o), "memory_per_connection_bytes", **t) for t in mem_tags] for o in opts}
+        mem_spread = {titles[o]: [run.spread("memory", o, "memory_per_connection_bytes", **t) for t in mem_tags] for o in opts}
         content.charts.append(
-            Chart("memory", "Server memory per idle connection", "bar", "bytes", mem, ["per connection"], spread=mem_spread)
+            Chart(
+                "memory",
+                "Server memory per idle connection",
+                "bar",
+                "bytes",
+                mem,
+                [f"{fmt_num(float(n))} connections" for n in mem_counts] or ["per connection"],
+                spread=mem_spread,
+            )
         )
+        runtime = self._runtime_note(run)
+        if runtime:
+            content.notes.append(runtime)
         # Bundle: raw, the framework baseline, and marginal.
         content.tables.append(self._bundle_table(run))
         deps = self._dependencies_note(run)
@@ -417,7 +454,10 @@ class WebSocketImplSpike(Spike):
                 else "The machine has one core: no pinning."
             )
         )
-        content.findings = self._findings(run)
+        robustness = frames.robustness_table(run, titles)
+        if robustness is not None:
+            content.tables.append(robustness)
+        content.findings = self._findings(run) + frames.robustness_findings(run)
         return content
 
     def _bundle_table(self, run: RunResult) -> Table:
@@ -482,11 +522,134 @@ class WebSocketImplSpike(Spike):
         )
 
     @staticmethod
-    def _memory_spread(run: RunResult, option: str, name: str, what: str) -> str:
+    def _memory_counts(run: RunResult) -> list[str]:
+        """Every idle connection count a memory step of this run measured, smallest first (none: a run from before the counts)."""
+        return sorted({n for o in run.options for n in memory_counts(run, o)}, key=float)
+
+    def _memory_rows(self, run: RunResult, counts: list[str]) -> list[list[str]]:
+        """The memory rows of the fan-out and memory table: at each count, RSS per connection, its spreads, V8's heap."""
+        opts = run.options
+        rows = []
+        for n in counts or [None]:
+            tags = {"connections": n} if n is not None else {}
+            at = f" at {fmt_num(float(n))}" if n is not None else ""
+
+            def cells(name: str, fmt, tags: dict[str, str] = tags) -> list[str]:
+                out = []
+                for o in opts:
+                    sr = run.ok("memory", o)
+                    v = _m(sr, name, **tags)
+                    out.append(fmt(v) if v is not None else self._why_missing(run, "memory", o) if sr is None else "not measured")
+                return out
+
+            rows.append([f"memory per idle connection{at}, median (RSS)", *cells("memory_per_connection_bytes", _kib)])
+            rows.append(
+                [
+                    f"memory per idle connection{at}, range of the repeats",
+                    *(self._memory_spread(run, o, "memory_per_connection_bytes", "repeats", **tags) for o in opts),
+                ]
+            )
+            rows.append(
+                [
+                    f"memory per idle connection{at}, range of single servers",
+                    *(self._memory_spread(run, o, "server_memory_per_connection_bytes", "servers", **tags) for o in opts),
+                ]
+            )
+            if n is not None and any((sr := run.ok("memory", o)) and sr.find("heap_per_connection_bytes") for o in opts):
+                heap = []
+                for o in opts:
+                    sr = run.ok("memory", o)
+                    v = _m(sr, "heap_per_connection_bytes", **tags)
+                    heap.append(
+                        _kib(v)
+                        if v is not None
+                        else self._why_missing(run, "memory", o)
+                        if sr is None
+                        else "none: not a Node server"
+                        if not sr.fact.get("v8_heap")
+                        else "not measured"
+                    )
+                rows.append([f"V8 heap per idle connection{at}, after a forced GC", *heap])
+            rows.append([f"idle connections open at the reading{at}, per server", *cells("idle_connected", lambda v: fmt_num(v))])
+        return rows
+
+    def _memory_spread_note(self, run: RunResult) -> str | None:
+        """Which options' memory repeats disagree by more than the decision's limit, so memory does not rank them."""
+        titles = {o.key: o.title for o in self.options}
+        spread = []
+        for o in run.options:
+            sr = run.ok("memory", o)
+            if sr is None:
+                continue
+            counts = memory_counts(run, o)
+            try:
+                xs = sr.measurement("memory_per_connection_bytes", **({"connections": counts[-1]} if counts else {})).repeat_medians()
+            except KeyError:
+                continue
+            med = statistics.median(xs) if xs else 0
+            if len(xs) > 1 and med and (max(xs) - min(xs)) / abs(med) > MEMORY_MAX_SPREAD:
+                at = f" at {fmt_num(float(counts[-1]))} connections" if counts else ""
+                spread.append(f"{titles[o]}{at}: {_kib(min(xs))}-{_kib(max(xs))}, {(max(xs) - min(xs)) / abs(med):.0%} of its median")
+        if not spread:
+            return None
+        return (
+            f"**Memory tied where runs disagree.** Memory per idle connection differed by more than {MEMORY_MAX_SPREAD:.0%} across "
+            f"repeats for {'; '.join(spread)}: a measurement that does not repeat ranks nobody, so the decision ties the options on "
+            "memory, leaving it out of Scalability for every option (the broadcast part carries that criterion)."
+        )
+
+    def _runtime_note(self, run: RunResult) -> str | None:
+        """What the backend runtime costs: the same protocol and client on python-socketio and on Node's socket.io, from stored numbers."""
+        py, node = "socketio", "socketio-node"
+        if py not in run.options or node not in run.options:
+            return None
+        titles = {o.key: o.title for o in self.options}
+        parts = []
+        counts = self._counts(run)
+        if counts:
+            n = counts[-1]
+            a, b = self._throughput(run, py, n), self._throughput(run, node, n)
+            if a and b:
+                parts.append(
+                    f"closed-loop echo throughput at {n} connections {fmt_num(b)} echoes/s on Node against {fmt_num(a)} on Python "
+                    f"({b / a:.1f}x)"
+                )
+            a, b = self._p99(run, py, n), self._p99(run, node, n)
+            if a is not None and b is not None:
+                parts.append(f"open-model p99 at {n} connections {_ms(b)} against {_ms(a)}")
+            ca = _m(run.ok("echo", py), "closed_server_cpu", connections=n)
+            cb = _m(run.ok("echo", node), "closed_server_cpu", connections=n)
+            ra, rb = self._throughput(run, py, n), self._throughput(run, node, n)
+            if ca and cb and ra and rb:
+                parts.append(
+                    f"server CPU per echo {1e6 * cb / rb:.1f} us against {1e6 * ca / ra:.1f} us (closed loop, {cb:.2f} and {ca:.2f} cores)"
+                )
+        mem_at = {o: memory_counts(run, o) for o in (py, node)}
+        ma, mb = (
+            _m(run.ok("memory", o), "memory_per_connection_bytes", **({"connections": mem_at[o][-1]} if mem_at[o] else {}))
+            for o in (py, node)
+        )
+        if ma is not None and mb is not None:
+            same = mem_at[py] and mem_at[py] == mem_at[node]
+            at = f" at {fmt_num(float(mem_at[node][-1]))} idle connections" if same else ""
+            parts.append(f"memory per idle connection{at} {_kib(mb)} against {_kib(ma)}")
+        ba, bb = _m(run.ok("broadcast", py), "latency_p99_ms"), _m(run.ok("broadcast", node), "latency_p99_ms")
+        if ba is not None and bb is not None:
+            parts.append(f"broadcast p99 {_ms(bb)} against {_ms(ba)}")
+        if not parts:
+            return None
+        return (
+            f"**What the backend runtime costs.** The same Socket.IO protocol, the same socket.io-client and the same load, on "
+            f"{titles[node]} and on {titles[py]} (Node first): " + "; ".join(parts) + ". What differs between those two columns is the "
+            "server's runtime and library, not the protocol."
+        )
+
+    @staticmethod
+    def _memory_spread(run: RunResult, option: str, name: str, what: str, **tags: str) -> str:
         """'low-high over n <what> (x% of the median)' of a memory metric: per repeat (their medians) or per server."""
         sr = run.ok("memory", option)
         try:
-            m = sr.measurement(name) if sr else None
+            m = sr.measurement(name, **tags) if sr else None
         except KeyError:  # a run stored before servers were measured side by side
             return "not measured"
         xs = (m.repeat_medians() if what == "repeats" else m.samples) if m else []
@@ -603,7 +766,38 @@ class WebSocketImplSpike(Spike):
                 missing = [FEATURE_TITLES[k].lower() for k, f in sr.fact.get("features", {}).items() if f["value"] is False]
                 if missing:
                     out.append(Finding(o, False, f"the probes found no {', no '.join(missing)}."))
+        out += self._runtime_findings(run)
         return out
+
+    def _runtime_findings(self, run: RunResult) -> list[Finding]:
+        """The backend runtime's cost as Good/Bad points: the same Socket.IO protocol and client on Node and on Python."""
+        py, node = "socketio", "socketio-node"
+        counts = self._counts(run)
+        if not counts or py not in run.options or node not in run.options:
+            return []
+        n = counts[-1]
+        rate_py, rate_node = self._throughput(run, py, n), self._throughput(run, node, n)
+        if not rate_py or not rate_node:
+            return []
+        rates = {py: rate_py, node: rate_node}
+        titles = {o.key: o.title for o in self.options}
+        fast, slow = (node, py) if rate_node >= rate_py else (py, node)
+        ratio = rates[fast] / rates[slow]
+        runtime = {py: "Python", node: "Node"}
+        return [
+            Finding(
+                fast,
+                True,
+                f"on {runtime[fast]} the same Socket.IO protocol and client relayed {fmt_num(rates[fast])} echoes/s at {n} connections, "
+                f"{ratio:.1f}x {titles[slow]}'s {fmt_num(rates[slow])}.",
+            ),
+            Finding(
+                slow,
+                False,
+                f"its runtime, not the protocol, costs throughput: {fmt_num(rates[slow])} echoes/s at {n} connections against "
+                f"{fmt_num(rates[fast])} for {titles[fast]}, the same protocol and client on {runtime[fast]}.",
+            ),
+        ]
 
 
 spike = WebSocketImplSpike()

@@ -33,8 +33,11 @@ __all__ = [
     "NODE_DIR",
     "SVELTEKIT_DIR",
     "BASELINE_DIR",
+    "SOCKETIO_NODE_DIR",
     "OPTIONS",
     "TRANSPORTS",
+    "BROWSER_CLIENT",
+    "HEAP_PATTERN",
     "READY_PATTERN",
     "ToolMissing",
     "BuildError",
@@ -43,6 +46,7 @@ __all__ = [
     "default_cache_dir",
     "ensure_sveltekit_build",
     "ensure_sveltekit_baseline",
+    "ensure_socketio_node",
     "npm_dependencies",
     "ensure_node_tools",
     "bundle_sizes",
@@ -57,13 +61,21 @@ NODE_DIR = PACKAGE_DIR / "node"
 SVELTEKIT_DIR = POC_DIR / "sveltekit"
 #: The empty SvelteKit page: its own ``package.json`` (what an empty app needs) and ``src/routes``; the rest is the POC's.
 BASELINE_DIR = POC_DIR / "sveltekit_baseline"
+#: Socket.IO's reference server, Node's socket.io, with the same events as the python-socketio POC.
+SOCKETIO_NODE_DIR = POC_DIR / "socketio_node"
 
 #: The option keys, in the order the document shows them.
-OPTIONS = ("native", "socketio", "sveltekit")
+OPTIONS = ("native", "socketio", "socketio-node", "sveltekit")
 #: Which wire protocol each option's server speaks: plain WebSocket frames, or Socket.IO.
-TRANSPORTS = {"native": "ws", "socketio": "socketio", "sveltekit": "ws"}
+TRANSPORTS = {"native": "ws", "socketio": "socketio", "socketio-node": "socketio", "sveltekit": "ws"}
+#: The browser client each option ships (a key of ``reconnect.client_page``): both Socket.IO servers get socket.io-client.
+BROWSER_CLIENT = {"native": "native", "socketio": "socketio", "socketio-node": "socketio", "sveltekit": "sveltekit"}
 #: Every POC server prints this line once it accepts connections (``LogReady`` pattern).
 READY_PATTERN = r"READY port=\d+"
+#: What a Node POC server (run with ``--expose-gc``) prints on SIGUSR2, after a full garbage collection: V8's live heap.
+HEAP_PATTERN = r"HEAP used=(\d+) total=(\d+) rss=(\d+)"
+#: Node's flags for every Node POC server: ``global.gc()`` for the heap reading on SIGUSR2.
+NODE_FLAGS = ("--expose-gc",)
 
 #: Node 18 is the oldest that vite 6 and SvelteKit 2 support.
 MIN_NODE_MAJOR = 18
@@ -228,6 +240,47 @@ def ensure_sveltekit_baseline(cache_dir: Path | None = None) -> Path:
     return base
 
 
+def _socketio_node_key() -> str:
+    """Hash of the Node Socket.IO server's package files and the platform."""
+    h = hashlib.sha256()
+    for path in _source_files(SOCKETIO_NODE_DIR):
+        h.update(path.relative_to(POC_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(f"{sys.platform}-{platform.machine()}".encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_socketio_node(cache_dir: Path | None = None) -> Path:
+    """Install the Node Socket.IO server (``npm ci --ignore-scripts`` from its committed lock file) once per source hash.
+
+    Returns the directory to run ``node server.js`` in: a copy of ``poc/socketio_node``
+    with its ``node_modules``, in ``cache_dir/socketio-node-<hash>/``, so nothing is
+    installed into the spike package. Built in a temporary directory and renamed when
+    complete, under the same kind of file lock as the SvelteKit build.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    work = cache_dir / f"socketio-node-{_socketio_node_key()}"
+    if (work / ".built").exists():
+        return work
+    node, npm = require_tool("node"), require_tool("npm")
+    with _locked(cache_dir / "socketio-node.lock"):
+        if (work / ".built").exists():
+            return work
+        tmp = cache_dir / f".tmp-{work.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(SOCKETIO_NODE_DIR, tmp, ignore=shutil.ignore_patterns(*_SKIP))
+            # No install scripts: socket.io and its dependencies are plain JavaScript.
+            _run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline"], tmp)
+            if not (tmp / "node_modules" / "socket.io" / "package.json").is_file():
+                raise BuildError(f"npm ci in {tmp} installed no socket.io")
+            (tmp / ".built").write_text(f"node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout}")
+            shutil.rmtree(work, ignore_errors=True)
+            tmp.rename(work)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return work
+
+
 def _installed_closure(lock: dict[str, Any], roots: list[str]) -> set[str]:
     """The lock file's installed paths (``node_modules/...``) that ``roots`` pull in, with Node's lookup of nested copies.
 
@@ -330,7 +383,8 @@ def server_command(option: str, cache_dir: Path | None = None, python: str = sys
 
     ``url`` is what a client connects to (also with ``{port}``), ``transport`` is
     ``"ws"`` or ``"socketio"``, and ``ready`` is the log pattern that says it is up.
-    For ``sveltekit`` this builds the app first (cached).
+    For ``sveltekit`` this builds the app first (cached), for ``socketio-node`` it installs socket.io (cached).
+    The Node servers run with ``--expose-gc``: on SIGUSR2 they print V8's heap after a full collection (:data:`HEAP_PATTERN`).
     """
     if option in ("native", "socketio"):
         poc = POC_DIR / ("native_ws" if option == "native" else "socketio")
@@ -343,9 +397,18 @@ def server_command(option: str, cache_dir: Path | None = None, python: str = sys
             "transport": TRANSPORTS[option],
             "ready": READY_PATTERN,
         }
+    if option == "socketio-node":
+        return {
+            "argv": [require_tool("node"), *NODE_FLAGS, "server.js", "--host", "127.0.0.1", "--port", "{port}"],
+            "cwd": str(ensure_socketio_node(cache_dir)),
+            "env": {"NODE_ENV": "production"},
+            "url": "http://127.0.0.1:{port}",
+            "transport": TRANSPORTS[option],
+            "ready": READY_PATTERN,
+        }
     if option == "sveltekit":
         return {
-            "argv": [require_tool("node"), "server.js", "--host", "127.0.0.1", "--port", "{port}"],
+            "argv": [require_tool("node"), *NODE_FLAGS, "server.js", "--host", "127.0.0.1", "--port", "{port}"],
             "cwd": str(ensure_sveltekit_build(cache_dir)),
             "env": {"NODE_ENV": "production"},
             "url": "ws://127.0.0.1:{port}/ws",

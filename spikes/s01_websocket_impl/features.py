@@ -61,6 +61,8 @@ BACKPRESSURE_MECHANISMS = {
     "native": "websockets: send() waits while the write buffer is above write_limit (32 KiB), "
     "and reading pauses once max_queue (16) frames wait unread",
     "socketio": "python-engineio: outgoing packets wait in an unbounded asyncio.Queue per client, and the server keeps reading",
+    "socketio-node": "engine.io (Node): outgoing packets wait in the socket's unbounded writeBuffer until ws has written the previous "
+    "batch, and the WebSocket's message handler keeps reading",
     "sveltekit": "ws: send() always goes to socket.write(), which buffers in memory past the kernel's buffer; "
     "watching bufferedAmount is left to the app",
 }

@@ -5,14 +5,25 @@ the option's client (``poc/native_ws/client.js`` as shipped; the esbuild
 bundle of ``poc/socketio/client.js`` with socket.io-client; for SvelteKit its
 own page, which ships the native client). Then one fault:
 
-* ``restart``: the caller's ``restart`` callable kills the server and starts it
-  again (blocking until it is ready; :func:`kill_and_restart` makes one);
+* ``restart``: the server is killed with SIGKILL (its whole process group: a
+  crash), stays down ``down_ms`` and is started again on the same port
+  (:func:`harness.faults.kill_and_restart`, which waits until it is ready);
 * ``drop``: the connection is cut on the network, the server staying up: the
-  client talks through :class:`CuttableProxy`, which aborts every connection
-  it carries (RST to both ends), as a dropped Wi-Fi or a load balancer would.
+  client talks through a :class:`harness.faults.FaultProxy`, which resets every
+  connection it carries at once (RST to both ends,
+  :meth:`~harness.faults.FaultProxy.reset_connections`) and lets the next one
+  through, as a dropped Wi-Fi or a load balancer would.
 
-Measured, on the page's ``performance.now()`` clock: the time from the server
-being back (restart) or from the cut (drop) until the first echo through a
+Each fault is a :class:`harness.faults.Fault` in the caller's
+:class:`~harness.faults.FaultLog` (whose listener reports it to the run's
+observers), timed on ``time.monotonic()``. The page measures on its own
+``performance.now()``; a :class:`harness.faults.ClockSync` (paired readings
+before and after the fault, the tightest kept) puts the fault's start and end
+on that clock, and every figure is a difference on it.
+
+Measured, on the page's clock: the time from the server being back (restart:
+the end of the kill fault, when the new server passed its readiness probe) or
+from the cut (drop: the start of the reset fault) until the first echo through a
 new connection arrives (after the client saw the old one close); the outage
 the client saw (last echo before it saw the connection close to the first
 echo after); and the messages lost (sent through the client, never echoed),
@@ -37,8 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aiohttp import web
 
 from harness import browser as engines
+from harness.faults import ClockSync, Fault, FaultLog, FaultProxy, in_thread, kill_and_restart
 from spikes.s01_websocket_impl import build
 
 if TYPE_CHECKING:
@@ -56,10 +67,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHROMIUM_ARGS",
     "MODES",
-    "CuttableProxy",
     "launch_chromium",
     "client_page",
-    "kill_and_restart",
     "measure_reconnect",
 ]
 
@@ -68,6 +77,8 @@ CHROMIUM_ARGS = list(engines.CHROMIUM_ARGS)
 MODES = ("restart", "drop")
 #: Marks the driver's own echoes (the SvelteKit page has a connection of its own).
 _DRIVER_ID = 7777
+#: The page's clock, as named in the stored fault times (``started_page_ms``).
+PAGE_CLOCK = "page_ms"
 
 # Runs in the page: connect with the page's client, send an echo every `interval` ms, record everything.
 _DRIVER_JS = """
@@ -130,59 +141,6 @@ _PAGE_HTML = """<!doctype html>
 """
 
 
-class CuttableProxy:
-    """A loopback TCP proxy whose live connections can all be cut at once: a dropped network, not a dead server."""
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
-        self.target_host, self.target_port = target_host, target_port
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> int:
-        """Listen on a free loopback port; return it."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
-            writer.transport.abort()  # as the server itself would: connection refused, or reset
-            return
-        pair = {writer, up_writer}
-        self._writers |= pair
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        finally:
-            self._writers -= pair
-            for w in pair:
-                w.close()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-
-    def cut(self) -> int:
-        """Abort every connection the proxy carries (RST to both ends); return how many were cut."""
-        writers = list(self._writers)
-        for w in writers:
-            w.transport.abort()
-        return len(writers) // 2
-
-    async def close(self) -> None:
-        """Stop listening and cut what is left."""
-        if self._server is not None:
-            self._server.close()
-        self.cut()
-
-
 async def launch_chromium(playwright: Playwright) -> Browser:
     """Headless Chromium from the system (``apt-get install -y chromium``), not Playwright's download."""
     return await engines.launch_chromium(playwright)
@@ -192,19 +150,21 @@ async def launch_chromium(playwright: Playwright) -> Browser:
 async def client_page(option: str, server_url: str, bundle_dir: Path | None = None) -> AsyncIterator[str]:
     """The URL of a page that sets ``window.tabletop = {connect}`` with ``option``'s browser client.
 
-    native: a tiny page that imports ``poc/native_ws/client.js`` as shipped.
-    socketio: the same page with the esbuild bundle of ``poc/socketio/client.js``
-    (built into ``bundle_dir``, or a temporary one; needs Node). sveltekit: the
-    app's own page, served by the running server at ``server_url``.
+    The client is the one the option ships (``build.BROWSER_CLIENT``): native: a
+    tiny page that imports ``poc/native_ws/client.js`` as shipped. socketio (every
+    Socket.IO server): the same page with the esbuild bundle of
+    ``poc/socketio/client.js`` (built into ``bundle_dir``, or a temporary one; needs
+    Node). sveltekit: the app's own page, served by the running server at ``server_url``.
     """
-    if option == "sveltekit":
+    client = build.BROWSER_CLIENT.get(option, option)
+    if client == "sveltekit":
         parts = urlsplit(server_url)
         yield urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "/", "", ""))
         return
     with contextlib.ExitStack() as stack:
-        if option == "native":
+        if client == "native":
             client_js = build.POC_DIR / "native_ws" / "client.js"
-        elif option == "socketio":
+        elif client == "socketio":
             if bundle_dir is None:
                 bundle_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="s01-bundles-")))
             client_js = Path(bundle_dir) / "socketio.js"
@@ -233,30 +193,23 @@ async def client_page(option: str, server_url: str, bundle_dir: Path | None = No
             await runner.cleanup()
 
 
-def kill_and_restart(server: ServerProcess, down_ms: float) -> Callable[[], None]:
-    """A ``restart`` for :func:`measure_reconnect`: SIGKILL the server (a crash), wait ``down_ms``, start it on the same port."""
-
-    def restart() -> None:
-        server.kill()
-        time.sleep(down_ms / 1000)
-        server.start()
-
-    return restart
-
-
 def _via_proxy(url: str, port: int) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, f"{parts.hostname}:{port}", parts.path, parts.query, ""))
 
 
-def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recovered: bool) -> dict[str, Any]:
-    """Turn the page's raw records into the measured numbers (times in ms on the page's clock)."""
+def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recovered: bool, slack: float = 0.0) -> dict[str, Any]:
+    """Turn the page's raw records into the measured numbers (times in ms on the page's clock).
+
+    ``slack`` (ms) widens the search for the close the fault caused to ``t_fault - slack``: the fault's time on the
+    page's clock is known within the clock sync's uncertainty, and a close seen within it must not be missed.
+    """
     sent_at = {int(seq): t for seq, t in raw["sent"]}
     echo_times = [t for _, t in raw["echoes"]]
     echoed = [int(seq) for seq, _ in raw["echoes"]]
     lost = sorted(set(sent_at) - set(echoed))
     # Sent before the client saw the connection close: in flight on a dead connection. After: the client had to keep it.
-    t_close = min((t for t in raw["closes"] if t >= t_fault), default=float("inf"))
+    t_close = min((t for t in raw["closes"] if t >= t_fault - slack), default=float("inf"))
     # The outage pivots on that close: an echo may still arrive between t_fault and the kill itself.
     pivot = t_close if t_close != float("inf") else t_fault
     before = [t for t in echo_times if t <= pivot]
@@ -284,42 +237,51 @@ def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recover
     }
 
 
+async def _page_clock(page: Page) -> ClockSync:
+    """The page's ``performance.now()`` (ms) against ``time.monotonic()``, from paired readings."""
+    return await ClockSync.measure(PAGE_CLOCK, lambda: page.evaluate("() => performance.now()"), scale=1000.0)
+
+
 async def measure_reconnect(
     option: str,
     url: str,
     *,
     mode: str = "restart",
-    restart: Callable[[], Any] | None = None,
+    server: ServerProcess | None = None,
+    down_ms: float = 1000.0,
     interval_ms: float = 50,
     warmup_s: float = 1.0,
     settle_s: float = 1.0,
     timeout_s: float = 30.0,
     browser: Browser | None = None,
     bundle_dir: Path | None = None,
+    faults: FaultLog | None = None,
 ) -> dict[str, Any]:
     """Run one fault against ``option``'s browser client connected to ``url``; return the numbers.
 
     ``url`` is the server's client URL (``build.server_command(...)["url"]`` with
-    the port filled in). ``restart`` (mode ``restart``) kills and restarts the
-    server and returns once it is ready; it runs in a thread, so the page keeps
-    sending meanwhile. ``browser`` reuses a launched Chromium. Raises
+    the port filled in). Mode ``restart`` needs the running ``server`` behind it: it is
+    killed and restarted after ``down_ms`` in a thread, so the page keeps sending
+    meanwhile. The fault goes into ``faults`` (a new log when None; its listener
+    hears it as it begins) and, with its start and end on the page's clock, into
+    the result's ``fault``. ``browser`` reuses a launched Chromium. Raises
     :class:`build.ToolMissing` when Chromium (or, for socketio, Node) is missing.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    if mode == "restart" and restart is None:
-        raise ValueError("mode 'restart' needs a restart callable (see kill_and_restart)")
+    if mode == "restart" and server is None:
+        raise ValueError("mode 'restart' needs the running server to kill and restart")
     from playwright.async_api import async_playwright
 
+    log = faults if faults is not None else FaultLog()
     build.find_chromium()  # fail with the install command before starting anything
     async with contextlib.AsyncExitStack() as stack:
         client_url = url
         proxy = None
         if mode == "drop":
             parts = urlsplit(url)
-            proxy = CuttableProxy(parts.port or 80, parts.hostname or "127.0.0.1")
-            client_url = _via_proxy(url, await proxy.start())
-            stack.push_async_callback(proxy.close)
+            proxy = await stack.enter_async_context(FaultProxy(parts.port or 80, parts.hostname or "127.0.0.1", log=log))
+            client_url = _via_proxy(url, proxy.port)
         page_url = await stack.enter_async_context(client_page(option, url, bundle_dir))
         if browser is None:
             playwright = await stack.enter_async_context(async_playwright())
@@ -339,16 +301,20 @@ async def measure_reconnect(
         # polling is survived without any reconnect, which is not the fault this measures.
         await page.wait_for_function("() => window.__rc.transport() === 'websocket'", timeout=timeout_s * 1000)
 
-        now = "() => performance.now()"
-        t_fault = await page.evaluate(now)
+        clock = await _page_clock(page)
+        fault: Fault
         if proxy is not None:
-            proxy.cut()
-            t_back = t_fault
+            fault = proxy.reset_connections()
         else:
-            assert restart is not None
-            await asyncio.to_thread(restart)
-            t_back = await page.evaluate(now)
-        times = {"fault": t_fault, "back": t_back}
+            assert server is not None
+            victim = server
+            fault = await in_thread(lambda: kill_and_restart(victim, down_for=down_ms / 1000, log=log))
+        clock = clock.combine(await _page_clock(page))
+        assert fault.ended_mono is not None
+        t_fault = clock.to_other(fault.started_mono)
+        # Drop: measured from the cut (the server never went away). Restart: from the new server's readiness.
+        t_back = t_fault if proxy is not None else clock.to_other(fault.ended_mono)
+        times = {"fault": t_fault - clock.uncertainty, "back": t_back}
         try:
             await page.wait_for_function(_RECOVERED_JS, arg=times, timeout=timeout_s * 1000, polling=10)
             recovered = True
@@ -367,7 +333,10 @@ async def measure_reconnect(
         )
         await page.evaluate("() => window.__rc.close()")
 
-    out = {"option": option, "mode": mode, "interval_ms": interval_ms, "timeout_s": timeout_s}
-    out.update(_summarise(raw, t_fault, t_back, recovered))
+    out: dict[str, Any] = {"option": option, "mode": mode, "interval_ms": interval_ms, "timeout_s": timeout_s}
+    out.update(_summarise(raw, t_fault, t_back, recovered, slack=clock.uncertainty))
     out["page_errors"] = errors
+    # The fault as injected, on the harness's monotonic clock, the wall clock and the page's clock (the figures' clock).
+    out["fault"] = fault.to_dict(clock)
+    out["page_clock"] = clock.to_dict()
     return out

@@ -21,23 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import re
+import signal
 import statistics
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
 
+from harness import poc as harness_poc
 from harness.load import LoadSpec, hold_idle, run_load
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, SteadyRss, memory_per_connection, steady_rss
-from harness.process import LogReady, ServerProcess, free_port, pin_plan
+from harness.process import ServerProcess, free_port, pin_plan
 from spikes.s01_websocket_impl import build
 
 __all__ = [
     "LOAD_TRANSPORT",
     "WINDOW",
     "poc_server",
+    "v8_heap_after_gc",
     "run_bundle",
     "run_features",
     "run_echo",
@@ -58,7 +64,9 @@ __all__ = [
 ]
 
 #: The load engine's client per option: the protocol the server speaks, on a fast client.
-LOAD_TRANSPORT = {"native": "ws", "socketio": "socketio-raw", "sveltekit": "ws"}
+LOAD_TRANSPORT = {"native": "ws", "socketio": "socketio-raw", "socketio-node": "socketio-raw", "sveltekit": "ws"}
+#: The options whose server is Node.js: their memory readings start with a forced full GC and include V8's heap.
+NODE_OPTIONS = frozenset({"socketio-node", "sveltekit"})
 
 #: Requests outstanding per connection in the closed-loop (throughput) runs: the same for every option and the generator's ceiling.
 WINDOW = 16
@@ -70,44 +78,72 @@ BROADCAST_QUICK = {"room_size": 10, "senders": 2, "duration_s": 1.0}
 # memory reducer first hands pages back, so a Node.js server is never read half-way through shrinking. A repeat
 # measures `servers` fresh server processes side by side and keeps their median: one Node.js process's figure
 # varies by 1-2 MB from start to start (its allocator, not the connections), 10-30% of the cost of 1,000
-# connections; the median of five holds within a few percent.
-MEMORY_PARAMS = {"connections": 1000, "servers": 5, "quiet_s": 10.0, "max_wait_s": 45.0, "tolerance_bytes": 256 * 1024}
-MEMORY_QUICK = {"connections": 100, "servers": 2, "quiet_s": 1.0, "max_wait_s": 5.0}
+# connections; the median of several holds within a few percent. The counts are reached in turn on the same servers
+# (1,000 idle connections, then 4,000 more). At 5,000 those 1-2 MB are 1-2% of the reading, so only
+# `servers_at_largest` of the servers go on to it: side-by-side servers there would cost minutes of handshakes
+# (python-socketio accepts a few hundred a second on its core) to average away noise the count already dilutes.
+MEMORY_PARAMS = {
+    "connections": [1000, 5000],
+    "servers": 3,
+    "servers_at_largest": 1,
+    "quiet_s": 10.0,
+    "max_wait_s": 45.0,
+    "tolerance_bytes": 256 * 1024,
+}
+MEMORY_QUICK = {"connections": [100, 500], "servers": 2, "quiet_s": 1.0, "max_wait_s": 5.0}
+#: How long a Node server has to print its heap after SIGUSR2 (a full GC of a few MB takes milliseconds).
+HEAP_TIMEOUT_S = 10.0
 GENERATOR_PARAMS = {"connections": 50, "duration_s": 5.0, "window": WINDOW}
 GENERATOR_QUICK = {"duration_s": 3.0}
 RECONNECT_PARAMS = {"down_ms": 1000, "interval_ms": 50, "warmup_s": 1.0}
 RECONNECT_QUICK = {"down_ms": 300, "warmup_s": 0.5}
 
 
-def _command(option: str) -> dict[str, Any]:
-    try:
-        return build.server_command(option)
-    except build.ToolMissing as exc:
-        raise NotRunnable(str(exc)) from None
-
-
 @contextlib.contextmanager
 def poc_server(ctx: ScenarioContext, *, pinned: bool = True, instance: int | None = None) -> Iterator[tuple[ServerProcess, str]]:
-    """Start the option's POC server for one repeat; yield it and the URL its clients use.
+    """Start the option's declared POC server (``harness.poc``) for one repeat; yield it and the URL its clients use.
 
-    ``instance`` numbers one of several servers running side by side (its own name and log file).
+    ``instance`` numbers one of several servers running side by side (its own name and log file). An option
+    whose server cannot be built here (no Node) raises :class:`NotRunnable` from its declaration.
     """
-    cmd = _command(ctx.option.key)
     plan = pin_plan() if pinned else None
-    port = free_port()
-    server = ServerProcess(
-        f"{ctx.option.title} POC server" + (f" #{instance + 1}" if instance is not None else ""),
-        cmd["argv"],
-        port=port,
-        env=cmd["env"],
-        cwd=cmd["cwd"],
-        ready=LogReady(cmd["ready"]),
-        log_path=ctx.workdir / ("server.log" if instance is None else f"server-{instance + 1}.log"),
+    with harness_poc.poc_server(
+        ctx.option,
+        ctx.workdir,
+        name=f"{ctx.option.title} POC server" + (f" #{instance + 1}" if instance is not None else ""),
+        log_name="server.log" if instance is None else f"server-{instance + 1}.log",
         cpus=plan.server if plan else None,
-    )
-    ctx.log(f"{ctx.option.key}: {' '.join(server.command())} (cpus {sorted(plan.server) if plan else 'any'})")
-    with server:
-        yield server, cmd["url"].format(port=port)
+    ) as (server, url):
+        ctx.log(f"{ctx.option.key}: {' '.join(server.command())} (cpus {sorted(plan.server) if plan else 'any'})")
+        yield server, url
+
+
+_HEAP_LINE = re.compile(build.HEAP_PATTERN)
+
+
+def v8_heap_after_gc(server: ServerProcess, timeout_s: float = HEAP_TIMEOUT_S) -> int:
+    """V8's used heap, in bytes, right after a full garbage collection, from a Node POC server run with ``--expose-gc``.
+
+    Sends SIGUSR2 and waits for the ``HEAP used=...`` line it prints (:data:`build.HEAP_PATTERN`); raises
+    ``RuntimeError`` when none comes, or when the server says it could not collect (no ``--expose-gc``).
+    """
+    seen = len(_HEAP_LINE.findall(server.log_since_start()))
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = server.log_since_start()
+        lines = [line for line in text.splitlines() if _HEAP_LINE.search(line)]
+        if len(lines) > seen:
+            line = lines[seen]
+            if "gc=false" in line:
+                raise RuntimeError(f"{server.name} has no global.gc (run node with --expose-gc): {line}")
+            m = _HEAP_LINE.search(line)
+            assert m is not None
+            return int(m.group(1))
+        _check_alive(server)
+        time.sleep(0.02)
+    raise RuntimeError(f"{server.name} printed no heap line within {timeout_s:g} s of SIGUSR2")
 
 
 def _load_cpus() -> tuple[int, ...] | None:
@@ -138,7 +174,7 @@ def run_bundle(ctx: ScenarioContext) -> ScenarioOutput:
         all_sizes = build.bundle_sizes(sveltekit=key == "sveltekit")
     except build.ToolMissing as exc:
         raise NotRunnable(str(exc)) from None
-    sizes = all_sizes[key]
+    sizes = all_sizes[build.BROWSER_CLIENT[key]]  # both Socket.IO servers are reached with the same socket.io-client bundle
     base: dict[str, Any] = all_sizes["sveltekit_baseline"] if key == "sveltekit" else {"min_bytes": 0, "gzip_bytes": 0, "files": []}
     out = ScenarioOutput()
     out.add("bundle_min_bytes", "bytes", [sizes["min_bytes"]])
@@ -235,15 +271,28 @@ def run_broadcast(ctx: ScenarioContext) -> ScenarioOutput:
     return out
 
 
-def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
-    """(RSS with N idle connections - RSS with none) / N for each of several fresh servers, each read once RSS holds still.
+def _memory_counts(params: dict[str, Any]) -> list[int]:
+    """The idle connection counts of a memory step, smallest first (a single count is a list of one)."""
+    counts = params["connections"]
+    return sorted(int(n) for n in (counts if isinstance(counts, (list, tuple)) else [counts]))
 
-    The servers run side by side, each with its own N connections, and each is measured by its own
-    process tree; the repeat's figure is their median (the document shows how far single servers strayed).
+
+def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
+    """(RSS with N idle connections - RSS with none) / N at each N, for each of several fresh servers, each read once RSS holds still.
+
+    The servers run side by side, each with its own connections, and each is measured by its own
+    process tree; the repeat's figure at each N is their median (the document shows how far single
+    servers strayed). The counts are reached in turn on the same servers, the connections of the
+    smaller count kept open. A Node server (:data:`NODE_OPTIONS`) is sent SIGUSR2 before each
+    reading: it runs a full garbage collection and prints V8's used heap, stored beside RSS
+    (``heap_per_connection_bytes``), so V8's own timing of handing memory back does not decide
+    the reading.
     """
     p = ctx.params
     out = ScenarioOutput()
     k = p["servers"]
+    counts = _memory_counts(p)
+    node = ctx.option.key in NODE_OPTIONS
 
     def steady(pid: int) -> SteadyRss:
         try:
@@ -253,49 +302,81 @@ def run_memory(ctx: ScenarioContext) -> ScenarioOutput:
                 _check_alive(s)
             raise
 
+    def read(server: ServerProcess) -> tuple[SteadyRss, int | None]:
+        """One reading: (for Node) a forced full GC and V8's heap after it, then RSS once it holds still."""
+        heap = v8_heap_after_gc(server) if node else None
+        assert server.pid is not None
+        return steady(server.pid), heap
+
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(poc_server(ctx, instance=i)) for i in range(k)]
         with ThreadPoolExecutor(k) as pool:
-            before = list(pool.map(steady, (s.pid for s, _ in servers)))
-        ctx.advance(0.4)
+            before = list(pool.map(read, (s for s, _ in servers)))
+        ctx.advance(0.2)
 
-        async def hold() -> tuple[list[int], list[SteadyRss]]:
+        async def hold() -> list[tuple[list[int], list[int], list[tuple[SteadyRss, int | None]]]]:
+            steps = []
             async with contextlib.AsyncExitStack() as held:
-                idle = [
-                    await held.enter_async_context(
-                        await hold_idle(url, LOAD_TRANSPORT[ctx.option.key], p["connections"], connect_timeout_s=20.0)
-                    )
-                    for _, url in servers
-                ]
-                readings = await asyncio.gather(*(asyncio.to_thread(steady, s.pid) for s, _ in servers))
-                # Connections the server closed while RSS settled no longer cost it anything: divide by those still open.
-                return [i.alive for i in idle], list(readings)
+                idle: list[list[Any]] = [[] for _ in servers]
+                opened = 0
+                for i, n in enumerate(counts):
+                    last = i == len(counts) - 1 and len(counts) > 1
+                    which = list(range(min(k, p.get("servers_at_largest", k)) if last else k))
+                    for j in which:
+                        idle[j].append(
+                            await held.enter_async_context(
+                                await hold_idle(servers[j][1], LOAD_TRANSPORT[ctx.option.key], n - opened, connect_timeout_s=20.0)
+                            )
+                        )
+                    opened = n
+                    readings = await asyncio.gather(*(asyncio.to_thread(read, servers[j][0]) for j in which))
+                    # Connections the server closed while RSS settled no longer cost it anything: divide by those still open.
+                    steps.append((which, [sum(c.alive for c in idle[j]) for j in which], list(readings)))
+                    ctx.advance(0.2 + 0.8 * (i + 1) / len(counts))
+            return steps
 
-        connected, after = asyncio.run(hold())
+        steps = asyncio.run(hold())
         for s, _ in servers:
             _check_alive(s)
-    if not any(connected):
-        raise RuntimeError(f"none of {p['connections']} idle connections per server was open when RSS was read")
-    per = [memory_per_connection(a.rss_bytes, b.rss_bytes, c) for a, b, c in zip(after, before, connected) if c]
-    out.add("memory_per_connection_bytes", "bytes", [statistics.median(per)])
-    out.add("server_memory_per_connection_bytes", "bytes", per, None)
-    out.add("rss_idle_bytes", "bytes", [b.rss_bytes for b in before], None)
-    out.add("rss_connected_bytes", "bytes", [a.rss_bytes for a in after], None)
-    out.add("idle_connected", "connections", [min(connected)], "higher")
-    out.add("rss_wait_s", "s", [b.waited_s for b in before], None, state="idle")
-    out.add("rss_wait_s", "s", [a.waited_s for a in after], None, state="connected")
+    out.add("rss_idle_bytes", "bytes", [b.rss_bytes for b, _ in before], None)
+    out.add("rss_wait_s", "s", [b.waited_s for b, _ in before], None, state="idle")
+    if node:
+        out.add("heap_idle_bytes", "bytes", [h for _, h in before if h is not None], None)
+    unsettled = [f"server {i + 1} idle" for i, (b, _) in enumerate(before) if not b.settled]
+    for n, (which, connected, after) in zip(counts, steps):
+        tag = str(n)
+        if not any(connected):
+            raise RuntimeError(f"none of {n} idle connections per server was open when RSS was read")
+        base = [before[j] for j in which]
+        per = [memory_per_connection(a.rss_bytes, b.rss_bytes, c) for (a, _), (b, _), c in zip(after, base, connected) if c]
+        out.add("memory_per_connection_bytes", "bytes", [statistics.median(per)], connections=tag)
+        out.add("server_memory_per_connection_bytes", "bytes", per, None, connections=tag)
+        out.add("rss_connected_bytes", "bytes", [a.rss_bytes for a, _ in after], None, connections=tag)
+        out.add("idle_connected", "connections", [min(connected)], "higher", connections=tag)
+        out.add("rss_wait_s", "s", [a.waited_s for a, _ in after], None, state=f"{tag} connected")
+        if node:
+            heaps = [
+                memory_per_connection(ha, hb, c)
+                for (_, ha), (_, hb), c in zip(after, base, connected)
+                if c and ha is not None and hb is not None
+            ]
+            out.add("heap_per_connection_bytes", "bytes", [statistics.median(heaps)], connections=tag)
+            out.add("server_heap_per_connection_bytes", "bytes", heaps, None, connections=tag)
+            out.add("heap_connected_bytes", "bytes", [h for _, h in after if h is not None], None, connections=tag)
+        unsettled += [f"server {j + 1} with {tag}" for j, (a, _) in zip(which, after) if not a.settled]
     # A reading taken while RSS was still moving is kept but named in the document.
-    out.facts["unsettled"] = [
-        f"server {i + 1} {state}"
-        for i, (b, a) in enumerate(zip(before, after))
-        for state, r in (("idle", b), ("connected", a))
-        if not r.settled
-    ]
+    out.facts["unsettled"] = unsettled
+    out.facts["v8_heap"] = node
     return out
 
 
 def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
-    """The option's browser client in Chromium through a server crash and restart, and a dropped connection."""
+    """The option's browser client in Chromium through a server crash and restart, and a dropped connection.
+
+    The faults are the harness's (:mod:`harness.faults`): ``kill_and_restart`` and a ``FaultProxy`` reset; each is
+    reported to the run's observers as it begins (``ctx.fault``) and stored with its times in ``facts["faults"]``.
+    """
+    from harness.faults import FaultLog
     from spikes.s01_websocket_impl import reconnect
 
     p = ctx.params
@@ -304,13 +385,20 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
         build.find_chromium()
     except build.ToolMissing as exc:
         raise NotRunnable(str(exc)) from None
-    for i, mode in enumerate(("restart", "drop")):
+    log = FaultLog(on_fault=lambda f: ctx.fault(f.kind, f.target, **f.details))
+    for i, mode in enumerate(reconnect.MODES):
         with poc_server(ctx, pinned=False) as (server, url):
-            restart = reconnect.kill_and_restart(server, p["down_ms"]) if mode == "restart" else None
             try:
                 r = asyncio.run(
                     reconnect.measure_reconnect(
-                        ctx.option.key, url, mode=mode, restart=restart, interval_ms=p["interval_ms"], warmup_s=p["warmup_s"]
+                        ctx.option.key,
+                        url,
+                        mode=mode,
+                        server=server,
+                        down_ms=p["down_ms"],
+                        interval_ms=p["interval_ms"],
+                        warmup_s=p["warmup_s"],
+                        faults=log,
                     )
                 )
             except build.ToolMissing as exc:
@@ -322,6 +410,7 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
         out.add("lost", "messages", [r["lost"]], mode=mode)
         out.add("sent", "messages", [r["sent"]], None, mode=mode)
         ctx.advance((i + 1) / 2)
+    out.facts["faults"] = log.to_list()
     return out
 
 

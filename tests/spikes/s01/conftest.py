@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.process import LogReady, ServerProcess
-from spikes.s01_websocket_impl import build
+from harness.poc import server_process, url_of
+from harness.process import ServerProcess
+from spikes.s01_websocket_impl import OPTIONS, build
 from tests.utils import UNIT, missing_program
 
-__all__ = ["require", "RunningServer"]
+__all__ = ["require", "option_of", "RunningServer"]
+
+
+def option_of(key: str):
+    """The spike's :class:`~harness.plugin.Option` called ``key`` (its declared POC server and client)."""
+    return next(o for o in OPTIONS if o.key == key)
 
 
 def require(tool: str) -> None:
@@ -65,26 +71,26 @@ def node_tools() -> Path:
 
 @pytest.fixture
 def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], RunningServer]]:
-    """A factory: ``start_server(option)`` starts that option's POC server on a free port, stopped after the test."""
+    """A factory: ``start_server(option)`` starts that option's declared POC server (``harness.poc``) on a free port, stopped after the test."""
     started: list[ServerProcess] = []
 
     def start(option: str) -> RunningServer:
         if option == "sveltekit":
             request.getfixturevalue("sveltekit_dir")  # the build, or the skip
-        cmd = build.server_command(option)
-        proc = ServerProcess(
-            f"s01-{option}",
-            cmd["argv"],
-            cwd=cmd["cwd"],
-            env=cmd["env"],
-            ready=LogReady(cmd["ready"]),
+        elif option == "socketio-node":
+            require("node")
+            require("npm")
+        proc, url = server_process(
+            option_of(option),
+            tmp_path,
+            name=f"s01-{option}",
+            log_name=f"{option}-{len(started)}.log",
             ready_timeout=20 * UNIT,
-            log_path=tmp_path / f"{option}-{len(started)}.log",
             grace=5 * UNIT,
         )
         started.append(proc)
         proc.start()
-        return RunningServer(option, proc, cmd["url"].replace("{port}", str(proc.port)), cmd["transport"])
+        return RunningServer(option, proc, url_of(proc, url), build.TRANSPORTS[option])
 
     yield start
     for proc in started:

@@ -8,9 +8,11 @@ import json
 
 import pytest
 
-from harness.process import LogReady, ServerProcess, free_port
+from harness.faults import FaultLog
+from harness.poc import server_process
+from harness.process import free_port
 from spikes.s01_websocket_impl import build, reconnect
-from tests.spikes.s01.conftest import require
+from tests.spikes.s01.conftest import option_of, require
 from tests.utils import UNIT
 
 pytestmark = pytest.mark.slow
@@ -59,7 +61,7 @@ async ({ url, wait }) => {
 
 @pytest.mark.parametrize("option", build.OPTIONS)
 def test_chromium_talks_to_the_server_through_the_option_client(start_server, option, tmp_path):
-    if option == "socketio":
+    if build.BROWSER_CLIENT[option] == "socketio":
         require("node")  # the page loads the esbuild bundle of socket.io-client
     server = start_server(option)
 
@@ -83,15 +85,19 @@ def test_chromium_talks_to_the_server_through_the_option_client(start_server, op
 
 def test_native_client_reconnects_after_a_server_restart(start_server):
     server = start_server("native")
+    heard = []
+    log = FaultLog(on_fault=heard.append)
     result = asyncio.run(
         reconnect.measure_reconnect(
             "native",
             server.url,
             mode="restart",
-            restart=reconnect.kill_and_restart(server.process, down_ms=300 * UNIT),
+            server=server.process,
+            down_ms=300 * UNIT,
             warmup_s=0.5 * UNIT,
             settle_s=0.5 * UNIT,
             timeout_s=20 * UNIT,
+            faults=log,
         )
     )
     assert result["recovered"], result
@@ -101,13 +107,19 @@ def test_native_client_reconnects_after_a_server_restart(start_server):
     assert result["lost_while_disconnected"] == 0, result
     assert result["lost"] == result["lost_in_flight"], result  # only what was in flight on the dead connection
     assert server.process.starts == 2
+    # The harness's kill-and-restart, heard as it began, timed on the page's clock: down at least down_ms.
+    [fault] = log.faults
+    assert heard == [fault] and fault.kind == "kill" and fault.details["signal"] == "SIGKILL" and fault.details["restarted"]
+    stored = result["fault"]
+    assert stored["kind"] == "kill" and stored["ended_page_ms"] - stored["started_page_ms"] >= 300 * UNIT
+    assert result["down_ms"] == pytest.approx(stored["ended_page_ms"] - stored["started_page_ms"])
+    assert result["page_clock"]["uncertainty"] < 50, result["page_clock"]  # ms: a round trip to the page
 
 
 def test_native_client_queues_while_disconnected_keeping_the_newest(tmp_path):
-    cmd = build.server_command("native")
-    port = free_port()
-    server = ServerProcess("s01-native-late", cmd["argv"], port=port, ready=LogReady(cmd["ready"]), log_path=tmp_path / "server.log")
-    url = cmd["url"].replace("{port}", str(port))
+    port = free_port()  # known before the server starts: the page connects first
+    server, url = server_process(option_of("native"), tmp_path, name="s01-native-late", port=port)
+    url = url.replace("{host}", server.host).replace("{port}", str(port))
 
     async def scenario() -> list[int]:
         async with _page("native", url) as page:
@@ -137,15 +149,20 @@ def test_native_client_queues_while_disconnected_keeping_the_newest(tmp_path):
 
 @pytest.mark.parametrize("option", build.OPTIONS)
 def test_every_client_reconnects_after_the_network_drops_the_connection(start_server, option, tmp_path):
-    if option == "socketio":
-        require("node")
+    if build.BROWSER_CLIENT[option] == "socketio":
+        require("node")  # the page loads the esbuild bundle of socket.io-client
     server = start_server(option)
+    log = FaultLog()
     result = asyncio.run(
         reconnect.measure_reconnect(
-            option, server.url, mode="drop", warmup_s=0.3 * UNIT, settle_s=0.3 * UNIT, timeout_s=20 * UNIT, bundle_dir=tmp_path
+            option, server.url, mode="drop", warmup_s=0.3 * UNIT, settle_s=0.3 * UNIT, timeout_s=20 * UNIT, bundle_dir=tmp_path, faults=log
         )
     )
     assert result["recovered"] and result["reconnects"] >= 1, result
+    # One cut by the harness's proxy: every open connection reset (the page's, and SvelteKit's own page connection).
+    [fault] = log.faults
+    assert fault.kind == "proxy-reset" and fault.details["connections"] >= 1 and result["fault"]["kind"] == "proxy-reset"
+    assert result["down_ms"] == 0 and result["fault"]["started_page_ms"] <= result["fault"]["ended_page_ms"]
     if option == "socketio" and result["lost_while_disconnected"]:
         # A real loss, not a measuring error (see reconnect's docstring): the Socket.IO connect completed before the
         # upgrade, so socket.io-client flushed its send buffer in one long-polling payload of more than 16 packets,
@@ -227,3 +244,19 @@ def test_summary_names_the_transport_the_reconnection_opened_on():
     }
     out = reconnect._summarise(raw, t_fault=90.0, t_back=90.0, recovered=True)
     assert out["reconnect_transport"] == "polling"  # the first open after the close, not the first open
+
+
+def test_a_close_within_the_clock_uncertainty_before_the_fault_is_still_the_faults():
+    # The fault's time on the page's clock is known within the clock sync's uncertainty: a close seen 0.3 ms "before"
+    # it (on the estimate) is the close the fault caused, so losses still split there.
+    raw = {
+        "sent": [[0, 0.0], [1, 50.0], [2, 100.0], [3, 150.0]],
+        "echoes": [[0, 1.0], [1, 51.0], [3, 301.0]],
+        "opens": [0.0, 290.0],
+        "closes": [89.7],
+    }
+    without = reconnect._summarise(raw, t_fault=90.0, t_back=90.0, recovered=True)
+    out = reconnect._summarise(raw, t_fault=90.0, t_back=90.0, recovered=True, slack=0.5)
+    assert without["lost_in_flight"] == 1 and without["lost_while_disconnected"] == 0  # the close was missed
+    # Seq 2 was sent after the client saw the close: a client that queues should have kept it.
+    assert out["lost_in_flight"] == 0 and out["lost_while_disconnected"] == 1 and out["recovery_ms"] == pytest.approx(211.0)

@@ -15,10 +15,11 @@ pytestmark = pytest.mark.slow
 EXPECTED = {
     "native": {"rooms": True, "binary": True, "fallback": False, "backpressure": True},
     "socketio": {"rooms": True, "acknowledgements": True, "binary": True, "fallback": True, "backpressure": False},
+    "socketio-node": {"rooms": True, "acknowledgements": True, "binary": True, "fallback": True, "backpressure": False},
     "sveltekit": {"rooms": True, "binary": True, "fallback": False, "backpressure": False},
 }
 #: Plain WebSocket has no acknowledgement to probe: the cell must say it is a protocol fact, not pass for a probe.
-NOT_PROBED = {"native": ("acknowledgements",), "sveltekit": ("acknowledgements",), "socketio": ()}
+NOT_PROBED = {"native": ("acknowledgements",), "sveltekit": ("acknowledgements",), "socketio": (), "socketio-node": ()}
 
 
 @pytest.mark.parametrize("option", build.OPTIONS)
@@ -44,7 +45,7 @@ def test_backpressure_evidence_says_how_far_the_sender_got(start_server):
 def test_reconnect_probe_sees_each_browser_client_come_back(start_server, option):
     require("playwright")
     require("chromium")
-    if option == "socketio":
+    if build.BROWSER_CLIENT[option] == "socketio":
         require("node")
     server = start_server(option)
     feature = asyncio.run(features.probe_reconnect(option, server.url))

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.slow
         ("native", "ws", "ws"),
         ("socketio", "socketio", "socket.io-client"),
         ("socketio", "socketio-polling", "socket.io-client"),
+        ("socketio-node", "socketio", "socket.io-client"),
+        ("socketio-node", "socketio-polling", "socket.io-client"),
         ("sveltekit", "ws", "ws"),
     ],
 )
@@ -81,7 +83,8 @@ def test_sveltekit_build_is_cached_by_source_hash(sveltekit_dir):
 
 def test_bundle_sizes_measure_each_browser_client(sveltekit_dir, node_tools, tmp_path):
     sizes = build.bundle_sizes(write_dir=tmp_path)
-    assert set(sizes) == {*build.OPTIONS, "sveltekit_baseline"}
+    # One bundle per browser client: both Socket.IO servers get the same socket.io-client bundle.
+    assert set(sizes) == {*build.BROWSER_CLIENT.values(), "sveltekit_baseline"}
     for option, size in sizes.items():
         assert 0 < size["gzip_bytes"] < size["min_bytes"], (option, size)
         assert size["files"]

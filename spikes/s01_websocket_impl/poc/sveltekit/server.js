@@ -58,6 +58,13 @@ server.on('upgrade', (req, socket, head) => {
 });
 server.listen(port, args.host, () => console.log(`READY port=${server.address().port}`));
 
+// The memory scenario's heap reading: with `node --expose-gc`, SIGUSR2 runs a full garbage collection and prints V8's live heap.
+process.on('SIGUSR2', () => {
+  if (typeof global.gc === 'function') global.gc();
+  const m = process.memoryUsage();
+  console.log(`HEAP used=${m.heapUsed} total=${m.heapTotal} rss=${m.rss} gc=${typeof global.gc === 'function'}`);
+});
+
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
     for (const ws of wss.clients) ws.close(1001); // going away
