@@ -11,6 +11,7 @@ the protocol from one implementation of it and says what the backend runtime cos
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import frames
@@ -417,13 +418,16 @@ class WebSocketImplSpike(Spike):
                 "A probe that crashed shows as unknown and does not count for or against the option.",
             )
         )
-        # Reconnection.
+        # Reconnection: every message's fate in the words of the harness's account (harness/load/account.py).
         rows = []
         for mode, what in (("restart", "server killed and restarted"), ("drop", "connection cut, server up")):
             for label, show in (
-                ("time to next echo, median (min-max)", self._recovery_cell),
-                ("messages lost, all runs", self._lost_cell),
+                ("time to the first echo through a new connection, median (min-max)", self._recovery_cell),
                 ("runs that recovered", self._recovered_cell),
+                ("sent / delivered, all runs", self._account_cell("sent", "delivered")),
+                ("lost after acknowledgement, all runs", self._account_cell("lost_after_ack")),
+                ("lost without acknowledgement, all runs", self._account_cell("lost_without_ack")),
+                ("duplicated / unexpected / reordered, all runs", self._account_cell("duplicated", "unexpected", "reordered")),
             ):
                 rows.append(
                     [
@@ -437,9 +441,16 @@ class WebSocketImplSpike(Spike):
                 "Reconnection of each option's browser client (Chromium)",
                 ["Fault", "Metric", *head],
                 rows,
-                f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every {params['reconnect']['interval_ms']} ms."
-                if "reconnect" in params
-                else "",
+                (
+                    f"Server down for {params['reconnect']['down_ms']} ms in the restart case; an echo every "
+                    f"{params['reconnect']['interval_ms']} ms. "
+                    if "reconnect" in params
+                    else ""
+                )
+                + "Messages counted by the harness's account (`harness/load/account.py`) from the page's records: *sent* is what the "
+                "page handed to its client library, *delivered* what came back as its echo. The echo is the browser clients' only "
+                "acknowledgement, so every loss here is lost without acknowledgement (lost after acknowledgement is 0 by "
+                "construction); the gate reads both.",
             )
         )
         note = self._headroom_note(run)
@@ -741,9 +752,21 @@ class WebSocketImplSpike(Spike):
         return f"{_ms(statistics.median(xs))} ({_ms(min(xs))}-{_ms(max(xs))})" if len(xs) > 1 else _ms(xs[0])
 
     @staticmethod
-    def _lost_cell(sr: ScenarioResult, mode: str) -> str:
-        lost, sent = sr.measurement("lost", mode=mode).samples, sr.measurement("sent", mode=mode).samples
-        return f"{fmt_num(sum(lost))} of {fmt_num(sum(sent))} sent (worst run: {fmt_num(max(lost))})"
+    def _account_cell(*names: str) -> Callable[[ScenarioResult, str], str]:
+        """A cell of the account's counts over all runs (``a / b / c``), one name with its worst run; a run from before the
+        account stored only ``lost`` and ``sent``, and says so."""
+
+        def cell(sr: ScenarioResult, mode: str) -> str:
+            try:
+                runs = [sr.measurement(n, mode=mode).samples for n in names]
+            except KeyError:
+                return "not stored (a run from before the account)"
+            if len(names) > 1:
+                return " / ".join(fmt_num(sum(xs)) for xs in runs)
+            [xs] = runs
+            return f"{fmt_num(sum(xs))} (worst run: {fmt_num(max(xs))})" if len(xs) > 1 else fmt_num(sum(xs))
+
+        return cell
 
     @staticmethod
     def _recovered_cell(sr: ScenarioResult, mode: str) -> str:

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,6 +29,9 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from spikes.s01_websocket_impl import build
+
+if TYPE_CHECKING:
+    from harness.faults import FaultLog
 
 __all__ = [
     "FEATURES",
@@ -206,18 +209,22 @@ async def probe_fallback(url: str, transport: str) -> Feature:
     )
 
 
-async def probe_reconnect(option: str, url: str) -> Feature:
-    """Cut the browser client's connection in Chromium: it must reconnect and echo again (see :mod:`reconnect`)."""
+async def probe_reconnect(option: str, url: str, faults: FaultLog | None = None) -> Feature:
+    """Cut the browser client's connection in Chromium: it must reconnect and echo again (see :mod:`reconnect`).
+
+    The cut goes into ``faults`` (whose listener, wired to the run's observers, hears it as it begins).
+    """
     from spikes.s01_websocket_impl import reconnect  # Playwright is only needed for this probe
 
-    result = await reconnect.measure_reconnect(option, url, mode="drop", warmup_s=0.5, settle_s=0.5)
+    result = await reconnect.measure_reconnect(option, url, mode="drop", warmup_s=0.5, settle_s=0.5, faults=faults)
     client = "client.js (native WebSocket)" if build.TRANSPORTS[option] == "ws" else "socket.io-client"
     if not result["recovered"]:
         return _feature(False, f"{client} did not echo again within {result['timeout_s']:g} s after the connection was cut")
     return _feature(
         True,
-        f"{client} in Chromium echoed again {result['recovery_ms']:.0f} ms after the connection was cut, "
-        f"{result['lost']} of {result['sent']} messages lost",
+        f"{client} in Chromium echoed again {result['recovery_ms']:.0f} ms after the connection was cut; of {result['sent']} "
+        f"messages sent, {result['delivered']} delivered, {result['lost_after_ack']} lost after acknowledgement and "
+        f"{result['lost_without_ack']} lost without",
     )
 
 
@@ -326,10 +333,10 @@ async def probe_backpressure(url: str, transport: str, total: int = FLOOD_BYTES)
 # -- all at once ------------------------------------------------------------------------------
 
 
-async def probe_all(option: str, url: str, reconnect: bool = True) -> dict[str, Feature]:
+async def probe_all(option: str, url: str, reconnect: bool = True, faults: FaultLog | None = None) -> dict[str, Feature]:
     """Every probe against one running server of ``option``; a probe that fails says so in its evidence.
 
-    ``reconnect=False`` skips the Chromium probe (its entry is then absent).
+    ``reconnect=False`` skips the Chromium probe (its entry is then absent); its cut goes into ``faults``.
     Raises :class:`build.ToolMissing` if Chromium is needed and missing.
     """
     transport = build.TRANSPORTS[option]
@@ -341,7 +348,7 @@ async def probe_all(option: str, url: str, reconnect: bool = True) -> dict[str, 
         "backpressure": lambda: probe_backpressure(url, transport),
     }
     if reconnect:
-        probes["reconnect"] = lambda: probe_reconnect(option, url)
+        probes["reconnect"] = lambda: probe_reconnect(option, url, faults)
     out: dict[str, Feature] = {}
     for key in FEATURES:
         if key not in probes:

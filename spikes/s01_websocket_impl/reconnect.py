@@ -26,11 +26,24 @@ the end of the kill fault, when the new server passed its readiness probe) or
 from the cut (drop: the start of the reset fault) until the first echo through a
 new connection arrives (after the client saw the old one close); the outage
 the client saw (last echo before it saw the connection close to the first
-echo after); and the messages lost (sent through the client, never echoed),
-split into those in flight when the connection died and those the app sent
-while the client knew it was disconnected (a client that queues loses none
-of those, once it has had until the timeout to deliver them), and the
-transport each (re)connection opened on.
+echo after); the fate of every message, in the words of the harness's
+account (:mod:`harness.load.account`: sent, delivered, lost after
+acknowledgement, lost without acknowledgement, duplicated, unexpected,
+reordered), computed by :func:`account_of` from the page's raw records (each
+message sent with its id, each echo and any other arrival, kept in the result
+as ``raw``); the messages lost split into those in flight when the connection
+died and those the app sent while the client knew it was disconnected (a client
+that queues loses none of those, once it has had until the timeout to deliver
+them); and the transport each (re)connection opened on.
+
+The browser clients have no acknowledgement but the echo itself (the account's
+"the sender's own copy"), so a message is acknowledged exactly when it was
+delivered: here every loss is *lost without acknowledgement* and *lost after
+acknowledgement* is 0 by construction. ``lost`` (both, as the gate reads it) is
+what this scenario stored before the account, under the same name. Recovery
+stays this module's own measure (the first echo through a new connection):
+the account's recovery, the first delivery after the fault's end, would count
+an echo still in flight on the dead connection after a cut.
 
 Socket.IO can lose what it queued: socket.io-client flushes its send buffer
 the moment the Socket.IO connect completes, and when that happens before the
@@ -57,6 +70,7 @@ from aiohttp import web
 
 from harness import browser as engines
 from harness.faults import ClockSync, Fault, FaultLog, FaultProxy, in_thread, kill_and_restart
+from harness.load.account import NO_SENDER, OUTCOMES, Account, ConnLog
 from spikes.s01_websocket_impl import build
 
 if TYPE_CHECKING:
@@ -69,6 +83,7 @@ __all__ = [
     "MODES",
     "launch_chromium",
     "client_page",
+    "account_of",
     "measure_reconnect",
 ]
 
@@ -83,11 +98,16 @@ PAGE_CLOCK = "page_ms"
 # Runs in the page: connect with the page's client, send an echo every `interval` ms, record everything.
 _DRIVER_JS = """
 ({ url, interval, id }) => {
-  const rc = { sent: [], echoes: [], opens: [], transports: [], closes: [] };
+  // echoes: this driver's own, [seq, t]; others: any other arrival, [sender, seq, t] (null where it names none).
+  const rc = { sent: [], echoes: [], others: [], opens: [], transports: [], closes: [] };
+  const named = (m, key) => (m && Number.isInteger(m[key]) ? m[key] : null);
   const client = window.tabletop.connect(url, {
     onOpen: () => { rc.opens.push(performance.now()); rc.transports.push(rc.transport()); },
     onClose: () => rc.closes.push(performance.now()),
-    onMessage: (m) => { if (m && m.op === 'echo' && m.c === id) rc.echoes.push([m.seq, performance.now()]); },
+    onMessage: (m) => {
+      if (m && m.op === 'echo' && m.c === id && Number.isInteger(m.seq)) rc.echoes.push([m.seq, performance.now()]);
+      else rc.others.push([named(m, 'c'), named(m, 'seq'), performance.now()]);
+    },
   });
   let seq = 0;
   const timer = setInterval(() => {
@@ -198,18 +218,47 @@ def _via_proxy(url: str, port: int) -> str:
     return urlunsplit((parts.scheme, f"{parts.hostname}:{port}", parts.path, parts.query, ""))
 
 
+def _page_ns(t_ms: float) -> int:
+    return round(t_ms * 1e6)
+
+
+def account_of(raw: dict[str, list[Any]], sent_before: float | None = None) -> Account:
+    """The harness's account (:mod:`harness.load.account`, echo mode) of the page's raw records: one connection.
+
+    Sent: every message the page handed to its client; acknowledged: those whose echo came back (the only
+    acknowledgement the browser clients get); arrivals: the echoes and every other message received, in order on the
+    page's clock. ``sent_before`` (ms, page clock) accounts only for the messages sent before it (the others' echoes
+    then count as unexpected, which the caller does not read).
+    """
+    sent = tuple(int(seq) for seq, t in raw["sent"] if sent_before is None or t < sent_before)
+    echoes = [(_DRIVER_ID, int(seq), _page_ns(t)) for seq, t in raw["echoes"]]
+    others = [
+        (c if isinstance(c, int) else NO_SENDER, seq if isinstance(c, int) and isinstance(seq, int) else -1, _page_ns(t))
+        for c, seq, t in raw.get("others", [])
+    ]
+    log = ConnLog(
+        _DRIVER_ID,
+        sent=sent,
+        acked=tuple(seq for _, seq, _ in echoes),
+        arrivals=tuple(sorted(echoes + others, key=lambda a: a[2])),
+        reconnects=max(0, len(raw["opens"]) - 1),
+    )
+    return Account.of([log], "echo")
+
+
 def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recovered: bool, slack: float = 0.0) -> dict[str, Any]:
-    """Turn the page's raw records into the measured numbers (times in ms on the page's clock).
+    """Turn the page's raw records into the measured numbers (times in ms on the page's clock); counts by :func:`account_of`.
 
     ``slack`` (ms) widens the search for the close the fault caused to ``t_fault - slack``: the fault's time on the
     page's clock is known within the clock sync's uncertainty, and a close seen within it must not be missed.
     """
-    sent_at = {int(seq): t for seq, t in raw["sent"]}
     echo_times = [t for _, t in raw["echoes"]]
-    echoed = [int(seq) for seq, _ in raw["echoes"]]
-    lost = sorted(set(sent_at) - set(echoed))
+    echoed = {int(seq) for seq, _ in raw["echoes"]}
     # Sent before the client saw the connection close: in flight on a dead connection. After: the client had to keep it.
     t_close = min((t for t in raw["closes"] if t >= t_fault - slack), default=float("inf"))
+    total = account_of(raw).total
+    counts = total.to_dict()
+    in_flight = account_of(raw, sent_before=t_close).total
     # The outage pivots on that close: an echo may still arrive between t_fault and the kill itself.
     pivot = t_close if t_close != float("inf") else t_fault
     before = [t for t in echo_times if t <= pivot]
@@ -225,14 +274,14 @@ def _summarise(raw: dict[str, list[Any]], t_fault: float, t_back: float, recover
         "recovery_ms": (min(after_back) - t_back) if recovered and after_back else None,
         "outage_ms": (min(after_pivot) - max(before)) if before and after_pivot else None,
         "down_ms": t_back - t_fault,
-        "sent": len(sent_at),
-        "echoed": len(set(echoed)),
-        "lost": len(lost),
-        "lost_in_flight": sum(1 for seq in lost if sent_at[seq] < t_close),
-        "lost_while_disconnected": sum(1 for seq in lost if sent_at[seq] >= t_close),
-        "lost_seqs": lost[:100],
-        "duplicates": len(echoed) - len(set(echoed)),
-        "reconnects": max(0, len(raw["opens"]) - 1),
+        # The account's words (harness/load/account.py), and its counts and fractions as it stores them.
+        **{name: counts[name]["count"] for name in OUTCOMES},
+        "account": counts,
+        "lost": total.lost,  # lost after acknowledgement + lost without: the name this scenario stored before the account
+        "lost_in_flight": in_flight.lost,
+        "lost_while_disconnected": total.lost - in_flight.lost,
+        "lost_seqs": sorted(int(seq) for seq, _ in raw["sent"] if int(seq) not in echoed)[:100],
+        "reconnects": total.reconnects,
         "reconnect_transport": reopened[0] if reopened else None,
     }
 
@@ -329,13 +378,15 @@ async def measure_reconnect(
                 await page.wait_for_function(_DRAINED_JS, arg=times, timeout=timeout_s * 1000, polling=20)
         await asyncio.sleep(max(0.5, 10 * interval_ms / 1000))  # let the last echoes arrive
         raw = await page.evaluate(
-            "() => ({sent: __rc.sent, echoes: __rc.echoes, opens: __rc.opens, transports: __rc.transports, closes: __rc.closes})"
+            "() => ({sent: __rc.sent, echoes: __rc.echoes, others: __rc.others, opens: __rc.opens, transports: __rc.transports,"
+            " closes: __rc.closes})"
         )
         await page.evaluate("() => window.__rc.close()")
 
     out: dict[str, Any] = {"option": option, "mode": mode, "interval_ms": interval_ms, "timeout_s": timeout_s}
     out.update(_summarise(raw, t_fault, t_back, recovered, slack=clock.uncertainty))
     out["page_errors"] = errors
+    out["raw"] = raw  # the page's records, on its clock: what the account was computed from
     # The fault as injected, on the harness's monotonic clock, the wall clock and the page's clock (the figures' clock).
     out["fault"] = fault.to_dict(clock)
     out["page_clock"] = clock.to_dict()

@@ -34,6 +34,7 @@ import psutil
 
 from harness import poc as harness_poc
 from harness.load import LoadSpec, hold_idle, run_load
+from harness.load.account import OUTCOMES
 from harness.plugin import NotRunnable, ScenarioContext, ScenarioOutput
 from harness.probes import ProcessSampler, SteadyRss, memory_per_connection, steady_rss
 from harness.process import ServerProcess, free_port, pin_plan
@@ -196,7 +197,12 @@ def run_bundle(ctx: ScenarioContext) -> ScenarioOutput:
 
 
 def run_features(ctx: ScenarioContext) -> ScenarioOutput:
-    """Each feature probed against the running server; reconnection in Chromium when it is installed."""
+    """Each feature probed against the running server; reconnection in Chromium when it is installed.
+
+    The reconnection probe's connection cut is reported to the run's observers as it begins (``ctx.fault``), as the
+    reconnect scenario's faults are, and stored with its times in ``facts["faults"]``.
+    """
+    from harness.faults import FaultLog
     from spikes.s01_websocket_impl import features
 
     try:
@@ -205,11 +211,12 @@ def run_features(ctx: ScenarioContext) -> ScenarioOutput:
     except build.ToolMissing as exc:
         with_browser = False
         missing = str(exc)
+    log = FaultLog(on_fault=lambda f: ctx.fault(f.kind, f.target, **f.details))
     with poc_server(ctx, pinned=False) as (_, url):
-        found = asyncio.run(features.probe_all(ctx.option.key, url, reconnect=with_browser))
+        found = asyncio.run(features.probe_all(ctx.option.key, url, reconnect=with_browser, faults=log))
     if not with_browser:
         found["reconnect"] = {"value": None, "evidence": f"not run: {missing}"}
-    out = ScenarioOutput(facts={"features": found})
+    out = ScenarioOutput(facts={"features": found, "faults": log.to_list()})
     measured = [f for f in found.values() if f["value"] is not None]
     out.add("features_present", "features", [sum(1 for f in measured if f["value"])], "higher")
     out.add("features_probed", "features", [len(measured)], None)
@@ -375,6 +382,7 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
 
     The faults are the harness's (:mod:`harness.faults`): ``kill_and_restart`` and a ``FaultProxy`` reset; each is
     reported to the run's observers as it begins (``ctx.fault``) and stored with its times in ``facts["faults"]``.
+    Every message's fate is counted by the harness's account (:mod:`harness.load.account`) and stored under its words.
     """
     from harness.faults import FaultLog
     from spikes.s01_websocket_impl import reconnect
@@ -407,8 +415,11 @@ def run_reconnect(ctx: ScenarioContext) -> ScenarioOutput:
         if r["recovered"] and r["recovery_ms"] is not None:
             out.add("recovery_ms", "ms", [r["recovery_ms"]], mode=mode)
         out.add("recovered", "runs", [1 if r["recovered"] else 0], "higher", mode=mode)
+        # The account's words (harness/load/account.py, from the page's records), and `lost` (after acknowledgement or
+        # without: the gate's figure, under the name it had before the account, so stored runs still compare).
+        for name in OUTCOMES:
+            out.add(name, "messages", [r[name]], None if name in ("sent", "delivered") else "lower", mode=mode)
         out.add("lost", "messages", [r["lost"]], mode=mode)
-        out.add("sent", "messages", [r["sent"]], None, mode=mode)
         ctx.advance((i + 1) / 2)
     out.facts["faults"] = log.to_list()
     return out

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from harness.faults import FaultLog
+from harness.load.account import OUTCOMES
 from harness.poc import server_process
 from harness.process import free_port
 from spikes.s01_websocket_impl import build, reconnect
@@ -217,7 +218,36 @@ def test_summary_splits_losses_at_the_moment_the_client_saw_the_close():
     assert out["recovery_ms"] == pytest.approx(51.0)  # 250 -> first echo at 301
     assert out["outage_ms"] == pytest.approx(300.0)  # last echo before the fault at 1, first after at 301
     assert out["lost_seqs"] == [1, 2] and out["lost_in_flight"] == 2 and out["lost_while_disconnected"] == 0
-    assert out["duplicates"] == 1 and out["reconnects"] == 1 and out["sent"] == 5
+    assert out["duplicated"] == 1 and out["reconnects"] == 1 and out["sent"] == 5
+
+
+def test_the_summary_counts_with_the_harness_account_in_its_words():
+    # Echoed 0, 3 and 4 (4 twice), 2 after 3; another connection's echo and a frame naming nothing also arrived.
+    raw = {
+        "sent": [[0, 0.0], [1, 50.0], [2, 100.0], [3, 150.0], [4, 200.0]],
+        "echoes": [[0, 1.0], [3, 301.0], [2, 301.5], [4, 302.0], [4, 303.0]],
+        "others": [[12, 3, 5.0], [None, None, 6.0]],
+        "opens": [0.0, 300.0],
+        "closes": [120.0],
+    }
+    out = reconnect._summarise(raw, t_fault=90.0, t_back=250.0, recovered=True)
+    counts = {n: out[n] for n in OUTCOMES}
+    assert counts == {
+        "sent": 5,
+        "delivered": 4,
+        "lost_after_ack": 0,  # an echo is the only acknowledgement: what was acknowledged was delivered
+        "lost_without_ack": 1,
+        "duplicated": 1,
+        "unexpected": 2,
+        "reordered": 1,  # 2 after 3
+    }
+    assert out["lost"] == 1 and out["lost_seqs"] == [1] and out["lost_in_flight"] == 1 and out["lost_while_disconnected"] == 0
+    assert out["account"] == reconnect.account_of(raw).total.to_dict() and out["account"]["delivered"]["fraction"] == 0.8
+    # Only the messages sent before the close: 0, 1 and 2 (1 lost); the echoes of 3 and 4 are not theirs.
+    before = reconnect.account_of(raw, sent_before=120.0).total
+    assert (before.sent, before.delivered, before.lost) == (3, 2, 1)
+    # A page from before "others" was recorded: the same counts but nothing unexpected.
+    assert reconnect._summarise({k: v for k, v in raw.items() if k != "others"}, 90.0, 250.0, True)["unexpected"] == 0
 
 
 def test_an_echo_that_was_in_flight_at_the_fault_is_not_the_recovery():

@@ -1,4 +1,5 @@
-// socket.io's own parser (socket.io-parser), with one change: integers beyond 2^53 come back exactly as they arrived.
+// socket.io's own parser (socket.io-parser), with two changes: integers beyond 2^53 come back exactly as they arrived, and
+// a packet the decoder refuses is handed to the server to answer instead of ending the connection.
 //
 // JavaScript numbers are doubles, so JSON.parse rounds an integer past Number.MAX_SAFE_INTEGER (the load protocol's
 // `t`, nanoseconds since the epoch, has 19 digits) and the echo would differ from the message sent, as it would in any
@@ -6,7 +7,22 @@
 // string holding its digits behind a NUL marker; the encoder writes that string back as the bare number. The server's
 // code forwards `t` and never computes with it, so nothing else changes. The Python server keeps integers exact by
 // itself (Python's int).
-import { Decoder, Encoder, protocol } from 'socket.io-parser';
+//
+// socket.io closes the connection, without a WebSocket status code, on a packet its decoder throws on (not JSON, an
+// unknown packet type, a binary frame no event announced) and on an event for a namespace the client never connected.
+// Here the decoder hands such a packet on as the event REFUSED on the main namespace, with the reason and, for a
+// namespace, its name; server.js answers with an `error` event or a connect error, and the connection stays open.
+import { Decoder, Encoder, PacketType, protocol } from 'socket.io-parser';
+
+/** The event a refused packet becomes, with (reason, namespace?): a Symbol, so no client can send it. */
+export const REFUSED = Symbol('refused packet');
+
+class NotConnected extends Error {
+  constructor(nsp) {
+    super('not connected to this namespace');
+    this.nsp = nsp;
+  }
+}
 
 const MARK = '\\u0000n:'; // written into the JSON text as an escape, so JSON.parse reads a NUL
 // A JSON string (skipped whole, escapes included) or a number token; only integer tokens are rewritten.
@@ -22,6 +38,26 @@ function keepLongIntegers(text) {
 }
 
 class ExactDecoder extends Decoder {
+  // The namespaces this client asked to connect to and did not leave (one the server refused stays: socket.io then closes).
+  namespaces = new Set();
+
+  add(obj) {
+    try {
+      super.add(obj);
+    } catch (err) {
+      this.destroy(); // forget a binary packet half reconstructed
+      super.emitReserved('decoded', { type: PacketType.EVENT, nsp: '/', data: [REFUSED, err.message, err.nsp] });
+    }
+  }
+
+  decodeString(str) {
+    const packet = super.decodeString(str);
+    if (packet.type === PacketType.CONNECT) this.namespaces.add(packet.nsp);
+    else if (!this.namespaces.has(packet.nsp)) throw new NotConnected(packet.nsp);
+    else if (packet.type === PacketType.DISCONNECT) this.namespaces.delete(packet.nsp);
+    return packet;
+  }
+
   tryParse(str) {
     return super.tryParse(keepLongIntegers(str));
   }

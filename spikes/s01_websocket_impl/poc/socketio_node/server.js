@@ -1,6 +1,11 @@
 // The Socket.IO option on Node: socket.io 4.8, Socket.IO's reference server, on a plain Node HTTP server.
 // Same events as the python-socketio POC (poc/socketio/server.py) and the protocol of harness/load/protocol.py:
 // clients emit `echo`, `join` and `broadcast` with one object; the server emits `echo`, `joined` and `broadcast` back.
+// Anything else gets an `error` event ({error: "..."}), as from the Python server: an unknown event, a `join` or
+// `broadcast` without a string room, a packet socket.io cannot decode; an event on a namespace the client did not connect
+// gets a connect error (`44`), a frame that is no Engine.IO packet close 1008 and a frame over 1 MB close 1009. As shipped,
+// socket.io closed the connection without a status code for most of these and ignored an unknown event (the
+// hostile-frame battery, harness/frames.py).
 //
 // Run: `npm ci --ignore-scripts && node --expose-gc server.js --port 3000` (port 0: the kernel picks one);
 // prints `READY port=N`. SIGUSR2 (with --expose-gc) runs a full garbage collection and prints
@@ -8,7 +13,8 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { Server } from 'socket.io';
-import parser from './parser.js';
+import parser, { REFUSED } from './parser.js';
+import { PacketType } from 'socket.io-parser';
 
 const { values: args } = parseArgs({ options: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string' } } });
 const port = Number(args.port ?? process.env.PORT ?? 3000);
@@ -35,9 +41,30 @@ const server = http.createServer((req, res) => {
 // The parser is socket.io's own, keeping integers beyond 2^53 exact (parser.js): the protocol's `t` has 19 digits.
 const io = new Server(server, { cors: { origin: loopbackOrigin }, parser });
 
-const isRoom = (data) => data !== null && typeof data === 'object' && typeof data.room === 'string';
+// A frame Engine.IO cannot read as a packet (an unknown packet type, an empty frame): engine.io closes the session without a
+// status code, so close the WebSocket first, with 1008. (A session that began on long-polling and upgraded keeps
+// engine.io's close: its WebSocket is not in reach.)
+io.engine.on('connection', (conn) => {
+  conn.on('packet', ({ type }) => {
+    if (type === 'error') conn.request.websocket?.close(1008, 'not an Engine.IO packet');
+  });
+});
+
+const EVENTS = new Set(['echo', 'join', 'broadcast']);
+const isRoom = (data) => data !== null && typeof data === 'object' && typeof data.room === 'string' && data.room !== '';
+const error = (socket, text) => socket.emit('error', { error: text });
 
 io.on('connection', (socket) => {
+  // A packet the parser refused (parser.js): one it cannot decode gets an error event, an event on a namespace this client
+  // never connected a connect error for that namespace.
+  socket.on(REFUSED, (reason, nsp) => {
+    if (nsp === undefined) return error(socket, `bad Socket.IO packet: ${reason}`);
+    const refusal = { type: PacketType.CONNECT_ERROR, nsp, data: { message: reason } };
+    for (const frame of io.encoder.encode(refusal)) socket.conn.write(frame);
+  });
+  socket.onAny((event) => {
+    if (typeof event !== 'symbol' && !EVENTS.has(event)) error(socket, `unknown event ${JSON.stringify(String(event).slice(0, 50))}`);
+  });
   // Send `data` back; a client that asked for an acknowledgement also gets it as the answer.
   socket.on('echo', (data, ack) => {
     socket.emit('echo', data);
@@ -45,13 +72,13 @@ io.on('connection', (socket) => {
   });
   // Put the sender in data.room; socket.io forgets rooms on disconnect by itself.
   socket.on('join', (data) => {
-    if (!isRoom(data)) return socket.emit('error', { reason: 'room must be a string' });
+    if (!isRoom(data)) return error(socket, 'join expects {"room": <a string>}');
     socket.join(data.room);
     socket.emit('joined', { room: data.room });
   });
   // Deliver data to every member of its room, the sender included.
   socket.on('broadcast', (data) => {
-    if (!isRoom(data)) return socket.emit('error', { reason: 'room must be a string' });
+    if (!isRoom(data)) return error(socket, 'broadcast expects {"room": <a string>, ...}');
     io.to(data.room).emit('broadcast', data);
   });
 });
