@@ -1050,11 +1050,21 @@ def robustness_findings(run: RunResult, *, scenario: str = "robustness", options
         report = _stored(run, scenario, o)
         if report is None:
             continue
-        failed = [r for r in report.get("results", []) if not r["passed"]]
-        if failed:
+        results = report.get("results", [])
+        # A case not run (the server had stopped serving) is not a failure of its own: counted apart.
+        not_run = [r for r in results if r.get("answer") == Answer.NOT_RUN.value]
+        failed = [r for r in results if not r["passed"] and r.get("answer") != Answer.NOT_RUN.value]
+        if failed or not_run:
             what = "; ".join(f"{r['case']}: {', '.join(r['failures'])}" for r in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            skipped = f", and {len(not_run)} more not run ({not_run[0].get('detail') or 'not run'})" if not_run else ""
             out.append(
-                Finding(o, False, f"its server failed {len(failed)} of {len(report['results'])} hostile-frame cases ({what}{more}).")
+                Finding(
+                    o,
+                    False,
+                    f"its server failed {len(failed)} of {len(results)} hostile-frame cases"
+                    + (f" ({what}{more})" if what else "")
+                    + f"{skipped}.",
+                )
             )
     return out

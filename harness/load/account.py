@@ -46,7 +46,9 @@ Per connection, and in total (the sum over connections):
 Recovery: for each fault window (start and end on the ``time.time_ns()``
 clock, the clock of the engine's samples; a ``harness.faults.Fault``
 converts through :meth:`FaultWindow.from_fault`), the time from the fault's
-end to the first delivery after it, over all connections and per connection;
+end to the first delivery after it, over all connections and per connection
+that expects messages (``expected`` > 0: a connection that sends nothing in
+echo mode, or is not a member, has nothing to recover and is not counted);
 ``None`` when nothing was delivered after it.
 
 :class:`Account` is pure: it computes from :class:`ConnLog` records (what
@@ -243,7 +245,8 @@ class Account:
             t.lost_after_ack = expected_acked - delivered_acked
             t.lost_without_ack = t.expected - t.delivered - t.lost_after_ack
             per[log.conn] = t
-            firsts[log.conn] = sorted(times)
+            if t.expected:  # a connection that expects nothing (not a sender in echo, not a member) has nothing to recover
+                firsts[log.conn] = sorted(times)
         total = Tally()
         for t in per.values():
             total.add(t)

@@ -560,6 +560,8 @@ def render_spike(spike: Spike, run: RunResult, out_dir: Path) -> Path:
         "stale": stale,
         "current_hash": source_hash(spike),
         "scenarios": [scen_titles[k] for k in run.parameters.get("scenarios", []) if k in scen_titles],
+        # The parameters each scenario ran with, as stored (the current defaults may have changed since the run).
+        "scenario_params": {k: next((sr.params for sr in run.scenarios if sr.scenario == k), None) for k in scen_titles},
         "scenario_repeats": {
             k: max((len(m.repeats) for sr in run.scenarios if sr.scenario == k for m in sr.measurements), default=None) for k in scen_titles
         },

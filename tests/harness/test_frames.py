@@ -507,3 +507,19 @@ def test_the_robustness_scenario_stores_each_case_and_the_table_and_findings_rea
     assert [(f.option, f.good) for f in findings] == [("broken", False)]
     assert "1 of 3 hostile-frame cases" in findings[0].text and "json-array" in findings[0].text
     assert frames.robustness_table(run, scenario="no-such-scenario") is None
+
+
+def test_a_finding_counts_cases_not_run_after_a_server_stopped_serving_apart_from_the_failed_ones():
+    from harness.frames import Answer, CaseResult, FrameReport
+
+    results = (
+        CaseResult("not-json", "", Answer.ERROR_MESSAGE, still_serving=True),
+        CaseResult("binary", "", Answer.DROP, closed=True, still_serving=False),
+        CaseResult("fragmented", "", Answer.NOT_RUN, detail="the server stopped serving after binary"),
+        CaseResult("unknown-type", "", Answer.NOT_RUN, detail="the server stopped serving after binary"),
+    )
+    out = frames.robustness_output(FrameReport(url="ws://127.0.0.1:9/", results=results, timeout_s=1.0, log_checked=False))
+    (finding,) = frames.robustness_findings(_run_of({"dies": out}))
+    # One case failed (and took the server down); two were never tried: not "failed 3 of 4".
+    assert "failed 1 of 4 hostile-frame cases" in finding.text and "binary" in finding.text
+    assert "2 more not run" in finding.text and "fragmented" not in finding.text

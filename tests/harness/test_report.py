@@ -96,6 +96,17 @@ def test_quick_and_stale_runs_say_so(tmp_path):
     assert "**Quick run.**" in text and "**Stale.**" in text and f"{source_hash(FakeSpike())} now" in text
 
 
+def test_the_method_shows_the_parameters_the_stored_run_used_not_the_current_defaults(tmp_path):
+    # A run stored before a scenario's defaults changed must still say what it measured ("parameters as run").
+    run = _fixed_run(tmp_path)
+    data = run.to_dict()
+    for sr in data["scenarios"]:
+        if sr["scenario"] == "works":
+            sr["params"] = {"size": 7}
+    text = render_spike(FakeSpike(), RunResult.from_dict(data), tmp_path / "out").read_text()
+    assert "Parameters: `size` = 7." in text and "`size` = 100" not in text
+
+
 def test_matrix_totals_are_weighted_sums_of_utility_scores(tmp_path):
     params = {
         "repeat": 2,

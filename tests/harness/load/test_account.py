@@ -141,6 +141,22 @@ def test_recovery_runs_from_each_fault_end_to_the_first_delivery_after_it():
     assert a.to_dict()["recovery"][0]["kind"] == "kill"
 
 
+def test_recovery_counts_only_connections_that_expect_messages():
+    # A connection that sends nothing (echo: beyond --senders) or is not in the room (broadcast) has nothing to recover:
+    # counting it would show a run where every connection that could recover did as "1/3 connections".
+    fault = [FaultWindow(1_000_000, 2_000_000)]
+    echo = Account.of([ConnLog(0, sent=(0,), arrivals=((0, 0, 3_000_000),)), ConnLog(1), ConnLog(2)], "echo", fault)
+    assert echo.recoveries[0].to_dict()["connections"] == 1 and echo.recoveries[0].to_dict()["connections_recovered"] == 1
+    room = [
+        ConnLog(0, sent=(0,), arrivals=((0, 0, 3_000_000),), member=True),
+        ConnLog(1, arrivals=((0, 0, 4_000_000),), member=True),
+        ConnLog(2, member=False),
+    ]
+    rec = Account.of(room, "broadcast", fault).recoveries[0]
+    assert rec.to_dict()["connections"] == 2 and rec.to_dict()["connections_recovered"] == 2
+    assert dict(rec.per_connection_ms) == {0: 1.0, 1: 2.0}
+
+
 def test_a_fault_of_the_fault_log_becomes_a_window_on_the_engine_clock():
     f = Fault("kill", "srv", started_mono=1.0, ended_mono=2.0, started_wall=1700000000.25, ended_wall=1700000001.5)
     w = FaultWindow.from_fault(f)
@@ -158,6 +174,13 @@ def test_full_jitter_stays_under_the_exponential_ceiling():
     assert not p.gives_up_after(1) and p.gives_up_after(2)
     assert not ReconnectPolicy().gives_up_after(10_000)
     assert p.ceiling_s(10_000) == 1.0  # no overflow however long it tries
+
+
+def test_without_jitter_every_client_sleeps_the_whole_ceiling():
+    p = ReconnectPolicy(base_s=0.1, cap_s=1.0, jitter=False)
+    rng = random.Random(1)
+    assert [p.delay_s(k, rng) for k in range(5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert ReconnectPolicy(**{"base_s": 0.1, "cap_s": 1.0, "jitter": False}) == p  # as a spec crosses to a generator process
 
 
 @pytest.mark.parametrize(
