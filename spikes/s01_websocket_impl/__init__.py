@@ -70,7 +70,7 @@ OPTIONS = (
         "socketio",
         "Socket.IO (python-socketio)",
         "python-socketio on aiohttp, rooms and acknowledgements built in; socket.io-client in the browser",
-        ("poc/socketio/server.py", "poc/socketio/client.js"),
+        ("poc/socketio/server.py", "poc/socketio/client.js", "../../harness/sio_server.py"),
         ("python-socketio", "aiohttp", "socket.io-client"),
         server=_server("socketio"),
         client="socketio",

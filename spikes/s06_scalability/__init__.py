@@ -50,7 +50,7 @@ def _server(script: str) -> PocServer:
     )
 
 
-_SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py")
+_SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py", "../../harness/sio_server.py")
 
 OPTIONS = (
     Option(

@@ -24,92 +24,11 @@ import signal
 
 import socketio
 from aiohttp import web
-from engineio.async_drivers.aiohttp import WebSocket as _EngineIOWebSocket
 from persist import ChatStore
-from socketio import packet as _packet
+
+from harness.sio_server import HardenedServer, harden
 
 __all__ = ["build", "main"]
-
-
-#: What a packet python-socketio cannot decode raises in its parser or dispatch.
-_BAD_PACKET = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
-
-
-#: How long a closed connection's socket keeps reading (and discarding) what the peer still sends: see _LingeringResponse.
-_LINGER_S = 2.0
-
-
-class _LingeringResponse(web.WebSocketResponse):
-    """aiohttp's WebSocket response, closing the TCP connection after a lingering wait instead of at once.
-
-    On a frame over its size limit aiohttp sends close 1009 and closes the socket while the peer is still sending the
-    frame: the unread bytes make the kernel answer with a reset, which can destroy the close frame before the peer (or
-    nginx in between) reads it, so the client sees a drop. Here the sending side is shut down after the close frame, and
-    the socket is closed when the peer has closed its side or ``_LINGER_S`` later, aiohttp discarding what arrives
-    meanwhile (nginx's lingering close); :meth:`linger` holds the handler until then, as aiohttp closes the socket
-    when the handler returns.
-    """
-
-    _lingering = False
-
-    def _close_transport(self) -> None:
-        transport = self._req.transport if self._req is not None else None
-        if transport is None or transport.is_closing():
-            return
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        self._lingering = True
-        asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
-
-    async def linger(self) -> None:
-        """Wait until the peer closed its side, or the linger ran out."""
-        transport = self._req.transport if self._req is not None else None
-        deadline = asyncio.get_running_loop().time() + _LINGER_S
-        while self._lingering and transport is not None and not transport.is_closing():
-            if asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(0.05)
-
-
-class _StrictWebSocket(_EngineIOWebSocket):
-    """Engine.IO's aiohttp websocket, closing with 1008 on a text frame that is no Engine.IO packet (empty, unknown type)."""
-
-    async def __call__(self, environ: dict) -> web.WebSocketResponse:
-        """python-engineio's driver, with a :class:`_LingeringResponse`."""
-        self._sock = _LingeringResponse(max_msg_size=self.server.max_http_buffer_size)
-        await self._sock.prepare(environ["aiohttp.request"])
-        self.environ = environ
-        await self.handler(self)
-        await self._sock.linger()
-        return self._sock
-
-    async def wait(self):  # noqa: ANN201 - python-engineio's driver interface
-        data = await super().wait()
-        if isinstance(data, str) and (not data or data[0] not in "0123456"):
-            await self._sock.close(code=1008, message=b"not an Engine.IO packet")
-            return None  # python-engineio: the client closed
-        return data
-
-
-class _Server(socketio.AsyncServer):
-    """python-socketio's server, answering a packet it cannot decode, or an event on a namespace not connected."""
-
-    async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except _BAD_PACKET as exc:
-            self._binary_packet.pop(eio_sid, None)
-            error = {"error": f"bad Socket.IO packet: {type(exc).__name__}: {str(exc)[:100]}"}
-            await self._send_packet(eio_sid, self.packet_class(_packet.EVENT, namespace="/", data=["error", error]))
-
-    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: object) -> None:
-        if not self.manager.is_connected(self.manager.sid_from_eio_sid(eio_sid, namespace or "/"), namespace or "/"):
-            error = {"message": "not connected to this namespace"}
-            await self._send_packet(eio_sid, self.packet_class(_packet.CONNECT_ERROR, namespace=namespace, data=error))
-            return
-        await super()._handle_event(eio_sid, namespace, id, data)
 
 
 def _room(data: object) -> str | None:
@@ -120,8 +39,7 @@ def _room(data: object) -> str | None:
 def build(store: ChatStore | None, redis_url: str | None) -> tuple[socketio.AsyncServer, web.Application]:
     """The Socket.IO server and its aiohttp app."""
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
-    sio = _Server(async_mode="aiohttp", client_manager=manager, transports=["websocket"])
-    sio.eio._async = {**sio.eio._async, "websocket": _StrictWebSocket}
+    sio = harden(HardenedServer(async_mode="aiohttp", client_manager=manager, transports=["websocket"]))
     app = web.Application()
     sio.attach(app)
 
