@@ -440,6 +440,8 @@ class _Generator:
                 sent_ns = time.time_ns()
                 conn.outstanding[seq] = sent_ns
                 conn.client.send(msg)
+                if conn.ledger is not None:  # counting: the resume adapter keeps what it may have to send again
+                    conn.ledger.resume.sent(msg)
                 conn.sent += 1
                 sent += 1
                 lag((sent_ns - intended) // 1000)

@@ -20,6 +20,9 @@ Optional, for servers that number and replay (what a resuming client needs,
     server -> every member  the broadcast object plus "n": the room's sequence number, 1, 2, ...
     client -> server  {"op": "join", "room": "r1", "after": 41}
     server -> client  {"op": "joined", "room": "r1"}, then every broadcast it still holds with n > 41, in order
+    server -> client  {"op": "joined", "room": "r1", "n": 41}: a server may say where the member's view starts
+                      (the room's head for a new member): a member that saw no broadcast before a drop then
+                      resumes from there instead of missing what came meanwhile (``last-seq`` takes any ``n``)
     server -> client  {"op": "ack", "c": 3, "seq": 7}: the server has message 7 of connection 3
 
 A counting run (``LoadSpec.counting``) takes an ``ack``, or the sender's own

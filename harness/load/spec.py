@@ -44,12 +44,14 @@ class ReconnectPolicy:
     uniformly random time in ``[0, min(cap_s, base_s * 2**k)]`` ("full
     jitter", as in AWS's *Exponential Backoff and Jitter*): clients dropped
     together do not come back together. ``max_attempts`` 0: no limit (until
-    the run ends).
+    the run ends). ``jitter=False`` sleeps the whole ceiling instead: clients
+    dropped together come back together (a reconnect storm, on purpose).
     """
 
     base_s: float = 0.1
     cap_s: float = 5.0
     max_attempts: int = 0
+    jitter: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.base_s) and math.isfinite(self.cap_s)) or self.base_s <= 0 or self.cap_s < self.base_s:
@@ -62,7 +64,9 @@ class ReconnectPolicy:
         return min(self.cap_s, self.base_s * 2.0 ** min(attempt, 64))
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The sleep before attempt ``attempt``: uniform in ``[0, ceiling_s(attempt)]``."""
+        """The sleep before attempt ``attempt``: uniform in ``[0, ceiling_s(attempt)]`` (the ceiling itself without jitter)."""
+        if not self.jitter:
+            return self.ceiling_s(attempt)
         uniform = (rng or random.Random()).uniform
         return float(uniform(0.0, self.ceiling_s(attempt)))
 
@@ -214,6 +218,8 @@ class LoadSpec:
         for name, default in (("account", False), ("reconnect", None), ("resume", "none")):
             if d[name] == default:
                 del d[name]
+        if d.get("reconnect", {}).get("jitter") is True:  # the default, left out like the others
+            del d["reconnect"]["jitter"]
         if math.isinf(self.rate):
             d["rate"] = "inf"
         if self.cpu_affinity is not None:

@@ -20,6 +20,13 @@ connect to (``url``) and the join to send (``join``).
   its CONNECT packet and the server restores its rooms and replays what came
   after the offset. Needs the ``socketio-raw`` client, which speaks the
   packets itself.
+- ``outbox``: a client outbox. Every message handed to the client library
+  stays in the outbox until the server acknowledges it (an ``ack``, or the
+  sender's own copy of its broadcast or echo); after a reconnect, once the
+  server answers the join, the client sends every message still in the
+  outbox again, unchanged (same ``c`` and ``seq``), so a server that applies
+  by id drops the copies it already had. ``outbox-last-seq`` does both: the
+  outbox, and the rejoin after the last room sequence number.
 
 More register through :func:`register_resume` (an SSE ``Last-Event-ID``, once
 an SSE client adapter exists), as ``"module:Class"`` strings imported on
@@ -36,7 +43,17 @@ from harness.load import protocol
 if TYPE_CHECKING:
     from harness.load.clients import Client
 
-__all__ = ["Resume", "LastSeqResume", "SocketIORecoveryResume", "register_resume", "resume_adapters", "get_resume_class", "resume_path"]
+__all__ = [
+    "Resume",
+    "LastSeqResume",
+    "SocketIORecoveryResume",
+    "OutboxResume",
+    "OutboxLastSeqResume",
+    "register_resume",
+    "resume_adapters",
+    "get_resume_class",
+    "resume_path",
+]
 
 
 class Resume:
@@ -54,6 +71,9 @@ class Resume:
 
     def seen(self, msg: dict[str, Any]) -> None:
         """A protocol message arrived on this connection (called for every one while the run counts)."""
+
+    def sent(self, msg: dict[str, Any]) -> None:
+        """A message of the schedule was handed to the client library (called for every one while the run counts)."""
 
     def url(self, url: str) -> str:
         """The URL to reconnect to."""
@@ -107,10 +127,65 @@ class SocketIORecoveryResume(Resume):
         self.client = client
 
 
+class OutboxResume(Resume):
+    """An outbox: keep every sent message until the server acknowledges it, send what is left again after rejoining."""
+
+    name = "outbox"
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.pending: dict[int, dict[str, Any]] = {}  # seq -> the message as sent, until acknowledged
+        self.own: int | None = None  # this connection's id (``c`` of what it sends)
+        self.connects = 0
+        self.resent = 0  # messages sent again after reconnects, in total
+
+    def after_connect(self, client: Client) -> None:
+        self.client = client
+        self.connects += 1
+
+    def sent(self, msg: dict[str, Any]) -> None:
+        seq = msg.get("seq")
+        if isinstance(seq, int):
+            self.own = msg.get("c", self.own)
+            self.pending[seq] = msg
+
+    def seen(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == protocol.OP_JOINED:
+            if self.connects > 1 and self.pending and self.client is not None:
+                # Only after the join: a server takes a room's messages from members only.
+                for seq in sorted(self.pending):
+                    self.client.send(self.pending[seq])
+                self.resent += len(self.pending)
+            return
+        sender, number = msg.get("c"), msg.get("seq")
+        if isinstance(number, int) and sender == self.own and sender is not None and op != "error":
+            self.pending.pop(number, None)
+
+
+class OutboxLastSeqResume(OutboxResume):
+    """The outbox, and the rejoin after the last room sequence number received (``last-seq``)."""
+
+    name = "outbox-last-seq"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbered = LastSeqResume()
+
+    def seen(self, msg: dict[str, Any]) -> None:
+        self.numbered.seen(msg)
+        super().seen(msg)
+
+    def join(self, room: str) -> dict[str, Any]:
+        return self.numbered.join(room)
+
+
 _REGISTRY: dict[str, str | type[Resume]] = {
     "none": Resume,
     "last-seq": LastSeqResume,
     "socketio-recovery": SocketIORecoveryResume,
+    "outbox": OutboxResume,
+    "outbox-last-seq": OutboxLastSeqResume,
 }
 
 
