@@ -1046,8 +1046,10 @@ def load_outcome(result: LoadResult) -> str | None:
         problems.append(f"{result.connected}/{n} connected: " + "; ".join(reasons + process[:1]))
     reconnecting = result.spec.get("reconnect") is not None
     if reconnecting:
-        if result.dropped > result.reconnected:
-            problems.append(f"{result.dropped - result.reconnected} of {result.dropped} dropped connection(s) did not come back")
+        # A drop after the sending window (in the grace period, or a backoff that ended past it) had no time to come back.
+        gone = result.dropped - result.reconnected - result.reconnect_window_over
+        if gone > 0:
+            problems.append(f"{gone} of {result.dropped} dropped connection(s) did not come back")
     elif result.dropped:
         problems.append(f"{result.dropped} connection(s) dropped by the server")
     grace = result.spec.get("grace_s")

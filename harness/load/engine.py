@@ -263,6 +263,7 @@ def merge_results(
         error_count=sum(errors.values()),
         errors=[f"{msg} (x{n})" for msg, n in errors.most_common(MAX_ERRORS)],
         reconnected=sum(r.reconnected for r in parts),
+        reconnect_window_over=sum(r.window_over for r in parts),
         account=Account.of((log for r in parts for log in r.logs), spec.mode, faults).to_dict() if spec.counting else None,
     )
 

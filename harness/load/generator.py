@@ -169,6 +169,8 @@ class _Generator:
         self.counting = spec.counting
         self.resume_cls = get_resume_class(spec.resume)
         self.reconnected = 0
+        #: Drops not brought back because the sending window had ended (a drop in the grace period, a backoff past the end).
+        self.window_over = 0
         self._reconnect_tasks: set[asyncio.Task[None]] = set()
         self.rng = random.Random(spec.seed * 1_000_003 + share.index + 2)  # the backoff's jitter
 
@@ -258,6 +260,7 @@ class _Generator:
             window_s=(window_end - window_start) / 1e9,
             errors=dict(self.errors),
             reconnected=self.reconnected,
+            window_over=self.window_over,
             logs=tuple(self._logs()) if self.counting else (),
         )
 
@@ -543,7 +546,7 @@ class _Generator:
             elif op == protocol.OP_JOINED and conn.joined is not None:
                 if not conn.joined.done():
                     conn.joined.set_result(None)
-            else:
+            elif op != protocol.OP_ACK:  # the protocol lets any server acknowledge; only a counting run uses acks
                 self.unexpected += 1
 
         return on_message
@@ -567,6 +570,8 @@ class _Generator:
                 task = asyncio.get_running_loop().create_task(self._reconnect(conn))
                 self._reconnect_tasks.add(task)
                 task.add_done_callback(self._reconnect_tasks.discard)
+            elif reconnect:
+                self.window_over += 1
 
         return on_close
 
@@ -585,6 +590,7 @@ class _Generator:
         while True:
             await asyncio.sleep(policy.delay_s(attempt, self.rng))
             if time.time_ns() >= end:
+                self.window_over += 1
                 return
             ledger.retired.append(conn.client)
             client = self.cls(

@@ -106,6 +106,8 @@ class GeneratorReport:
     window_s: float
     errors: dict[str, int]
     reconnected: int = 0
+    #: Drops not brought back because the sending window had ended: not a failure to come back.
+    window_over: int = 0
     logs: tuple[ConnLog, ...] = field(default=())
 
 

@@ -312,6 +312,8 @@ class LoadResult:
     error_count: int = 0
     errors: list[str] = field(default_factory=list)
     reconnected: int = 0
+    #: Drops not brought back because the sending window had ended (in the grace period, or a backoff past the end).
+    reconnect_window_over: int = 0
     account: dict[str, Any] | None = None
 
     def to_samples(self) -> dict[str, list[float]]:
@@ -359,7 +361,8 @@ class LoadResult:
         return sum(self.generator_cpu_s) / self.received * 1e6
 
     def facts(self) -> dict[str, Any]:
-        """What is not a number series: the encoded histograms, the verdict on the generator, reasons."""
+        """What is not a number series: the encoded histograms, the verdict on the generator, reasons; the account and
+        the reconnections when the run counted (only then, so a plain run's facts are as before)."""
         return {
             "latency_hdr": self.histogram,
             "service_hdr": self.service_histogram,
@@ -369,7 +372,7 @@ class LoadResult:
             "failed_connects": dict(self.failed_connects),
             "errors": list(self.errors),
             "load_spec": dict(self.spec),
-        }
+        } | ({"account": self.account, "reconnected": self.reconnected} if self.account is not None else {})
 
     def add_to(self, output: ScenarioOutput, prefix: str = "", **tags: str) -> None:
         """Add the samples (with units) and facts to a scenario's output, names prefixed by ``prefix``."""

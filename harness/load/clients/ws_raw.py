@@ -488,6 +488,8 @@ class EchoPipeline:
         "tally",
         "sent",
         "received",
+        "skipped",
+        "_late",
         "bytes_in",
         "_expect",
         "_off",
@@ -518,6 +520,8 @@ class EchoPipeline:
         self.tally = tally if tally is not None else PipelineTally()
         self.sent = 0
         self.received = 0
+        self.skipped = 0  # replies that never came: a later one arrived first (lost, or out of order; stays outstanding)
+        self._late: dict[int, tuple[int, int]] = {}  # skipped seq -> (intended ns, sent ns): a reply arriving late still counts
         self.bytes_in = 0  # matched in bulk (the generic parser counts the rest)
         self._expect = bytearray()  # replies not yet received, from offset _off
         self._off = 0
@@ -620,26 +624,74 @@ class EchoPipeline:
         return bytes(self._expect[self._off : self._off + k])
 
     def match(self, payload: bytes, now: int) -> bool:
-        """Whether a text message parsed frame by frame is the next expected reply (then it counts)."""
-        if not self._batches:
+        """Whether a text message parsed frame by frame is an expected reply (then it counts).
+
+        The next one expected, or a later one: then the replies before it never came (a server that lost them) and
+        are skipped, left outstanding (lost), instead of every later reply being taken for a stranger.
+        """
+        if not self._batches and not self._late:
             return False
         tpl = self.template
         start = self._off + tpl.reply_len - tpl.payload_len
-        ok = self._expect[start : start + tpl.payload_len] == payload
-        if not ok:  # the same message re-encoded still counts
-            try:
-                msg = protocol.decode_ws(payload)
-            except ValueError:
+        if self._batches and self._expect[start : start + tpl.payload_len] == payload:
+            return self._take(0, now)
+        try:  # re-encoded by the server, or a later reply than the next
+            msg = protocol.decode_ws(payload)
+        except ValueError:
+            return False
+        seq = msg.get("seq")
+        if msg.get("op") != protocol.OP_ECHO or msg.get("c") != tpl.conn_id or not isinstance(seq, int):
+            return False
+        late = self._late.pop(seq, None)
+        if late is not None:  # a reply overtaken by a later one (reordered), arriving after all
+            if msg.get("t") != late[0]:
+                self._late[seq] = late
                 return False
-            head = self._batches[0]
-            ok = (
-                msg.get("op") == protocol.OP_ECHO
-                and msg.get("c") == tpl.conn_id
-                and msg.get("seq") == self.received
-                and msg.get("t") == head[0]
-            )
-            if not ok:
-                return False
+            self.skipped -= 1
+            self.latency.record((now - late[0]) // 1000)
+            self.service.record((now - late[1]) // 1000)
+            self.received += 1
+            self.tally.received += 1
+            return True
+        ahead = seq - (self._next_seq())
+        if not 0 <= ahead < self.sent - self._next_seq():
+            return False
+        at = start + ahead * tpl.reply_len
+        if self._expect[at : at + tpl.payload_len] != payload and msg.get("t") != self._intended(ahead):
+            return False
+        return self._take(ahead, now)
+
+    def _next_seq(self) -> int:
+        """The ``seq`` of the next reply expected in order: every one before it came or was skipped."""
+        return self.received + self.skipped  # a late reply moves one from skipped to received: the sum stays
+
+    def _intended(self, ahead: int) -> int | None:
+        """The intended send time of the reply ``ahead`` places after the next one."""
+        for b in self._batches:
+            if ahead < b[2]:
+                return b[0]
+            ahead -= b[2]
+        return None
+
+    def _take(self, skip: int, now: int) -> bool:
+        """Skip ``skip`` replies that never came (lost: outstanding for ever), then count the one that did."""
+        tpl = self.template
+        if skip:
+            batches = self._batches
+            seq = self._next_seq()
+            left = skip
+            while left:
+                b = batches[0]
+                m = min(b[2], left)
+                for k in range(m):
+                    self._late[seq + k] = (b[0], b[1])
+                seq += m
+                b[2] -= m
+                left -= m
+                if not b[2]:
+                    batches.popleft()
+            self.skipped += skip
+            self._off += skip * tpl.reply_len
         self._off += tpl.reply_len
         self._consume(1, now)
         return True

@@ -335,6 +335,8 @@ def test_with_reconnect_a_drop_that_came_back_is_no_failure_but_loss_is():
     clean = _result(spec=spec, dropped=2, reconnected=2, error_count=7, errors=errors, account=_account(expected=10, delivered=10))
     assert outcome(clean) is None
     assert outcome(_result(spec=spec, dropped=2, reconnected=1, account=_account())) == "1 of 2 dropped connection(s) did not come back"
+    # A drop in the grace period (or a backoff past the sending window) had no time to come back: not a failure.
+    assert outcome(_result(spec=spec, dropped=2, reconnected=1, reconnect_window_over=1, account=_account())) is None
     lossy = _result(spec=spec, dropped=1, reconnected=1, account=_account(expected=10, delivered=7, lost_after_ack=1, lost_without_ack=2))
     assert outcome(lossy) == "3 of 10 expected deliveries lost (1 after acknowledgement, 2 without) within --grace 1 s of the last send"
     assert outcome(_result(spec=spec, account=_account(duplicated=2, unexpected=1))) == "2 duplicated and 1 unexpected message(s) arrived"

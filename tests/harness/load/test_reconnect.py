@@ -55,6 +55,35 @@ def test_the_account_is_exact_against_a_server_that_drops_duplicates_and_reorder
     assert r.lost == 3 * conns
 
 
+def test_a_plain_run_takes_an_acknowledgement_as_protocol_not_as_an_unexpected_message():
+    # The protocol lets any server acknowledge; a run that does not count must not call the ack unexpected (exit 3).
+    # Through the generic message path (the raw client's echo pipeline expects replies in order and nothing else).
+    with faulty_server({"ack-drop": [3]}) as (port, _):
+        r = run_load(_spec(port, connections=1, rate=40, duration_s=0.5, transport="ws-websockets"))
+    assert r.account is None and r.sent > 3
+    assert r.unexpected == 0 and r.lost == 1  # the acknowledged echo never came: lost, but the ack itself is no stray
+
+
+@pytest.mark.parametrize(
+    ("plan", "lost", "unexpected"),
+    [
+        ({"drop": [3]}, 1, 0),
+        ({"drop": [3, 4, 10]}, 3, 0),
+        ({"dup": [5]}, 0, 1),
+        ({"reorder": [5]}, 0, 0),
+        ({"reorder": [5], "drop": [9]}, 1, 0),
+    ],
+)
+def test_the_raw_echo_pipeline_counts_a_lost_or_late_reply_as_the_generic_path_does(plan, lost, unexpected):
+    # The raw client's bulk echo path expected replies strictly in order: one lost echo made it take every later reply
+    # for a stranger (17 lost and 16 unexpected for one drop in 20). It now skips the missing reply and takes a late one.
+    for transport in ("ws", "ws-websockets"):
+        with faulty_server(plan) as (port, _):
+            r = run_load(_spec(port, connections=2, rate=40, duration_s=0.5, transport=transport))
+        assert r.sent > 2 * (max(s for seqs in plan.values() for s in seqs) + 1), (transport, r)
+        assert (r.lost, r.unexpected, r.received) == (2 * lost, 2 * unexpected, r.sent - 2 * lost), (transport, r.errors)
+
+
 def test_broadcast_loss_after_and_without_acknowledgement():
     # 4 members, 1 sender: seq 4 reaches the sender only (acknowledged, lost at 3 members); seq 6 reaches nobody.
     with faulty_server({"drop-others": [4], "drop-all": [6]}) as (port, _):

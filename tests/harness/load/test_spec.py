@@ -123,3 +123,17 @@ def test_samples_have_units_and_facts_carry_the_histogram():
     names = {m.name for m in out.measurements}
     assert "ws_latency_p50_ms" in names and out.facts["ws_latency_hdr"] == r.histogram
     assert LoadResult.from_dict(r.to_dict()) == r
+
+
+def test_a_counting_run_keeps_its_account_when_added_to_a_scenario_output():
+    spec = LoadSpec("ws://127.0.0.1:9/", connections=2)
+    plain = merge_results(spec, [_part(0, 10, 10)], [], 0, 3)
+    out = ScenarioOutput()
+    plain.add_to(out)
+    assert "account" not in out.facts and "reconnected" not in out.facts  # a plain run stores what it always did
+    import dataclasses
+
+    counted = dataclasses.replace(plain, account={"lost_after_ack": {"count": 2, "fraction": 0.2}}, reconnected=3)
+    out = ScenarioOutput()
+    counted.add_to(out, prefix="cut_")
+    assert out.facts["cut_account"] == counted.account and out.facts["cut_reconnected"] == 3
