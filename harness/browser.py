@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -401,6 +401,8 @@ def run_page(
     timeout: float = 60.0,
     workdir: str | Path | None = None,
     headless_firefox: bool = False,
+    chromium_args: Sequence[str] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> PageResult:
     """Open ``html`` in ``engine`` and return what the page passed to ``harnessReport(result)``.
 
@@ -409,7 +411,9 @@ def run_page(
     (Firefox headless instead with ``headless_firefox``); Chromium runs headless. Raises
     :class:`NotRunnable` when the engine (or Xvfb) is missing, :class:`BrowserError` when the page
     reported an error or nothing came back within ``timeout`` seconds; the browser is stopped in
-    every case.
+    every case. ``chromium_args`` are added to Chromium's flags (``--enable-precise-memory-info``...;
+    other engines ignore them, and the result's ``flags`` say what ran); ``on_start`` is called with
+    the browser's pid once it runs, e.g. to sample its process tree while the page works.
     """
     path = _require(engine) if engine != "firefox" or not headless_firefox else find_engine("firefox")
     if path is None:
@@ -425,11 +429,15 @@ def run_page(
         if not headless:
             env["DISPLAY"] = stack.enter_context(xvfb_display(base))
         argv = _argv(engine, path, server.url, profile, headless)
+        if engine == "chromium" and chromium_args:
+            argv = [argv[0], *chromium_args, *argv[1:]]
         browser = ServerProcess(engine, argv, env=env, ready=None, log_path=base / f"{engine}.log", grace=3.0)
         try:
             stack.enter_context(browser)
         except ServerCrashed as exc:
             raise BrowserError(f"{ENGINES[engine].title} exited with {exc.returncode} before sending a result: {exc}") from None
+        if on_start is not None and browser.pid is not None:
+            on_start(browser.pid)
         if not _wait_result(server.arrived, browser, timeout):
             tail = "\n".join(browser.last_log_lines(15)) or "(no output)"
             if _browser_running(browser):

@@ -42,6 +42,7 @@ __all__ = [
     "locked_versions",
     "run_node",
     "esbuild_bundle",
+    "vite_build",
     "gzip_size",
 ]
 
@@ -174,6 +175,51 @@ def esbuild_bundle(install_dir: Path, source: str, *, minify: bool = True, fmt: 
     if minify:
         argv.append("--minify")
     return _run([require_program("node"), *argv], install_dir, stdin=source, timeout=120)
+
+
+#: Generated or installed trees inside an app's source directory: never copied into a build, never part of its key.
+_BUILD_SKIP = ("node_modules", "build", ".svelte-kit", "dist", "__pycache__")
+
+
+def _app_key(app_dir: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in app_dir.rglob("*") if p.is_file() and not set(_BUILD_SKIP).intersection(p.relative_to(app_dir).parts)):
+        h.update(path.relative_to(app_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(f"{sys.platform}-{platform.machine()}".encode())
+    return h.hexdigest()[:16]
+
+
+def vite_build(app_dir: str | Path, name: str, *, out: str = "build", cache_dir: str | Path | None = None) -> Path:
+    """``vite build`` of the app in ``app_dir`` (a SvelteKit or plain vite app with a committed lock), once per source hash.
+
+    The packages come from :func:`ensure_installed`; the sources are copied next to a link to its
+    ``node_modules`` in ``<cache>/<name>-build-<hash>/`` and built there, in a temporary directory renamed
+    when complete (concurrent callers wait on a file lock). Returns the build's output directory ``out``.
+    """
+    app_dir = Path(app_dir)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    work = root / f"{name}-build-{_app_key(app_dir)}"
+    if (work / ".built").is_file():
+        return work / out
+    install = ensure_installed(app_dir, name, root)
+    node = require_program("node")
+    with _locked(root / f"{name}-build.lock"):
+        if (work / ".built").is_file():
+            return work / out
+        tmp = root / f".tmp-{work.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(app_dir, tmp, ignore=shutil.ignore_patterns(*_BUILD_SKIP))
+            (tmp / "node_modules").symlink_to(install / "node_modules", target_is_directory=True)
+            _run([node, str(install / "node_modules" / "vite" / "bin" / "vite.js"), "build", "--logLevel", "warn"], tmp)
+            if not (tmp / out).is_dir():
+                raise NpmError(f"vite build in {tmp} produced no {out}/")
+            (tmp / ".built").write_text(f"vite build of {app_dir}\n")
+            shutil.rmtree(work, ignore_errors=True)
+            tmp.rename(work)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return work / out
 
 
 def gzip_size(data: bytes) -> int:

@@ -153,3 +153,22 @@ def test_a_masked_renderer_is_said_to_be_unknown_not_a_gpu():
 def test_the_browsers_are_registered_as_programs_for_doctor():
     for name in ("firefox-esr", "webkitgtk", "xvfb", "chromium"):
         assert name in machine.EXTERNAL_TOOLS
+
+
+def test_chromium_flags_are_passed_and_the_browser_pid_is_handed_over(tmp_path):
+    need("chromium")
+    pids: list[int] = []
+    page = PAGE.replace("/app.js", "/flags.js")
+    js = "harnessReport({memory: !!(performance.memory && performance.memory.usedJSHeapSize)});"
+    res = run_page(
+        "chromium",
+        page,
+        files={"flags.js": js},
+        timeout=60 * UNIT,
+        workdir=tmp_path,
+        chromium_args=("--enable-precise-memory-info",),
+        on_start=pids.append,
+    )
+    assert "--enable-precise-memory-info" in res.flags
+    assert len(pids) == 1 and pids[0] > 0
+    assert res.data == {"memory": True}

@@ -58,3 +58,15 @@ def test_esbuild_bundles_and_minifies_an_entry_given_as_text():
     code = npm.esbuild_bundle(where, "export function add(first, second) { return first + second; }\n")
     assert b"export" in code and b"first" not in code  # minified: the parameter names are gone
     assert npm.locked_versions(BROWSER_DIR, ["esbuild"])["esbuild"][:1].isdigit()
+
+
+def test_a_vite_builds_key_follows_the_sources_not_generated_trees(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.js").write_text("export const a = 1;\n")
+    key = npm._app_key(tmp_path)
+    for generated in ("node_modules", "build", ".svelte-kit"):
+        (tmp_path / generated).mkdir()
+        (tmp_path / generated / "x.js").write_text("junk")
+    assert npm._app_key(tmp_path) == key
+    (tmp_path / "src" / "a.js").write_text("export const a = 2;\n")
+    assert npm._app_key(tmp_path) != key
