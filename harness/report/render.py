@@ -605,22 +605,22 @@ def _budget_text(run: RunResult) -> str:
     return f"over budget ({run.duration_s / 60:.1f} of {fmt_num(minutes)} min)" if run.budget.get("over") and minutes is not None else ""
 
 
-def _unscorable(spike: Spike, run: RunResult) -> str | None:
-    """Why ``spike`` cannot score or render ``run`` (the error without the file name, which the row links), or ``None``.
+def _judged(spike: Spike, run: RunResult) -> tuple[Decision | None, str | None]:
+    """The run's decision, or why ``spike`` cannot score or render it (the error without the file name, which the row links).
 
     Rendering is checked too (``report()``, cheap: no I/O), so a row never links
-    a document that ``spike report`` could not write for this run.
+    a document that ``spike report`` could not write for this run. One evaluation serves both the check and the row.
     """
     try:
-        decide(spike, run)
+        decision = decide(spike, run)
         try:
             spike.report(run)
         except _DATA_ERRORS as exc:
             raise _cannot(spike, run, "render", exc) from exc
     except ResultsError as exc:
         text, prefix = str(exc), f"{run.path or run.run_id}: "
-        return text[len(prefix) :] if text.startswith(prefix) else text
-    return None
+        return None, text[len(prefix) :] if text.startswith(prefix) else text
+    return decision, None
 
 
 def render_index(
@@ -655,7 +655,7 @@ def render_index(
             "completion": "",
             "caution": "",
         }
-        cannot = None if run is None else _unscorable(spike, run)
+        judged, cannot = (None, None) if run is None else _judged(spike, run)
         if run is not None and cannot is not None:
             row.update(
                 status=cannot if cannot.startswith(("cannot score", "cannot render")) else f"cannot score: {cannot}",
@@ -666,7 +666,8 @@ def render_index(
                 completion=run.completion,
             )
         elif run is not None:
-            decision = decide(spike, run)  # a tie where the repeats cannot tell the best from a runner-up
+            assert judged is not None  # scored by _judged: a tie where the repeats cannot tell the best from a runner-up
+            decision = judged
             stale = run.spike.get("source_hash") != source_hash(spike)
             failed = sum(1 for s in run.scenarios if s.status != "ok")
             if run.completion == "interrupted":
@@ -694,8 +695,8 @@ def render_index(
             caution = [w for w, on in (("stale: re-run before acting on it", stale), (f"{run.profile} run", run.profile != "full")) if on]
             decisions[number] = decision
             before = (previous or {}).get(number)
-            if before is not None and _unscorable(spike, before) is None:
-                old = decide(spike, before)
+            old = _judged(spike, before)[0] if before is not None else None
+            if before is not None and old is not None:
                 if _outcome(old) != _outcome(decision):
                     changed[number] = f"changed since run `{before.run_id}`, which gave: {old.label}"
                     differ = sorted(set(old.left_out) ^ set(decision.left_out))
