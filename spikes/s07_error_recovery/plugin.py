@@ -15,7 +15,7 @@ from typing import Any
 import websockets
 
 from harness import frames
-from harness.plugin import Finding, Option, ReportContent, Scenario, Spike, Table
+from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
 from harness.poc import PocServer
 from harness.results import RunResult
 from harness.stats import fmt_num
@@ -124,7 +124,9 @@ _METHOD_COMMON = (
     "(backoff {base} s doubling to {cap} s, full jitter) with the option's resume adapter, the account on (harness/load/account.py); "
     "one more member, the watcher, applies every broadcast to its own replica; at the end its token map and note text, hashed, are "
     "compared with the server's. Heartbeat: the server pings every {ping} s and closes a peer silent {ping} s after a ping; the "
-    "load-engine clients send no pings (they learn of a drop only from the socket), the watcher pings like the server."
+    "load-engine clients send no pings (they learn of a drop only from the socket), the watcher pings like the server. Each fault variant runs `runs` times, all of a scenario's runs side by side (each its own "
+    "server, stores, proxy, watcher and load: independent, on one shared 2-core machine, so CPU figures include the neighbours' load), "
+    "once: the spread is over those runs. The watcher's deliveries per second, on seconds since the fault began, make the timeline charts."
 ).format(ws=websockets.__version__, base=_sc.POLICY["base_s"], cap=_sc.POLICY["cap_s"], ping=_sc.PING_INTERVAL_S)
 
 #: Every option but those that differ only while a store is down (``scenarios.STORE_ONLY``).
@@ -135,11 +137,12 @@ SCENARIOS = (
         "network-reset",
         "Network interruption, reset",
         _METHOD_COMMON + " After `before_s`, the proxy resets every connection and refuses new ones for each of `cuts_s` seconds "
-        "(one load run per cut), then passes again; the run goes on `after_s` more.",
+        "then passes again; the run goes on `after_s` more.",
         _sc.run_cut,
         {**_sc.CUT_PARAMS, "mode": "reset"},
         _sc.CUT_QUICK,
         options=_NETWORK_OPTIONS,
+        max_repeats=1,
     ),
     Scenario(
         "network-blackhole",
@@ -150,16 +153,18 @@ SCENARIOS = (
         {**_sc.BLACKHOLE_PARAMS, "mode": "blackhole"},
         _sc.BLACKHOLE_QUICK,
         options=_NETWORK_OPTIONS,
+        max_repeats=1,
     ),
     Scenario(
         "server-restart",
         "Server restart",
         _METHOD_COMMON + " After `before_s`, the server is killed (SIGKILL) and started again on the same port 0.2 s later, or stopped "
-        "gracefully (SIGTERM: websockets closes every connection with 1001) and started again; one load run per signal.",
+        "gracefully (SIGTERM: websockets closes every connection with 1001) and started again.",
         _sc.run_restart,
         _sc.RESTART_PARAMS,
         _sc.RESTART_QUICK,
         options=_NETWORK_OPTIONS,
+        max_repeats=1,
     ),
     Scenario(
         "redis-failure",
@@ -173,6 +178,7 @@ SCENARIOS = (
         _sc.REDIS_QUICK,
         requires=("redis-server",),
         options=_sc.USES_REDIS,
+        max_repeats=1,
     ),
     Scenario(
         "db-failure",
@@ -185,6 +191,7 @@ SCENARIOS = (
         _sc.DB_QUICK,
         requires=("redis-server", "postgres"),
         options=_sc.USES_PG,
+        max_repeats=1,
     ),
     Scenario(
         "storm",
@@ -233,8 +240,6 @@ NOT_BUILT = {
     "reconstruction (its queue is empty), so those cells would measure that option again",
     "Reconnect storm for the options other than queuing plus reconstruction": "not declared: the storm exercises the rejoin path, shared "
     "by every option apart from the replay",
-    "Timeline chart per fault (deliveries per second and the fault window)": "not drawn: the account stores counts and recovery times, "
-    "not per-second deliveries",
     "Off-the-shelf anchor (Node socket.io 4.8 connectionStateRecovery + @socket.io/redis-streams-adapter)": "not run: the Node server "
     "and its committed lock file are not built yet; the harness's `socketio-recovery` resume adapter is ready for it. python-socketio "
     "has no connection state recovery",
@@ -290,6 +295,7 @@ class RecoverySpike(Spike):
         opts = list(run.options)
         for scen in FAULT_SCENARIOS:
             self._scenario_tables(run, scen, opts, titles, content)
+            content.charts.extend(self._timeline_charts(run, scen, opts, titles))
         storm = self._storm_table(run)
         if storm is not None:
             content.tables.append(storm)
@@ -329,7 +335,7 @@ class RecoverySpike(Spike):
         content.caveats.append(
             "Measured: network interruptions, server restarts, Redis killed and PostgreSQL shut down under one server process, a "
             "reconnect storm, rebuild time, hostile frames. Not built yet: the two-process Redis deployment behind nginx, client crashes "
-            "in Chromium, the socket.io anchor, a timeline chart (see the last table)."
+            "in Chromium, the socket.io anchor (see the last table)."
         )
         if any(run.ok("redis-failure", o) for o in _sc.STORE_ONLY):
             content.caveats.append(
@@ -360,7 +366,7 @@ class RecoverySpike(Spike):
                     v = m.tags.get(tag_key)
                     if v is not None and v not in tag_values:
                         tag_values.append(v)
-        title = {s.key: s.title for s in self.scenarios}[scen]
+        title = {s.key: s.title for s in self.scenarios}.get(scen, scen)
         if not tag_values:
             content.tables.append(Table(title, ["", *(titles[o] for o in cells)], [["status", *(c["status"] for c in cells.values())]]))
             return
@@ -393,9 +399,53 @@ class RecoverySpike(Spike):
                     f"{title}: {label}",
                     ["", *(titles[o] for o in cells)],
                     rows,
-                    "One figure per repeat. Lost counts every member that never got a message it should have (the account's expected).",
+                    "One figure per run. Lost counts every member that never got a message it should have (the account's expected).",
                 )
             )
+
+    def _timeline_charts(self, run: RunResult, scen: str, opts: list[str], titles: dict[str, str]) -> list[Chart]:
+        """Per fault variant: the watcher's deliveries per second around the fault, one line per option (its first run), and the fault's window."""
+        by_tag: dict[str, dict[str, Any]] = {}
+        for o in opts:
+            sr = run.ok(scen, o)
+            if sr is None:
+                continue
+            for f in sr.facts:
+                for r in f.get("runs", []):
+                    tl = r.get("timeline")
+                    tag = str(r.get("cut_s") or r.get("signal") or r.get("down_s") or "")
+                    if not tl or r.get("run", 1) != 1:
+                        continue
+                    entry = by_tag.setdefault(tag, {"series": {}, "windows": []})
+                    if titles[o] in entry["series"]:
+                        continue
+                    entry["series"][titles[o]] = [(round(tl["start_s"] + (i + 0.5) * tl["bin_s"], 3), v) for i, v in enumerate(tl["per_s"])]
+                    faults = r.get("faults") or []
+                    if faults and faults[0].get("ended_wall") is not None:
+                        entry["windows"].append(faults[0]["ended_wall"] - faults[0]["started_wall"])
+        title = {s.key: s.title for s in self.scenarios}.get(scen, scen)
+        charts = []
+        for tag, entry in by_tag.items():
+            top = max((y for pts in entry["series"].values() for _, y in pts), default=0.0)
+            series = dict(entry["series"])
+            if entry["windows"]:
+                d = max(entry["windows"])
+                series[f"fault window (0 to {fmt_num(d)} s)"] = [(0.0, 0.0), (0.0, top), (round(d, 3), top), (round(d, 3), 0.0)]
+            label = f"down {tag} s" if scen in ("redis-failure", "db-failure") else (tag if scen == "server-restart" else f"{tag} s cut")
+            charts.append(
+                Chart(
+                    f"timeline-{scen}-{tag}".lower().replace(".", "_"),
+                    f"{title}, {label}: deliveries per second at the watcher",
+                    "line",
+                    "broadcasts received per second",
+                    series,
+                    xlabel="seconds since the fault began",
+                    caption=f"The watcher's deliveries in bins of {fmt_num(_sc.TIMELINE_BIN_S)} s, each option's first run; the box is the "
+                    "fault's window (the longest of the options' runs). A gap is the table frozen for that player; a spike after it is "
+                    "a replay.",
+                )
+            )
+        return charts
 
     def _storm_table(self, run: RunResult) -> Table | None:
         sr = run.ok("storm", "queue-reconstruct")
