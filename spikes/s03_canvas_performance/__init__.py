@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 from harness.browser import software_renderer
 from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spike, Table
-from harness.results import RunResult
+from harness.results import RunResult, ScenarioResult
 from harness.stats import fmt_num
 from spikes.s03_canvas_performance import limit as lim
 from spikes.s03_canvas_performance import scenarios as _sc
-from spikes.s03_canvas_performance.decision import CRITERIA, GATES, WEIGHTS
+from spikes.s03_canvas_performance.decision import CRITERIA, GATES, WEIGHTS, scored_parts
 
 __all__ = ["CanvasPerformanceSpike", "spike"]
 
@@ -83,11 +84,14 @@ SCENARIOS = (
         "`draw_per_frame` a frame, each baked into the option's static layer (time per draw operation), then the camera pans "
         "over all of them with 100 tokens. The stroke limit (when `limit_counts` is given): the same panning with each count "
         "of strokes already on the map (one launch, `limit_window_ms` each), a count passing when fewer than 1% of frames take "
-        "over 25 ms, then `limit_refine` bisection launches between the largest passing and first failing count. " + _COMMON,
+        "over 25 ms, then `limit_refine` bisection launches between the largest passing and first failing count (in the first repeat "
+        "only). " + _COMMON,
         _sc.run_strokes,
         _sc.STROKES_PARAMS,
         _sc.STROKES_QUICK,
         requires=_REQ,
+        # once: its draw phase is the costliest launch of the spike (Konva re-caches its stroke layer per draw); a
+        # second repeat does not fit the budget, and the document says its scored figure has no noise estimate
         max_repeats=1,
     ),
     Scenario(
@@ -100,7 +104,7 @@ SCENARIOS = (
         _sc.STATE_PARAMS,
         _sc.STATE_QUICK,
         requires=_REQ,
-        max_repeats=1,
+        # repeats: its two scored figures (heap held, first render) vary from launch to launch
     ),
     Scenario(
         "animation",
@@ -110,12 +114,13 @@ SCENARIOS = (
         "take over 25 ms. The limit is then bisected geometrically between the largest passing and the first failing count "
         "(`refine_steps` more launches of `probe_window_ms`). With `headroom`, the same in headroom mode (--disable-gpu-vsync "
         "--disable-frame-rate-limit: frames not capped at 60), where a count passes when its 95th percentile frame is within "
-        "16.7 ms. " + _COMMON,
+        "16.7 ms. The sweep, the bisection and headroom mode run in the first repeat; each later repeat measures again, at the "
+        "normal rate in one launch, only the smallest and largest counts (the two the decision scores). " + _COMMON,
         _sc.run_animation,
         _sc.ANIMATION_PARAMS,
         _sc.ANIMATION_QUICK,
         requires=_REQ,
-        max_repeats=1,
+        # repeats: the first searches the limit, later ones re-measure the scored counts (run_animation)
     ),
     Scenario(
         "bad-input",
@@ -146,6 +151,48 @@ SCENARIOS = (
 )
 
 
+def first_fact(sr: ScenarioResult | None, key: str) -> Any:
+    """``key`` from the first repeat's facts that holds it: the limit searches are made in the first repeat only."""
+    for f in sr.facts if sr is not None else ():
+        if key in f:
+            return f[key]
+    return None
+
+
+def main_thread_at_limit(run: RunResult, option: str = "canvas2d") -> dict[str, Any] | None:
+    """Whether the main thread is ``option``'s limit, from the run: its main-thread JS per frame where it stops passing.
+
+    The count judged is the first count seen to fail at the normal frame rate (the sweep's or a bisection
+    probe's); when no count failed, the largest count swept (the limit lies above it). The main thread is the
+    limit when the median JS time of a frame there reaches the 60 Hz frame, 16.7 ms: then no rasteriser can
+    keep the frame rate, and moving the drawing off the main thread (an OffscreenCanvas in a worker) is what
+    would raise it. ``None`` when the run has no limit search for ``option``.
+    """
+    f = first_fact(run.ok("animation", option), "limit_normal")
+    if not f or not f.get("swept"):
+        return None
+    failed = f.get("fails") is not None
+    count = int(f["fails"]) if failed else max(int(k) for k in f["swept"])
+    js = run.median("animation", option, "script_ms", tokens=str(count), mode="normal")
+    if js is None:
+        return None
+    return {
+        "option": option,
+        "count": count,
+        "failed": failed,
+        "passes": f.get("passes"),
+        "js_ms": js,
+        "gpu_ms": run.median("animation", option, "gpu_cpu_ms_per_frame", tokens=str(count), mode="normal"),
+        "budget_ms": lim.FRAME_60_MS,
+        "limited": js >= lim.FRAME_60_MS,
+    }
+
+
+def _names(xs: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return ", ".join(xs[:-1]) + " and " + xs[-1] if len(xs) > 1 else "".join(xs)
+
+
 def _pct(v: float | None) -> str:
     return "not run" if v is None else f"{v:.1%}"
 
@@ -172,7 +219,9 @@ class CanvasPerformanceSpike(Spike):
     criteria = CRITERIA
     gates = GATES
     ships_anyway = ("svelte", "@sveltejs/kit")
-    default_repeat = 1
+    #: Two repeats of the scored scenarios (``state``, ``animation``) for a spread; the others are capped at one
+    #: (``max_repeats``) to keep the full profile within its 12-minute budget (harness/budgets.toml).
+    default_repeat = 2
     quick_repeat = 1
     package_dir = Path(__file__).parent
 
@@ -184,12 +233,13 @@ class CanvasPerformanceSpike(Spike):
         for sr in run.scenarios:
             if sr.status != "ok":
                 continue
-            for k, v in sr.fact.items():
-                if k.endswith("_label") and isinstance(v, str):
-                    out.setdefault(v, sr.scenario)
-            for e in (sr.fact.get("engines") or {}).values():
-                if e.get("label"):
-                    out.setdefault(e["label"], sr.scenario)
+            for fact in sr.facts:
+                for k, v in fact.items():
+                    if k.endswith("_label") and isinstance(v, str):
+                        out.setdefault(v, sr.scenario)
+                for e in (fact.get("engines") or {}).values():
+                    if e.get("label"):
+                        out.setdefault(e["label"], sr.scenario)
         return out
 
     def _chromium_label(self, run: RunResult) -> str:
@@ -199,9 +249,10 @@ class CanvasPerformanceSpike(Spike):
     @staticmethod
     def _software(run: RunResult) -> bool:
         for sr in run.scenarios:
-            for k, v in sr.fact.items():
-                if k.startswith("browser") and isinstance(v, dict) and software_renderer(v.get("renderer")):
-                    return True
+            for fact in sr.facts:
+                for k, v in fact.items():
+                    if k.startswith("browser") and isinstance(v, dict) and software_renderer(v.get("renderer")):
+                        return True
         return False
 
     def _label(self, run: RunResult) -> str:
@@ -296,6 +347,90 @@ class CanvasPerformanceSpike(Spike):
             js[titles[o]] = sorted(jpts)
         return sorted(counts), p95, js
 
+    @staticmethod
+    def _windows(run: RunResult, mode: str) -> str:
+        """How many measured windows (launches) each count of a sweep pooled, from the stored repeats."""
+        per: dict[int, int] = {}
+        for sr in run.scenarios:
+            if sr.scenario != "animation" or sr.status != "ok":
+                continue
+            for m in sr.find("p95_frame_ms"):
+                if m.tags.get("mode") == mode:
+                    n = int(m.tags["tokens"])
+                    per[n] = max(per.get(n, 0), sum(1 for r in m.repeats if r))
+        most = max(per.values(), default=1)
+        if most <= 1:
+            return "One window per count"
+        at = sorted(n for n, k in per.items() if k == most)
+        return f"{most} windows per point at {_names([str(n) for n in at])} tokens (one per repeat, each a launch: the median of their values), one at the other counts"
+
+    def _repeats_caveat(self, run: RunResult) -> str | None:
+        """Which scenarios ran fewer repeats than the most, and which scored figures therefore have no noise estimate.
+
+        ``None`` when every scenario ran once (the harness's own caveat, "one repeat", says it) or all ran alike.
+        """
+        reps: dict[str, int] = {}
+        for sr in run.scenarios:
+            if sr.status == "ok":
+                reps[sr.scenario] = max(reps.get(sr.scenario, 0), len(sr.durations_s))
+        most = max(reps.values(), default=0)
+        if most < 2:
+            return None
+        order = [sc.key for sc in self.scenarios if sc.key in reps] + sorted(k for k in reps if k not in {sc.key for sc in self.scenarios})
+        many = [k for k in order if reps[k] >= 2]
+        once = [k for k in order if reps[k] < 2]
+        text = "repeats: " + "; ".join(f"`{k}` {reps[k]}" for k in many)
+        lesser = []
+        for k in many:
+            later = [f for sr in run.scenarios if sr.scenario == k and sr.status == "ok" for f in sr.facts[1:]]
+            if any(f.get("limit_search") is False for f in later):
+                counts = sorted({int(n) for f in later for n in f.get("counts_normal") or ()})
+                lesser.append(
+                    f"`{k}`'s repeats after the first measured only {_names([str(n) for n in counts])} tokens at the normal rate; "
+                    "its other counts, the bisection and headroom mode ran once"
+                )
+        if lesser:
+            text += " (" + "; ".join(lesser) + ")"
+        if once:
+            text += f"; {_names([f'`{k}`' for k in once])} ran once"
+            unsure = [label for label, scenario, exact in scored_parts() if scenario in once and not exact]
+            if unsure:
+                text += f": no noise estimate for the scored {_names(unsure)}"
+        return text
+
+    def _offscreen_note(self, run: RunResult, titles: dict[str, str]) -> str:
+        """Whether the run indicates the issue's optional OffscreenCanvas step: is the main thread Canvas 2D's limit?"""
+        head = "**OffscreenCanvas in a worker** (optional, if the main thread limits Canvas 2D): "
+        v = main_thread_at_limit(run, "canvas2d")
+        if v is None:
+            return head + "not judged: this run has no limit search for Canvas 2D."
+        where = (
+            f"at {v['count']} animated tokens (the first count that failed at the normal rate)"
+            if v["failed"]
+            else f"at {v['count']} animated tokens (the most swept; none failed, so its limit lies above)"
+        )
+        share = v["js_ms"] / v["budget_ms"]
+        js = (
+            f"{titles['canvas2d']}: main-thread JS per frame {where} is {fmt_num(v['js_ms'])} ms (median), "
+            f"{share:.0%} of the {fmt_num(v['budget_ms'])} ms frame"
+        )
+        if v["limited"]:
+            return (
+                head + f"**indicated** by this run. {js}: the main thread is the limit, so drawing from a worker through an "
+                "OffscreenCanvas is the step that could raise it. No OffscreenCanvas option is built yet."
+            )
+        gpu = f"; GPU-process CPU per frame there: {fmt_num(v['gpu_ms'])} ms" if v["gpu_ms"] is not None else ""
+        tail = (
+            "Its JavaScript stays under the frame, so what drops frames at that count is not the main-thread work an "
+            "OffscreenCanvas would move" + gpu
+            if v["failed"]
+            else "The main thread is not its limit at any count measured"
+        )
+        return (
+            head + f"not indicated by this run. {js}. {tail}. Moving the drawing into a worker would free main-thread time "
+            "this renderer does not lack, so it was not built."
+        )
+
     def report(self, run: RunResult) -> ReportContent:
         content = ReportContent()
         titles = {o.key: o.title for o in self.options}
@@ -351,7 +486,7 @@ class CanvasPerformanceSpike(Spike):
                     {k: [list(p) for p in v] for k, v in p95.items()},
                     xlabel="tokens, all animated every frame",
                     log_y=True,
-                    caption=f"95th percentile frame time, {what}. Renderer: {label}. One window per count; 16.7 ms is one 60 Hz frame. "
+                    caption=f"95th percentile frame time, {what}. Renderer: {label}. {self._windows(run, mode)}; 16.7 ms is one 60 Hz frame. "
                     + ("Software rasterisation: the WebGL option's raster cost runs on the CPU here, not on a GPU." if software else ""),
                 )
             )
@@ -375,9 +510,9 @@ class CanvasPerformanceSpike(Spike):
             cells = [titles[o]]
             ss = run.ok("strokes", o)
             facts = {
-                "normal": sr.fact.get("limit_normal"),
-                "headroom": sr.fact.get("limit_headroom"),
-                "strokes": ss.fact.get("limit_strokes") if ss else None,
+                "normal": first_fact(sr, "limit_normal"),
+                "headroom": first_fact(sr, "limit_headroom"),
+                "strokes": first_fact(ss, "limit_strokes"),
             }
             for mode in ("normal", "headroom", "strokes"):
                 f = facts[mode]
@@ -422,6 +557,7 @@ class CanvasPerformanceSpike(Spike):
         content.tables.extend(self._engines_table(run, titles))
         content.findings.extend(self._findings(run, titles, label))
         content.notes.append(self._answers(run, titles, label, software))
+        content.notes.append(self._offscreen_note(run, titles))
         if software:
             content.caveats.append(
                 f"every figure is from {label}: WebGL there is a CPU rasteriser, so PixiJS's frame rates are not a GPU's and "
@@ -429,6 +565,8 @@ class CanvasPerformanceSpike(Spike):
                 "which carries across hardware; a run on a machine with a GPU (same command, its renderer recorded) decides WebGL"
             )
         content.caveats.append("the seed's four questions are answered one by one at the top of Results, each with its renderer")
+        if (rc := self._repeats_caveat(run)) is not None:
+            content.caveats.append(rc)
         return content
 
     def _engines_table(self, run: RunResult, titles: dict[str, str]) -> list[Table]:
@@ -488,8 +626,7 @@ class CanvasPerformanceSpike(Spike):
         lines = ["**The seed's four questions, answered from this run** (renderer: " + label + "):", ""]
         lim_txt = []
         for o in run.options:
-            sr = run.ok("animation", o)
-            f = sr.fact.get("limit_normal") if sr else None
+            f = first_fact(run.ok("animation", o), "limit_normal")
             if f:
                 lo = f["passes"]
                 lim_txt.append(
