@@ -269,3 +269,13 @@ def hash_of(room: str, ops: Iterable[tuple[int, int, int]]) -> str:
     for c, seq, t in ops:
         r.apply(c, seq, t)
     return r.state_hash()
+
+
+def applied_of(room: Room | None, name: Any, c: Any) -> dict[str, Any]:
+    """The answer to ``{"op": "applied", "room", "c"}`` (read-only): the ``seq`` of every message of client ``c`` the room
+    applied, sorted; an ``error`` frame for an unknown room or a ``c`` that is not an integer."""
+    if not isinstance(c, int) or isinstance(c, bool):
+        return {"op": "error", "code": "bad-message", "reason": "c must be an integer"}
+    if room is None:
+        return {"op": "error", "code": "unknown-room", "reason": f"no room {name!r}"[:200]}
+    return {"op": "applied", "room": room.name, "c": c, "seqs": sorted(s for k, s in room.applied if k == c)}

@@ -88,6 +88,8 @@ class Hub:
         self.logs: dict[str, core.RoomLog] = {}
         self.members: dict[str, set[Outbound]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.load_locks: dict[str, asyncio.Lock] = {}
+        self.hooks: list[Any] = []  # called (room, broadcast) after each broadcast: relay.py, chat_store.py
         self.counters = {
             "snapshots": 0,
             "duplicates_dropped": 0,
@@ -104,11 +106,18 @@ class Hub:
         }
 
     async def load(self, name: str) -> bool:
-        """Make sure room ``name`` is here: from the Redis stream if it is there (a restarted server); False if unknown."""
+        """Make sure room ``name`` is here: from the Redis stream if it is there (a restarted server); False if unknown.
+
+        One load of a room at a time: two members joining a new room together each awaited the stream, then each created
+        the room, the second replacing the first's members (only the last joiner stayed a member)."""
         if name in self.rooms:
             return True
         if self.redis is None or not self.numbered:
             return False
+        async with self.load_locks.setdefault(name, asyncio.Lock()):
+            return name in self.rooms or await self._load(name)
+
+    async def _load(self, name: str) -> bool:
         t0 = time.perf_counter()
         checkpoint = None
         if self.pg is not None:
@@ -189,7 +198,7 @@ class Hub:
             await self.load(name)
         room_name, after = core.parse_resume(msg, self.heads())
         if room_name not in self.rooms:
-            if not await self.load(room_name):
+            if not await self.load(room_name) and room_name not in self.rooms:  # no await between this check and the creation
                 self._create(room_name)
         # Under the room's lock, as every broadcast: no live message slips between the replay and membership
         # (it would arrive twice, or out of order).
@@ -257,6 +266,8 @@ class Hub:
             data = json.dumps(out)
             for member in self.members[name]:
                 member.put(data)
+            for hook in self.hooks:
+                hook(name, out)
 
     def _queue(self, name: str, n: int, out: dict[str, Any]) -> None:
         if self.down_since is None:
@@ -345,6 +356,9 @@ class Hub:
                         return
                 elif op == "echo":
                     out.put(data)
+                elif op == "applied":  # read-only: the seqs of one client the room applied (the client-crash scenario)
+                    name = msg.get("room")
+                    out.put(json.dumps(core.applied_of(self.rooms.get(name) if isinstance(name, str) else None, name, msg.get("c"))))
                 elif op == "state":
                     state = self.state(msg.get("room"))
                     if state["op"] == "state":
@@ -372,6 +386,11 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint-every", type=float, default=1.0, help="seconds between checkpoints")
     ap.add_argument("--ping-interval", type=float, default=5.0)
     ap.add_argument("--ping-timeout", type=float, default=5.0)
+    ap.add_argument("--relay", choices=("none", "pubsub", "stream"), default="none", help="cross-process relay (poc/relay.py)")
+    ap.add_argument("--relay-redis", default="", help="redis://... URL of the relay (default: --redis)")
+    ap.add_argument("--node", default="", help="this process's name among the relay's processes (default: the port)")
+    ap.add_argument("--persist-chat", default="", help="PostgreSQL DSN: every chat line a row (poc/chat_store.py)")
+    ap.add_argument("--chat-queue-max", type=int, default=10_000, help="write-behind queue bound, lines")
     args = ap.parse_args(argv)
     redis = None
     if args.redis:
@@ -387,6 +406,22 @@ async def main(argv: list[str] | None = None) -> None:
             "CREATE TABLE IF NOT EXISTS s07_checkpoints (room text PRIMARY KEY, n bigint NOT NULL, state text NOT NULL, at timestamptz)"
         )
     hub = Hub(args.strategy, args.log_len, args.log_age, redis, pg)
+    relay = chat = None
+    if args.relay != "none":
+        import redis.asyncio as aioredis
+
+        from spikes.s07_error_recovery.poc.relay import make_relay
+
+        relay = make_relay(args.relay, hub, aioredis.from_url(args.relay_redis or args.redis), args.node or str(args.port))
+        assert relay is not None
+        hub.hooks.append(relay.publish)
+        relay.start()
+    if args.persist_chat:
+        from spikes.s07_error_recovery.poc.chat_store import ChatStore
+
+        chat = ChatStore(args.persist_chat, hub.counters, max_len=args.chat_queue_max)
+        await chat.start()
+        hub.hooks.append(chat.on_broadcast)
     if pg is not None:
         checkpoints = asyncio.get_running_loop().create_task(hub.checkpoint_loop(args.checkpoint_every))
     if hub.fallback and redis is not None:
@@ -409,6 +444,10 @@ async def main(argv: list[str] | None = None) -> None:
         await pg.close()
     if hub.fallback and redis is not None:
         drain.cancel()
+    if relay is not None:
+        await relay.stop()
+    if chat is not None:
+        await chat.stop()
     if redis is not None:
         await redis.aclose()
 
