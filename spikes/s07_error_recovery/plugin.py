@@ -19,13 +19,15 @@ from harness.plugin import Chart, Finding, Option, ReportContent, Scenario, Spik
 from harness.poc import PocServer
 from harness.results import RunResult
 from harness.stats import fmt_num
+from spikes.s07_error_recovery import cluster as _cl
 from spikes.s07_error_recovery import core
+from spikes.s07_error_recovery import crash as _crash
 from spikes.s07_error_recovery import scenarios as _sc
 from spikes.s07_error_recovery.decision import CRITERIA, FAULT_SCENARIOS, GATES
 
 __all__ = ["RecoverySpike", "spike", "NOT_BUILT"]
 
-_SHARED = ("core.py", "poc/server.py")
+_SHARED = ("core.py", "poc/server.py", "poc/relay.py", "poc/chat_store.py")
 SERVER = PocServer(
     (
         "{python}",
@@ -46,7 +48,7 @@ SERVER = PocServer(
         "--ping-interval",
         "{ping}",
         "--ping-timeout",
-        "{ping}",
+        "{ping_timeout}",
     ),
 )
 
@@ -123,11 +125,13 @@ _METHOD_COMMON = (
     "fault proxy; `connections` load-engine clients, each a sender (`rate` broadcasts a second) and a member of one room, reconnecting "
     "(backoff {base} s doubling to {cap} s, full jitter) with the option's resume adapter, the account on (harness/load/account.py); "
     "one more member, the watcher, applies every broadcast to its own replica; at the end its token map and note text, hashed, are "
-    "compared with the server's. Heartbeat: the server pings every {ping} s and closes a peer silent {ping} s after a ping; the "
-    "load-engine clients send no pings (they learn of a drop only from the socket), the watcher pings like the server. Each fault variant runs `runs` times, all of a scenario's runs side by side (each its own "
+    "compared with the server's. Heartbeat: the server pings every {ping} s and closes a peer silent {timeout} s after a ping; the "
+    "load-engine clients send no pings (they learn of a drop only from the socket), the watcher pings like the server. After the senders stop, deliveries are awaited `grace_s` plus `grace_per_fault_s` per second of fault (a long fault leaves a backlog to replay); a message not delivered by then counts as lost. Each fault variant runs `runs` times, all of a scenario's runs side by side (each its own "
     "server, stores, proxy, watcher and load: independent, on one shared 2-core machine, so CPU figures include the neighbours' load), "
     "once: the spread is over those runs. The watcher's deliveries per second, on seconds since the fault began, make the timeline charts."
-).format(ws=websockets.__version__, base=_sc.POLICY["base_s"], cap=_sc.POLICY["cap_s"], ping=_sc.PING_INTERVAL_S)
+).format(
+    ws=websockets.__version__, base=_sc.POLICY["base_s"], cap=_sc.POLICY["cap_s"], ping=_sc.PING_INTERVAL_S, timeout=_sc.PING_TIMEOUT_S
+)
 
 #: Every option but those that differ only while a store is down (``scenarios.STORE_ONLY``).
 _NETWORK_OPTIONS = tuple(o.key for o in OPTIONS if o.key not in _sc.STORE_ONLY)
@@ -171,8 +175,7 @@ SCENARIOS = (
         "Redis failure",
         _METHOD_COMMON
         + " After `before_s`, redis-server is killed (SIGKILL) and started again on the same port `down_s` later, empty (the "
-        "harness's Redis keeps no data); the run goes on `after_s` more. One server process (the two-process deployment behind nginx is not "
-        "built yet). Also stored: the stream writes that failed (`store_errors`).",
+        "harness's Redis keeps no data); the run goes on `after_s` more. One server process (two processes behind nginx: the next scenario). Also stored: the stream writes that failed (`store_errors`).",
         _sc.run_redis_failure,
         _sc.REDIS_PARAMS,
         _sc.REDIS_QUICK,
@@ -220,22 +223,48 @@ SCENARIOS = (
         options=("reconstruct", "checkpoint"),
         max_repeats=2,
     ),
+    Scenario(
+        "redis-cluster",
+        "Redis failure, two processes behind nginx",
+        _cl.CLUSTER_METHOD,
+        _cl.run_cluster_redis,
+        _cl.CLUSTER_PARAMS,
+        _cl.CLUSTER_QUICK,
+        requires=("redis-server", "nginx"),
+        options=_cl.CLUSTER_OPTIONS,
+    ),
+    Scenario(
+        "chat-db",
+        "Database failure, chat persisted per message",
+        _cl.CHAT_DB_METHOD,
+        _cl.run_chat_db,
+        _cl.CHAT_DB_PARAMS,
+        _cl.CHAT_DB_QUICK,
+        requires=("postgres",),
+        options=_cl.CHAT_DB_OPTIONS,
+    ),
+    Scenario(
+        "client-crash",
+        "Client crash (Chromium killed mid-edit, IndexedDB vs memory outbox)",
+        _crash.CRASH_METHOD,
+        _crash.run_crash,
+        _crash.CRASH_PARAMS,
+        _crash.CRASH_QUICK,
+        requires=("chromium",),
+        options=_crash.CRASH_OPTIONS,
+    ),
     dataclasses.replace(
-        frames.robustness_scenario(values={"redis": "", "pg": "", "log_len": 10_000, "ping": _sc.PING_INTERVAL_S, "every": 1.0}),
+        frames.robustness_scenario(
+            values={"redis": "", "pg": "", "log_len": 10_000, "ping": _sc.PING_INTERVAL_S, "ping_timeout": _sc.PING_TIMEOUT_S, "every": 1.0}
+        ),
         quick_params={"timeout_s": 1.0},
     ),
 )
 
 #: Cells of the declared matrix this build does not run yet, and why (the document lists them; nothing is faked).
 NOT_BUILT = {
-    "Fallback modes for PostgreSQL, and a read-only notice pushed to every client": "not built: the fallback option queues Redis stream "
-    "writes only, and says read-only only to a client whose write it refuses",
-    "Redis failure in a two-process deployment behind nginx": "not run: the POC runs one process, so cross-process pub/sub loss is not "
-    "measured; Redis killed under one process is (the Redis failure tables)",
-    "Database failure for chat persisted per message (rows lost / duplicated, queue high-water mark, drain time)": "not run: no option "
-    "persists chat rows per message nor has a write-behind queue (fallback modes are not built); PostgreSQL failure is measured for the "
-    "checkpoint option",
-    "Client crash (Chromium page killed mid-edit, IndexedDB vs memory outbox)": "not run: no browser client of the strategies is built yet",
+    "A read-only notice pushed to every client while a store is down": "not built: the fallback option says read-only only to a "
+    "client whose write it refuses (its write-behind queue full); the chat write-behind queue for PostgreSQL is measured (chat table)",
     "Network interruptions and server restarts for fallback modes": "not declared: with Redis up, fallback runs the code of queuing plus "
     "reconstruction (its queue is empty), so those cells would measure that option again",
     "Reconnect storm for the options other than queuing plus reconstruction": "not declared: the storm exercises the rejoin path, shared "
@@ -299,6 +328,11 @@ class RecoverySpike(Spike):
         storm = self._storm_table(run)
         if storm is not None:
             content.tables.append(storm)
+        content.tables.extend(_cl.cluster_tables(run, titles))
+        content.tables.extend(_cl.chat_db_tables(run, titles))
+        crash = _crash.crash_table(run, titles)
+        if crash is not None:
+            content.tables.append(crash)
         rebuild = self._rebuild_table(run, titles)
         if rebuild is not None:
             content.tables.append(rebuild)
@@ -332,10 +366,11 @@ class RecoverySpike(Spike):
         combo = self._combination_note(run)
         if combo:
             content.notes.append(combo)
+        measured = [sc.title for sc in self.scenarios if any(run.ok(sc.key, o) for o in opts)]
         content.caveats.append(
-            "Measured: network interruptions, server restarts, Redis killed and PostgreSQL shut down under one server process, a "
-            "reconnect storm, rebuild time, hostile frames. Not built yet: the two-process Redis deployment behind nginx, client crashes "
-            "in Chromium, the socket.io anchor (see the last table)."
+            "Measured: "
+            + "; ".join(measured)
+            + f". Not run by this build: {len(NOT_BUILT)} cells of the declared matrix (the last table says which and why)."
         )
         if any(run.ok("redis-failure", o) for o in _sc.STORE_ONLY):
             content.caveats.append(

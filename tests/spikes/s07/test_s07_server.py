@@ -17,7 +17,7 @@ from tests.utils import UNIT, require_program
 
 pytestmark = pytest.mark.slow
 
-VALUES = {"redis": "", "pg": "", "log_len": 4, "ping": 2.0, "every": 1.0}
+VALUES = {"redis": "", "pg": "", "log_len": 4, "ping": 2.0, "ping_timeout": 2.0, "every": 1.0}
 
 
 def _server(key: str, tmp_path, **values):
