@@ -27,6 +27,7 @@ module launches Chromium itself with the harness's public pieces.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import threading
@@ -34,6 +35,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ VARIANTS = {
 ROOM = "crash-1"
 
 CRASH_PARAMS: dict[str, Any] = {
-    "edits": 400,
+    "edits": 200,
+    "browsers": 2,
     "rate": 50,
     "kill_at": 0.5,  # the fraction of the edits handed over when the browser is killed
     "offline_at": 0.25,  # offline network: the fraction handed over when the proxy starts resetting
@@ -97,7 +100,7 @@ CRASH_METHOD = (
     'it kept and reports when the outbox is empty. The server\'s record of the client\'s applied seqs (`{"op": "applied"}`) is '
     "compared with what was handed over. Network `online`: the kill on a healthy connection; `offline`: from `offline_at` of the "
     "edits handed over until after the relaunch, the proxy resets the page's connection and refuses new ones. Duplicated: broadcasts "
-    "of one edit a member (a watcher on the server directly) received more than once. One run per option, outbox and network. "
+    "of one edit a member (a watcher on the server directly) received more than once. One run per option, outbox and network, `browsers` at a time (each its own server, Chromium and profile). "
     "SIGKILL is a crash of the browser, not of the machine: an IndexedDB write that completed under the default (relaxed) durability "
     "is in the OS's buffers and survives it; a power loss is not tested. Without an outbox, the edits made offline are lost whether or "
     "not the browser then crashes."
@@ -432,13 +435,25 @@ def run_crash(ctx: ScenarioContext) -> ScenarioOutput:
     out = ScenarioOutput()
     runs = []
     cells = [(v, net) for v in VARIANTS[key] for net in p["networks"]]
-    with _sc.deployment(ctx, p["log_len"]) as (_server, url, _services):
-        for i, (variant, network) in enumerate(cells):
-            c = 1000 * (ctx.repeat + 1) + i  # a client id of its own in the room for each run
-            run = crash_run(ctx, url, variant, network, c, p, chromium=path)
-            record(out, run)
-            runs.append(run)
-            ctx.advance((i + 1) / len(cells))
+    results: list[dict[str, Any] | None] = [None] * len(cells)
+
+    def cell(i: int, variant: str, network: str) -> dict[str, Any]:
+        # A server of its own per run: its counters (duplicates dropped) are this run's alone when runs overlap.
+        sub = dataclasses.replace(ctx, workdir=ctx.workdir / f"cell-{i}")
+        sub.workdir.mkdir(parents=True, exist_ok=True)
+        with _sc.deployment(sub, p["log_len"]) as (_server, url, _services):
+            return crash_run(sub, url, variant, network, 1000 * (ctx.repeat + 1) + i, p, chromium=path)
+
+    # ``browsers`` crash runs at a time, each its own server, Chromium, profile, page server and client id: independent.
+    with ThreadPoolExecutor(max_workers=int(p.get("browsers", 1))) as pool:
+        futures = {pool.submit(cell, i, variant, network): i for i, (variant, network) in enumerate(cells)}
+        for n, fut in enumerate(as_completed(futures)):
+            results[futures[fut]] = fut.result()
+            ctx.advance((n + 1) / len(cells))
+    for run in results:
+        assert run is not None
+        record(out, run)
+        runs.append(run)
     out.facts = {"runs": runs, "durability": p["durability"], "edits": p["edits"], "rate": p["rate"]}
     return out
 

@@ -147,3 +147,35 @@ NEEDS = {
     "checkpoint": ("redis", "postgres"),
     "fallback": ("redis",),
 }
+
+
+def _crash_lost(run: RunResult, option: str) -> float:
+    """Edits lost through a browser crash with the option's best outbox: the worst run of each outbox, the best outbox."""
+    sr = run.ok("client-crash", option)
+    if sr is None:
+        raise NotMeasured("the client crash did not run for this option")
+    worst: dict[str, float] = {}
+    for m in sr.find("lost"):
+        variant = m.tags.get("outbox", "")
+        worst[variant] = max(worst.get(variant, 0.0), max(m.samples, default=0.0))
+    if not worst:
+        raise NotMeasured("no crash run stored")
+    return min(worst.values())
+
+
+GATES = GATES + (
+    Gate(
+        "no edit lost in a client crash",
+        "data loss",
+        Derived(
+            _crash_lost,
+            "edits the page handed over before Chromium was killed that the server never applied after the relaunch, in the worst run "
+            "(online or behind a cut) of the option's best outbox (IndexedDB or memory; none for reconnect only)",
+            exact=True,
+        ),
+        "edits",
+        "a player's moves made just before the browser died are gone when it comes back",
+        at_most=0,
+        fmt=_plural("edit"),
+    ),
+)

@@ -80,14 +80,14 @@ CUT_PARAMS: dict[str, Any] = {
     "runs": 2,
     "connections": 12,
     "rate": 5,
-    "before_s": 2.0,
-    "after_s": 4.0,
-    "grace_s": 2.0,
-    "grace_per_fault_s": 0.25,
+    "before_s": 1.5,
+    "after_s": 3.0,
+    "grace_s": 1.5,
+    "grace_per_fault_s": 0.2,
     "log_len": 10_000,
 }
 CUT_QUICK: dict[str, Any] = {"cuts_s": [1, 3], "runs": 1, "connections": 6, "before_s": 0.3, "after_s": 1.0, "grace_s": 0.5}
-BLACKHOLE_PARAMS: dict[str, Any] = {**CUT_PARAMS, "cuts_s": [1, 10, 60], "after_s": 5.0}
+BLACKHOLE_PARAMS: dict[str, Any] = {**CUT_PARAMS, "cuts_s": [1, 10, 60], "after_s": 4.0}
 #: Quick: the 3 s cut only (a 1 s blackhole is shorter than the heartbeat's interval plus timeout: nothing to notice).
 BLACKHOLE_QUICK: dict[str, Any] = {**CUT_QUICK, "cuts_s": [3]}
 RESTART_PARAMS: dict[str, Any] = {
@@ -95,9 +95,9 @@ RESTART_PARAMS: dict[str, Any] = {
     "runs": 2,
     "connections": 12,
     "rate": 5,
-    "before_s": 2.0,
-    "after_s": 4.0,
-    "grace_s": 2.0,
+    "before_s": 1.5,
+    "after_s": 3.0,
+    "grace_s": 1.5,
     "log_len": 10_000,
 }
 REDIS_PARAMS: dict[str, Any] = {**CUT_PARAMS, "down_s": 10.0}
