@@ -108,7 +108,7 @@ CLUSTER_PARAMS: dict[str, Any] = {
     "grace_s": 2.0,
     "log_len": 10_000,
 }
-CLUSTER_QUICK: dict[str, Any] = {"connections": 6, "before_s": 1.5, "down_s": 2.0, "after_s": 2.0, "grace_s": 2.0}
+CLUSTER_QUICK: dict[str, Any] = {"connections": 6, "before_s": 1.0, "down_s": 1.0, "after_s": 1.0, "grace_s": 1.0}
 CHAT_DB_PARAMS: dict[str, Any] = {
     "connections": 12,
     "rate": 10,
@@ -119,7 +119,7 @@ CHAT_DB_PARAMS: dict[str, Any] = {
     "queue_max": 10_000,
     "drain_timeout_s": 60.0,
 }
-CHAT_DB_QUICK: dict[str, Any] = {"connections": 6, "before_s": 1.5, "down_s": 2.0, "after_s": 2.0, "grace_s": 2.0}
+CHAT_DB_QUICK: dict[str, Any] = {"connections": 6, "before_s": 1.0, "down_s": 1.0, "after_s": 1.0, "grace_s": 1.0}
 
 CLUSTER_METHOD = (
     "A throwaway redis-server and two processes of the option's server (Python `websockets`), each with a cross-process relay "

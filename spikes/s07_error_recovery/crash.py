@@ -85,7 +85,7 @@ CRASH_PARAMS: dict[str, Any] = {
     "timeout_s": 60.0,
     "log_len": 10_000,
 }
-CRASH_QUICK: dict[str, Any] = {"edits": 100}
+CRASH_QUICK: dict[str, Any] = {"edits": 100, "networks": ["offline"]}
 
 CRASH_METHOD = (
     "Debian's Chromium, headless, on a profile directory of its own, opens a page (`web/crash.js`) that joins a room of the option's "

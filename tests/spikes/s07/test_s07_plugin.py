@@ -21,12 +21,26 @@ TINY = {
 def test_the_spike_declares_its_matrix_and_validates():
     spike.validate()
     assert sum(plugin.WEIGHTS.values()) == 100
-    assert {o.key for o in spike.options} == {"reconnect", "queue", "reconstruct", "queue-reconstruct", "checkpoint", "fallback"}
+    assert {o.key for o in spike.options} == {
+        "reconnect",
+        "queue",
+        "reconstruct",
+        "queue-reconstruct",
+        "checkpoint",
+        "fallback",
+        "socketio-anchor",
+    }
     assert {s.key for s in spike.scenarios} >= {"network-reset", "network-blackhole", "server-restart", "robustness"}
     assert spike.scenario("network-blackhole").params["cuts_s"] == [1, 10, 60]  # 60 s as a blackhole only
     assert 60 not in spike.scenario("network-reset").params["cuts_s"]
-    assert spike.scenario("network-reset").resolved_params(True)["cuts_s"] == [1, 3]
+    assert spike.scenario("network-reset").resolved_params(True)["cuts_s"] == [1]
     assert spike.default_repeat >= 2
+    # Every cell of the full profile is measured at least twice: by repeats, or by runs side by side in one repeat.
+    for sc in spike.scenarios:
+        if sc.key == "robustness":
+            continue  # the hostile-frames battery: an answer per frame, checked once
+        repeats = min(spike.default_repeat, sc.max_repeats or spike.default_repeat)
+        assert repeats * int(sc.params.get("runs", 1)) >= 2, sc.key
     from spikes.s07_error_recovery import scenarios
 
     assert set(scenarios.RESUME) == {o.key for o in spike.options}  # every option has its client's resume adapter
