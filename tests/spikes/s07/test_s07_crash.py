@@ -197,7 +197,7 @@ def test_no_table_without_a_crash_run():
 @pytest.mark.slow
 def test_chromium_killed_mid_edit_the_indexeddb_outbox_keeps_every_edit_and_memory_loses_none_acknowledged(tmp_path):
     require_program("chromium")
-    p = {**crash.CRASH_PARAMS, **crash.CRASH_QUICK, "edits": 40, "timeout_s": 60 * UNIT}
+    p = {**crash.CRASH_PARAMS, **crash.CRASH_QUICK, "networks": ["online", "offline"], "edits": 40, "timeout_s": 60 * UNIT}
     out = crash.run_crash(ScenarioContext(spike.option("queue"), p, 0, True, tmp_path))
     runs = {(r["variant"], r["network"]): r for r in out.facts["runs"]}
     assert set(runs) == {(v, n) for v in ("indexeddb", "memory") for n in ("online", "offline")}
