@@ -2,9 +2,11 @@
 
 The plugin object ``spike`` declares four options (native WebSocket and
 Socket.IO, each as one process and as two processes behind nginx with Redis
-fan-out), the seed's three scenarios plus the generator's own capacity
-(``scenarios.py``), and how the stored measurements become tables, charts,
-a projection to 10k-1M connections (``extrapolate.py``), scores and findings.
+fan-out), the seed's three scenarios, a capacity search (the highest rate a
+busy room holds within its latency and delivery bounds), the generator's own
+capacity (``scenarios.py``), and how the stored measurements become tables,
+charts, a projection to 10k-1M connections (``extrapolate.py``), scores and
+findings.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import locust_users as _lu
 from spikes.s06_scalability import robustness as _rb
 from spikes.s06_scalability import scenarios as _sc
-from spikes.s06_scalability.decision import CRITERIA, GATES
+from spikes.s06_scalability.decision import BUSY_ROOM_MIN, CRITERIA, GATES
 
 __all__ = [
     "ScalabilitySpike",
@@ -33,6 +35,10 @@ __all__ = [
     "targets",
     "saturation",
     "pg_per_row",
+    "capacity_text",
+    "capacity_repeats",
+    "deliveries",
+    "account_lost",
     "marginal_cpu_per_message",
     "timeline_spread",
 ]
@@ -103,7 +109,11 @@ _COMMON = (
     "process; latency from each message's intended send time, HDR histogram). A canary connection sends one extra timed echo on a fixed "
     "schedule for latency over time; when the load ends it sends no more and waits up to `drain_s` for its unanswered probes. Every server "
     "process, nginx, Redis and PostgreSQL are sampled for CPU and RSS; nothing is pinned, so on this machine all of them share its cores. "
-    "Before the load the server processes are sampled for `baseline_s` with the stack up and no client connected: the CPU baseline."
+    "Before the load the server processes are sampled for `baseline_s` with the stack up and no client connected: the CPU baseline. "
+    "Every message of the load is counted in the harness's account (`harness/load/account.py`: delivered, lost after or without "
+    "acknowledgement, duplicated, unexpected, reordered). PostgreSQL's CPU is also read from the postmaster's cumulative CPU times, "
+    "the backends it has reaped included, from the start of the load to just after the servers stopped (their last buffered rows "
+    "included): the figure the cost per row, and so the projection, uses."
 )
 
 SCENARIOS = (
@@ -112,21 +122,20 @@ SCENARIOS = (
         "Many idle connections",
         "The seed's first case: many connections each sending one chat message a minute (an echo: persisted, answered to the sender only; "
         "the native servers answer directly, python-socketio's Redis manager also publishes every emit, even one to a single client), "
-        "arriving over a ramp and held for minutes for a steady state. " + _COMMON,
+        "arriving over a ramp and held for `hold_s` for a steady state. " + _COMMON,
         _sc.run_many_idle,
         _sc.MANY_IDLE,
         _sc.MANY_IDLE_QUICK,
         requires=("postgres",),
-        max_repeats=1,
     ),
     Scenario(
         "few-busy",
         "Few busy connections, fan-out",
         "The seed's second case: 50 connections in one room, each sending 100 chat messages a second; every message is persisted and "
         "broadcast to the whole room (the sender included), so deliveries are 50x the messages in. One more connection, the room observer, "
-        "joins before the load and only listens: after the engine stops it keeps listening for up to `drain_s`, so broadcasts still queued "
-        "at the stop are told apart from those never delivered (it adds one member to the server's fan-out, not to the expected "
-        "deliveries). " + _COMMON,
+        "joins before the load and only listens: after the engine stops it keeps listening for up to `drain_s`, so of the deliveries the "
+        "account counts as lost by the stop, those still queued are told apart from those dropped (it adds one member to the server's "
+        "fan-out, not to the expected deliveries). " + _COMMON,
         _sc.run_few_busy,
         _sc.FEW_BUSY,
         _sc.FEW_BUSY_QUICK,
@@ -141,6 +150,25 @@ SCENARIOS = (
         _sc.run_burst,
         _sc.BURST,
         _sc.BURST_QUICK,
+        requires=("postgres",),
+    ),
+    Scenario(
+        "capacity",
+        "Capacity of a busy room",
+        "Not a long run but a search over short steps: one deployment per repeat (as above, fresh), then a broadcast room of "
+        "`connections` members, each sending `rate` chat messages a second for `step_s` seconds, every message persisted and "
+        "broadcast to the whole room. A step passes when every connection stayed, at least `min_delivered` of the expected "
+        "deliveries arrived within the step (its send schedule plus `grace_s`; the harness's account) and the p99 latency from "
+        "intended send time is at most `p99_ms`. The rate is bisected geometrically between `lo_rate` and `hi_rate` (a pass raises "
+        "the floor, a failure lowers the ceiling) until they are within `ratio` of each other or `max_steps` steps ran; each step "
+        "uses a fresh room and starts once the servers are idle again (at most `settle_s`). The capacity is the highest rate "
+        "passed: as the room size x rate it holds, as deliveries/s, and as deliveries/s per server core (deliveries over the CPU "
+        "seconds the server processes and nginx used in that step). One generator process receives every delivery: a step where "
+        "the load engine flags it client-bound says nothing certain of the server above that rate, so a capacity found there, "
+        "or never failed up to `hi_rate`, is reported as *at least*.",
+        _sc.run_capacity,
+        _sc.CAPACITY,
+        _sc.CAPACITY_QUICK,
         requires=("postgres",),
     ),
     Scenario(
@@ -178,8 +206,34 @@ def _med(sr: ScenarioResult | None, name: str, **tags: str) -> float | None:
     return None if sr is None else sr.median(name, **tags)
 
 
+def deliveries(sr: ScenarioResult) -> tuple[float, float, bool]:
+    """(delivered, expected, counted by the account?): the harness's account when the run counted, else the engine's counts.
+
+    A run before the account stored only the engine's ``received`` and ``lost`` (expected - received at its stop).
+    """
+    d, e = _med(sr, "delivered"), _med(sr, "expected")
+    if d is not None and e is not None:
+        return d, e, True
+    received = _med(sr, "received") or 0.0
+    return received, received + (_med(sr, "lost") or 0.0), False
+
+
+def account_lost(sr: ScenarioResult) -> tuple[float, float] | None:
+    """(lost after acknowledgement, lost without), the account's medians over repeats; None for a run before the account."""
+    after, without = _med(sr, "lost_after_ack"), _med(sr, "lost_without_ack")
+    return None if after is None or without is None else (after, without)
+
+
+def _lost_text(sr: ScenarioResult) -> str:
+    """The account's split of what was lost by the stop, or why it is not split."""
+    split = account_lost(sr)
+    if split is None:
+        return "not split by acknowledgement: this run predates the account"
+    return f"{fmt_num(split[0])} after acknowledgement, {fmt_num(split[1])} without"
+
+
 def _drops(sr: ScenarioResult) -> str:
-    """What the room observer's drain says of the undelivered (true drops vs backlog), or that drops were not separated."""
+    """What the room observer's drain says of what was lost by the stop (true drops vs backlog), or that they were not separated."""
     due, after = _med(sr, "observer_expected"), _med(sr, "observer_received_after_drain")
     if not due or after is None:
         return "; drops not separated"
@@ -192,9 +246,24 @@ def _drops(sr: ScenarioResult) -> str:
     )
 
 
+def pg_cpu(sr: ScenarioResult) -> tuple[float | None, bool]:
+    """(PostgreSQL CPU seconds behind the rows written, whether cumulative), from the stored run.
+
+    Cumulative: the postmaster's CPU times with its reaped backends, from the load's start to the servers' stop (their
+    last batches included). A run before that reading has only the sampled figure, over the load alone.
+    """
+    total = _med(sr, "postgres_cpu_total_seconds")
+    if total is not None:
+        return total, True
+    return _med(sr, "postgres_cpu_seconds"), False
+
+
 def pg_per_row(sr: ScenarioResult) -> tuple[float | None, bool]:
-    """(PostgreSQL CPU seconds per row written, whether it is above the sampler's resolution), from the stored run."""
-    secs, rows = _med(sr, "postgres_cpu_seconds"), _med(sr, "pg_rows")
+    """(PostgreSQL CPU seconds per row written, whether it is above the measurement's resolution), from the stored run.
+
+    The figure the projection uses: cumulative CPU (:func:`pg_cpu`) over the rows in the table.
+    """
+    secs, rows = pg_cpu(sr)[0], _med(sr, "pg_rows")
     if secs is None or not rows:
         return None, False
     return secs / rows, secs >= _sc.PG_CPU_RESOLUTION_S
@@ -208,23 +277,22 @@ def saturation(sr: ScenarioResult, cores: int) -> tuple[bool, str]:
     """(target reached?, what was reached and which measured component was at its limit), from the stored run."""
     sent = _med(sr, "sent") or 0.0
     planned = sent + (_med(sr, "unsent") or 0.0)
-    received = _med(sr, "received") or 0.0
-    undelivered = _med(sr, "lost") or 0.0  # the engine's "lost": expected - received when it stopped
-    expected = received + undelivered
+    delivered, expected, _ = deliveries(sr)
+    lost = max(0.0, expected - delivered)  # the account's lost (after and without acknowledgement) when the engine stopped
     failed = _med(sr, "connect_failed") or 0.0
     short = []
     if planned and sent < 0.99 * planned:
         short.append(f"{fmt_num(sent)} of {fmt_num(planned)} planned messages sent")
-    if expected and undelivered > 0.001 * expected:
+    if expected and lost > 0.001 * expected:
         short.append(
-            f"{fmt_num(received)} of {fmt_num(expected)} deliveries by the stop ({undelivered / expected:.1%} undelivered when the run "
-            f"stopped{_drops(sr)})"
+            f"{fmt_num(delivered)} of {fmt_num(expected)} deliveries by the stop ({lost / expected:.1%} lost by the stop: "
+            f"{_lost_text(sr)}{_drops(sr)})"
         )
     if failed:
         short.append(f"{fmt_num(failed)} connects failed")
     bound = _client_bound(sr)
     if not short:
-        text = f"target reached: {fmt_num(sent)} messages sent as planned, {fmt_num(received)} deliveries, none undelivered"
+        text = f"target reached: {fmt_num(sent)} messages sent as planned, {fmt_num(delivered)} deliveries, none lost"
         return True, text + (f" (the generator was flagged client-bound: {bound[0]}; latency includes its delay)" if bound else "")
     causes = []
     if bound:
@@ -256,6 +324,50 @@ def saturation(sr: ScenarioResult, cores: int) -> tuple[bool, str]:
         else f"no measured component at its CPU limit (busiest server process {busiest:.2f} cores, machine {machine:.2f} of {cores})"
     )
     return False, f"reached {'; '.join(short)}; saturated: {why}"
+
+
+def capacity_repeats(sr: ScenarioResult) -> list[dict]:
+    """Per repeat of the capacity scenario: the rate held, the lowest rate that failed, whether it is a lower bound and why."""
+
+    def per_repeat(name: str) -> list[float | None]:
+        try:
+            return [r[0] if r else None for r in sr.measurement(name).repeats]
+        except KeyError:
+            return []
+
+    rates, fails, least = per_repeat("capacity_rate"), per_repeat("capacity_fail_rate"), per_repeat("capacity_at_least")
+    out = []
+    for i, rate in enumerate(rates):
+        fact = sr.facts[i] if i < len(sr.facts) else {}
+        out.append(
+            {
+                "rate": rate or None,
+                "fail": fails[i] if i < len(fails) else None,
+                "at_least": bool(least[i]) if i < len(least) and least[i] is not None else False,
+                "why": fact.get("capacity_why", ""),
+                "steps": fact.get("steps", []),
+            }
+        )
+    return out
+
+
+def capacity_text(sr: ScenarioResult) -> str:
+    """The room size x rate each repeat held, with the lowest rate that failed or why it is a lower bound."""
+    n = sr.params["connections"]
+    parts = []
+    for r in capacity_repeats(sr):
+        if r["rate"] is None:
+            lowest = min((st["rate"] for st in r["steps"]), default=sr.params.get("lo_rate"))
+            parts.append(f"none: {n} x {fmt_num(lowest)} msg/s already failed")
+            continue
+        text = f"{n} x {fmt_num(r['rate'])} msg/s"
+        if r["at_least"]:
+            text = "at least " + text + (" (the generator's limit" if r["why"] == "generator" else " (no step failed")
+            text += f"; failed at {fmt_num(r['fail'])} msg/s)" if r["fail"] else ")"
+        elif r["fail"]:
+            text += f" (failed at {fmt_num(r['fail'])} msg/s)"
+        parts.append(text)
+    return "; ".join(parts) or "n/a"
 
 
 def marginal_cpu_per_message(sr: ScenarioResult) -> float | None:
@@ -344,7 +456,7 @@ class ScalabilitySpike(Spike):
         mem = _med(sr, "memory_per_connection_bytes")
         if not conns or mem is None:
             return None
-        redis_cmds, pg_rows = _med(sr, "redis_commands") or 0.0, _med(sr, "pg_rows") or 0.0
+        redis_cmds = _med(sr, "redis_commands") or 0.0
         costs = _x.Costs(
             connections=conns,
             memory_per_connection=mem,
@@ -353,12 +465,12 @@ class ScalabilitySpike(Spike):
             redis_cpu_per_op=(_med(sr, "redis_cpu_seconds") or 0.0) / redis_cmds if redis_cmds else 0.0,
             pg_rows_per_s=_med(sr, "pg_rows_per_s") or 0.0,
             pg_xact_per_s=_med(sr, "pg_xact_per_s") or 0.0,
-            pg_cpu_per_row=(_med(sr, "postgres_cpu_seconds") or 0.0) / pg_rows if pg_rows else 0.0,
+            pg_cpu_per_row=pg_per_row(sr)[0] or 0.0,
             multi_process=(sr.fact.get("processes", 1) > 1),
         )
-        received, lost = _med(sr, "received"), _med(sr, "lost")
-        if received and lost:
-            costs = _x.at_target(costs, received, received + lost, _med(sr, "messages_in") or 0.0, _med(sr, "load_wall_s") or 0.0)
+        delivered, expected, _ = deliveries(sr)
+        if delivered and expected > delivered:
+            costs = _x.at_target(costs, delivered, expected, _med(sr, "messages_in") or 0.0, _med(sr, "load_wall_s") or 0.0)
         return costs
 
     @staticmethod
@@ -410,16 +522,17 @@ class ScalabilitySpike(Spike):
                 ),
                 ("messages in/s, mean over the run", num("achieved_rate")),
                 (
-                    "deliveries / expected",
-                    lambda sr: f"{fmt_num(sr.median('received'))} / {fmt_num(sr.median('received') + sr.median('lost'))}",
+                    "deliveries / expected (the account)",
+                    lambda sr: "{} / {}".format(*map(fmt_num, deliveries(sr)[:2])),
                 ),
                 ("deliveries/s at full load: target", lambda sr: fmt_num(targets(sr)["deliveries"])),
                 ("deliveries/s, mean over the run", num("received_rate")),
                 ("latency p50 / p99 / p99.9", lambda sr: " / ".join(_ms(sr.median(f"latency_{p}_ms")) for p in ("p50", "p99", "p99.9"))),
                 (
-                    "undelivered when the run stopped" + ("" if observed(s) else " (drops not separated)"),
-                    num("lost"),
+                    "lost by the stop: after / without acknowledgement" + ("" if observed(s) else " (drops not separated)"),
+                    lambda sr: self._lost_cell(sr),
                 ),
+                ("duplicated / unexpected / reordered", self._anomaly_cell),
                 *(
                     (
                         (
@@ -427,7 +540,7 @@ class ScalabilitySpike(Spike):
                             lambda sr: self._observer_cell(sr),
                         ),
                         (
-                            "room observer: never delivered after the drain",
+                            "room observer: still lost after the drain",
                             lambda sr: self._never_cell(sr),
                         ),
                     )
@@ -444,16 +557,18 @@ class ScalabilitySpike(Spike):
                 ["Scenario", "Metric", *head],
                 rows,
                 "Planned messages: what the open-model schedule called for (a connection sends from its arrival to the end; ramp and "
-                "burst arrivals make the mean rate over the run lower than the full-load target). Expected deliveries: each message sent, "
-                "times the room's members in few-busy. Latency from each message's intended send time to its delivery (coordinated omission corrected), all deliveries of the "
-                "run in one HDR histogram; medians over repeats. Undelivered when the run stopped: expected deliveries minus those "
-                f"received when the engine stopped, {'/'.join(f'{g:g}' for g in graces) or ('0.5' if run.profile == 'quick' else '1')} s after its send "
-                "schedule ended (in echo mode as soon as no reply was outstanding): messages still queued (in the server, its socket "
-                "buffers or the generator's) and true drops together. "
+                "burst arrivals make the mean rate over the run lower than the full-load target). Deliveries, expected and lost are the "
+                "harness's account (`harness/load/account.py`), counted per message: expected is each message sent, times the room's "
+                "members in few-busy. Latency from each message's intended send time to its delivery (coordinated omission corrected), all deliveries of the "
+                "run in one HDR histogram; medians over repeats. Lost by the stop: expected deliveries that had not arrived when the "
+                f"engine stopped, {'/'.join(f'{g:g}' for g in graces) or ('0.5' if run.profile == 'quick' else '1')} s after its send "
+                "schedule ended (in echo mode as soon as no reply was outstanding); after acknowledgement when the sender had its own "
+                "copy back (the server had accepted and sent it), without when not. At the stop that is messages still queued (in the "
+                "server, its socket buffers or the generator's) and true drops together. "
                 + (
                     "The room observer (few-busy: one more connection in the room, listening only, joined before the load) tells them "
                     f"apart: it keeps listening after the stop, for up to {'/'.join(f'{d:g}' for d in drains)} s (until it has every "
-                    "broadcast due, or none arrives for 2 s); what it never got was dropped or still queued after the drain, including "
+                    "broadcast due, or none arrives for 2 s); what it still lacked after the drain was dropped or still queued, including "
                     "messages the generator had written but the server had not read when the generator closed its connections. "
                     if any(observed(s) for s in ran)
                     else "This run has no drain measurement, so drops are not separated from backlog. "
@@ -463,6 +578,16 @@ class ScalabilitySpike(Spike):
                 "machine at >= 90 % of its cores.",
             )
         )
+        # Capacity.
+        capacity = self._capacity_table(run, opts, titles)
+        if capacity is not None:
+            content.tables.append(capacity)
+            limited = [titles[o] for o in opts if (sr := run.ok("capacity", o)) and any(r["at_least"] for r in capacity_repeats(sr))]
+            if limited:
+                content.caveats.append(
+                    "the capacity of " + ", ".join(limited) + " is a lower bound (at least): its search ended at the load "
+                    "generator's limit, or no step it tried failed; not at a failure of the server"
+                )
         # Memory.
         rows = []
         for s in ran:
@@ -534,7 +659,8 @@ class ScalabilitySpike(Spike):
                     "PostgreSQL rows/s, transactions/s",
                     lambda sr: f"{fmt_num(sr.median('pg_rows_per_s'))}, {fmt_num(sr.median('pg_xact_per_s'))}",
                 ),
-                ("PostgreSQL CPU per row written", self._pg_row_cell),
+                ("PostgreSQL CPU-s: sampled over the load / all backends to the servers' stop", self._pg_cpu_cell),
+                ("PostgreSQL CPU per row written (what the projection uses)", self._pg_row_cell),
                 ("messages not in the database", num("pg_rows_missing")),
                 (
                     "bytes on the wire out / in per second (clients)",
@@ -554,8 +680,12 @@ class ScalabilitySpike(Spike):
                 "for `baseline_s` with the stack up and no client connected, before the load (resolution: one 10 ms tick per process "
                 "over that window). CPU per message in above it: (server CPU "
                 "seconds over the load - baseline cores x the load's duration) / messages in; it includes holding the connections (the "
-                "baseline has none), which dominates when messages are few. CPU times are read from /proc in 10 ms clock ticks per "
-                f"process: under {_sc.PG_CPU_RESOLUTION_S:g} CPU-s of PostgreSQL CPU over the load, its cost per row is below measurement "
+                "baseline has none), which dominates when messages are few. PostgreSQL's CPU two ways: sampled with the other "
+                "components over the load (a backend that starts and exits between two samples, and the last batches a server "
+                "writes when it stops, are missed), and from the postmaster's cumulative CPU times with every backend it reaped, "
+                "from the load's start to just after the servers stopped: its cost per row is that figure over the rows in the "
+                "table, and it is what the projection uses. CPU times are read from /proc in 10 ms clock ticks per "
+                f"process: under {_sc.PG_CPU_RESOLUTION_S:g} CPU-s of PostgreSQL CPU, its cost per row is below measurement "
                 "resolution and is not given. Redis: INFO total_commands_processed; "
                 "PostgreSQL: exact rows in the chat table after the servers wrote their buffers, pg_stat_database xact_commit. Messages "
                 "in include the canary's. Bytes are the generator's, after the handshake, framing included.",
@@ -669,7 +799,9 @@ class ScalabilitySpike(Spike):
                 f"{fmt_num(machine.memory_bytes / 2**30, 'GiB')}), used to {machine.headroom:.0%}. Assumptions: each scenario's traffic "
                 "per connection and room size stay as measured; costs stay linear (contention beyond the measured load is not modelled); "
                 "a single-process option cannot use more than one core; one Redis serves at most one core's worth of commands; the "
-                "database is one machine like this one. Quick-profile costs include more fixed overhead per connection than full-scale ones.",
+                "database is one machine like this one; PostgreSQL's cost per row is the one in the CPU table (its CPU from the load's start to "
+                "the servers' stop, every backend included, over the rows written). Quick-profile costs include more fixed overhead per "
+                "connection than full-scale ones.",
             )
         )
         # Charts: connections, memory, CPU and latency over time per scenario.
@@ -745,6 +877,101 @@ class ScalabilitySpike(Spike):
         content.findings = self._findings(run) + frames.robustness_findings(run)
         return content
 
+    # -- capacity --------------------------------------------------------------------------------
+    @staticmethod
+    def _capacity_table(run: RunResult, opts: list[str], titles: dict[str, str]) -> Table | None:
+        """The capacity search's result per option, from the stored run; None when the scenario is not in it."""
+        if not any(run.result("capacity", o) for o in opts):
+            return None
+        srs = {o: run.ok("capacity", o) for o in opts}
+
+        def cell(o: str, fn) -> str:
+            sr = srs[o]
+            if sr is None:
+                r = run.result("capacity", o)
+                return "not in this run" if r is None else f"{r.status.replace('_', ' ')}: {r.reason}" if r.reason else r.status
+            v = fn(sr)
+            return "n/a" if v is None else v
+
+        def least(sr: ScenarioResult) -> str:
+            return "at least " if any(r["at_least"] for r in capacity_repeats(sr)) else ""
+
+        def med(name: str, f) -> object:
+            return lambda sr: None if (v := sr.median(name)) is None else f(v)
+
+        def generator(sr: ScenarioResult) -> str | None:
+            us, cpu = sr.median("generator_us_per_delivery"), sr.median("capacity_generator_cpu")
+            if us is None:
+                return None
+            at = sr.median("generator_busiest_deliveries_per_s")
+            text = (
+                f"{us:.1f} µs of generator CPU per delivery in the busiest step"
+                + ("" if at is None else f" ({fmt_num(at)} deliveries/s)")
+                + f": at that cost one generator core receives ~{fmt_num(1e6 / us)} deliveries/s"
+            )
+            return text + ("" if cpu is None else f"; {cpu:.2f} of its core at the capacity")
+
+        def steps(sr: ScenarioResult) -> str:
+            reps = capacity_repeats(sr)
+            if not reps or not reps[0]["steps"]:
+                return "n/a"
+            out = []
+            for st in reps[0]["steps"]:
+                verdict = "pass" if st["passed"] else "fail"
+                p99 = "n/a" if st.get("p99_ms") is None else fmt_num(st["p99_ms"], "ms")
+                text = f"{fmt_num(st['rate'])}: {verdict} (p99 {p99}, {st['delivered_fraction']:.2%} delivered"
+                text += ", client-bound)" if st.get("client_bound") else ")"
+                out.append(text)
+            return "; ".join(out)
+
+        rows = [
+            ["room size x rate held, per repeat", *(cell(o, capacity_text) for o in opts)],
+            [
+                "deliveries/s at the capacity",
+                *(
+                    cell(o, lambda sr: None if (v := sr.median("capacity_deliveries_per_s")) is None else least(sr) + fmt_num(v))
+                    for o in opts
+                ),
+            ],
+            [
+                "deliveries/s per server core",
+                *(
+                    cell(o, lambda sr: None if (v := sr.median("capacity_deliveries_per_core")) is None else least(sr) + fmt_num(v))
+                    for o in opts
+                ),
+            ],
+            [
+                "server processes + nginx at the capacity, cores",
+                *(cell(o, med("capacity_server_cores", lambda v: f"{v:.2f}")) for o in opts),
+            ],
+            ["Redis at the capacity, cores", *(cell(o, med("capacity_redis_cores", lambda v: f"{v:.2f}")) for o in opts)],
+            ["PostgreSQL at the capacity, cores", *(cell(o, med("capacity_postgres_cores", lambda v: f"{v:.2f}")) for o in opts)],
+            ["p99 at the capacity", *(cell(o, med("capacity_p99_ms", lambda v: fmt_num(v, "ms"))) for o in opts)],
+            ["the load generator", *(cell(o, generator) for o in opts)],
+            ["steps of the first repeat (msg/s per connection)", *(cell(o, steps) for o in opts)],
+        ]
+        p = next((sr.params for sr in srs.values() if sr is not None), None)
+        rule = (
+            ""
+            if p is None
+            else f"A step of {p['step_s']:g} s passes when all {p['connections']} connections stayed, at least {p['min_delivered']:.1%} of "
+            f"the expected deliveries arrived within it (its schedule plus {p['grace_s']:g} s) and p99 <= {fmt_num(p['p99_ms'], 'ms')}; "
+            f"the rate per connection is bisected geometrically between {fmt_num(p['lo_rate'])} and {fmt_num(p['hi_rate'])} msg/s "
+            f"until within {p['ratio']:g}x, at most {p['max_steps']} steps. "
+        )
+        return Table(
+            "Capacity: the busiest room each option holds within its bounds",
+            ["Metric", *(titles[o] for o in opts)],
+            rows,
+            rule + "Deliveries/s at the capacity: the deliveries counted by the account in the highest passing step over its sending "
+            "window; per server core: those deliveries over the CPU seconds the server processes and nginx used in that step "
+            "(a core's worth of this traffic). Medians over repeats. One generator process receives every delivery; its CPU per "
+            "delivery in the busiest step of the search says how many deliveries one generator core can take (a pessimistic figure "
+            "when that step was light: the generator's cost per delivery falls as its batches grow). A capacity found where the "
+            "load engine flagged the generator client-bound (90 % of its core, or behind its schedule), or where no step failed, "
+            "is a lower bound: *at least*. Everything shares this machine's cores (nothing pinned).",
+        )
+
     # -- cells ----------------------------------------------------------------------------------
     @staticmethod
     def _per_process(sr: ScenarioResult) -> str | None:
@@ -817,6 +1044,23 @@ class ScalabilitySpike(Spike):
         return f"{fmt_num(at_stop)} / {fmt_num(after)} / {fmt_num(due)}" + ("" if used is None else f" (drained {used:.1f} s)")
 
     @staticmethod
+    def _lost_cell(sr: ScenarioResult) -> str:
+        delivered, expected, _ = deliveries(sr)
+        lost = max(0.0, expected - delivered)
+        split = account_lost(sr)
+        share = f" ({lost / expected:.2%} of expected)" if expected and lost else ""
+        if split is None:
+            return f"{fmt_num(lost)}{share}; not split: this run predates the account"
+        return f"{fmt_num(split[0])} / {fmt_num(split[1])}{share}"
+
+    @staticmethod
+    def _anomaly_cell(sr: ScenarioResult) -> str:
+        values = [sr.median(n) for n in ("duplicated", "unexpected", "reordered")]
+        if any(v is None for v in values):
+            return "not counted: this run predates the account"
+        return " / ".join(fmt_num(v) for v in values)
+
+    @staticmethod
     def _never_cell(sr: ScenarioResult) -> str:
         due, never = sr.median("observer_expected"), sr.median("observer_undelivered_after_drain")
         if due is None or never is None:
@@ -832,13 +1076,26 @@ class ScalabilitySpike(Spike):
         return f"{v * 1e6:.0f} µs" if v > 0 else "none above the baseline's noise"
 
     @staticmethod
+    def _pg_cpu_cell(sr: ScenarioResult) -> str | None:
+        sampled, (total, cumulative) = sr.median("postgres_cpu_seconds"), pg_cpu(sr)
+        if sampled is None:
+            return None
+        if not cumulative:
+            return f"{sampled:.2f} / not read in this run"
+        return f"{sampled:.2f} / {total:.2f}"
+
+    @staticmethod
     def _pg_row_cell(sr: ScenarioResult) -> str | None:
         per_row, ok = pg_per_row(sr)
         if per_row is None:
             return None
+        secs, cumulative = pg_cpu(sr)
+        where = (
+            "all backends to the servers' stop" if cumulative else "sampled over the load only: this run predates the cumulative reading"
+        )
         if not ok:
-            return f"below measurement resolution ({sr.median('postgres_cpu_seconds'):.2f} CPU-s over the load)"
-        return f"{per_row * 1e6:.0f} µs"
+            return f"below measurement resolution ({secs:.2f} CPU-s, {where})"
+        return f"{per_row * 1e6:.0f} µs ({secs:.2f} CPU-s / {fmt_num(sr.median('pg_rows'))} rows, {where})"
 
     @staticmethod
     def _ratio(sr: ScenarioResult, name: str) -> str:
@@ -878,6 +1135,18 @@ class ScalabilitySpike(Spike):
                 reached, text = saturation(sr, cores)
                 if not reached:
                     out.append(Finding(o, False, f"{_TITLES[s].lower()}: {text}."))
+            sr = run.ok("capacity", o)
+            if sr is not None and (dps := sr.median("capacity_deliveries_per_s")) is not None:
+                per_core = sr.median("capacity_deliveries_per_core")
+                least = "at least " if any(r["at_least"] for r in capacity_repeats(sr)) else ""
+                out.append(
+                    Finding(
+                        o,
+                        dps >= BUSY_ROOM_MIN,
+                        f"busy-room capacity within p99 {fmt_num(sr.params['p99_ms'], 'ms')}: {capacity_text(sr)}, {least}{fmt_num(dps)} "
+                        f"deliveries/s" + ("" if per_core is None else f", {least}{fmt_num(per_core)} per server core") + ".",
+                    )
+                )
         return out
 
 

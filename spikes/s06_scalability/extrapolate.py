@@ -41,7 +41,8 @@ FORMULA = (
     "(server processes plus nginx), memory(N) = N x measured RSS delta per connection, app machines = max(ceil(cores(N) / (machine cores x "
     f"{HEADROOM:.0%})), ceil(memory(N) / (machine memory x {HEADROOM:.0%})), 1); Redis commands/s and PostgreSQL rows/s and transactions/s "
     "= N x their measured rate per connection; Redis cores = commands/s(N) x measured Redis CPU seconds per command; PostgreSQL cores = "
-    "rows/s(N) x measured PostgreSQL CPU seconds per row. A run that delivered less than its target is first brought to the target: "
+    "rows/s(N) x measured PostgreSQL CPU seconds per row (its cumulative CPU, every backend included, from the load's start to the "
+    "servers' stop, over the rows written). A run that delivered less than its target is first brought to the target: "
     "its server cores x (expected / delivered deliveries) and one PostgreSQL row per message in, at the measured cost per row"
 )
 

@@ -8,16 +8,28 @@ nginx, Redis, PostgreSQL) and a canary connection sends one timed echo every
 read. Nothing is pinned: on a 2-core machine the servers, the load
 generator, nginx, Redis and PostgreSQL all share the two cores, and each
 one's CPU is measured so the document can say which of them saturated.
+
+Loss is the harness's account (``harness.load.account``: every load runs with
+``LoadSpec(account=True)``), stored with its words: delivered, lost after and
+without acknowledgement, duplicated, unexpected, reordered.
+
+The capacity scenario is a search, not a long run: :func:`search_capacity` (pure,
+over a probe callback) bisects the per-connection rate of a broadcast room over
+short load steps against one deployment, and :func:`run_capacity` is its probe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import resource
 import statistics
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -39,6 +51,16 @@ __all__ = [
     "BURST_QUICK",
     "GENERATOR",
     "GENERATOR_QUICK",
+    "CAPACITY",
+    "CAPACITY_QUICK",
+    "CapacityStep",
+    "CapacityResult",
+    "search_capacity",
+    "capacity_step",
+    "run_capacity",
+    "add_account",
+    "cumulative_cpu_s",
+    "ACCOUNT_OUTCOMES",
     "run_many_idle",
     "run_few_busy",
     "run_burst",
@@ -52,18 +74,20 @@ __all__ = [
 ]
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
+#: many-idle's hold was 180 s with one repeat; two repeats of a 40 s hold fit the spike's budget and give the
+#: decision two values to compare (memory per idle connection has settled well within 40 s at this size).
 MANY_IDLE = {
     "connections": 1000,
     "rate_per_min": 1.0,
-    "ramp_s": 20.0,
-    "hold_s": 180.0,
+    "ramp_s": 10.0,
+    "hold_s": 40.0,
     "payload_bytes": 64,
     "canary_ms": 500,
     "hz": 2.0,
-    "baseline_s": 10.0,
+    "baseline_s": 5.0,
     "drain_s": 10.0,
 }
-MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 4.0, "hz": 5.0, "baseline_s": 1.0, "drain_s": 2.0}
+MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 3.0, "hz": 5.0, "baseline_s": 0.5, "drain_s": 2.0}
 FEW_BUSY = {
     "connections": 50,
     "rate": 100.0,
@@ -74,7 +98,7 @@ FEW_BUSY = {
     "baseline_s": 2.0,
     "drain_s": 10.0,
 }
-FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0, "baseline_s": 1.0, "drain_s": 2.0}
+FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0, "baseline_s": 0.5, "drain_s": 2.0}
 BURST = {
     "connections": 500,
     "burst_s": 10.0,
@@ -86,9 +110,33 @@ BURST = {
     "baseline_s": 2.0,
     "drain_s": 10.0,
 }
-BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0, "baseline_s": 1.0, "drain_s": 2.0}
+BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0, "baseline_s": 0.5, "drain_s": 2.0}
 GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
 GENERATOR_QUICK = {"connections": 1000, "hold_s": 1.0}
+#: The capacity search: one broadcast room of ``connections`` members, each sending ``rate`` msg/s, the rate bisected
+#: (geometrically) between ``lo_rate`` and ``hi_rate`` over steps of ``step_s`` seconds until the highest passing rate
+#: and the lowest failing one are within ``ratio`` of each other, or ``max_steps`` steps ran. A step passes when every
+#: connection stayed, at least ``min_delivered`` of the expected deliveries arrived within the step (its send schedule
+#: and ``grace_s``; counted by the harness's account unless ``account`` is off, then by the engine's counts) and the p99
+#: latency is at most ``p99_ms``.
+CAPACITY = {
+    "connections": 50,
+    "lo_rate": 2.0,
+    "hi_rate": 200.0,
+    "ratio": 1.2,
+    "max_steps": 6,
+    "step_s": 2.5,
+    "grace_s": 0.5,
+    "p99_ms": 100.0,
+    "min_delivered": 0.999,
+    "payload_bytes": 64,
+    "settle_s": 3.0,
+    "account": True,
+}
+CAPACITY_QUICK = {"connections": 10, "lo_rate": 5.0, "hi_rate": 100.0, "ratio": 1.5, "max_steps": 2, "step_s": 1.0, "settle_s": 1.0}
+
+#: The account's counts stored per load step (``harness.load.account``'s words), and ``expected``, their denominator.
+ACCOUNT_OUTCOMES = ("delivered", "lost_after_ack", "lost_without_ack", "duplicated", "unexpected", "reordered")
 
 #: The canary's connection id: far from the generator's 0..N-1.
 CANARY_ID = 10_000_000
@@ -294,6 +342,142 @@ def loaded_window(conns: dict[int, float], fraction: float = 0.95) -> list[int]:
     return sorted(b for b, c in conns.items() if peak > 0 and c >= fraction * peak)
 
 
+def cumulative_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process tree has used since it started, exited children included; None if unreadable.
+
+    The root's own times, plus its ``children_user``/``children_system`` (the CPU of every child it has reaped: for
+    the postmaster, every backend that has come and gone, however short-lived), plus each live descendant's times
+    and its own reaped children. Read at two moments, the difference is everything the tree did between them: a
+    sampler would lose a backend that started and exited between two samples. Clock ticks of 10 ms per process.
+    """
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        t = root.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        kids = root.children(recursive=True)
+    except psutil.Error:
+        return None
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):  # exited meanwhile: now in the root's reaped children (or lost between reads)
+            c = kid.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+    return total
+
+
+def _tree_cpu(pids: list[int]) -> float:
+    return sum(v for p in pids if (v := cumulative_cpu_s(p)) is not None)
+
+
+# -- the capacity search (pure) ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityStep:
+    """One step of the search: the rate tried, whether it passed, and whether the load generator was the limit.
+
+    ``client_bound`` is the load engine's verdict (a generator process at 90 % of its core, or behind its
+    schedule): the step says nothing certain about the server above that rate. ``detail`` is what the probe
+    measured (stored as is).
+    """
+
+    rate: float
+    passed: bool
+    client_bound: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """What the search found.
+
+    ``rate``: the highest rate that passed (None: none did). ``fail_rate``: the lowest rate that failed (None:
+    none did). ``at_least``: the true capacity may be higher than ``rate`` for a reason that is not the server's
+    (``why``: ``"generator"`` when the lowest failure was client-bound, or a pass was, which ends the search;
+    ``"range"`` when no step failed, the bracket still open above). Otherwise ``why`` is ``"server"`` (the
+    option itself failed at ``fail_rate``) or ``"none passed"``.
+    """
+
+    rate: float | None
+    fail_rate: float | None
+    at_least: bool
+    why: str
+    steps: tuple[CapacityStep, ...]
+
+    @property
+    def passing_step(self) -> CapacityStep | None:
+        """The step that passed at ``rate`` (the last one at that rate)."""
+        return next((s for s in reversed(self.steps) if s.passed and s.rate == self.rate), None)
+
+
+def search_capacity(
+    probe: Callable[[float], CapacityStep], lo: float, hi: float, *, ratio: float = 1.2, max_steps: int = 8
+) -> CapacityResult:
+    """The highest rate in ``[lo, hi]`` at which ``probe`` passes, by geometric bisection; pure apart from ``probe``.
+
+    Assumes passing is monotone in the rate (a noisy step can mislead it: the document lists every step). The
+    bracket starts as ``[lo, hi]``; each step tries its geometric midpoint: a pass raises the bottom, a failure
+    lowers the top. A client-bound step lowers the top too (a failure there may be the generator's), and a
+    client-bound pass also ends the search (nothing above it can be told). It stops when top / bottom <= ``ratio``
+    or after ``max_steps`` steps; ``lo`` itself is tried (within ``max_steps``) only when nothing above it passed.
+    """
+    if not (0 < lo < hi) or not all(map(math.isfinite, (lo, hi))):
+        raise ValueError(f"need 0 < lo < hi, finite; got lo={lo}, hi={hi}")
+    if ratio <= 1 or max_steps < 1:
+        raise ValueError(f"need ratio > 1 and max_steps >= 1; got ratio={ratio}, max_steps={max_steps}")
+    steps: list[CapacityStep] = []
+    bottom, top = lo, hi
+    passed: float | None = None
+    failed: float | None = None
+    why_top = "range"
+
+    def record(step: CapacityStep) -> CapacityStep:
+        steps.append(step)
+        return step
+
+    while len(steps) < max_steps and top / bottom > ratio:
+        rate = math.sqrt(bottom * top)
+        step = record(probe(rate))
+        if step.passed:
+            bottom, passed = rate, rate
+            if step.client_bound:  # the server held it at the generator's limit: no step above can be told
+                why_top = "generator"
+                break
+        else:
+            top, failed, why_top = rate, rate, "generator" if step.client_bound else "server"
+    if passed is None and len(steps) < max_steps:
+        step = record(probe(lo))
+        if step.passed:
+            passed = lo
+            if step.client_bound:
+                why_top = "generator"
+        else:
+            failed, why_top = lo, "generator" if step.client_bound else "server"
+    if passed is None:
+        return CapacityResult(None, failed, False, "none passed", tuple(steps))
+    at_least = why_top in ("generator", "range")
+    return CapacityResult(passed, failed, at_least, why_top, tuple(steps))
+
+
+def _account_total(result: LoadResult) -> dict[str, Any] | None:
+    return (result.account or {}).get("total") if result.account else None
+
+
+def add_account(out: ScenarioOutput, result: LoadResult) -> dict[str, Any] | None:
+    """Store the account's totals of a counting run (its words, ``harness.load.account``); its total, or None."""
+    total = _account_total(result)
+    if total is None:
+        return None
+    for name in ACCOUNT_OUTCOMES:
+        out.add(name, "messages", [total[name]["count"]], "higher" if name == "delivered" else "lower")
+    out.add("expected", "messages", [total["expected"]], None)
+    out.add("arrivals", "messages", [total["arrivals"]], None)
+    if "account" in out.facts:  # the total is kept; a tally per connection (a thousand of them in many-idle) is not
+        out.facts["account"] = {"mode": result.account["mode"], "total": total} if result.account else None
+    return total
+
+
 def measure(
     ctx: ScenarioContext, spec: dict[str, Any], *, canary_ms: float, hz: float, baseline_s: float = 1.0, drain_s: float = 2.0
 ) -> ScenarioOutput:
@@ -302,7 +486,12 @@ def measure(
     Before the load, the server processes' CPU is sampled for ``baseline_s`` with no client connected (the
     baseline). After it, the canary (and in broadcast mode a listening room member, the observer) wait up to
     ``drain_s`` for what was still in flight when the engine stopped; the samplers stop before the drain, so
-    CPU figures cover the load only.
+    CPU figures cover the load only. The load counts every message into the harness's account.
+
+    PostgreSQL's CPU is also read as the postmaster's cumulative times, its reaped backends included
+    (:func:`cumulative_cpu_s`), from the start of the load to just after the servers stopped: the rows a
+    server still buffered are written at its stop, after the samplers, and a backend that came and went
+    between two samples is not lost. That figure, over the rows in the table, is the cost per row.
     """
     out = ScenarioOutput()
     t_setup = time.perf_counter()
@@ -326,6 +515,9 @@ def measure(
         samplers["server"] = [ProcessSampler(srv.pid, hz=hz, listen_port=srv.port) for srv in dep.servers if srv.pid]
         # This process's whole tree: the harness, the generators and every component above.
         samplers["spike"] = [ProcessSampler(os.getpid(), hz=hz)]
+        pg_pid = (pids.get("postgres") or [None])[0]
+        pg_cpu0 = cumulative_cpu_s(pg_pid)
+        t_pg0 = time.monotonic()
         machine0 = psutil.cpu_times()
         for group in samplers.values():
             for s in group:
@@ -335,7 +527,7 @@ def measure(
         grace_s = 0.5 if ctx.quick else 1.0
         result: LoadResult | None = None
         try:
-            result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=grace_s, **spec))
+            result = run_load(LoadSpec(url=dep.url, transport=dep.transport, connect_timeout_s=30.0, grace_s=grace_s, account=True, **spec))
         finally:
             canary.request_stop(drain_s)  # it drains in its own thread, after the measurement window
             observed_at_stop = observer.received if observer is not None else 0
@@ -357,6 +549,9 @@ def measure(
         ctx.log(f"{ctx.option.key}: load done in {wall:.2f} s (engine wall {result.wall_s:.2f} s)")
         dep.check_alive()
         server_notes = dep.stop_servers()
+        time.sleep(0.3)  # the servers' backends exit as their pools close; the postmaster reaps them (their CPU then counts)
+        pg_cpu1 = cumulative_cpu_s(pg_pid)
+        t_pg1 = time.monotonic()
         pg = dep.pg_stats()
         components = dep.components
         t_down = time.perf_counter()
@@ -367,6 +562,7 @@ def measure(
         )
     # -- what the engine measured (latency, connects, bytes, loss) ------------------------------
     result.add_to(out)
+    add_account(out, result)
     ctx.advance(0.9)
     # -- memory per connection, from the loaded window --------------------------------------------
     server = samplers["server"]
@@ -426,6 +622,10 @@ def measure(
     messages_in = result.sent + canary.sent
     out.add("messages_in", "messages", [messages_in], None)
     out.add("pg_rows_missing", "rows", [max(0, messages_in - pg["rows"])])
+    if pg_cpu0 is not None and pg_cpu1 is not None:
+        # Everything PostgreSQL did from the load's start to the servers' stop (their last batches included).
+        out.add("postgres_cpu_total_seconds", "cpu-s", [max(0.0, pg_cpu1 - pg_cpu0)], None)
+        out.add("postgres_cpu_total_window_s", "s", [t_pg1 - t_pg0], None)
     # -- the canary: latency over time -----------------------------------------------------------------
     out.add("canary_sent", "messages", [canary.sent], None)
     out.add("canary_unanswered_at_stop", "messages", [canary.unanswered_at_stop], None)
@@ -515,6 +715,157 @@ def run_burst(ctx: ScenarioContext) -> ScenarioOutput:
     return measure(
         ctx, spec, canary_ms=p["canary_ms"], hz=p.get("hz", 5.0), baseline_s=p.get("baseline_s", 1.0), drain_s=p.get("drain_s", 2.0)
     )
+
+
+def _settle(pids: list[int], max_s: float, quiet_cores: float = 0.1, period_s: float = 0.2) -> float:
+    """Wait until the processes use at most ``quiet_cores`` (what a step left queued is done), or ``max_s``; seconds waited."""
+    t0 = time.monotonic()
+    prev = _tree_cpu(pids)
+    while time.monotonic() - t0 < max_s:
+        time.sleep(period_s)
+        now = _tree_cpu(pids)
+        if (now - prev) / period_s <= quiet_cores:
+            break
+        prev = now
+    return time.monotonic() - t0
+
+
+def capacity_step(ctx: ScenarioContext, dep: Deployment, rate: float, index: int) -> CapacityStep:
+    """One step of the capacity search against a running deployment: a short broadcast load at ``rate``, judged."""
+    p = ctx.params
+    n = p["connections"]
+    pids = dep.pids()
+    app = pids["server"] + pids.get("nginx", [])
+    settled = _settle(pids["server"], p["settle_s"])
+    groups = {"app": app, "redis": pids.get("redis", []), "postgres": pids.get("postgres", [])}
+    cpu0 = {k: _tree_cpu(v) for k, v in groups.items()}
+    result = run_load(
+        LoadSpec(
+            url=dep.url,
+            transport=dep.transport,
+            connections=n,
+            rate=rate,
+            duration_s=p["step_s"],
+            mode="broadcast",
+            room=f"capacity-{index}",  # a fresh room per step: nothing of an earlier step's backlog reaches this one
+            payload_bytes=p["payload_bytes"],
+            processes=1,
+            grace_s=p["grace_s"],
+            connect_timeout_s=10.0,
+            account=p["account"],
+        )
+    )
+    cpu = {k: _tree_cpu(v) - cpu0[k] for k, v in groups.items()}
+    dep.check_alive()
+    total = _account_total(result)
+    if total is not None:  # the harness's account: each member's first copy of each message sent
+        expected, delivered = int(total["expected"]), int(total["delivered"]["count"])
+    else:  # the engine's counts (account off: no per-message bookkeeping in the generator)
+        expected, delivered = result.expected, min(result.received, result.expected)
+    p99 = result.latency_ms.get("p99")
+    window = result.duration_s or p["step_s"]
+    fraction = delivered / expected if expected else 0.0
+    passed = bool(
+        result.connected == n
+        and result.dropped == 0
+        and expected > 0
+        and fraction >= p["min_delivered"]
+        and p99 is not None
+        and p99 <= p["p99_ms"]
+    )
+    detail = {
+        "rate": round(rate, 4),
+        "passed": passed,
+        "client_bound": result.client_bound,
+        "client_bound_reasons": list(result.client_bound_reasons),
+        "connected": result.connected,
+        "dropped": result.dropped,
+        "sent": result.sent,
+        "unsent": result.unsent,
+        "expected": expected,
+        "delivered": delivered,
+        "delivered_fraction": round(fraction, 6),
+        "lost_after_ack": None if total is None else int(total["lost_after_ack"]["count"]),
+        "lost_without_ack": None if total is None else int(total["lost_without_ack"]["count"]),
+        "p50_ms": result.latency_ms.get("p50"),
+        "p99_ms": p99,
+        "window_s": round(window, 4),
+        "deliveries_per_s": delivered / window if window else 0.0,
+        "server_cpu_s": round(cpu["app"], 4),
+        "server_cores": cpu["app"] / window if window else 0.0,
+        # Deliveries per server CPU-second (= deliveries/s per busy core): the server processes' and nginx's CPU over
+        # the whole step (connects, the sends, the grace) against every delivery of the step.
+        "deliveries_per_core": delivered / cpu["app"] if cpu["app"] > 0 else None,
+        "redis_cores": cpu["redis"] / window if window and groups["redis"] else None,
+        "postgres_cores": cpu["postgres"] / window if window else None,
+        "generator_cpu": max(result.generator_cpu, default=0.0),
+        "generator_us_per_delivery": result.generator_us_per_msg,
+        "settled_s": round(settled, 3),
+        "load_wall_s": round(result.wall_s, 3),  # the whole step: generator start, connects, sends, grace, close
+        "errors": list(result.errors)[:3],
+    }
+    ctx.log(
+        f"{ctx.option.key}: capacity step {index} at {rate:.2f} msg/s: {'pass' if passed else 'fail'}, p99 {p99} ms, "
+        f"{fraction:.4%} delivered, server {detail['server_cores']:.2f} cores{', client-bound' if result.client_bound else ''}; "
+        f"step {result.wall_s:.2f} s after {settled:.2f} s settling"
+    )
+    return CapacityStep(rate, passed, result.client_bound, detail)
+
+
+def run_capacity(ctx: ScenarioContext) -> ScenarioOutput:
+    """The highest per-connection rate a broadcast room holds within its bounds, found by bisection over short steps."""
+    p = ctx.params
+    out = ScenarioOutput()
+    with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
+        time.sleep(0.3)  # settle: imports done, pools open
+        count = 0
+
+        def probe(rate: float) -> CapacityStep:
+            nonlocal count
+            count += 1
+            step = capacity_step(ctx, dep, rate, count)
+            ctx.advance(min(0.95, count / (p["max_steps"] + 1)))
+            return step
+
+        found = search_capacity(probe, p["lo_rate"], p["hi_rate"], ratio=p["ratio"], max_steps=p["max_steps"])
+        components = dep.components
+    n = p["connections"]
+    best = found.passing_step
+    d = best.detail if best is not None else {}
+    out.add("capacity_rate", "msg/s", [found.rate or 0.0], "higher")
+    if found.fail_rate is not None:
+        out.add("capacity_fail_rate", "msg/s", [found.fail_rate], None)
+    out.add("capacity_at_least", "flag", [1.0 if found.at_least else 0.0], None)
+    # None passed: no rate of the range was held, so nothing is delivered within the bounds.
+    out.add("capacity_deliveries_per_s", "deliveries/s", [d.get("deliveries_per_s", 0.0)], "higher")
+    per_core = d.get("deliveries_per_core")
+    out.add("capacity_deliveries_per_core", "deliveries/s/core", [0.0 if best is None else per_core or 0.0], "higher")
+    if best is not None:
+        out.add("capacity_room_deliveries_per_s", "deliveries/s", [n * n * found.rate], None)  # what the schedule asked
+        out.add("capacity_server_cores", "cores", [d["server_cores"]], None)
+        out.add("capacity_p99_ms", "ms", [d["p99_ms"]], None)
+        out.add("capacity_generator_cpu", "cores", [d["generator_cpu"]], None)
+        for k in ("redis_cores", "postgres_cores"):
+            if d.get(k) is not None:
+                out.add(f"capacity_{k}", "cores", [d[k]], None)
+    measured = [s.detail for s in found.steps if s.detail.get("generator_us_per_delivery")]
+    if measured:
+        # What one generator core can receive at this room size: its CPU per delivery (send share included) in the
+        # busiest step, where its fixed costs per send (timers, wake-ups) weigh least.
+        busiest = max(measured, key=lambda d: d["deliveries_per_s"])
+        out.add("generator_us_per_delivery", "us", [busiest["generator_us_per_delivery"]], None)
+        out.add("generator_busiest_deliveries_per_s", "deliveries/s", [busiest["deliveries_per_s"]], None)
+    out.add("capacity_steps", "steps", [len(found.steps)], None)
+    out.facts.update(
+        {
+            "capacity_why": found.why,
+            "capacity_at_least": found.at_least,
+            "steps": [s.detail for s in found.steps],
+            "components": components,
+            "processes": len(dep.servers),
+        }
+    )
+    return out
 
 
 def run_generator_idle(ctx: ScenarioContext) -> ScenarioOutput:

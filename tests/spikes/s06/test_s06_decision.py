@@ -2,7 +2,8 @@
 
 The capacity and the cores at 100k connections come from the spike's projection (``extrapolate.py``,
 tested on its own in ``test_s06_extrapolate.py``); here the check is that each criterion reads the
-right scenario, statistic and utility.
+right scenario, statistic and utility. The stored tiny run predates the capacity search: its results
+are added by hand, two repeats per option, one option under the busy-room gate.
 """
 
 from __future__ import annotations
@@ -14,12 +15,53 @@ from pathlib import Path
 import pytest
 
 from harness.report.render import decide
-from harness.results import load
+from harness.results import RunResult
 from spikes.s06_scalability import ScalabilitySpike, spike
 from spikes.s06_scalability import extrapolate as x
 from tests.spikes import handcheck as h
 
 STORED = Path(__file__).parent / "data" / "tiny-run.json"
+
+#: Per option: deliveries/s at the capacity and per server core, two repeats each.
+CAPACITY = {
+    "native": ([60_000.0, 65_000.0], [90_000.0, 110_000.0]),
+    "native-redis": ([30_000.0, 31_000.0], [40_000.0, 42_000.0]),
+    "socketio": ([2_000.0, 2_400.0], [3_000.0, 3_500.0]),
+    "socketio-redis": ([15_000.0, 16_000.0], [20_000.0, 21_000.0]),
+}
+
+
+def with_capacity(data: dict) -> dict:
+    """The stored run plus a capacity step per option (its measurements as the scenario stores them)."""
+    for o, (dps, per_core) in CAPACITY.items():
+        data["scenarios"].append(
+            {
+                "scenario": "capacity",
+                "option": o,
+                "status": "ok",
+                "reason": "",
+                "params": {"connections": 50, "p99_ms": 100.0},
+                "measurements": [
+                    {
+                        "name": "capacity_deliveries_per_s",
+                        "unit": "deliveries/s",
+                        "tags": {},
+                        "better": "higher",
+                        "repeats": [[v] for v in dps],
+                    },
+                    {
+                        "name": "capacity_deliveries_per_core",
+                        "unit": "deliveries/s/core",
+                        "tags": {},
+                        "better": "higher",
+                        "repeats": [[v] for v in per_core],
+                    },
+                ],
+                "facts": [{}, {}],
+                "durations_s": [30.0, 30.0],
+            }
+        )
+    return data
 
 
 def _p99(xs: list[float]) -> float:
@@ -28,13 +70,12 @@ def _p99(xs: list[float]) -> float:
 
 
 def test_criteria_and_gates_match_hand_computed_values_from_the_stored_run():
-    data = h.load_json(STORED)
-    run = load(STORED)
+    data = with_capacity(h.load_json(STORED))
+    run = RunResult.from_dict(data)
     d = decide(spike, run)
     machine = ScalabilitySpike.machine(run)
     assert not d.left_out
     for o in d.options:
-        few = x.max_connections(ScalabilitySpike.costs(run, "few-busy", o), machine)
         idle = x.max_connections(ScalabilitySpike.costs(run, "many-idle", o), machine)
         p = x.project(ScalabilitySpike.costs(run, "many-idle", o), 100_000, machine)
         components = sum(
@@ -49,7 +90,7 @@ def test_criteria_and_gates_match_hand_computed_values_from_the_stored_run():
             "Scalability": (
                 h.logu(h.value(data, "many-idle", o, "memory_per_connection_bytes"), 10 * 1024, 100 * 1024)
                 + h.logu(statistics.median(_p99(r) for r in h.repeats(data, "burst", o, "connect_ms")), 50, 1000)
-                + h.logu(min(few, 1e12), 100_000, 1000)
+                + h.logu(statistics.median(CAPACITY[o][1]), 100_000, 5_000)
             )
             / 3,
             "Cost": h.logu(p.server_cores + p.redis_cores + p.pg_cores, 4, 64),
@@ -61,5 +102,7 @@ def test_criteria_and_gates_match_hand_computed_values_from_the_stored_run():
         gates = {g.gate.name: g for g in d.gates[o]}
         feasible = gates["feasible at 100,000 connections"]
         assert feasible.value == pytest.approx(min(idle, 1e12)) and (feasible.status == "pass") == (idle >= 100_000)
-        busy = gates["the busy room holds its latency"]
-        assert busy.value == max(h.repeats(data, "few-busy", o, "latency_p99_ms")[0]) and (busy.status == "pass") == (busy.value <= 1000)
+        busy = gates["holds a busy room within its bounds"]
+        # At least: judged on the worst repeat, the lower one.
+        assert busy.value == min(CAPACITY[o][0]) and (busy.status == "pass") == (busy.value >= 2_500)
+    assert {o for o in d.options if any(g.status != "pass" for g in d.gates[o] if g.gate.name.startswith("holds"))} == {"socketio"}

@@ -20,6 +20,7 @@ TINY = {
     "many-idle": {"connections": 20, "rate_per_min": 120.0, "ramp_s": 0.5, "hold_s": 2.0, "hz": 5.0},
     "few-busy": {"connections": 5, "rate": 10.0, "duration_s": 1.5},
     "burst": {"connections": 20, "burst_s": 1.0, "hold_s": 1.5},
+    "capacity": {"connections": 4, "lo_rate": 2.0, "hi_rate": 8.0, "max_steps": 2, "step_s": 0.5, "settle_s": 1.0},
     "generator-idle": {"connections": 100, "hold_s": 0.5},
     "robustness": {},  # the hostile-frame battery: no size to scale down
 }
@@ -47,8 +48,18 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
             # The CPU baseline (no client connected) and the canary's drain are measured in every load scenario.
             assert sr.median("server_idle_cpu_cores") is not None and sr.median("server_idle_window_s") > 0
             assert sr.median("canary_answered_in_drain") + sr.median("canary_lost") == sr.median("canary_unanswered_at_stop")
+            # Loss is the harness's account, whose counts add up to what was expected.
+            parts = sr.median("delivered") + sr.median("lost_after_ack") + sr.median("lost_without_ack")
+            assert parts == sr.median("expected") > 0
+            # PostgreSQL's cumulative CPU (to the servers' stop, reaped backends included) covers at least what was sampled.
+            assert sr.median("postgres_cpu_total_seconds") >= sr.median("postgres_cpu_seconds") - 0.02
     busy = stored.ok("few-busy", "socketio-redis")
     assert busy.median("received") + busy.median("lost") == busy.median("sent") * 5  # five members each get every message
+    assert busy.median("expected") == busy.median("sent") * 5  # the account agrees
+    for o in ("native", "socketio-redis"):
+        cap = stored.ok("capacity", o)
+        assert 1 <= cap.median("capacity_steps") <= 2 and len(cap.facts[0]["steps"]) == cap.median("capacity_steps")
+        assert cap.median("capacity_deliveries_per_s") >= 0 and cap.median("capacity_deliveries_per_core") is not None
     # The room observer, a sixth member that only listens, was due every message sent; at this load it got them all.
     assert busy.median("observer_expected") == busy.median("sent")
     assert busy.median("observer_received_after_drain") == busy.median("observer_expected")
@@ -65,6 +76,7 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
         "Memory per connection",
         "CPU, Redis, PostgreSQL and bandwidth",
         "Burst: connect time distribution",
+        "Capacity: the busiest room each option holds within its bounds",
         "The load generator holding idle connections in one process",
         "Projection to 10k, 100k and 1M connections",
         "Hostile frames: the answer to each case",
@@ -102,3 +114,28 @@ def test_locust_room_is_spike_6s_own_parameter():
     m = master_command(busy, "ws://10.0.0.5:8000")
     assert json.loads(m[m.index("--spike-params") + 1]) == {"room": "table-1"}
     assert not any(a.startswith("--s06") for a in m)
+
+
+def test_every_load_scenario_repeats_and_their_declared_durations_leave_room_in_the_budget():
+    """Each scenario the decision compares runs at least twice (many-idle ran once when it capped its repeats), and the
+    load time its parameters declare alone (ramps, holds, baselines, the capacity search's steps at most) takes at most
+    80 % of the spike's budget: the rest is stack starts, drains, the generator scenario and the hostile frames."""
+    from harness.budget import table_minutes
+
+    assert spike.default_repeat >= 2
+    for key in ("many-idle", "few-busy", "burst", "capacity"):
+        cap = spike.scenario(key).max_repeats
+        assert cap is None or cap >= 2, key
+    p = {s.key: s.resolved_params(False) for s in spike.scenarios}
+    per_option = (
+        p["many-idle"]["baseline_s"]
+        + p["many-idle"]["ramp_s"]
+        + p["many-idle"]["hold_s"]
+        + p["few-busy"]["baseline_s"]
+        + p["few-busy"]["duration_s"]
+        + p["burst"]["baseline_s"]
+        + p["burst"]["burst_s"]
+        + p["burst"]["hold_s"]
+        + p["capacity"]["max_steps"] * (p["capacity"]["step_s"] + p["capacity"]["grace_s"])
+    )
+    assert len(spike.options) * spike.default_repeat * per_option <= 0.8 * table_minutes(spike.number, False) * 60

@@ -1,7 +1,7 @@
 """Spike 6's document from stored runs: what each figure is called, and what a run without the newer measurements shows.
 
-No server runs here: the stored tiny run (taken before the baseline, drain and observer measurements existed) and
-copies of it with those measurements added by hand.
+No server runs here: the stored tiny run (taken before the baseline, drain, observer, account, cumulative PostgreSQL CPU
+and capacity measurements existed) and copies of it with those measurements added by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.results import RunResult, load
-from spikes.s06_scalability import marginal_cpu_per_message, pg_per_row, saturation, spike, timeline_spread
+from spikes.s06_scalability import ScalabilitySpike, marginal_cpu_per_message, pg_per_row, saturation, spike, timeline_spread
 from spikes.s06_scalability import scenarios as sc
 from tests.spikes import handcheck as h
 
@@ -44,14 +44,20 @@ def _run(data: dict[str, Any]) -> RunResult:
     return RunResult.from_dict(copy.deepcopy(data))
 
 
-def test_an_older_run_says_what_it_did_not_measure_and_never_calls_undelivered_lost():
+def test_an_older_run_says_what_it_did_not_measure():
     run = load(STORED)
     content = spike.report(run)
-    text = "\n".join(" | ".join(r) for t in content.tables for r in t.rows) + "\n".join(t.note for t in content.tables)
-    assert "messages lost" not in text and "% lost" not in text
-    row = _row(content, "Targets, what was reached, and where it saturated", "Few busy connections, fan-out", "undelivered")
-    assert row[1] == "undelivered when the run stopped (drops not separated)"
-    assert not any(r[1].startswith("room observer") for r in _rows(content, "Targets, what was reached, and where it saturated"))
+    title = "Targets, what was reached, and where it saturated"
+    row = _row(content, title, "Few busy connections, fan-out", "lost by the stop")
+    assert row[1] == "lost by the stop: after / without acknowledgement (drops not separated)"
+    # Before the account the engine's count is shown, never split into the account's words it did not measure.
+    assert all(c.endswith("not split: this run predates the account") for c in row[2:])
+    anomalies = _row(content, title, "Few busy connections, fan-out", "duplicated / unexpected / reordered")
+    assert set(anomalies[2:]) == {"not counted: this run predates the account"}
+    assert not any(r[1].startswith("room observer") for r in _rows(content, title))
+    pg = _row(content, "CPU, Redis, PostgreSQL and bandwidth", "Few busy connections, fan-out", "PostgreSQL CPU-s")
+    assert all(c.endswith("/ not read in this run") for c in pg[2:])
+    assert not any(t.title.startswith("Capacity") for t in content.tables)
     cpu = "CPU, Redis, PostgreSQL and bandwidth"
     base = _row(content, cpu, "Many idle connections", "server processes with no client connected")
     assert set(base[2:]) == {"not measured in this run"}
@@ -75,7 +81,7 @@ def test_postgres_cost_per_row_below_the_samplers_resolution_is_not_given_as_a_n
         "below measurement resolution (0.03 CPU-s"
     )
     rows = run.ok("many-idle", "native").median("pg_rows")
-    assert _row(content, cpu, "Many idle connections", "PostgreSQL CPU per row")[col] == f"{0.5 / rows * 1e6:.0f} µs"
+    assert _row(content, cpu, "Many idle connections", "PostgreSQL CPU per row")[col].startswith(f"{0.5 / rows * 1e6:.0f} µs (0.50 CPU-s")
     projection = _rows(content, "Projection to 10k, 100k and 1M connections")
     few = [r[col] for r in projection if r[0] == "Few busy connections, fan-out" and r[1] != "first hard limit"]
     assert few and all("cores unknown (per-row cost below measurement resolution)" in c for c in few)
@@ -127,15 +133,16 @@ def test_the_room_observer_separates_backlog_from_drops():
     title = "Targets, what was reached, and where it saturated"
     col = 2 + run.options.index("native")
     scen = "Few busy connections, fan-out"
-    assert _row(content, title, scen, "undelivered")[1] == "undelivered when the run stopped"
+    assert _row(content, title, scen, "lost by the stop")[1] == "lost by the stop: after / without acknowledgement"
     assert _row(content, title, scen, "room observer: broadcasts")[col].startswith(f"{sent * 0.6:,.0f} / {sent - 3:,.0f} / {sent:,.0f}")
-    assert _row(content, title, scen, "room observer: never")[col] == f"3 ({3 / sent:.1%} of its broadcasts)"
+    assert _row(content, title, scen, "room observer: still lost")[col] == f"3 ({3 / sent:.1%} of its broadcasts)"
     # An option of the same run without the observer's numbers shows them as not measured, and nothing crashes.
     other = 2 + run.options.index("socketio-redis")
-    assert _row(content, title, scen, "room observer: never")[other] == "not measured"
+    assert _row(content, title, scen, "room observer: still lost")[other] == "not measured"
     reached, verdict = saturation(run.ok("few-busy", "native"), 2)
     assert not reached
-    assert "40.0% undelivered when the run stopped" in verdict and f"lacked {3 / sent:.1%} of the broadcasts after a 2 s drain" in verdict
+    assert "40.0% lost by the stop: not split by acknowledgement" in verdict
+    assert f"lacked {3 / sent:.1%} of the broadcasts after a 2 s drain" in verdict
     note = next(t.note for t in content.tables if t.title == title)
     assert "0.5 s after its send schedule ended" in note and "up to 2 s" in note
 
@@ -191,3 +198,176 @@ def test_timeline_spread_is_the_range_over_repeats_at_each_sample_time():
     assert spread[-1] is None  # only the first repeat has the last sample time
     chart = next(c for c in spike.report(run).charts if c.slug == "few-busy-memory")
     assert chart.has_spread and "whiskers at up to" in chart.caption
+
+
+def test_loss_is_the_harness_accounts_in_its_own_words():
+    data = h.load_json(STORED)
+    sent = h.value(data, "few-busy", "native", "sent")
+    expected = sent * 5
+    account = {
+        "delivered": [[expected - 130]],
+        "expected": [[expected]],
+        "lost_after_ack": [[100]],
+        "lost_without_ack": [[30]],
+        "duplicated": [[2]],
+        "unexpected": [[0]],
+        "reordered": [[1]],
+        # The engine's own counts disagree on purpose: the document must read the account.
+        "received": [[expected]],
+        "lost": [[0]],
+    }
+    _with(data, "few-busy", "native", account)
+    run = _run(data)
+    content = spike.report(run)
+    title = "Targets, what was reached, and where it saturated"
+    col = 2 + run.options.index("native")
+    scen = "Few busy connections, fan-out"
+    assert _row(content, title, scen, "deliveries / expected")[col] == f"{expected - 130:,.0f} / {expected:,.0f}"
+    assert _row(content, title, scen, "lost by the stop")[col] == f"100 / 30 ({130 / expected:.2%} of expected)"
+    assert _row(content, title, scen, "duplicated / unexpected / reordered")[col] == "2 / 0 / 1"
+    reached, verdict = saturation(run.ok("few-busy", "native"), 2)
+    assert not reached and "lost by the stop: 100 after acknowledgement, 30 without" in verdict
+    # The projection brings the run to its target by the account's delivered / expected.
+    costs = ScalabilitySpike.costs(run, "few-busy", "native")
+    assert costs.shortfall == pytest.approx(expected / (expected - 130))
+
+
+def test_postgres_cost_per_row_is_the_cumulative_reading_when_the_run_has_it():
+    data = h.load_json(STORED)
+    rows = h.value(data, "few-busy", "native", "pg_rows")
+    # The sampler saw 0.01 CPU-s over the load; the postmaster's cumulative times, to the servers' stop, 0.9.
+    _with(data, "few-busy", "native", {"postgres_cpu_seconds": [[0.01]], "postgres_cpu_total_seconds": [[0.9]]})
+    run = _run(data)
+    sr = run.ok("few-busy", "native")
+    per_row, ok = pg_per_row(sr)
+    assert per_row == pytest.approx(0.9 / rows) and ok
+    assert ScalabilitySpike.costs(run, "few-busy", "native").pg_cpu_per_row == pytest.approx(0.9 / rows)
+    content = spike.report(run)
+    cpu = "CPU, Redis, PostgreSQL and bandwidth"
+    col = 2 + run.options.index("native")
+    scen = "Few busy connections, fan-out"
+    assert _row(content, cpu, scen, "PostgreSQL CPU-s")[col] == "0.01 / 0.90"
+    assert _row(content, cpu, scen, "PostgreSQL CPU per row")[col] == (
+        f"{0.9 / rows * 1e6:.0f} µs (0.90 CPU-s / {rows:,.0f} rows, all backends to the servers' stop)"
+    )
+    projection = [
+        r[col] for r in _rows(content, "Projection to 10k, 100k and 1M connections") if r[0] == scen and r[1] != "first hard limit"
+    ]
+    assert projection and not any("cores unknown" in c for c in projection)
+
+
+def _with_capacity(data: dict[str, Any], option: str, repeats: list[dict[str, Any]]) -> None:
+    """Add a stored capacity step for ``option``: one dict per repeat (rate, fail, at_least, why, per_s, per_core, steps)."""
+
+    def m(name: str, key: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "unit": "",
+            "tags": {},
+            "better": None,
+            "repeats": [[r[key]] if r.get(key) is not None else [] for r in repeats],
+        }
+
+    data["scenarios"].append(
+        {
+            "scenario": "capacity",
+            "option": option,
+            "status": "ok",
+            "reason": "",
+            "params": dict(sc.CAPACITY),
+            "measurements": [
+                m("capacity_rate", "rate"),
+                m("capacity_fail_rate", "fail"),
+                m("capacity_at_least", "at_least"),
+                m("capacity_deliveries_per_s", "per_s"),
+                m("capacity_deliveries_per_core", "per_core"),
+                m("generator_us_per_delivery", "us"),
+            ],
+            "facts": [{"capacity_why": r["why"], "capacity_at_least": bool(r["at_least"]), "steps": r["steps"]} for r in repeats],
+            "durations_s": [30.0] * len(repeats),
+        }
+    )
+
+
+def _step(rate: float, passed: bool, p99: float, fraction: float = 1.0, client_bound: bool = False) -> dict[str, Any]:
+    return {"rate": rate, "passed": passed, "p99_ms": p99, "delivered_fraction": fraction, "client_bound": client_bound}
+
+
+def test_the_capacity_table_gives_room_times_rate_per_core_and_marks_the_generators_limit():
+    data = h.load_json(STORED)
+    n = sc.CAPACITY["connections"]
+    steps = [_step(20.0, True, 4.0), _step(63.2, False, 850.0, 0.97), _step(35.6, True, 9.0)]
+    _with_capacity(
+        data,
+        "native",
+        [
+            {
+                "rate": 35.6,
+                "fail": 47.4,
+                "at_least": 0.0,
+                "why": "server",
+                "per_s": 88_000.0,
+                "per_core": 95_000.0,
+                "us": 6.0,
+                "steps": steps,
+            },
+            {
+                "rate": 41.1,
+                "fail": 47.4,
+                "at_least": 0.0,
+                "why": "server",
+                "per_s": 99_000.0,
+                "per_core": 97_000.0,
+                "us": 6.0,
+                "steps": steps,
+            },
+        ],
+    )
+    _with_capacity(
+        data,
+        "socketio",
+        [
+            {
+                "rate": 20.0,
+                "fail": None,
+                "at_least": 1.0,
+                "why": "generator",
+                "per_s": 50_000.0,
+                "per_core": 60_000.0,
+                "us": 6.0,
+                "steps": [],
+            },
+            {
+                "rate": 0.0,
+                "fail": 2.0,
+                "at_least": 0.0,
+                "why": "none passed",
+                "per_s": 0.0,
+                "per_core": 0.0,
+                "us": 6.0,
+                "steps": [_step(2.0, False, 300.0)],
+            },
+        ],
+    )
+    run = _run(data)
+    content = spike.report(run)
+    table = next(t for t in content.tables if t.title.startswith("Capacity"))
+    rows = {r[0]: r[1:] for r in table.rows}
+    native, socketio = run.options.index("native"), run.options.index("socketio")
+    assert (
+        rows["room size x rate held, per repeat"][native]
+        == f"{n} x 35.6 msg/s (failed at 47.4 msg/s); {n} x 41.1 msg/s (failed at 47.4 msg/s)"
+    )
+    assert rows["room size x rate held, per repeat"][socketio] == (
+        f"at least {n} x 20 msg/s (the generator's limit); none: {n} x 2 msg/s already failed"
+    )
+    assert rows["deliveries/s per server core"][native] == "96,000"
+    assert rows["deliveries/s per server core"][socketio] == "at least 30,000"
+    assert rows["deliveries/s at the capacity"][native] == "93,500"
+    assert rows["the load generator"][native].startswith(
+        "6.0 µs of generator CPU per delivery in the busiest step: at that cost one generator core receives ~166,667"
+    )
+    assert rows["steps of the first repeat (msg/s per connection)"][native].startswith("20: pass (p99 4 ms, 100.00% delivered); 63.2: fail")
+    assert rows["room size x rate held, per repeat"][run.options.index("native-redis")] == "not in this run"
+    assert any(c.startswith("the capacity of Socket.IO, 1 process is a lower bound") for c in content.caveats)
+    assert "p99 <= 100 ms" in table.note and "99.9% of the expected deliveries" in table.note
