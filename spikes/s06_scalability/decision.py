@@ -172,4 +172,6 @@ NEEDS = {
     "native-redis": ("python", "postgres", "redis", "nginx"),
     "socketio": ("python", "postgres"),
     "socketio-redis": ("python", "postgres", "redis", "nginx"),
+    "node": ("node", "postgres"),
+    "node-redis": ("node", "postgres", "redis", "nginx"),
 }

@@ -48,6 +48,8 @@ SETUPS: dict[str, OptionSetup] = {
     "native-redis": OptionSetup(2, True),
     "socketio": OptionSetup(1, False),
     "socketio-redis": OptionSetup(2, True),
+    "node": OptionSetup(1, False),
+    "node-redis": OptionSetup(2, True),
 }
 
 
