@@ -243,6 +243,17 @@ class Decision:
             return "passes the measured gates; " + "; ".join(g.text for g in unverified)
         return "passes" if self.gates.get(option) else "no gates"
 
+    def gate_cell_brief(self, option: str) -> str:
+        """The matrix's gate cell: the gates' names only (their values and reasons are in the decision box and the caveats),
+        so a row of many options stays readable."""
+        fails = self.failed_gates(option)
+        if fails:
+            return "fails: " + "; ".join(g.gate.name for g in fails)
+        unverified = self.unverified_gates(option)
+        if unverified:
+            return "passes; not measured: " + "; ".join(g.gate.name for g in unverified)
+        return "passes" if self.gates.get(option) else "no gates"
+
     @property
     def has_gates(self) -> bool:
         return any(self.gates.values())

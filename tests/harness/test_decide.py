@@ -135,6 +135,7 @@ def test_a_gate_blocks_the_best_scoring_option():
     assert d.best == "b" and d.blocked == ["a"] and d.eligible == ["b"]
     assert d.gate_cell("a") == "fails: no data lost, 2 messages"  # the worst repeat, not the median (0)
     assert d.gate_cell("b") == "passes"
+    assert d.gate_cell_brief("a") == "fails: no data lost" and d.gate_cell_brief("b") == "passes"  # the matrix's cell: names only
 
 
 def test_when_every_option_fails_a_gate_none_qualifies_with_the_highest_load_each_passed():
