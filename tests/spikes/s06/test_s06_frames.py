@@ -22,7 +22,7 @@ from tests.utils import UNIT
 pytestmark = pytest.mark.slow  # whole deployments
 
 
-@pytest.mark.parametrize("option", list(deploy.SETUPS))
+@pytest.mark.parametrize("option", [o.key for o in spike.options])  # the Node options: test_s06_node.py
 def test_every_hostile_frame_gets_a_clear_answer_and_every_deployment_keeps_serving(option, tmp_path):
     require(*deploy.SETUPS[option].tools)
     scenario = spike.scenario("robustness")
