@@ -18,7 +18,6 @@ import pytest
 
 from harness import frames, machine
 from harness.load import LoadSpec, run_load
-from harness.load.clients import get_client_class
 from harness.load.protocol import broadcast_message, echo_message, join_message
 from harness.plugin import NotRunnable
 from harness.poc import PocServer, server_process, url_of
@@ -27,6 +26,7 @@ from harness.services import PostgresService, RedisService
 from spikes.s06_scalability import node_options
 from spikes.s06_scalability.node_options import NODE_DIR, NODE_OPTIONS, node_server
 from spikes.s06_scalability.poc.persist import SCHEMA
+from tests.spikes.s06.conftest import next_op, open_client
 from tests.utils import UNIT, require_program
 
 ONE, TWO = NODE_OPTIONS
@@ -94,20 +94,6 @@ def _server(spec: PocServer, workdir: Path, pg: PostgresService, *, redis: str =
     return server, url
 
 
-async def _client(url: str) -> tuple[Any, asyncio.Queue]:
-    inbox: asyncio.Queue = asyncio.Queue()
-    client = get_client_class("ws")(url, inbox.put_nowait, lambda reason: None, shared={})
-    await client.connect(10 * UNIT)
-    return client, inbox
-
-
-async def _next(inbox: asyncio.Queue, op: str) -> dict:
-    while True:
-        msg = await asyncio.wait_for(inbox.get(), 10 * UNIT)
-        if msg.get("op") == op:
-            return msg
-
-
 async def _close(*clients: Any) -> None:
     for c in clients:
         await c.close(2 * UNIT)
@@ -121,18 +107,18 @@ def _rows(pg: PostgresService) -> list[str]:
 @pytest.mark.slow
 def test_one_process_answers_the_protocol_and_persists_every_chat_message(built, pg, tmp_path):
     async def talk(url: str) -> dict[str, Any]:
-        (a, inbox_a), (b, inbox_b) = await _client(url), await _client(url)
+        (a, inbox_a), (b, inbox_b) = await open_client(url), await open_client(url)
         a.send(join_message("table-1"))
         b.send(join_message("table-1"))
-        joined = [await _next(inbox_a, "joined"), await _next(inbox_b, "joined")]
+        joined = [await next_op(inbox_a, "joined"), await next_op(inbox_b, "joined")]
         a.send(broadcast_message("table-1", 0, 111, 1, "roll: d20 = 17"))
-        got = [await _next(inbox_a, "broadcast"), await _next(inbox_b, "broadcast")]
+        got = [await next_op(inbox_a, "broadcast"), await next_op(inbox_b, "broadcast")]
         for i in range(3):
             b.send(echo_message(i, 222 + i, 2, f"echo {i}"))
-        echoes = [await _next(inbox_b, "echo") for _ in range(3)]
+        echoes = [await next_op(inbox_b, "echo") for _ in range(3)]
         a.send({"op": "join", "room": 7})
         a.send({"op": "no-such-op"})
-        errors = [await _next(inbox_a, "error"), await _next(inbox_a, "error")]
+        errors = [await next_op(inbox_a, "error"), await next_op(inbox_a, "error")]
         await _close(a, b)
         return {"joined": joined, "got": got, "echoes": echoes, "errors": errors}
 
@@ -176,7 +162,7 @@ def test_a_join_then_a_broadcast_sent_at_once_are_handled_in_order(built, pg, tm
     require_program("redis-server")
 
     async def talk(url: str) -> list[str]:
-        c, inbox = await _client(url)
+        c, inbox = await open_client(url)
         c.send(join_message("fresh-room"))
         c.send(broadcast_message("fresh-room", 0, 1, 5, "right after the join"))
         c.send(echo_message(1, 2, 5, "after the broadcast"))
@@ -208,15 +194,15 @@ def test_two_processes_relay_broadcasts_through_redis_and_each_writes_its_own_ro
     require_program("redis-server")
 
     async def talk(urls: list[str], redis: RedisService) -> tuple[list[dict], list[dict]]:
-        (a, inbox_a), (b, inbox_b) = await _client(urls[0]), await _client(urls[1])
+        (a, inbox_a), (b, inbox_b) = await open_client(urls[0]), await open_client(urls[1])
         for c, inbox in ((a, inbox_a), (b, inbox_b)):
             c.send(join_message("table-7"))
-            await _next(inbox, "joined")
+            await next_op(inbox, "joined")
         await asyncio.to_thread(_wait_subscribers, redis, "room:table-7", 2)  # one subscriber per process
         a.send(broadcast_message("table-7", 0, 10, 1, "from process 0"))
         b.send(broadcast_message("table-7", 0, 20, 2, "from process 1"))
-        at_a = [await _next(inbox_a, "broadcast") for _ in range(2)]
-        at_b = [await _next(inbox_b, "broadcast") for _ in range(2)]
+        at_a = [await next_op(inbox_a, "broadcast") for _ in range(2)]
+        at_b = [await next_op(inbox_b, "broadcast") for _ in range(2)]
         await _close(a, b)
         return at_a, at_b
 

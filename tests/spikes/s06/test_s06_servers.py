@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from harness.load.clients import get_client_class
 from harness.load.protocol import broadcast_message, echo_message, join_message
 from spikes.s06_scalability.deploy import Deployment
-from tests.spikes.s06.conftest import require
+from tests.spikes.s06.conftest import next_op, open_client, require
 from tests.utils import UNIT
 
 pytestmark = pytest.mark.slow
-
-
-async def _client(url: str, transport: str) -> tuple[Any, asyncio.Queue]:
-    inbox: asyncio.Queue = asyncio.Queue()
-    client = get_client_class(transport)(url, inbox.put_nowait, lambda reason: None, shared={})
-    await client.connect(10 * UNIT)
-    return client, inbox
-
-
-async def _next(inbox: asyncio.Queue, op: str) -> dict:
-    while True:
-        msg = await asyncio.wait_for(inbox.get(), 10 * UNIT)
-        if msg.get("op") == op:
-            return msg
 
 
 async def _until_both_processes_subscribed(dep: Deployment) -> None:
@@ -50,14 +34,14 @@ async def _until_both_processes_subscribed(dep: Deployment) -> None:
 
 async def _cross_process(dep: Deployment) -> tuple[dict, dict]:
     urls = [f"ws://127.0.0.1:{s.port}/" for s in dep.servers]  # one client on each process, bypassing nginx
-    (a, inbox_a), (b, inbox_b) = [await _client(u, dep.transport) for u in urls]
+    (a, inbox_a), (b, inbox_b) = [await open_client(u, dep.transport) for u in urls]
     for c, inbox in ((a, inbox_a), (b, inbox_b)):
         c.send(join_message("table-7"))
-        await _next(inbox, "joined")
+        await next_op(inbox, "joined")
     await _until_both_processes_subscribed(dep)
     a.send(broadcast_message("table-7", 0, 123, 1, "hello from process 0"))
-    got_b = await _next(inbox_b, "broadcast")
-    got_a = await _next(inbox_a, "broadcast")
+    got_b = await next_op(inbox_b, "broadcast")
+    got_a = await next_op(inbox_a, "broadcast")
     for c in (a, b):
         await c.close(2 * UNIT)
         await c.close_shared(c.shared)
@@ -85,10 +69,10 @@ def test_single_process_echo_through_the_deployment_is_persisted(option, tmp_pat
     require("postgres")
 
     async def talk(url: str, transport: str) -> list[dict]:
-        c, inbox = await _client(url, transport)
+        c, inbox = await open_client(url, transport)
         for i in range(5):
             c.send(echo_message(i, i, 9, f"msg {i}"))
-        replies = [await _next(inbox, "echo") for _ in range(5)]
+        replies = [await next_op(inbox, "echo") for _ in range(5)]
         await c.close(2 * UNIT)
         await c.close_shared(c.shared)
         return replies
@@ -107,10 +91,10 @@ def test_nginx_front_serves_both_processes(tmp_path):
     require("postgres", "redis-server", "nginx")
 
     async def open_four(url: str) -> None:
-        clients = [await _client(url, "ws") for _ in range(4)]
+        clients = [await open_client(url, "ws") for _ in range(4)]
         for i, (c, inbox) in enumerate(clients):
             c.send(echo_message(i, 0, i, "x"))
-            assert (await _next(inbox, "echo"))["seq"] == i
+            assert (await next_op(inbox, "echo"))["seq"] == i
         for c, _ in clients:
             await c.close(2 * UNIT)
             await c.close_shared(c.shared)
