@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import resource
 import statistics
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from harness.capacity import CapacityResult, CapacityStep, search_capacity
 from harness.load import LoadResult, LoadSpec, run_load
 from harness.load.clients import get_client_class
 from harness.load.idle import run_idle_generator
@@ -74,41 +72,43 @@ __all__ = [
 ]
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
-#: many-idle's hold was 180 s with one repeat; two repeats of a 40 s hold fit the spike's budget and give the
-#: decision two values to compare (memory per idle connection has settled well within 40 s at this size).
+#: many-idle's hold was 180 s with one repeat, then 40 s with two; six options (the Node ones added) and the scale
+#: scenario leave room for two repeats of a 12 s hold in the spike's budget: memory per idle connection has settled
+#: once the ramp ends at this size, and the hold still carries about 200 chat messages.
 MANY_IDLE = {
     "connections": 1000,
     "rate_per_min": 1.0,
-    "ramp_s": 10.0,
-    "hold_s": 40.0,
+    "ramp_s": 5.0,
+    "hold_s": 12.0,
     "payload_bytes": 64,
     "canary_ms": 500,
     "hz": 2.0,
-    "baseline_s": 5.0,
+    "baseline_s": 2.0,
     "drain_s": 10.0,
 }
 MANY_IDLE_QUICK = {"connections": 200, "rate_per_min": 60.0, "ramp_s": 2.0, "hold_s": 3.0, "hz": 5.0, "baseline_s": 0.5, "drain_s": 2.0}
+#: few-busy saturates every option here (the capacity search says how far each can go), so 8 s show the shortfall.
 FEW_BUSY = {
     "connections": 50,
     "rate": 100.0,
-    "duration_s": 20.0,
+    "duration_s": 8.0,
     "payload_bytes": 64,
     "canary_ms": 200,
     "hz": 5.0,
     "baseline_s": 2.0,
-    "drain_s": 10.0,
+    "drain_s": 5.0,
 }
 FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 2.0, "baseline_s": 0.5, "drain_s": 2.0}
 BURST = {
     "connections": 500,
     "burst_s": 10.0,
-    "hold_s": 15.0,
+    "hold_s": 3.0,
     "rate": 1.0,
     "payload_bytes": 64,
     "canary_ms": 200,
     "hz": 5.0,
     "baseline_s": 2.0,
-    "drain_s": 10.0,
+    "drain_s": 5.0,
 }
 BURST_QUICK = {"connections": 100, "burst_s": 2.0, "hold_s": 2.0, "baseline_s": 0.5, "drain_s": 2.0}
 GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
@@ -368,96 +368,6 @@ def cumulative_cpu_s(pid: int | None) -> float | None:
 
 def _tree_cpu(pids: list[int]) -> float:
     return sum(v for p in pids if (v := cumulative_cpu_s(p)) is not None)
-
-
-# -- the capacity search (pure) ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CapacityStep:
-    """One step of the search: the rate tried, whether it passed, and whether the load generator was the limit.
-
-    ``client_bound`` is the load engine's verdict (a generator process at 90 % of its core, or behind its
-    schedule): the step says nothing certain about the server above that rate. ``detail`` is what the probe
-    measured (stored as is).
-    """
-
-    rate: float
-    passed: bool
-    client_bound: bool = False
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CapacityResult:
-    """What the search found.
-
-    ``rate``: the highest rate that passed (None: none did). ``fail_rate``: the lowest rate that failed (None:
-    none did). ``at_least``: the true capacity may be higher than ``rate`` for a reason that is not the server's
-    (``why``: ``"generator"`` when the lowest failure was client-bound, or a pass was, which ends the search;
-    ``"range"`` when no step failed, the bracket still open above). Otherwise ``why`` is ``"server"`` (the
-    option itself failed at ``fail_rate``) or ``"none passed"``.
-    """
-
-    rate: float | None
-    fail_rate: float | None
-    at_least: bool
-    why: str
-    steps: tuple[CapacityStep, ...]
-
-    @property
-    def passing_step(self) -> CapacityStep | None:
-        """The step that passed at ``rate`` (the last one at that rate)."""
-        return next((s for s in reversed(self.steps) if s.passed and s.rate == self.rate), None)
-
-
-def search_capacity(
-    probe: Callable[[float], CapacityStep], lo: float, hi: float, *, ratio: float = 1.2, max_steps: int = 8
-) -> CapacityResult:
-    """The highest rate in ``[lo, hi]`` at which ``probe`` passes, by geometric bisection; pure apart from ``probe``.
-
-    Assumes passing is monotone in the rate (a noisy step can mislead it: the document lists every step). The
-    bracket starts as ``[lo, hi]``; each step tries its geometric midpoint: a pass raises the bottom, a failure
-    lowers the top. A client-bound step lowers the top too (a failure there may be the generator's), and a
-    client-bound pass also ends the search (nothing above it can be told). It stops when top / bottom <= ``ratio``
-    or after ``max_steps`` steps; ``lo`` itself is tried (within ``max_steps``) only when nothing above it passed.
-    """
-    if not (0 < lo < hi) or not all(map(math.isfinite, (lo, hi))):
-        raise ValueError(f"need 0 < lo < hi, finite; got lo={lo}, hi={hi}")
-    if ratio <= 1 or max_steps < 1:
-        raise ValueError(f"need ratio > 1 and max_steps >= 1; got ratio={ratio}, max_steps={max_steps}")
-    steps: list[CapacityStep] = []
-    bottom, top = lo, hi
-    passed: float | None = None
-    failed: float | None = None
-    why_top = "range"
-
-    def record(step: CapacityStep) -> CapacityStep:
-        steps.append(step)
-        return step
-
-    while len(steps) < max_steps and top / bottom > ratio:
-        rate = math.sqrt(bottom * top)
-        step = record(probe(rate))
-        if step.passed:
-            bottom, passed = rate, rate
-            if step.client_bound:  # the server held it at the generator's limit: no step above can be told
-                why_top = "generator"
-                break
-        else:
-            top, failed, why_top = rate, rate, "generator" if step.client_bound else "server"
-    if passed is None and len(steps) < max_steps:
-        step = record(probe(lo))
-        if step.passed:
-            passed = lo
-            if step.client_bound:
-                why_top = "generator"
-        else:
-            failed, why_top = lo, "generator" if step.client_bound else "server"
-    if passed is None:
-        return CapacityResult(None, failed, False, "none passed", tuple(steps))
-    at_least = why_top in ("generator", "range")
-    return CapacityResult(passed, failed, at_least, why_top, tuple(steps))
 
 
 def _account_total(result: LoadResult) -> dict[str, Any] | None:
