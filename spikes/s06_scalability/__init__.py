@@ -25,8 +25,10 @@ from harness.stats import fmt_num
 from spikes.s06_scalability import extrapolate as _x
 from spikes.s06_scalability import locust_users as _lu
 from spikes.s06_scalability import robustness as _rb
+from spikes.s06_scalability import scale as _scale
 from spikes.s06_scalability import scenarios as _sc
 from spikes.s06_scalability.decision import BUSY_ROOM_MIN, CRITERIA, GATES
+from spikes.s06_scalability.node_options import NODE_OPTIONS
 
 __all__ = [
     "ScalabilitySpike",
@@ -39,6 +41,8 @@ __all__ = [
     "capacity_repeats",
     "deliveries",
     "account_lost",
+    "scale_points",
+    "scale_limit",
     "marginal_cpu_per_message",
     "timeline_spread",
 ]
@@ -58,7 +62,7 @@ def _server(script: str) -> PocServer:
 
 _SERVER_SIO = ("poc/socketio_server.py", "poc/persist.py", "../../harness/sio_server.py")
 
-OPTIONS = (
+_PYTHON_OPTIONS = (
     Option(
         "native",
         "Native WebSocket, 1 process",
@@ -102,6 +106,7 @@ OPTIONS = (
         client="socketio-raw",
     ),
 )
+OPTIONS = _PYTHON_OPTIONS + NODE_OPTIONS
 
 _COMMON = (
     "Each repeat starts the option's whole stack fresh: PostgreSQL (the harness's, default settings, fsync on) with a chat table, for the "
@@ -172,6 +177,24 @@ SCENARIOS = (
         requires=("postgres",),
     ),
     Scenario(
+        "scale",
+        "Real connections at 10,000 and 100,000",
+        "Each target on a fresh deployment: PostgreSQL, Redis for the multi-process options, and the option's server processes: one for a "
+        "one-process option whatever the target, ceil(target / `per_process`) (at least 2) for a multi-process one. ceil(target / "
+        "`per_generator`) fresh generator processes open idle connections (`concurrency` handshakes at a time each, `connect_timeout_s` "
+        "each, a failed attempt tried again until a generator has `max_failures` failures), spread round robin over the server processes' "
+        "own ports: one process may open at most 20,000 files here and one source address reaches one port through at most 28,232 "
+        "ephemeral ports, so 100,000 connections need several of each. nginx is not in front here (it needs two descriptors per proxied "
+        "connection: eleven workers at this limit). Once every generator holds its connections, the servers' CPU and RSS are read over "
+        "`hold_s`; then each generator counts its connections still open (held). The connections send nothing: the many-idle scenario "
+        "measures what chat costs per connection. Runs once per option (a target is one attempt; its failures are reported).",
+        _scale.run_scale,
+        _scale.SCALE,
+        _scale.SCALE_QUICK,
+        requires=("postgres",),
+        max_repeats=1,
+    ),
+    Scenario(
         "generator-idle",
         "Load generator: idle connections in one process",
         "The harness's generator alone, in one fresh process, opens N idle WebSocket connections to the native server (256 handshakes at a "
@@ -188,6 +211,37 @@ SCENARIOS = (
 #: The scenarios that load the POC servers (the generator scenario measures the generator).
 LOAD_SCENARIOS = ("many-idle", "few-busy", "burst")
 _TITLES = {s.key: s.title for s in SCENARIOS}
+
+
+def scale_points(run: RunResult, option: str) -> list[dict]:
+    """The scale scenario's measured points for ``option`` (target, held, processes, memory...), or none."""
+    sr = run.ok("scale", option)
+    return list(sr.fact.get("points") or []) if sr is not None else []
+
+
+def scale_limit(point: dict) -> str:
+    """What stopped a scale point short of its target, from its failures and the servers' logs; empty when it held."""
+    if point["held"] >= point["target"]:
+        return ""
+    parts = []
+    full = [
+        (fds, limit[0])
+        for fds, limit in zip(point.get("server_fds_held") or [], point.get("server_nofile") or [], strict=False)
+        if fds is not None and fds >= 0.98 * limit[0]
+    ]
+    if full:
+        parts.append(
+            "the server process's descriptor limit: "
+            + ", ".join(f"{fds:,} of {limit:,} descriptors open" for fds, limit in full)
+            + " while held"
+        )
+    if point.get("exited"):
+        parts.append("a server process exited: " + "; ".join(point["exited"])[:200])
+    if point.get("failed"):
+        parts.append("failed attempts: " + ", ".join(f"{v:,} x {k}" for k, v in sorted(point["failed"].items(), key=lambda kv: -kv[1])))
+    if point["connected"] > point["held"]:
+        parts.append(f"{point['connected'] - point['held']:,} connections dropped while held")
+    return "; ".join(parts) or "unknown"
 
 
 def targets(sr: ScenarioResult) -> dict[str, float]:
@@ -468,6 +522,14 @@ class ScalabilitySpike(Spike):
             pg_cpu_per_row=pg_per_row(sr)[0] or 0.0,
             multi_process=(sr.fact.get("processes", 1) > 1),
         )
+        points = scale_points(run, option)
+        if points:
+            most = max(points, key=lambda pt: pt["held"])
+            if most["held"] > conns:
+                costs = replace(costs, memory_per_connection=(most["server_rss_held"] - most["server_rss_base"]) / most["held"])
+            short = [pt for pt in points if pt["held"] < pt["target"]]
+            if short:
+                costs = replace(costs, held_limit=float(max(pt["held"] for pt in points)))
         delivered, expected, _ = deliveries(sr)
         if delivered and expected > delivered:
             costs = _x.at_target(costs, delivered, expected, _med(sr, "messages_in") or 0.0, _med(sr, "load_wall_s") or 0.0)
@@ -739,6 +801,45 @@ class ScalabilitySpike(Spike):
             r = run.result("generator-idle", "native")
             if r is not None:
                 content.notes.append(f"**Generator capacity** not measured: {r.status.replace('_', ' ')}: {r.reason}")
+        # Real connections at scale.
+        scale_rows = []
+        for o in opts:
+            for pt in sorted(scale_points(run, o), key=lambda pt: pt["target"]):
+                held = pt["held"]
+                mem = (pt["server_rss_held"] - pt["server_rss_base"]) / held if held else None
+                scale_rows.append(
+                    [
+                        titles[o],
+                        f"{pt['target']:,}",
+                        f"{held:,}" + ("" if held >= pt["target"] else " (**short**)"),
+                        str(pt["processes"]),
+                        str(pt["generators"]),
+                        "n/a" if mem is None else fmt_num(mem / 1024, "KiB"),
+                        "n/a" if not held else f"{pt['server_cores_held'] / held * 10_000:.3f}",
+                        f"{pt['open_s']:.1f} s",
+                        scale_limit(pt) or "held every connection",
+                    ]
+                )
+        if scale_rows:
+            content.tables.append(
+                Table(
+                    "Real connections at scale (measured, idle)",
+                    [
+                        "Option",
+                        "Target",
+                        "Held",
+                        "Server processes",
+                        "Generator processes",
+                        "Server memory per connection",
+                        "Server cores per 10k held",
+                        "Time to open",
+                        "What stopped it",
+                    ],
+                    scale_rows,
+                    "Each target on a fresh deployment; the connections are held idle (pings only) while the servers are read. "
+                    "The many-idle rows above are the 1,000-connection point with chat traffic. Ran once per option.",
+                )
+            )
         # Extrapolation.
         machine = self.machine(run)
         rows = []

@@ -33,14 +33,6 @@ def _costs(run: RunResult, scenario: str, option: str) -> _x.Costs:
     return c
 
 
-def _capacity(scenario: str):
-    def value(run: RunResult, option: str) -> float:
-        cap = _x.max_connections(_costs(run, scenario, option), _spike().machine(run))
-        return min(cap, 1e12)
-
-    return value
-
-
 def _usage(run: RunResult, option: str) -> cost.Usage:
     """What the many-idle deployment needed, for the harness's cost model (the seed's many-connections case)."""
     c = _costs(run, "many-idle", option)
@@ -79,17 +71,32 @@ def _conns(v: float) -> str:
     return "no limit measured" if v >= 1e12 else f"{fmt_num(v)} connections"
 
 
+def _held(run: RunResult, option: str) -> float:
+    """Connections the option held at once at the scale scenario's largest target (its own shape)."""
+    from spikes.s06_scalability import scale_points
+
+    points = scale_points(run, option)
+    if not points:
+        raise NotMeasured("the scale scenario did not run for this option")
+    high = max(points, key=lambda pt: pt["target"])
+    if high["target"] < TARGET:
+        raise NotMeasured(f"this run's largest scale target was {fmt_num(high['target'])} connections, not {fmt_num(TARGET)} (a quick run)")
+    return float(high["held"])
+
+
 GATES = (
     Gate(
-        f"feasible at {fmt_num(TARGET)} connections",
+        f"holds {fmt_num(TARGET)} real connections",
         "scale",
         Derived(
-            _capacity("many-idle"),
-            "connections the option holds at the many-idle traffic before its first hard limit (one process's core or memory, one Redis "
-            "command thread, one database machine), projected from the measured per-connection costs",
+            _held,
+            f"connections held open at once when {fmt_num(TARGET)} were opened (the scale scenario: one process for a one-process option, "
+            "as many as the target needs for a multi-process one, several generator processes); what stopped a shape short is in "
+            "the scale table",
+            exact=True,
         ),
         "connections",
-        f"the seed's target is {fmt_num(TARGET)} connections; an option that cannot reach it by adding machines must be replaced later",
+        f"the seed's target is {fmt_num(TARGET)} connections; an option whose shape cannot hold them here must be replaced later",
         at_least=TARGET,
         fmt=_conns,
     ),
@@ -120,7 +127,9 @@ CRITERIA = (
     Criterion(
         "Scalability",
         (
-            memory_per_connection_part(Metric("many-idle", "memory_per_connection_bytes"), "memory per idle connection"),
+            memory_per_connection_part(
+                Metric("scale", "scale_high_memory_per_connection_bytes"), "server memory per connection at the most held at once"
+            ),
             Part(
                 "burst connect p99",
                 Metric("burst", "connect_ms", stat="p99"),

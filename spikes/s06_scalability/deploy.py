@@ -70,11 +70,14 @@ def _declared(option: Option | str) -> Option:
 class Deployment:
     """The option's whole stack on loopback; a context manager. ``option`` is the option or its key."""
 
-    def __init__(self, option: Option | str, workdir: Path, *, processes: int | None = None, log=lambda s: None) -> None:
+    def __init__(
+        self, option: Option | str, workdir: Path, *, processes: int | None = None, front: bool = True, log=lambda s: None
+    ) -> None:
         self.spec = _declared(option)
         self.option = self.spec.key
         self.setup = SETUPS[self.option]
         self.processes = processes or self.setup.processes
+        self.front = front  # nginx in front of several processes (off: clients connect to each process's own port)
         self.workdir = Path(workdir)
         self.log = log
         self.pg: PostgresService | None = None
@@ -94,6 +97,10 @@ class Deployment:
         """The URL clients connect to (the option's declared one): nginx's with several processes, else the server's."""
         port = self.nginx.port if self.nginx else self.servers[0].port
         return self._url.replace("{host}", self.servers[0].host).replace("{port}", str(port))
+
+    def server_urls(self) -> list[str]:
+        """Each server process's own URL (what clients use without the front)."""
+        return [self._url.replace("{host}", s.host).replace("{port}", str(s.port)) for s in self.servers]
 
     @property
     def components(self) -> dict[str, int]:
@@ -115,7 +122,7 @@ class Deployment:
 
     def __enter__(self) -> Deployment:
         missing = missing_tools(self.option)
-        if self.processes > 1 and "nginx" not in missing and machine.find_tool("nginx") is None:
+        if self.processes > 1 and self.front and "nginx" not in missing and machine.find_tool("nginx") is None:
             missing.append("nginx")
         if missing:
             raise NotRunnable("; ".join(f"{t} is not installed (install: {machine.EXTERNAL_TOOLS[t].install})" for t in missing))
@@ -152,7 +159,7 @@ class Deployment:
         self.servers = [server for server, _ in declared]
         self._url = declared[0][1]
         self._parallel(self.servers)
-        if self.processes > 1:
+        if self.processes > 1 and self.front:
             self.nginx = self._stack.enter_context(
                 NginxService([s.port for s in self.servers], base_dir=self.workdir, log_path=self.workdir / "nginx.log")
             )

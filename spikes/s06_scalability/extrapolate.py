@@ -16,6 +16,10 @@ Redis and PostgreSQL are projected from their cost per operation, not per
 connection: at a light measured load their idle housekeeping would otherwise
 be multiplied by the connection count.
 
+Memory per connection comes from the most connections measured at once (the scale scenario's 10k and 100k points
+when they ran), and a shape measured to stop short of a target (one process at its descriptor limit) is limited
+there: the projection never goes past a measured failure.
+
 Assumptions, stated in the document: costs stay linear (no contention
 effect beyond what was measured, no per-process fixed cost beyond the
 idle RSS measured); a machine is the one the run was measured on, used to
@@ -42,7 +46,9 @@ FORMULA = (
     f"{HEADROOM:.0%})), ceil(memory(N) / (machine memory x {HEADROOM:.0%})), 1); Redis commands/s and PostgreSQL rows/s and transactions/s "
     "= N x their measured rate per connection; Redis cores = commands/s(N) x measured Redis CPU seconds per command; PostgreSQL cores = "
     "rows/s(N) x measured PostgreSQL CPU seconds per row (its cumulative CPU, every backend included, from the load's start to the "
-    "servers' stop, over the rows written). A run that delivered less than its target is first brought to the target: "
+    "servers' stop, over the rows written). Memory per connection is the scale scenario's at the most connections held at once "
+    "(10k or 100k real connections) when it ran, else the scenario's own; a shape measured to stop short of a target is capped "
+    "at what it held. A run that delivered less than its target is first brought to the target: "
     "its server cores x (expected / delivered deliveries) and one PostgreSQL row per message in, at the measured cost per row"
 )
 
@@ -61,6 +67,7 @@ class Costs:
     pg_cpu_per_row: float = 0.0  # CPU seconds per row
     multi_process: bool = True
     shortfall: float = 1.0  # expected / delivered deliveries of the run these came from (1: the target was reached)
+    held_limit: float = math.inf  # the most connections the shape was measured to hold when it could not hold more (scale)
 
     def __post_init__(self) -> None:
         if self.connections <= 0:
@@ -129,6 +136,8 @@ def project(costs: Costs, n: int, machine: Machine) -> Projection:
     pg_rows = costs.pg_rows_per_s * scale
     pg_cores = pg_rows * costs.pg_cpu_per_row
     limits = []
+    if n > costs.held_limit:
+        limits.append(f"held at most {costs.held_limit:,.0f} connections when measured")
     if not costs.multi_process and cores > machine.headroom:
         limits.append(f"one process needs {cores:.2f} cores")
     if not costs.multi_process and memory > machine.memory_bytes * machine.headroom:
@@ -158,7 +167,8 @@ def max_connections(costs: Costs, machine: Machine) -> float:
     pg_per_conn = costs.pg_rows_per_s / costs.connections * costs.pg_cpu_per_row
     if pg_per_conn > 0:
         caps.append(machine.cores * machine.headroom / pg_per_conn)
-    return min(caps) if caps else math.inf
+    caps.append(costs.held_limit)
+    return min(caps)
 
 
 __all__.append("max_connections")

@@ -21,6 +21,7 @@ TINY = {
     "few-busy": {"connections": 5, "rate": 10.0, "duration_s": 1.5},
     "burst": {"connections": 20, "burst_s": 1.0, "hold_s": 1.5},
     "capacity": {"connections": 4, "lo_rate": 2.0, "hi_rate": 8.0, "max_steps": 2, "step_s": 0.5, "settle_s": 1.0},
+    "scale": {"targets": [30, 60], "per_process": 40, "per_generator": 40, "concurrency": 16, "hold_s": 0.2},
     "generator-idle": {"connections": 100, "hold_s": 0.5},
     "robustness": {},  # the hostile-frame battery: no size to scale down
 }
@@ -64,6 +65,11 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
     assert busy.median("observer_expected") == busy.median("sent")
     assert busy.median("observer_received_after_drain") == busy.median("observer_expected")
     assert busy.median("observer_undelivered_after_drain") == 0
+    # The scale scenario held every connection: one process for the one-process option, two for the other at 60.
+    for o, processes in (("native", [1, 1]), ("socketio-redis", [2, 2])):
+        points = stored.ok("scale", o).fact["points"]
+        assert [(pt["target"], pt["held"]) for pt in points] == [(30, 30), (60, 60)]
+        assert [pt["processes"] for pt in points] == processes
     gen = stored.ok("generator-idle", "native")
     assert gen.median("generator_connected") == 100 and gen.median("generator_memory_per_connection_bytes") > 0
     # Scores and the document come from the stored run.
@@ -78,6 +84,7 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
         "Burst: connect time distribution",
         "Capacity: the busiest room each option holds within its bounds",
         "The load generator holding idle connections in one process",
+        "Real connections at scale (measured, idle)",
         "Projection to 10k, 100k and 1M connections",
         "Hostile frames: the answer to each case",
         "**Quick profile**",
@@ -94,7 +101,7 @@ def test_tiny_run_is_stored_scored_and_rendered(tmp_path):
 
 def test_locust_plans_follow_the_scenarios():
     plan = spike.locust_plan("burst")
-    assert (plan.users, plan.spawn_rate, plan.run_time_s, plan.messages.rate, plan.messages.send["op"]) == (500, 50, 25, 1.0, "echo")
+    assert (plan.users, plan.spawn_rate, plan.run_time_s, plan.messages.rate, plan.messages.send["op"]) == (500, 50, 13, 1.0, "echo")
     busy = spike.locust_plan("few-busy", transport="socketio")
     assert (busy.users, busy.messages.rate, busy.messages.send["op"], busy.messages.transport) == (50, 100.0, "broadcast", "socketio")
     assert spike.locust_plan("many-idle").messages.rate == pytest.approx(1 / 60)
@@ -119,7 +126,7 @@ def test_locust_room_is_spike_6s_own_parameter():
 def test_every_load_scenario_repeats_and_their_declared_durations_leave_room_in_the_budget():
     """Each scenario the decision compares runs at least twice (many-idle ran once when it capped its repeats), and the
     load time its parameters declare alone (ramps, holds, baselines, the capacity search's steps at most) takes at most
-    80 % of the spike's budget: the rest is stack starts, drains, the generator scenario and the hostile frames."""
+    80 % of the spike's budget: the rest is stack starts, drains, the scale and generator scenarios and the hostile frames."""
     from harness.budget import table_minutes
 
     assert spike.default_repeat >= 2
