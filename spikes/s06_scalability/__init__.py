@@ -186,7 +186,7 @@ SCENARIOS = (
         "own ports: one process may open at most 20,000 files here and one source address reaches one port through at most 28,232 "
         "ephemeral ports, so 100,000 connections need several of each. nginx is not in front here (it needs two descriptors per proxied "
         "connection: eleven workers at this limit). Once every generator holds its connections, the servers' CPU and RSS are read over "
-        "`hold_s`; then each generator counts its connections still open (held). The connections send nothing: the many-idle scenario "
+        "`hold_s`; then each generator counts its connections still open (held), and the servers are stopped before the connections are let go (how 100,000 connections end is not measured). The connections send nothing: the many-idle scenario "
         "measures what chat costs per connection. Runs once per option (a target is one attempt; its failures are reported).",
         _scale.run_scale,
         _scale.SCALE,
