@@ -244,7 +244,7 @@ SCALE = {
     "max_failures": 200,
     "hold_s": 3.0,
 }
-SCALE_QUICK = {"targets": [1_000, 3_000], "per_process": 2_000, "per_generator": 2_000, "hold_s": 1.0}
+SCALE_QUICK = {"targets": [300, 1_000], "per_process": 600, "per_generator": 600, "hold_s": 0.5}
 
 
 def _cpu_s(procs: list[psutil.Process]) -> float:
