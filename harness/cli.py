@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
+import harness.feed  # noqa: F401  (registers the feed clients sse, longpoll, sse-h2, longpoll-h2 and their resume adapters)
 from harness import machine
 from harness.load.clients import get_client_class, transports
 from harness.load.schedules import ARRIVALS
@@ -749,7 +750,9 @@ _WS_TRANSPORTS = ("ws", "ws-websockets")
 
 _LOAD_EPILOG = (
     "URLs: ws://127.0.0.1:PORT/PATH for --transport ws or ws-websockets; http://127.0.0.1:PORT for --transport socketio or "
-    "socketio-raw. Only servers on this machine, unless --allow-remote.\n\n"
+    "socketio-raw; a feed's base http://127.0.0.1:PORT for --transport sse or longpoll (broadcast mode; the clients add /sse, /poll "
+    "and /send: the protocol is in harness/feed), https:// through an HTTP/2 front for sse-h2 or longpoll-h2. Only servers on "
+    "this machine, unless --allow-remote.\n\n"
     "Exit status: 0 every connection connected, no message was lost and nothing failed; "
     "2 a usage error (an unknown option, a bad value, a server not on this machine without --allow-remote; one line names it); "
     "3 the run finished but a connection did not connect or was dropped, messages were lost, a generator process failed "
@@ -1216,8 +1219,10 @@ def load(
             parser=_resume,
             metavar="NAME",
             help="How a reconnected client asks for what it missed (with --reconnect): none; last-seq (rejoin after "
-            "the last room sequence number seen; the server replays); socketio-recovery (Socket.IO connection state "
-            "recovery, --transport socketio-raw).",
+            "the last room sequence number seen; the server replays); last-seq-epoch (the same with the server's epoch, "
+            "so a restarted server answers with a reset); last-event-id (a feed's Last-Event-ID or cursor, --transport sse, "
+            "longpoll, sse-h2 or longpoll-h2); socketio-recovery (Socket.IO connection state recovery, --transport "
+            "socketio-raw); outbox, outbox-last-seq (resend what the server did not acknowledge).",
         ),
     ] = "none",
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a server that is not on this machine.")] = False,

@@ -107,3 +107,29 @@ def test_a_restart_that_lost_the_history_shows_as_resets_and_loss(transport, epo
     assert total["delivered"]["count"] > 0
     if transport == "sse":  # a poll cut by the restart may come back through aiohttp's retry of a GET, without a drop
         assert r.reconnected >= 3
+
+
+@pytest.mark.slow  # starts a real server
+@pytest.mark.parametrize(("transport", "kick_mode"), [("sse", "close"), ("longpoll", "status")])
+def test_spike_load_drives_a_feed_and_resumes_a_dropped_member(transport, kick_mode, capfd):
+    """``spike load`` knows the feed's clients and resume adapter: a member kicked mid-run comes back with its Last-Event-ID
+    (or cursor) and the account shows nothing lost or repeated."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness import cli
+
+    with FeedServer(kick_after=10, kick_mode=kick_mode) as server:
+        res = CliRunner().invoke(
+            cli.app,
+            ["load", f"http://127.0.0.1:{server.port}", "--transport", transport, "--mode", "broadcast", "--senders", "1"]
+            + ["-c", "3", "-r", "20", "-d", str(1.0 * UNIT), "--reconnect", "on", "--resume", "last-event-id", "--json"],
+        )
+    assert res.exit_code == 0, res.output
+    printed = capfd.readouterr().out or res.output
+    out = json.loads(printed[printed.index("{") : printed.rindex("}") + 1])
+    total = out["account"]["total"]
+    assert total["delivered"]["count"] == total["expected"] > 0
+    assert total["lost_after_ack"]["count"] == total["duplicated"]["count"] == 0
+    assert out["reconnected"] >= 1
