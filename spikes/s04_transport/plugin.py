@@ -419,6 +419,24 @@ class TransportSpike(Spike):
                 + ". Evidence (the proxy's own log lines for each request) is in the stored run's facts.",
             )
         )
+        evidence_rows = []
+        for path in _px.PATHS:
+            for o in opts:
+                c = cells.get((path, o))
+                if c is None:
+                    continue
+                ev = c.get("evidence") or {}
+                line = (ev.get("lines") or ["(none: the cell is not counted)"])[0]
+                evidence_rows.append([path, titles[o], str(ev.get("log", "")), f"`{line[:160]}`"])
+        content.tables.append(
+            Table(
+                "Through proxies: the evidence (the proxy's own log)",
+                ["Path", "Option", "Log", "First line for the cell's request"],
+                evidence_rows,
+                "Each counted cell's request as the proxy logged it (nginx's access log with the protocol, upstream status and "
+                "gzip ratio; squid's access.log; the fault proxy's fault log); every line is in the stored run.",
+            )
+        )
         need_rows = []
         for o in opts:
             bad = [p for p in _px.PATHS if (c := cells.get((p, o))) and c.get("counted") and c["outcome"] not in ("works", "delayed")]
