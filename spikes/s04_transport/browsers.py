@@ -18,7 +18,7 @@ would be) and runs one step at a time:
   caller gives one) they share one connection.
 
 The page records raw facts (what was acknowledged, what arrived when, when the transport dropped and came back);
-:func:`score_transport` and :func:`score_probe` turn them into the matrix's cells here, in plain Python that the
+:func:`transport_cell` and :func:`probe_cell` turn them into the matrix's cells here, in plain Python that the
 tests check without a browser. One browser runs at a time.
 """
 
@@ -48,8 +48,8 @@ __all__ = [
     "PageSettings",
     "page_files",
     "build_steps",
-    "score_transport",
-    "score_probe",
+    "transport_cell",
+    "probe_cell",
     "h2_unsupported_reason",
     "nginx_h2_front",
     "run_engine",
@@ -173,7 +173,7 @@ def _first(xs: Sequence[float], after: float) -> float | None:
     return next((x for x in xs if x >= after), None)
 
 
-def score_transport(raw: Mapping[str, Any]) -> dict[str, Any]:
+def transport_cell(raw: Mapping[str, Any]) -> dict[str, Any]:
     """One matrix cell from a transport step's raw record (see ``web/s04.js``).
 
     ``lost``: acknowledged broadcasts (by ``n``) that never arrived; ``duplicated``: arrivals of an ``n`` already
@@ -187,7 +187,7 @@ def score_transport(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     if "error" in raw and "transport" not in raw:
         partial = raw.get("partial")
-        cell = score_transport(partial) if isinstance(partial, Mapping) and "transport" in partial else {"opened": False}
+        cell = transport_cell(partial) if isinstance(partial, Mapping) and "transport" in partial else {"opened": False}
         return {**cell, "error": raw["error"]}
     transport = raw.get("transport")
     acks = [a for a in raw.get("acks", []) if isinstance(a, Mapping)]
@@ -255,7 +255,7 @@ def score_transport(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def score_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
+def probe_cell(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The per-origin limit from a probe step: how many of the EventSources opened, and whether one more fetch went
     through while they held their connections (``fetch_stalled``: it had no answer within the page's wait).
 
@@ -456,10 +456,10 @@ def _engine_row(
     for s in data.get("steps", []):
         result = s.get("result") or {}
         if s.get("kind") == "transport":
-            transports[s["transport"]] = {**score_transport(result), "raw": result}
+            transports[s["transport"]] = {**transport_cell(result), "raw": result}
         else:
             probe = s["id"].split("-")[1]
-            per_origin[probe] = {**score_probe(result), "raw": result}
+            per_origin[probe] = {**probe_cell(result), "raw": result}
     per_origin.setdefault("http1", {"measured": False, "reason": "no SSE feed given: the probe opens EventSources"})
     if "h2" not in per_origin:
         per_origin["h2"] = {"measured": False, "reason": h2_reason or _NO_H2}

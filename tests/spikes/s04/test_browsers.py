@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 
 from harness import browser
 from spikes.s04_transport import browsers
-from spikes.s04_transport.browsers import PageSettings, build_steps, score_probe, score_transport
+from spikes.s04_transport.browsers import PageSettings, build_steps, probe_cell, transport_cell
 from tests.utils import UNIT, missing_program, require_program
 
 # -- the fixture feed server -----------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def _raw(transport: str = "sse", **over: Any) -> dict[str, Any]:
 
 
 def test_a_clean_resume_scores_no_loss_no_duplicate_and_the_gap():
-    cell = score_transport(_raw())
+    cell = transport_cell(_raw())
     assert cell["opened"] and cell["drop_seen"] and cell["server_close_survived"] and cell["resumed_without_loss"]
     assert (cell["lost"], cell["duplicated"], cell["events_received"]) == (0, 0, 15)
     assert cell["reconnect_gap_ms"] == 3000.0 and cell["cut_to_resume_ms"] == 3005.0
@@ -296,7 +296,7 @@ def test_a_clean_resume_scores_no_loss_no_duplicate_and_the_gap():
 
 def test_lost_and_duplicated_broadcasts_are_counted_by_n():
     arrivals = [{"seq": s, "n": s + 1, "t": 1.0} for s in range(15) if s not in (6, 7)] + [{"seq": 2, "n": 3, "t": 2.0}]
-    cell = score_transport(_raw(arrivals=arrivals))
+    cell = transport_cell(_raw(arrivals=arrivals))
     assert (cell["lost"], cell["lost_n"], cell["duplicated"]) == (2, [7, 8], 1)
     assert not cell["resumed_without_loss"]
     # the gap's broadcasts missing after the browser's own reconnect: it did not name the last id
@@ -307,33 +307,33 @@ def test_a_publish_retried_under_two_numbers_is_not_a_delivery_duplicate():
     raw = _raw()
     raw["acks"].append({"seq": 14, "n": 16, "phase": "after"})
     raw["arrivals"].append({"seq": 14, "n": 16, "t": 9.0})
-    cell = score_transport(raw)
+    cell = transport_cell(raw)
     assert (cell["duplicated"], cell["publisher_retries"], cell["lost"]) == (0, 1, 0)
 
 
 def test_a_drop_never_seen_still_survives_when_everything_arrives():
-    cell = score_transport(_raw("poll", drops=[], ups=[10.0]))
+    cell = transport_cell(_raw("poll", drops=[], ups=[10.0]))
     assert cell["drop_seen"] is False and cell["server_close_survived"] is True and cell["resumed_without_loss"]
     assert cell["reconnect_gap_ms"] is None and cell["last_event_id_sent"] is None
 
 
 def test_a_transport_that_never_came_back_did_not_survive():
     after_missing = [a for a in _raw()["arrivals"] if a["seq"] < 5]
-    cell = score_transport(_raw(ups=[10.0], arrivals=after_missing, timeouts=["resume", "after"]))
+    cell = transport_cell(_raw(ups=[10.0], arrivals=after_missing, timeouts=["resume", "after"]))
     assert cell["server_close_survived"] is False and cell["resumed_without_loss"] is False and cell["lost"] == 10
 
 
 def test_a_step_that_timed_out_is_scored_from_its_partial_record():
-    cell = score_transport({"error": "the step's own deadline passed", "partial": _raw(timeouts=["resume"])})
+    cell = transport_cell({"error": "the step's own deadline passed", "partial": _raw(timeouts=["resume"])})
     assert cell["error"] and cell["opened"] and cell["resumed_without_loss"] is False
-    assert score_transport({"error": "no result within 1 ms"}) == {"opened": False, "error": "no result within 1 ms"}
+    assert transport_cell({"error": "no result within 1 ms"}) == {"opened": False, "error": "no result within 1 ms"}
 
 
 def test_the_probe_counts_streams_and_a_stalled_fetch():
     raw = {"count": 8, "opened": 6, "joined": 6, "fetch_ok": False, "fetch_error": "AbortError", "protocols": {"page": "http/1.1"}}
-    p = score_probe(raw)
+    p = probe_cell(raw)
     assert (p["measured"], p["opened"], p["fetch_stalled"], p["protocol"]) == (True, 6, True, "http/1.1")
-    assert score_probe({"error": "no result"}) == {"measured": False, "reason": "no result"}
+    assert probe_cell({"error": "no result"}) == {"measured": False, "reason": "no result"}
 
 
 def test_steps_cover_each_given_transport_then_the_probes():
