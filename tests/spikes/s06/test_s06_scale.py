@@ -32,7 +32,7 @@ def test_the_connections_are_spread_over_every_server_process_and_all_are_held(t
     """Two server processes behind Redis, two generators: each server holds about half, every connection is counted as held."""
     require("postgres", "redis-server")
     params = {"targets": [120, 300], "per_process": 150, "per_generator": 160, "concurrency": 32, "connect_timeout_s": 10 * UNIT}
-    params |= {"max_failures": 20, "hold_s": 0.2}
+    params |= {"max_failures": 20, "hold_s": 0.2, "open_for_s": 60 * UNIT}
     ctx = ScenarioContext(spike.option("native-redis"), params, 0, True, tmp_path, log=lambda s: None)
     out = run_scale(ctx)
     points = out.facts["points"]
