@@ -182,7 +182,8 @@ SCENARIOS = (
         "Each target on a fresh deployment: PostgreSQL, Redis for the multi-process options, and the option's server processes: one for a "
         "one-process option whatever the target, ceil(target / `per_process`) (at least 2) for a multi-process one. ceil(target / "
         "`per_generator`) fresh generator processes open idle connections (`concurrency` handshakes at a time each, `connect_timeout_s` "
-        "each, a failed attempt tried again until a generator has `max_failures` failures), spread round robin over the server processes' "
+        "each, a failed attempt tried again until `max_failures` attempts in a row failed or `open_for_s` has passed: a shape that "
+        "opens connections too slowly to reach the target within the spike's budget fails the target, saying so), spread round robin over the server processes' "
         "own ports: one process may open at most 20,000 files here and one source address reaches one port through at most 28,232 "
         "ephemeral ports, so 100,000 connections need several of each. nginx is not in front here (it needs two descriptors per proxied "
         "connection: eleven workers at this limit). Once every generator holds its connections, the servers' CPU and RSS are read over "
@@ -234,6 +235,12 @@ def scale_limit(point: dict) -> str:
             "the server process's descriptor limit: "
             + ", ".join(f"{fds:,} of {limit:,} descriptors open" for fds, limit in full)
             + " while held"
+        )
+    if point.get("timed_out"):
+        rate = point["connected"] / point["open_s"] if point.get("open_s") else 0.0
+        parts.append(
+            f"the time to open ran out ({fmt_num(point.get('open_for_s') or 0)} s; {fmt_num(rate)} connections/s were opening): "
+            "the shape was still accepting, too slowly to reach the target within the spike's budget"
         )
     if point.get("exited"):
         parts.append("a server process exited: " + "; ".join(point["exited"])[:200])

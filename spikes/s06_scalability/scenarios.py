@@ -73,13 +73,13 @@ __all__ = [
 
 #: The seed's scenarios at full scale; quick profiles scale them down (the document says so).
 #: many-idle's hold was 180 s with one repeat, then 40 s with two; six options (the Node ones added) and the scale
-#: scenario leave room for two repeats of a 12 s hold in the spike's budget: memory per idle connection has settled
-#: once the ramp ends at this size, and the hold still carries about 200 chat messages.
+#: scenario leave room for two repeats of a 10 s hold in the spike's budget: memory per idle connection has settled
+#: once the ramp ends at this size, and the hold still carries about 170 chat messages.
 MANY_IDLE = {
     "connections": 1000,
     "rate_per_min": 1.0,
     "ramp_s": 5.0,
-    "hold_s": 12.0,
+    "hold_s": 10.0,
     "payload_bytes": 64,
     "canary_ms": 500,
     "hz": 2.0,
@@ -87,11 +87,11 @@ MANY_IDLE = {
     "drain_s": 10.0,
 }
 MANY_IDLE_QUICK = {"connections": 100, "rate_per_min": 60.0, "ramp_s": 1.0, "hold_s": 1.5, "hz": 5.0, "baseline_s": 0.3, "drain_s": 1.0}
-#: few-busy saturates every option here (the capacity search says how far each can go), so 8 s show the shortfall.
+#: few-busy saturates every option here (the capacity search says how far each can go), so 7 s show the shortfall.
 FEW_BUSY = {
     "connections": 50,
     "rate": 100.0,
-    "duration_s": 8.0,
+    "duration_s": 7.0,
     "payload_bytes": 64,
     "canary_ms": 200,
     "hz": 5.0,

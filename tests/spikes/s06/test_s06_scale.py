@@ -32,7 +32,7 @@ def test_the_connections_are_spread_over_every_server_process_and_all_are_held(t
     """Two server processes behind Redis, two generators: each server holds about half, every connection is counted as held."""
     require("postgres", "redis-server")
     params = {"targets": [120, 300], "per_process": 150, "per_generator": 160, "concurrency": 32, "connect_timeout_s": 10 * UNIT}
-    params |= {"max_failures": 20, "hold_s": 0.2}
+    params |= {"max_failures": 20, "hold_s": 0.2, "open_for_s": 60 * UNIT}
     ctx = ScenarioContext(spike.option("native-redis"), params, 0, True, tmp_path, log=lambda s: None)
     out = run_scale(ctx)
     points = out.facts["points"]
@@ -116,3 +116,26 @@ def test_the_scale_gate_reads_the_largest_target_and_a_quick_target_is_not_measu
     assert scale_points(full, "native")[1]["held"] == held
     with pytest.raises(NotMeasured, match="quick run"):
         gate.source.fn(_Run([{"target": 1000, "held": 1000}, {"target": 3000, "held": 3000}]), "native")
+
+
+def test_a_shape_too_slow_to_open_its_target_stops_at_the_time_limit_and_says_so(tmp_path):
+    """With a time to open far shorter than the target needs, the generators stop at the limit, the point is marked timed
+    out, and the document's reason names the time limit and the rate the shape was opening at, not a server limit."""
+    require("postgres")
+    with Deployment("native", tmp_path, log=lambda s: None) as dep:
+        hold, _ = hold_at_scale(
+            dep.server_urls(), dep.transport, 5000, per_generator=5000, concurrency=4, connect_timeout_s=5 * UNIT, open_for_s=0.3
+        )
+    assert 0 < hold.alive < 5000 and hold.timed_out == 1 and hold.stopped_early == 0
+    point = {
+        "target": 5000,
+        "held": hold.alive,
+        "connected": hold.connected,
+        "failed": hold.failed,
+        "timed_out": hold.timed_out,
+        "open_s": hold.open_s,
+        "open_for_s": 0.3,
+        "exited": [],
+    }
+    text = scale_limit(point)
+    assert "the time to open ran out (0.3 s;" in text and "descriptor" not in text
