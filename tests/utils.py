@@ -38,6 +38,11 @@ def require_program(*names: str) -> None:
     Names are those of ``harness.machine.EXTERNAL_TOOLS`` (redis-server, postgres, node, npm, chromium, nginx),
     plus ``playwright``, the Python package that drives Chromium.
     """
+    # The modules that use a program register it (harness.machine.register_tool): import them so a test that has not
+    # imported them yet still finds every name.
+    import harness.browser  # noqa: F401
+    import harness.prometheus  # noqa: F401
+    import harness.services  # noqa: F401
     from harness import machine
 
     for name in names:
