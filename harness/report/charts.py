@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import math
 from pathlib import Path
@@ -47,8 +49,30 @@ def _whiskers(ax: Any, xs: list[float], ys: list[float], ranges: list[tuple[floa
         )
 
 
+def _image(chart: Chart, path: Path) -> Path | None:
+    """A captured image (kind ``"image"``: a base64 PNG stored in the run, e.g. a screenshot), written as captured."""
+    data = (chart.series.get("png_base64") or [None])[0]
+    if not data:
+        return None
+    try:
+        png = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None  # a damaged capture is not drawn; the document lists the chart's absence like any unmeasured one
+    if not png.startswith(b"\x89PNG"):
+        return None
+    out = path.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    return out
+
+
 def draw(chart: Chart, path: Path) -> Path | None:
-    """Draw one chart into ``path`` (an ``.svg``); ``None`` when there is nothing measured to draw."""
+    """Draw one chart into ``path`` (an ``.svg``; an ``"image"`` chart is written as the ``.png`` it holds).
+
+    ``None`` when there is nothing measured to draw.
+    """
+    if chart.kind == "image":
+        return _image(chart, path)
     if not _has_data(chart):
         return None
     plt = _pyplot()
