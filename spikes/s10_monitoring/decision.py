@@ -143,7 +143,7 @@ CRITERIA = (
                 Derived(cpu_change, "the server's CPU seconds per message handled in the closed loop / the uninstrumented server's - 1"),
                 "%",
                 Utility(5, 100, "5% is within what a deploy changes anyway; doubling the CPU per message doubles the servers at scale"),
-                min_diff=5,
+                min_diff=10,
                 fmt=lambda v: f"{v:+.1f}%",
             ),
             Part(
@@ -151,7 +151,7 @@ CRITERIA = (
                 Derived(p99_change, "p99 latency (from intended send time) of the instrumented server / the uninstrumented one - 1"),
                 "%",
                 Utility(5, 100, "5% is noise at this load; doubling p99 is felt in token drags"),
-                min_diff=10,
+                min_diff=25,
                 fmt=lambda v: f"{v:+.1f}%",
             ),
         ),
