@@ -76,7 +76,10 @@ def repeat_view(run: RunResult, k: int) -> RunResult:
 
 
 def _option_repeats(run: RunResult, option: str) -> int:
-    return max((len(m.repeats) for sr in run.scenarios if sr.option == option for m in sr.measurements), default=0)
+    """The repeats of the option's own steps; for an option measured only inside another option's steps (a scenario
+    declared for one carrier option that measures every option, tagged), the repeats of the run's steps."""
+    own = max((len(m.repeats) for sr in run.scenarios if sr.option == option for m in sr.measurements), default=0)
+    return own or max((len(m.repeats) for sr in run.scenarios for m in sr.measurements), default=0)
 
 
 def source_values(source: Metric | Derived, run: RunResult, option: str) -> list[float]:

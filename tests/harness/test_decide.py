@@ -302,3 +302,20 @@ def test_no_module_under_spikes_computes_a_0_to_10_score():
                 raise AssertionError(f"{path.relative_to(SPIKES)}:{node.lineno} calls .score(): scoring is the harness's")
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "score" in node.name.lower():
                 raise AssertionError(f"{path.relative_to(SPIKES)}:{node.lineno} defines {node.name}(): scoring is the harness's")
+
+
+def test_an_option_measured_only_inside_a_carriers_steps_gets_one_value_per_repeat():
+    """A scenario declared for one carrier option may measure every option, tagged: a Derived value of another option
+    is then read once per repeat of the run's steps, not once (which would show its first repeat as its value)."""
+    from harness.decide.engine import source_values
+
+    run = _run({"a": {"speed@b": [[5.0], [50.0], [7.0]], "speed@a": [[1.0], [2.0], [3.0]]}})
+
+    def tagged(r: RunResult, option: str) -> float:
+        sr = r.ok("bench", "a")
+        assert sr is not None
+        return next(m.median for m in sr.find("speed") if m.tags.get("load") == option)
+
+    derived = Derived(tagged, "the option's tagged value in the carrier's steps")
+    assert source_values(derived, run, "a") == [1.0, 2.0, 3.0]
+    assert source_values(derived, run, "b") == [5.0, 50.0, 7.0]
