@@ -177,11 +177,161 @@ class BrowserStorageSpike(Spike):
     def report(self, run: RunResult) -> ReportContent:
         content = ReportContent()
         titles = {o.key: o.title for o in self.options}
+        self._answers(run, titles, content)
         self._seed_table(run, titles, content)
         self._where(run, titles, content)
         self._sync(run, content)
         self._invalidation(run, content)
+        self._quota_and_persist(run, titles, content)
+        self._eviction(run, titles, content)
+        self._bad_input(run, content)
         return content
+
+    def _quota_and_persist(self, run: RunResult, titles: dict[str, str], content: ReportContent) -> None:
+        """Chromium under a DevTools per-origin quota (enforced against reported), and what persist() did per engine."""
+        limits, persist = _carrier(run, "limits"), _carrier(run, "persistence")
+        q = (limits.fact.get("quota_override") or {}) if limits else {}
+        if q.get("stores"):
+            est = q.get("estimate") or {}
+            rows = [[titles.get(store, store), e.get("verdict") or "n/a"] for store, e in q["stores"].items()]
+            content.tables.append(
+                Table(
+                    f"Chromium under a {fmt_num((q.get('quota_bytes') or 0) / 1024 / 1024)} MiB per-origin quota (DevTools protocol)",
+                    ["Store", "What the store did"],
+                    rows,
+                    f"Meanwhile navigator.storage.estimate() reported a quota of {fmt_num((est.get('quota') or 0) / 1024**3)} GiB: the "
+                    "figure an app reads is not the limit that applies.",
+                )
+            )
+        rows = []
+        for engine, r in ((persist.fact.get("engines") or {}) if persist else {}).items():
+            st = r.get("storage") or {}
+            rows.append([engine, str(st.get("persist")), str(st.get("persisted")), str(r.get("persist_effect") or st.get("error") or "")])
+        if rows:
+            content.tables.append(
+                Table(
+                    "navigator.storage.persist(): what it answered, per engine",
+                    ["Engine", "persist()", "persisted() after", "Effect"],
+                    rows,
+                    "Headless and unattended, no engine granted persistence, so eviction stays a normal path: see the next table.",
+                )
+            )
+
+    def _eviction(self, run: RunResult, titles: dict[str, str], content: ReportContent) -> None:
+        sr = _carrier(run, "eviction")
+        if sr is None:
+            return
+        rows = []
+        for engine, r in (sr.fact.get("engines") or {}).items():
+            if r.get("status") != "measured":
+                rows.append([engine, "-", f"{r.get('status')}: {r.get('reason', '')}", "", ""])
+                continue
+            for store, e in (r.get("stores") or {}).items():
+                if e.get("error") and not e.get("resynced"):
+                    rows.append([engine, titles.get(store, store), f"**no**: {str(e['error'])[:150]}", "", ""])
+                    continue
+                if not e.get("noticed") and not e.get("resynced"):
+                    # The engine's clearing left this store's data (WebKitGTK keeps the Cache API's files): nothing to resync.
+                    state = "state equal to the server's" if e.get("equals_server") else "**state differs from the server's**"
+                    rows.append([engine, titles.get(store, store), f"nothing was evicted (the clearing left its data); {state}", "-", "-"])
+                    continue
+                rows.append(
+                    [
+                        engine,
+                        titles.get(store, store),
+                        ("yes" if e.get("resynced") else "**no**")
+                        + ("" if e.get("equals_server") else ", **state differs from the server's**"),
+                        fmt_num(e["resync_ms"], "ms") if e.get("resync_ms") is not None else "n/a",
+                        fmt_num(e.get("bytes_fetched") or 0, "B"),
+                    ]
+                )
+        content.tables.append(
+            Table(
+                "Eviction: the origin's data gone, the app resyncs in full",
+                ["Engine", "Store", "Noticed and resynced, state equal to the server's", "Resync time", "Fetched"],
+                rows,
+            )
+        )
+
+    def _bad_input(self, run: RunResult, content: ReportContent) -> None:
+        sr = _carrier(run, "bad-input")
+        if sr is None:
+            return
+        rows = []
+        for engine, r in (sr.fact.get("engines") or {}).items():
+            if r.get("status") != "measured":
+                rows.append([engine, "-", f"{r.get('status')}: {r.get('reason', '')}", "", ""])
+                continue
+            for case, c in (r.get("cases") or {}).items():
+                if c.get("status") != "run":
+                    rows.append([engine, case, f"not run: {c.get('why') or c.get('status')}", "", ""])
+                    continue
+                rows.append(
+                    [
+                        engine,
+                        case,
+                        ("detected" if c.get("detected") else "**not detected**")
+                        + (", handled" if c.get("handled") else ", **not handled**"),
+                        "; ".join(str(x) for x in (c.get("problems") or c.get("errors") or []))[:200],
+                        ", ".join(c.get("kept") or []) or "-",
+                    ]
+                )
+        content.tables.append(
+            Table(
+                "Corrupted records and failed writes (IndexedDB, the app's own checks)",
+                ["Engine", "Case", "Outcome", "What the app saw", "Kept through the resync"],
+                rows,
+                "Handled means the app fell back to a full resync from the server and kept what must not be lost (outbox, preferences).",
+            )
+        )
+
+    def _answers(self, run: RunResult, titles: dict[str, str], content: ReportContent) -> None:
+        """The seed's three questions, each answered by a rule over the stored measurements (the tables below hold them)."""
+        rows = []
+        inval, sync = _carrier(run, "invalidation"), _carrier(run, "sync")
+        if inval is not None:
+            ran = [r for r in (inval.fact.get("engines") or {}).values() if r.get("status") == "measured"]
+            fresh: dict[str, list[float]] = {}
+            for r in ran:
+                for strategy, c in (r.get("strategies") or {}).items():
+                    if (c.get("stale") or {}).get("stale") == 0 and c.get("warm_ms_median") is not None:
+                        fresh.setdefault(strategy, []).append(float(c["warm_ms_median"]))
+            always = {k: v for k, v in fresh.items() if len(v) == len(ran)}
+            if always:
+                best = min(always, key=lambda k: max(always[k]))
+                rows.append(
+                    [
+                        "How to invalidate cached map images and code",
+                        f"{best}: 0 stale reads after a version change in all {len(ran)} engines, warm loads at most "
+                        f"{fmt_num(max(always[best]), 'ms')} (also without stale reads: "
+                        + (", ".join(k for k in always if k != best) or "none")
+                        + ")",
+                    ]
+                )
+        if sync is not None:
+            ran = [r for r in (sync.fact.get("engines") or {}).values() if r.get("status") == "measured"]
+            ok: dict[str, list[float]] = {}
+            for r in ran:
+                for strategy, st in (r.get("strategies") or {}).items():
+                    t = st["account"]["total"]
+                    exact = t["delivered"]["count"] == t["expected"] and t["duplicated"]["count"] == 0
+                    if exact and st["texts_equal"] and st["boards_equal"] and (st.get("timing") or {}).get("bytes_up") is not None:
+                        ok.setdefault(strategy, []).append(float(st["timing"]["bytes_up"]))
+            exact_all = {k: v for k, v in ok.items() if len(v) == len(ran)}
+            if exact_all:
+                best = min(exact_all, key=lambda k: max(exact_all[k]))
+                rows.append(
+                    [
+                        "How to sync offline edits",
+                        f"{best}: every offline edit at the server exactly once, texts and boards equal, in all {len(ran)} engines, at "
+                        f"most {fmt_num(max(exact_all[best]))} bytes up ("
+                        + "; ".join(f"{k}: at most {fmt_num(max(v))}" for k, v in exact_all.items() if k != best)
+                        + ")",
+                    ]
+                )
+        if rows:
+            rows.insert(0, ["What to cache where", "the table 'What to cache where (from the measurements)' below"])
+            content.tables.append(Table("The seed's three questions, answered from the measurements", ["Question", "Answer"], rows))
 
     def _seed_table(self, run: RunResult, titles: dict[str, str], content: ReportContent) -> None:
         limits, persist = _carrier(run, "limits"), _carrier(run, "persistence")

@@ -65,5 +65,8 @@ def test_tiny_run_is_stored_gated_and_rendered(tmp_path):
         "What to cache where (from the measurements)",
         "Offline to online sync (the harness's account)",
         "Cache invalidation after a server version change",
+        "Eviction: the origin's data gone, the app resyncs in full",
+        "Corrupted records and failed writes (IndexedDB, the app's own checks)",
+        "navigator.storage.persist(): what it answered, per engine",
     ):
         assert title in doc, title
