@@ -273,8 +273,10 @@ class PrometheusService:
         self._discard()
 
     def kill(self) -> None:
+        """SIGKILL Prometheus's group and remove its temp dir."""
         if self.server is not None:
             self.server.kill()
+        self._discard()
 
     def _discard(self) -> None:
         self.server = None

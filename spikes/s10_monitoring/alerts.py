@@ -442,9 +442,11 @@ def _one_instrument(instrument: str, params: dict[str, Any], workdir: Path) -> d
             out["fault_log"] = log.to_list()
             out["prometheus_log_tail"] = prom.last_log_lines(5)
     finally:
-        if server is not None:
-            server.stop()
-        redis.stop()
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            redis.stop()
     return out
 
 

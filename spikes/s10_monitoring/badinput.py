@@ -227,8 +227,12 @@ def _otel_clash() -> dict[str, Any]:
     return _case(
         "metric_name_clash",
         "opentelemetry-sdk",
-        "no exception: the same name twice returns the same counter; as a histogram too it is a second "
-        "instrument (a warning), both exported" + ("; the scrape parses" if ok else f"; the scrape does NOT parse: {err}"),
+        "no exception: the same name twice returns "
+        + ("the same counter" if a is b else "another counter")
+        + "; as a histogram too it is a second instrument"
+        + (f" (logged: {rec.messages[0][:120]})" if rec.messages else " (nothing logged)")
+        + ", both exported"
+        + ("; the scrape parses" if ok else f"; the scrape does NOT parse: {err}"),
         ok,
         same_instrument_returned=a is b,
         families=families,

@@ -152,6 +152,10 @@ CRITERIA = (
                 "%",
                 Utility(5, 100, "5% is noise at this load; doubling p99 is felt in token drags"),
                 min_diff=25,
+                # A p99 over 8 s at 1,000 msg/s rests on its 80 slowest messages: on this 2-core machine the uninstrumented
+                # server's own p99 ranged 0.5-2.7 ms between repeats. Where an option's repeats disagree by more than their
+                # median, the part ranks nobody and Overhead rests on the server's CPU per message.
+                max_spread=1.0,
                 fmt=lambda v: f"{v:+.1f}%",
             ),
         ),

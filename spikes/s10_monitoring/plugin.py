@@ -217,6 +217,25 @@ def _fact(sr: Any) -> dict[str, Any]:
     return sr.fact if sr is not None else {}
 
 
+def _name_difference(sr: Any) -> str:
+    """How the OpenTelemetry server's metric names differed from prometheus_client's, from the signals scenario."""
+    inst = _fact(sr).get("instruments") or {}
+    prom = {f["name"] for f in (inst.get("prometheus") or {}).get("families") or []}
+    otel = {f["name"] for f in (inst.get("otel") or {}).get("families") or []}
+    if not prom or not otel:
+        return "The OpenTelemetry server's names were not read in this run."
+    only_prom, only_otel = sorted(prom - otel), sorted(otel - prom)
+    if not only_prom and not only_otel:
+        return "The OpenTelemetry server exposed the same names."
+    return (
+        "The OpenTelemetry server exposed the same tabletop names; it lacked "
+        + (", ".join(f"`{n}`" for n in only_prom) or "nothing")
+        + " and added "
+        + (", ".join(f"`{n}`" for n in only_otel) or "nothing")
+        + " (and `otel_scope_*` labels on every series)."
+    )
+
+
 class MonitoringSpike(Spike):
     """Prometheus vs OpenTelemetry vs DataDog (DogStatsD) vs Sentry for the tabletop server's signals."""
 
@@ -381,8 +400,8 @@ class MonitoringSpike(Spike):
                     "Server RSS growth",
                 ],
                 rows,
-                "Each user is one WebSocket connection sending one message; RSS growth includes the connections' own churn, the same "
-                "in both variants. Label budget: "
+                "Each user is one WebSocket connection sending one message; RSS growth includes those connections' own churn, which "
+                "varies from run to run by more than a label's series cost here, so memory per series is not separable. Label budget: "
                 + ("; ".join(budget) if budget else "not derivable from this run")
                 + ". Keep user and room ids out of labels (put them in logs, traces or Sentry tags); export per-server totals.",
             )
@@ -419,9 +438,10 @@ class MonitoringSpike(Spike):
                 "The metrics to export (as the server exposed them in this run)",
                 ["Name", "Type", "Labels", "Signal", "Why (the metric's help text)"],
                 rows,
-                "Read from the prometheus_client server's /metrics after the scripted session; the OpenTelemetry server exposed the "
-                "same names (the signals table above checks both). Every label has a bounded set of values (op: 5, kind: 5, "
-                "code_class: 2): a per-user or per-room label is what the cardinality table prices.",
+                "Read from the prometheus_client server's /metrics after the scripted session. "
+                + _name_difference(sr)
+                + " Every label has a bounded set of values (op: 5, kind: 5, code_class: 2): a per-user or per-room label is what "
+                "the cardinality table prices.",
             )
         )
 
@@ -537,7 +557,11 @@ class MonitoringSpike(Spike):
             carriers = [o for o in titles if ((inst.get(o) or {}).get("signals") or {}).get(signal, {}).get("carried")]
             eligible = [o for o in carriers if gate_ok.get(o, True)]
             ranked = sorted(eligible, key=lambda o: -(totals.get(o) or 0.0))
-            pick = titles[ranked[0]] if ranked else "none measured"
+            tied = [o for o in ranked if o in decision.tied_with] if ranked and ranked[0] in decision.tied_with else []
+            if len(tied) > 1:
+                pick = "tie within noise: " + " / ".join(titles[o] for o in tied)
+            else:
+                pick = titles[ranked[0]] if ranked else "none measured"
             evidence = "; ".join(f"{titles[o]}: {inst[o]['signals'][signal]['evidence']}" for o in carriers)
             rows.append([title, ", ".join(titles[o] for o in carriers) or "none", pick, evidence])
         content.tables.append(
@@ -603,7 +627,10 @@ class MonitoringSpike(Spike):
                 rows,
                 "Each repeat ran every back end once, in the same order, so drift on the machine reaches them alike; 'vs none' is "
                 "against the uninstrumented server of the same repeat, median over the repeats. A throughput marked generator-bound "
-                "is the load generator's limit, not the server's: the server's CPU per message is the figure to read there.",
+                "is the load generator's limit, not the server's: the server's CPU per message is the figure to read there. The load "
+                "is echo messages without errors: Sentry's figure is the cost of having its SDK installed, which does nothing per "
+                "message (its cost per error is in the storm table); OpenTelemetry's includes one span per message, which "
+                "prometheus_client does not trace (a span alone costs the most of any call in the cost-per-call table).",
             )
         )
         series: dict[str, list[Any]] = {"p99 vs none": [], "server CPU per message vs none": []}

@@ -101,18 +101,17 @@ def run_storm(ctx: ScenarioContext) -> ScenarioOutput:
         down = phases.get("down") or {}
         if "error" not in up and up.get("sent"):
             out.add("received_share", "share", [float(up["received"]) / float(up["sent"])], "higher", instrument=backend)
-        unreported = 0.0
-        for ph in (up, down):
-            if "error" not in ph and ph.get("silent_loss"):
-                unreported += float(ph.get("lost") or 0)
-        if "error" not in up or "error" not in down:
+        # The gates read both phases: a phase that failed leaves them unmeasured (a gate not measured), never passed.
+        both = all(ph and "error" not in ph for ph in (up, down))
+        if both:
+            unreported = sum(float(ph.get("lost") or 0) for ph in (up, down) if ph.get("silent_loss"))
             out.add("lost_unreported", "events", [unreported], instrument=backend)
         ratios = {}
         for phase, ph in (("up", up), ("down", down)):
             before, during = _num(ph.get("probe_p99_before_ms")), _num(ph.get("probe_p99_during_ms"))
             if "error" not in ph and before and during is not None:
                 ratios[phase] = during / before
-        if ratios:
+        if both and len(ratios) == 2:
             out.add("blocked", "flag", [1.0 if max(ratios.values()) > BLOCKED_RATIO else 0.0], instrument=backend)
         if "down" in ratios:
             out.add("down_probe_p99_ratio", "x", [ratios["down"]], instrument=backend)

@@ -84,14 +84,14 @@ def carried_in_prometheus(text: str, session: dict[str, int]) -> dict[str, dict[
     fds = _total(f, "process_open_fds")
     return {
         "lifecycle": {
-            "carried": opened >= session["connections"] and closed_n >= 1 and closed_a >= 1 and "tabletop_connections" in f,
+            "carried": opened == session["connections"] and closed_n >= 1 and closed_a >= 1 and "tabletop_connections" in f,
             "evidence": f"opened {opened:g}, closed normally {closed_n:g}, abnormally {closed_a:g}, open now {_total(f, 'tabletop_connections'):g}",
         },
         "flow": {
-            "carried": echo >= session["echoes"] and _total(f, "tabletop_message_bytes_total") > 0,
+            "carried": echo == session["echoes"] and _total(f, "tabletop_message_bytes_total") > 0,
             "evidence": f"echo messages {echo:g} (sent {session['echoes']}), bytes {_total(f, 'tabletop_message_bytes_total'):g}",
         },
-        "errors": {"carried": errors >= session["fails"], "evidence": f"errors {errors:g} (raised {session['fails']})"},
+        "errors": {"carried": errors == session["fails"], "evidence": f"errors {errors:g} (raised {session['fails']})"},
         "latency": {
             "carried": handled >= session["echoes"] and buckets > 1,
             "evidence": f"histogram count {handled:g}, {buckets} bucket series",
