@@ -86,7 +86,7 @@ MANY_IDLE = {
     "baseline_s": 2.0,
     "drain_s": 10.0,
 }
-MANY_IDLE_QUICK = {"connections": 100, "rate_per_min": 60.0, "ramp_s": 1.0, "hold_s": 1.5, "hz": 5.0, "baseline_s": 0.3, "drain_s": 1.0}
+MANY_IDLE_QUICK = {"connections": 100, "rate_per_min": 60.0, "ramp_s": 0.5, "hold_s": 1.0, "hz": 5.0, "baseline_s": 0.3, "drain_s": 1.0}
 #: few-busy saturates every option here (the capacity search says how far each can go), so 7 s show the shortfall.
 FEW_BUSY = {
     "connections": 50,
@@ -110,7 +110,7 @@ BURST = {
     "baseline_s": 2.0,
     "drain_s": 5.0,
 }
-BURST_QUICK = {"connections": 50, "burst_s": 1.0, "hold_s": 1.0, "baseline_s": 0.3, "drain_s": 1.0}
+BURST_QUICK = {"connections": 50, "burst_s": 0.5, "hold_s": 0.5, "baseline_s": 0.3, "drain_s": 1.0}
 GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
 GENERATOR_QUICK = {"connections": 1000, "hold_s": 1.0}
 #: The capacity search: one broadcast room of ``connections`` members, each sending ``rate`` msg/s, the rate bisected
