@@ -134,6 +134,8 @@ def _need(engine: str) -> None:
 def test_indexeddb_keeps_every_kind_across_a_clean_close_and_memory_keeps_nothing(engine, tmp_path):
     _need(engine)
     out = lifecycle.run_persistence(engine, tmp_path, stores=("indexeddb", "memory"), extra_files={})
+    # A read whose report never came leaves no cells: the whole account (its errors included) says why.
+    assert set(out["same_page"]) == set(out["after_close"]) == {"indexeddb", "memory"}, out
     assert out["same_page"]["indexeddb"]["summary"] == "all kept", out["same_page"]
     assert out["same_page"]["memory"]["summary"] == "all kept", out["same_page"]
     assert out["after_close"]["indexeddb"]["summary"] == "all kept", out["after_close"]
