@@ -86,7 +86,7 @@ MANY_IDLE = {
     "baseline_s": 2.0,
     "drain_s": 10.0,
 }
-MANY_IDLE_QUICK = {"connections": 100, "rate_per_min": 60.0, "ramp_s": 0.5, "hold_s": 1.0, "hz": 5.0, "baseline_s": 0.3, "drain_s": 1.0}
+MANY_IDLE_QUICK = {"connections": 100, "rate_per_min": 60.0, "ramp_s": 0.5, "hold_s": 1.0, "hz": 5.0, "baseline_s": 0.2, "drain_s": 1.0}
 #: few-busy saturates every option here (the capacity search says how far each can go), so 7 s show the shortfall.
 FEW_BUSY = {
     "connections": 50,
@@ -98,7 +98,7 @@ FEW_BUSY = {
     "baseline_s": 2.0,
     "drain_s": 5.0,
 }
-FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 1.0, "baseline_s": 0.3, "drain_s": 1.0}
+FEW_BUSY_QUICK = {"connections": 20, "rate": 20.0, "duration_s": 1.0, "baseline_s": 0.2, "drain_s": 1.0}
 BURST = {
     "connections": 500,
     "burst_s": 10.0,
@@ -110,7 +110,7 @@ BURST = {
     "baseline_s": 2.0,
     "drain_s": 5.0,
 }
-BURST_QUICK = {"connections": 50, "burst_s": 0.5, "hold_s": 0.5, "baseline_s": 0.3, "drain_s": 1.0}
+BURST_QUICK = {"connections": 50, "burst_s": 0.5, "hold_s": 0.5, "baseline_s": 0.2, "drain_s": 1.0}
 GENERATOR = {"connections": 10000, "hold_s": 5.0, "concurrency": 256}
 GENERATOR_QUICK = {"connections": 1000, "hold_s": 1.0}
 #: The capacity search: one broadcast room of ``connections`` members, each sending ``rate`` msg/s, the rate bisected
@@ -133,7 +133,7 @@ CAPACITY = {
     "settle_s": 3.0,
     "account": True,
 }
-CAPACITY_QUICK = {"connections": 10, "lo_rate": 5.0, "hi_rate": 100.0, "ratio": 1.5, "max_steps": 2, "step_s": 0.8, "settle_s": 0.5}
+CAPACITY_QUICK = {"connections": 10, "lo_rate": 5.0, "hi_rate": 100.0, "ratio": 1.5, "max_steps": 2, "step_s": 0.6, "settle_s": 0.3}
 
 #: The account's counts stored per load step (``harness.load.account``'s words), and ``expected``, their denominator.
 ACCOUNT_OUTCOMES = ("delivered", "lost_after_ack", "lost_without_ack", "duplicated", "unexpected", "reordered")
@@ -407,7 +407,7 @@ def measure(
     t_setup = time.perf_counter()
     with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
         ctx.log(f"{ctx.option.key}: stack up in {time.perf_counter() - t_setup:.2f} s")
-        time.sleep(0.3)  # settle: imports done, pools open
+        time.sleep(0.1 if ctx.quick else 0.3)  # settle: imports done, pools open
         pids = dep.pids()
         base_rss = [rss_bytes(p) for p in pids["server"]]
         # Baseline: the server processes' CPU with the stack up and no client connected, before any load.
@@ -727,7 +727,7 @@ def run_capacity(ctx: ScenarioContext) -> ScenarioOutput:
     p = ctx.params
     out = ScenarioOutput()
     with Deployment(ctx.option.key, ctx.workdir, log=ctx.log) as dep:
-        time.sleep(0.3)  # settle: imports done, pools open
+        time.sleep(0.1 if ctx.quick else 0.3)  # settle: imports done, pools open
         count = 0
 
         def probe(rate: float) -> CapacityStep:
