@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,16 +40,16 @@ from typing import Any
 from harness.faults import Blackhole, Fault, FaultLog, FaultProxy, Reset, crash_redis, freeze, kill_and_restart, pause_redis
 from harness.plugin import NotRunnable
 from harness.poc import REPO_ROOT
-from harness.process import LogReady, ServerProcess, free_port
+from harness.process import ServerProcess, free_port
 from harness.prometheus import PrometheusService, prometheus_version, promtool_check_rules, require_prometheus
 from harness.services import RedisService, ServiceUnavailable
+from spikes.s10_monitoring.poc import launch
 
 __all__ = ["RULES_FILE", "JOB", "SteadyClients", "start_server", "run_alerts", "alert_names"]
 
 RULES_FILE = Path(__file__).resolve().parent / "rules.yml"
 #: The scrape job's name; the rules select ``up{job="tabletop"}``.
 JOB = "tabletop"
-SERVER_MODULE = "spikes.s10_monitoring.poc.server"
 
 #: ``tabletop_handle_seconds`` times the handler only (receive to reply written), not the wait in the socket or the
 #: event loop: a frozen server (SIGSTOP) handles nothing while frozen and its backlog fast after, so no fault here is
@@ -82,17 +81,11 @@ def start_server(
     name: str | None = None,
 ) -> ServerProcess:
     """The tabletop server as its own process group on a free port (kept across restarts), ready."""
-    argv = [sys.executable, "-m", SERVER_MODULE, "--host", "{host}", "--port", "{port}", "--instrument", instrument]
-    if redis_port is not None:
-        argv += ["--redis", f"127.0.0.1:{redis_port}"]
+    flags = ["--redis", f"127.0.0.1:{redis_port}"] if redis_port is not None else []
     if user_labels:
-        argv.append("--user-labels")
-    argv += extra or []
+        flags.append("--user-labels")
     label = name or f"s10-server-{instrument}"
-    server = ServerProcess(
-        label, argv, ready=LogReady(r"READY port=\d+"), log_path=workdir / f"{label}.log", cwd=REPO_ROOT, ready_timeout=30.0, grace=3.0
-    )
-    return server.start()
+    return launch.server_process(instrument, workdir, extra=[*flags, *(extra or [])], name=label, log_name=f"{label}.log").start()
 
 
 class SteadyClients:

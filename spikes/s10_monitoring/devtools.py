@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import math
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -232,17 +231,9 @@ def _r(x: float | None) -> float | None:
 
 @contextlib.contextmanager
 def _server(workdir: Path, instrument: str) -> Iterator[str]:
-    from harness.poc import REPO_ROOT
-    from harness.process import LogReady, ServerProcess
+    from spikes.s10_monitoring.poc import launch
 
-    proc = ServerProcess(
-        f"s10-server-{instrument}",
-        [sys.executable, "-m", "spikes.s10_monitoring.poc.server", "--host", "{host}", "--port", "{port}", "--instrument", instrument],
-        cwd=REPO_ROOT,
-        ready=LogReady("READY port="),
-        log_path=workdir / f"devtools-server-{instrument}.log",
-        grace=3.0,
-    )
+    proc = launch.server_process(instrument, workdir, log_name=f"devtools-server-{instrument}.log")
     with proc:
         yield f"ws://{proc.host}:{proc.port}/"
 

@@ -26,15 +26,13 @@ import http.client
 import math
 import os
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.poc import REPO_ROOT
-from harness.process import LogReady, ServerProcess, pin_plan
+from harness.process import ServerProcess, pin_plan
 
 __all__ = [
     "INSTRUMENTS",
@@ -118,26 +116,10 @@ def backend(instrument: str) -> Iterator[tuple[list[str], Any]]:
 
 def server_process(instrument: str, extra: Sequence[str], log_path: Path, cpus: Sequence[int] | None) -> ServerProcess:
     """The tabletop POC server with ``instrument`` (not started)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "spikes.s10_monitoring.poc.server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--instrument",
-        instrument,
-        *extra,
-    ]
-    return ServerProcess(
-        f"s10 server ({instrument})",
-        argv,
-        cwd=REPO_ROOT,
-        ready=LogReady("READY port="),
-        log_path=log_path,
-        cpus=cpus,
-        ready_timeout=30.0,
+    from spikes.s10_monitoring.poc import launch
+
+    return launch.server_process(
+        instrument, log_path.parent, extra=extra, name=f"s10 server ({instrument})", log_name=log_path.name, cpus=cpus, grace=5.0
     )
 
 

@@ -25,6 +25,7 @@ from harness.results import RunResult
 from harness.stats import fmt_num
 from spikes.s10_monitoring import scenarios as _sc
 from spikes.s10_monitoring.decision import CRITERIA, GATES
+from spikes.s10_monitoring.poc.launch import declared
 
 __all__ = ["MonitoringSpike", "spike", "WEIGHTS", "SIGNAL_TITLES"]
 
@@ -41,7 +42,7 @@ SIGNAL_TITLES = {
 }
 
 #: The server and the interface every back end implements: the same for every option.
-_SERVER = ("poc/server.py", "poc/instruments.py")
+_SERVER = ("poc/server.py", "poc/instruments.py", "poc/launch.py")
 
 OPTIONS = (
     Option(
@@ -51,6 +52,7 @@ OPTIONS = (
         (*_SERVER, "poc/inst_prometheus.py", "rules.yml"),
         ("prometheus_client",),
         ("prometheus",),
+        server=declared("prometheus"),
     ),
     Option(
         "otel",
@@ -59,6 +61,7 @@ OPTIONS = (
         (*_SERVER, "poc/inst_otel.py", "rules.yml"),
         ("opentelemetry-sdk", "opentelemetry-exporter-prometheus"),
         ("prometheus",),
+        server=declared("otel"),
     ),
     Option(
         "datadog",
@@ -66,6 +69,7 @@ OPTIONS = (
         "the `datadog` package's DogStatsD client over UDP to a local listener the harness runs (the agent and the SaaS cannot run here)",
         (*_SERVER, "poc/inst_datadog.py"),
         ("datadog",),
+        server=declared("datadog"),
     ),
     Option(
         "sentry",
@@ -73,6 +77,7 @@ OPTIONS = (
         "sentry-sdk's capture_exception to a local ingest endpoint the harness runs (Sentry's service cannot run here)",
         (*_SERVER, "poc/inst_sentry.py"),
         ("sentry-sdk",),
+        server=declared("sentry"),
     ),
 )
 
@@ -313,6 +318,8 @@ class MonitoringSpike(Spike):
                         ", ".join(f.get("pending_only") or []) or "-",
                     ]
                 )
+        if "otel" not in (sr.fact.get("instruments") or {}):  # the quick profile's otel_faults is empty: said, not dropped
+            rows.append([titles.get("otel", "otel"), "-", "-", "not run: this run's `otel_faults` parameter is empty", "", ""])
         settings: dict[str, Any] = (
             next((r.get("settings") for r in (sr.fact.get("instruments") or {}).values() if r.get("settings")), {}) or {}
         )

@@ -22,8 +22,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
-from harness.poc import REPO_ROOT
-from harness.process import LogReady, ServerProcess
+from harness.process import ServerProcess
 
 __all__ = [
     "SIGNALS",
@@ -168,23 +167,10 @@ async def _session(url: str, p: dict[str, Any]) -> dict[str, int]:
 
 @contextlib.contextmanager
 def _server(instrument: str, workdir: Path, extra: list[str]) -> Iterator[ServerProcess]:
-    argv = [
-        "{python}",
-        "-m",
-        "spikes.s10_monitoring.poc.server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--instrument",
-        instrument,
-        *extra,
-    ]
-    import sys
+    from spikes.s10_monitoring.poc import launch
 
-    argv = [sys.executable if a == "{python}" else a for a in argv]
-    server = ServerProcess(
-        f"s10-{instrument}", argv, cwd=REPO_ROOT, ready=LogReady("READY port="), log_path=workdir / f"signals-{instrument}.log"
+    server = launch.server_process(
+        instrument, workdir, extra=extra, name=f"s10-{instrument}", log_name=f"signals-{instrument}.log", grace=5.0
     )
     with server:
         yield server

@@ -32,7 +32,6 @@ import contextlib
 import json
 import re
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +39,9 @@ from typing import Any
 
 import psutil
 
-from harness.poc import REPO_ROOT
-from harness.process import LogReady, ServerProcess, pin_plan
+from harness.process import ServerProcess, pin_plan
 from spikes.s10_monitoring.overhead import Scraper
+from spikes.s10_monitoring.poc import launch
 
 __all__ = [
     "BACKENDS",
@@ -134,39 +133,11 @@ def _r(x: float | None, nd: int = 3) -> float | None:
 # -- the sinks (poc/sinks.py) ------------------------------------------------------------------
 
 
-def _ingest_class() -> type:
-    from spikes.s10_monitoring.poc.sinks import SentryIngest, _decode_body, parse_envelope
-
-    class ReportingIngest(SentryIngest):
-        """The spike's Sentry ingest, plus the client reports' discarded events by reason and category."""
-
-        def reset(self) -> None:
-            super().reset()
-            self.discarded: dict[str, int] = {}
-
-        def _receive(self, path: str, raw: bytes, encoding: str) -> tuple[int, bytes]:
-            status, body = super()._receive(path, raw, encoding)
-            if status == 200:
-                with contextlib.suppress(Exception):
-                    _, items = parse_envelope(_decode_body(raw, encoding))
-                    for ih, payload in items:
-                        if ih.get("type") != "client_report":
-                            continue
-                        report = json.loads(payload)
-                        for d in report.get("discarded_events") or []:
-                            key = f"{d.get('reason')}:{d.get('category')}"
-                            with self._lock:
-                                self.discarded[key] = self.discarded.get(key, 0) + int(d.get("quantity") or 0)
-            return status, body
-
-    return ReportingIngest
-
-
 def _start_sink(backend: str) -> Any:
     """A running DogStatsD sink or Sentry ingest (``stop()`` then ``start()`` keeps its port)."""
-    from spikes.s10_monitoring.poc.sinks import DogStatsdSink
+    from spikes.s10_monitoring.poc.sinks import DogStatsdSink, SentryIngest
 
-    sink = DogStatsdSink() if backend == "datadog" else _ingest_class()()
+    sink = DogStatsdSink() if backend == "datadog" else SentryIngest()
     return sink.start()
 
 
@@ -189,9 +160,8 @@ def _received(backend: str, sink: Any) -> int:
 def _reported(backend: str, sink: Any) -> dict[str, Any]:
     """What the back end itself said about losses: sentry-sdk's client reports (discarded events by reason)."""
     if backend == "sentry":
-        with sink._lock:
-            discarded = dict(sink.discarded)
-        return {"client_report_discarded": discarded, "client_reports": sink.counts()["items_by_type"].get("client_report", 0)}
+        counts = sink.counts()
+        return {"client_report_discarded": counts["discarded"], "client_reports": counts["items_by_type"].get("client_report", 0)}
     return {}
 
 
@@ -317,15 +287,14 @@ def _phase(backend: str, phase: str, p: dict[str, Any], workdir: Path, cpus: Seq
     out: dict[str, Any] = {"backend": backend, "phase": phase}
     server: ServerProcess | None = None
     try:
-        argv = [sys.executable, "-m", "spikes.s10_monitoring.poc.server", "--host", "127.0.0.1", "--port", "{port}"]
-        argv += ["--instrument", backend, *(_server_args(backend, sink) if sink is not None else [])]
-        server = ServerProcess(
-            f"s10 storm server ({backend}, {phase})",
-            argv,
-            cwd=REPO_ROOT,
-            ready=LogReady("READY port="),
-            log_path=workdir / f"storm-{backend}-{phase}.log",
+        server = launch.server_process(
+            backend,
+            workdir,
+            extra=_server_args(backend, sink) if sink is not None else [],
+            name=f"s10 storm server ({backend}, {phase})",
+            log_name=f"storm-{backend}-{phase}.log",
             cpus=cpus,
+            grace=5.0,
         )
         server.start()
         assert server.port is not None and server.pid is not None

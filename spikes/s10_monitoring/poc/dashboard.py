@@ -552,17 +552,9 @@ def capture_dashboard(
 
 @contextlib.contextmanager
 def _tabletop_server(workdir: Path, instrument: str) -> Iterator[Any]:
-    from harness.poc import REPO_ROOT
-    from harness.process import LogReady, ServerProcess
+    from spikes.s10_monitoring.poc import launch
 
-    proc = ServerProcess(
-        f"s10-server-{instrument}",
-        [sys.executable, "-m", "spikes.s10_monitoring.poc.server", "--host", "{host}", "--port", "{port}", "--instrument", instrument],
-        cwd=REPO_ROOT,
-        ready=LogReady("READY port="),
-        log_path=workdir / f"server-{instrument}.log",
-        grace=3.0,
-    )
+    proc = launch.server_process(instrument, workdir)
     with proc:
         yield proc
 

@@ -282,6 +282,7 @@ class SentryIngest:
             self.malformed_samples: list[str] = []
             self.event_samples: list[dict[str, Any]] = []
             self.max_event_bytes = 0
+            self.discarded: Counter[str] = Counter()  # sentry-sdk's client reports: "reason:category" -> events
 
     def start(self) -> Self:
         ingest = self
@@ -365,11 +366,22 @@ class SentryIngest:
                     self.max_event_bytes = max(self.max_event_bytes, len(payload))
                     if len(self.event_samples) < MALFORMED_SAMPLES:
                         self.event_samples.append(_event_summary(payload))
+                elif kind == "client_report":
+                    self._count_discarded(payload)
         return 200, json.dumps({"id": header.get("event_id")}).encode()
+
+    def _count_discarded(self, payload: bytes) -> None:
+        """A client report's discarded events (what the SDK says it dropped, by reason and category); the lock is held."""
+        try:
+            report = json.loads(payload)
+            for d in report.get("discarded_events") or []:
+                self.discarded[f"{d.get('reason')}:{d.get('category')}"] += int(d.get("quantity") or 0)
+        except (ValueError, TypeError, AttributeError):
+            self.malformed += 1
 
     def counts(self) -> dict[str, Any]:
         """A snapshot: requests, envelopes, events, items_by_type, bytes_wire, bytes_decoded, rejected_413,
-        malformed, malformed_samples, event_samples, max_event_bytes, running, starts."""
+        malformed, malformed_samples, event_samples, max_event_bytes, discarded (client reports), running, starts."""
         with self._lock:
             return {
                 "requests": self.requests,
@@ -383,6 +395,7 @@ class SentryIngest:
                 "malformed_samples": list(self.malformed_samples),
                 "event_samples": [dict(s) for s in self.event_samples],
                 "max_event_bytes": self.max_event_bytes,
+                "discarded": dict(self.discarded),
                 "running": self.running,
                 "starts": self.starts,
             }

@@ -9,12 +9,13 @@ Redis that dies is counted as errors while the server keeps serving. SIGTERM sto
 from __future__ import annotations
 
 import asyncio
-import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,9 +23,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from harness.poc import REPO_ROOT
-from harness.process import LogReady, ServerProcess
+from harness import poc
+from harness.process import ServerProcess
 from spikes.s10_monitoring.poc import instruments as ins
+from spikes.s10_monitoring.poc import launch
 from spikes.s10_monitoring.poc.sinks import DogStatsdSink, SentryIngest
 from tests.utils import UNIT, require_program
 
@@ -47,13 +49,24 @@ FIVE = (
 
 @contextmanager
 def tabletop(instrument: str, *extra: str) -> Iterator[ServerProcess]:
-    argv = [sys.executable, "-m", "spikes.s10_monitoring.poc.server", "--port", "{port}", "--instrument", instrument]
-    server = ServerProcess(f"s10-{instrument}", [*argv, *extra], cwd=REPO_ROOT, ready=LogReady("READY port="))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    """The server as every scenario starts it: the instrument's declared POC server (``poc/launch.py``)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server = launch.server_process(instrument, Path(workdir), extra=extra)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_each_option_declares_the_server_with_its_own_instrumentation() -> None:
+    from spikes.s10_monitoring.plugin import spike
+
+    for option in spike.options:
+        spec = poc.resolve(option)
+        assert spec.argv[spec.argv.index("--instrument") + 1] == option.key and spec.ready.startswith("log:")
+    assert launch.option_for("none") is launch.BASELINE and launch.option_for("otel").key == "otel"
+    assert poc.resolve(launch.BASELINE).argv[-1] == "none"
 
 
 def _get(server: ServerProcess, path: str) -> tuple[int, str]:

@@ -98,3 +98,26 @@ def test_sentry_ingest_counts_refuses_and_restarts() -> None:
         assert ingest.port == port and ingest.counts()["starts"] == 2
         assert _post(url, body)[0] == 200
         assert ingest.counts()["events"] == 3
+
+
+def test_sentry_ingest_adds_up_what_client_reports_say_was_discarded() -> None:
+    def report(*discarded: dict[str, Any]) -> bytes:
+        return b'{}\n{"type":"client_report"}\n' + json.dumps({"discarded_events": list(discarded)}).encode() + b"\n"
+
+    with SentryIngest() as ingest:
+        url = f"http://127.0.0.1:{ingest.port}/api/1/envelope/"
+        assert _post(url, report({"reason": "queue_overflow", "category": "error", "quantity": 70}))[0] == 200
+        assert (
+            _post(
+                url,
+                report(
+                    {"reason": "queue_overflow", "category": "error", "quantity": 3},
+                    {"reason": "network_error", "category": "error", "quantity": 2},
+                ),
+            )[0]
+            == 200
+        )
+        assert _post(url, b'{}\n{"type":"client_report"}\n[1, 2]\n')[0] == 200  # a report that is not an object: counted malformed
+        c = ingest.counts()
+        assert c["discarded"] == {"queue_overflow:error": 73, "network_error:error": 2}
+        assert c["items_by_type"]["client_report"] == 3 and c["malformed"] == 1 and c["events"] == 0
