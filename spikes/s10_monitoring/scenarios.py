@@ -136,7 +136,7 @@ ALERTS = {
     "scrape_interval_s": 1.0,
     "evaluation_interval_s": 1.0,
 }
-ALERTS_QUICK = {"faults": ["server-kill", "error-burst"], "otel_faults": [], "clean_s": 4.0, "warmup_s": 3.0}
+ALERTS_QUICK = {"faults": ["server-kill", "error-burst"], "otel_faults": [], "clean_s": 3.0, "warmup_s": 3.0, "after_s": 2.0}
 
 
 def run_alerts(ctx: ScenarioContext) -> ScenarioOutput:
@@ -169,7 +169,7 @@ def run_alerts(ctx: ScenarioContext) -> ScenarioOutput:
 
 
 CARDINALITY = {"instruments": ["prometheus", "otel"], "users": 10000, "batch": 200, "scrapes": 5, "settle_s": 3.0, "scrape_interval_s": 1.0}
-CARDINALITY_QUICK = {"users": 500, "scrapes": 3, "settle_s": 2.0}
+CARDINALITY_QUICK = {"users": 500, "scrapes": 2, "settle_s": 1.0}
 
 
 def run_cardinality(ctx: ScenarioContext) -> ScenarioOutput:
